@@ -1,0 +1,731 @@
+//! The memory allocator: the [`MemoryMap`] plus the I/O around it.
+//!
+//! `allocate` plans space, takes free blocks at once and, when free space is
+//! short, expands by reserving new pads concurrently in a task of its own.
+//! `write` uploads and commits every pad of an allocation concurrently, and
+//! starts on each new pad the moment it is reserved, so a put that needs new
+//! pads takes about as long as its slowest phase (the seed plan's V3 speed).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::events::{EventSink, GetEvent, PutEvent};
+use crate::index::{Entry, PadRecord, Piece, Record};
+use crate::journal::Journal;
+use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
+use crate::pad::PadId;
+use crate::pad_io::{PadIo, PadWriter};
+
+/// The right to reserve new pads; see [`MemoryAllocator::expansion_turn`].
+pub type ExpansionTurn = tokio::sync::OwnedMutexGuard<()>;
+
+pub struct MemoryAllocator {
+    io: Arc<PadIo>,
+    writer: Arc<PadWriter>,
+    journal: Arc<Journal>,
+    /// The address space. Held only for in-memory updates, never across I/O.
+    map: Arc<Mutex<MemoryMap>>,
+    next_data_id: AtomicU64,
+    /// Held by the one expansion under way (see `expansion_turn`).
+    expansion: Arc<tokio::sync::Mutex<()>>,
+    reservation_concurrency: usize,
+    download_concurrency: usize,
+}
+
+/// Space handed out for one item, not yet committed to the index.
+///
+/// Dropping an uncommitted allocation (an error, a cancelled put) gives its
+/// space back; pads its reservations still bring in join the map as free
+/// space, so no reserved pad is ever forgotten.
+pub struct Allocation {
+    pub data_id: u64,
+    pub size: u64,
+    /// Free space taken at once, in data order.
+    existing: Vec<Extent>,
+    /// Bytes of the item that go into each new pad, in data order.
+    new_pad_bytes: Vec<u64>,
+    expansion: Option<Expansion>,
+    map: Arc<Mutex<MemoryMap>>,
+    /// Set while the index refers to this space (committed or pending):
+    /// then dropping must not free it.
+    kept: Arc<AtomicBool>,
+}
+
+/// The reservations of an allocation, running in their own task.
+struct Expansion {
+    /// Shared with the task: which new pads it has placed, and whether the
+    /// allocation was given up (then the task frees what it places).
+    placed: Arc<Mutex<Placed>>,
+    /// The index `k` of each new pad as soon as it is reserved and mapped.
+    reserved: Option<mpsc::UnboundedReceiver<usize>>,
+    /// Every new pad's ordinal once all are reserved and recorded.
+    complete: Option<oneshot::Receiver<Result<Vec<u64>>>>,
+    task: Option<JoinHandle<Result<()>>>,
+    cancel: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Placed {
+    ordinals: Vec<Option<u64>>,
+    abandoned: bool,
+}
+
+impl MemoryAllocator {
+    /// Builds the allocator over the pads and used pieces of the index.
+    pub fn new(
+        io: Arc<PadIo>,
+        journal: Arc<Journal>,
+        reservation_concurrency: usize,
+        download_concurrency: usize,
+    ) -> Result<Arc<Self>> {
+        let writer = PadWriter::new(Arc::clone(&io));
+        let pad_size = io.pad_size;
+        let (map, next_data_id) = journal.read(|index| -> Result<_> {
+            let mut map = MemoryMap::new(pad_size);
+            for (ordinal, (id, version)) in &index.pads {
+                map.add_pad(*ordinal)
+                    .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
+                writer.add_pad(*ordinal, *id, *version, false);
+            }
+            let extents: Vec<Extent> = index.used_pieces().map(|p| p.extent(pad_size)).collect();
+            map.take(&extents).map_err(|e| {
+                Error::integrity(format!("index places two items in the same space: {e}"))
+            })?;
+            Ok((map, index.next_data_id))
+        })?;
+        Ok(Arc::new(Self {
+            io,
+            writer,
+            journal,
+            map: Arc::new(Mutex::new(map)),
+            next_data_id: AtomicU64::new(next_data_id),
+            expansion: Arc::new(tokio::sync::Mutex::new(())),
+            reservation_concurrency,
+            download_concurrency,
+        }))
+    }
+
+    pub fn pad_size(&self) -> u64 {
+        self.io.pad_size
+    }
+
+    pub fn summary(&self) -> MapSummary {
+        self.map.lock().expect("map lock").summary()
+    }
+
+    /// `None` if `size` fits in free space, else the number of new pads needed.
+    pub fn check_allocation_possible(&self, size: u64) -> Option<u64> {
+        let needed = self.map.lock().expect("map lock").new_pads_needed(size);
+        (needed > 0).then_some(needed)
+    }
+
+    /// Adopts pads found on the backend that the index does not know (from a
+    /// crash between reservation and record): they join as free space.
+    pub async fn adopt_pads(&self, ids: Vec<PadId>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<PadRecord> = {
+            let map = self.map.lock().expect("map lock");
+            let mut ordinals = map.holes().into_iter().chain(map.next_ordinal()..);
+            ids.into_iter()
+                .map(|id| PadRecord {
+                    ordinal: ordinals.next().expect("unbounded"),
+                    id,
+                })
+                .collect()
+        };
+        self.journal
+            .append(vec![Record::PadsAdded(records.clone())])
+            .await?;
+        let mut map = self.map.lock().expect("map lock");
+        for pad in records {
+            map.add_pad(pad.ordinal)
+                .map_err(|e| Error::integrity(format!("cannot adopt pad: {e}")))?;
+            self.writer.add_pad(pad.ordinal, pad.id, 0, false);
+        }
+        Ok(())
+    }
+
+    /// Waits for the turn to expand. One expansion runs at a time, so puts
+    /// that find no free space at once wait and then share the leftover of
+    /// the pads the previous expansion brought, instead of each paying for
+    /// pads of its own.
+    pub async fn expansion_turn(&self) -> ExpansionTurn {
+        Arc::clone(&self.expansion).lock_owned().await
+    }
+
+    /// Finds space for `size` bytes. Takes free space at once and, with the
+    /// expansion turn, starts reserving the new pads needed (never more than
+    /// `max_new_pads`, which the caller has confirmed). Returns `None` if
+    /// that is not enough, or if new pads are needed without the turn: the
+    /// caller asks again.
+    pub async fn allocate(
+        self: &Arc<Self>,
+        size: u64,
+        max_new_pads: u64,
+        turn: &mut Option<ExpansionTurn>,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Result<Option<Allocation>> {
+        let pad_size = self.io.pad_size;
+        let plan = {
+            let mut map = self.map.lock().expect("map lock");
+            let plan = map.plan(size);
+            if plan.new_pads > max_new_pads || (plan.new_pads > 0 && turn.is_none()) {
+                return Ok(None);
+            }
+            map.take(&plan.from_free)
+                .expect("a plan only uses free space");
+            plan
+        };
+        let new_pad_bytes: Vec<u64> = (0..plan.new_pads)
+            .map(|k| (plan.new_bytes - k * pad_size).min(pad_size))
+            .collect();
+        let mut allocation = Allocation {
+            data_id: self.next_data_id.fetch_add(1, Ordering::Relaxed),
+            size,
+            existing: plan.from_free,
+            new_pad_bytes,
+            expansion: None,
+            map: Arc::clone(&self.map),
+            kept: Arc::new(AtomicBool::new(false)),
+        };
+        if let (true, Some(turn)) = (plan.new_pads > 0, turn.take()) {
+            events
+                .emit(|| PutEvent::ReservingScratchpads {
+                    needed: plan.new_pads,
+                })
+                .await?;
+            let bytes = allocation.new_pad_bytes.clone();
+            allocation.expansion = Some(self.expand(bytes, turn, events));
+        }
+        Ok(Some(allocation))
+    }
+
+    /// Reserves one pad per entry of `bytes` (the bytes of the item each will
+    /// hold), at most `reservation_concurrency` at once, with retries; maps
+    /// each as soon as it is reserved and emits `ReservationProgress` after
+    /// that map update; records all of them in the index at the end.
+    fn expand(
+        self: &Arc<Self>,
+        bytes: Vec<u64>,
+        turn: ExpansionTurn,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Expansion {
+        let total = bytes.len();
+        let placed = Arc::new(Mutex::new(Placed {
+            ordinals: vec![None; total],
+            abandoned: false,
+        }));
+        let (reserved_tx, reserved) = mpsc::unbounded_channel();
+        let (complete_tx, complete) = oneshot::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (this, events) = (Arc::clone(self), Arc::clone(events));
+            let (placed, cancel) = (Arc::clone(&placed), Arc::clone(&cancel));
+            tokio::spawn(async move {
+                let progress = AtomicU64::new(0);
+                let reserve_one = |k: usize| {
+                    let (this, events, placed) = (&this, &events, &placed);
+                    let (cancel, progress, reserved_tx) = (&cancel, &progress, &reserved_tx);
+                    let len = bytes[k];
+                    async move {
+                        if cancel.load(Ordering::Acquire) {
+                            return Err(Error::Cancelled("the put was abandoned".into()));
+                        }
+                        let id = PadId::random();
+                        this.io.reserve(id).await?;
+                        let ordinal = this.map_new_pad(id, len, k, placed);
+                        let record = PadRecord { ordinal, id };
+                        let _ = reserved_tx.send(k);
+                        events
+                            .emit(|| PutEvent::ReservationProgress {
+                                current: progress.fetch_add(1, Ordering::Relaxed) + 1,
+                                total: total as u64,
+                            })
+                            .await
+                            .inspect_err(|_| cancel.store(true, Ordering::Release))?;
+                        Ok::<_, Error>(record)
+                    }
+                };
+                let results: Vec<Result<PadRecord>> = futures::stream::iter(0..total)
+                    .map(reserve_one)
+                    .buffer_unordered(this.reservation_concurrency)
+                    .collect()
+                    .await;
+                drop(reserved_tx);
+                // Every reserved pad is mapped: the next expansion may start.
+                drop(turn);
+                let outcome = this.record_expansion(results, &placed).await;
+                let _ = complete_tx.send(outcome.clone());
+                outcome.map(|_| ())
+            })
+        };
+        Expansion {
+            placed,
+            reserved: Some(reserved),
+            complete: Some(complete),
+            task: Some(task),
+            cancel,
+        }
+    }
+
+    /// Records every pad an expansion reserved, whatever happened to the put
+    /// (reserved pads are paid for), and returns the new pads' ordinals.
+    async fn record_expansion(
+        &self,
+        results: Vec<Result<PadRecord>>,
+        placed: &Mutex<Placed>,
+    ) -> Result<Vec<u64>> {
+        {
+            let mut records = Vec::new();
+            let mut first_error = None;
+            for result in results {
+                match result {
+                    Ok(record) => records.push(record),
+                    Err(Error::Cancelled(_)) if first_error.is_some() => {}
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            records.sort_by_key(|r| r.ordinal);
+            if !records.is_empty() {
+                self.journal
+                    .append(vec![Record::PadsAdded(records)])
+                    .await?;
+            }
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+            let placed = placed.lock().expect("placed lock");
+            placed
+                .ordinals
+                .iter()
+                .map(|o| o.ok_or_else(|| Error::Cancelled("the put was abandoned".into())))
+                .collect()
+        }
+    }
+
+    /// Adds a just-reserved pad to the map and gives its first `len` bytes to
+    /// new pad `k` of an allocation (or frees them if it was abandoned).
+    fn map_new_pad(&self, id: PadId, len: u64, k: usize, placed: &Mutex<Placed>) -> u64 {
+        let pad_size = self.io.pad_size;
+        let mut map = self.map.lock().expect("map lock");
+        let ordinal = map.next_ordinal();
+        map.add_pad(ordinal).expect("next ordinal is new");
+        self.writer.add_pad(ordinal, id, 0, true);
+        let mut placed = placed.lock().expect("placed lock");
+        if !placed.abandoned {
+            map.take(&[Extent {
+                start: ordinal * pad_size,
+                len,
+            }])
+            .expect("a new pad is free");
+            placed.ordinals[k] = Some(ordinal);
+        }
+        ordinal
+    }
+
+    /// Uploads `data` into the allocation and commits every pad, emitting
+    /// `StartingUpload`, `UploadProgress`, `ScratchpadUploadComplete`,
+    /// `ScratchpadCommitComplete` and `UploadFinished`. Uploads to new pads
+    /// start as each is reserved. Returns the item's pieces in data order.
+    pub async fn write(
+        &self,
+        allocation: &mut Allocation,
+        data: &Bytes,
+        events: &EventSink<PutEvent>,
+    ) -> Result<Vec<Piece>> {
+        let pad_size = self.io.pad_size;
+        debug_assert_eq!(data.len() as u64, allocation.size);
+        // The item's pieces in data order; new pads' ordinals fill in later.
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut by_pad: BTreeMap<u64, Vec<(u64, Bytes)>> = BTreeMap::new();
+        let mut cursor = 0u64;
+        for extent in &allocation.existing {
+            for (pad, offset, len) in split_by_pad(*extent, pad_size) {
+                let part = data.slice(cursor as usize..(cursor + len) as usize);
+                by_pad.entry(pad).or_default().push((offset, part));
+                pieces.push(Piece {
+                    pad,
+                    offset,
+                    len,
+                    version: 0,
+                });
+                cursor += len;
+            }
+        }
+        let new_start: Vec<u64> = allocation
+            .new_pad_bytes
+            .iter()
+            .scan(cursor, |at, len| {
+                let start = *at;
+                *at += len;
+                Some(start)
+            })
+            .collect();
+        let first_new_piece = pieces.len();
+        pieces.extend(allocation.new_pad_bytes.iter().map(|&len| Piece {
+            pad: u64::MAX,
+            offset: 0,
+            len,
+            version: 0,
+        }));
+
+        let progress = WriteProgress::new(
+            allocation.size,
+            (by_pad.len() + allocation.new_pad_bytes.len()) as u64,
+        );
+        events
+            .emit(|| PutEvent::StartingUpload {
+                total_bytes: progress.total_bytes,
+                total_pads: progress.total_pads,
+            })
+            .await?;
+
+        let mut uploads = FuturesUnordered::new();
+        for (pad, parts) in by_pad {
+            uploads.push(self.write_pad(pad, parts, &progress, events));
+        }
+        let mut versions: BTreeMap<u64, u64> = BTreeMap::new();
+        let placed = allocation.expansion.as_ref().map(|e| Arc::clone(&e.placed));
+        let mut reserving = allocation
+            .expansion
+            .as_mut()
+            .and_then(|e| e.reserved.take());
+        loop {
+            tokio::select! {
+                k = async { reserving.as_mut().expect("guarded").recv().await }, if reserving.is_some() => {
+                    let Some(k) = k else {
+                        reserving = None;
+                        continue;
+                    };
+                    let placed = placed.as_ref().expect("expanding");
+                    let ordinal = placed.lock().expect("placed lock").ordinals[k]
+                        .expect("sent after placing");
+                    pieces[first_new_piece + k].pad = ordinal;
+                    let start = new_start[k] as usize;
+                    let part = data.slice(start..start + allocation.new_pad_bytes[k] as usize);
+                    uploads.push(self.write_pad(ordinal, vec![(0, part)], &progress, events));
+                }
+                done = uploads.next(), if !uploads.is_empty() => {
+                    let (pad, version) = done.expect("not empty")?;
+                    versions.insert(pad, version);
+                }
+                else => break,
+            }
+        }
+        if let Some(expansion) = allocation.expansion.as_mut()
+            && let Some(task) = expansion.task.take()
+        {
+            task.await
+                .map_err(|e| Error::invalid(format!("pad reservation task failed: {e}")))??;
+        }
+        for piece in &mut pieces {
+            piece.version = versions[&piece.pad];
+        }
+        events.emit(|| PutEvent::UploadFinished).await?;
+        Ok(pieces)
+    }
+
+    async fn write_pad(
+        &self,
+        pad: u64,
+        parts: Vec<(u64, Bytes)>,
+        progress: &WriteProgress,
+        events: &EventSink<PutEvent>,
+    ) -> Result<(u64, u64)> {
+        let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
+        let write = self.writer.write(pad, parts)?;
+        write.uploaded.await.map_err(writer_gone)??;
+        progress.report_uploaded(bytes, events).await?;
+        let version = write.committed.await.map_err(writer_gone)??;
+        progress.report_committed(events).await?;
+        Ok((pad, version))
+    }
+
+    /// Writes `data` over pieces the index already holds for it (a resumed
+    /// upload): a pad whose part already holds the data is checked, not
+    /// uploaded again. Emits the same events as [`Self::write`].
+    pub async fn rewrite(
+        &self,
+        pieces: &[Piece],
+        data: &Bytes,
+        events: &EventSink<PutEvent>,
+    ) -> Result<Vec<Piece>> {
+        let mut by_pad: BTreeMap<u64, Vec<(u64, Bytes)>> = BTreeMap::new();
+        let mut cursor = 0u64;
+        for piece in pieces {
+            let part = data.slice(cursor as usize..(cursor + piece.len) as usize);
+            by_pad
+                .entry(piece.pad)
+                .or_default()
+                .push((piece.offset, part));
+            cursor += piece.len;
+        }
+        let progress = WriteProgress::new(data.len() as u64, by_pad.len() as u64);
+        events
+            .emit(|| PutEvent::StartingUpload {
+                total_bytes: progress.total_bytes,
+                total_pads: progress.total_pads,
+            })
+            .await?;
+        let versions: BTreeMap<u64, u64> = futures::stream::iter(by_pad)
+            .map(|(pad, parts)| self.rewrite_pad(pad, parts, &progress, events))
+            .buffer_unordered(self.download_concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        events.emit(|| PutEvent::UploadFinished).await?;
+        Ok(pieces
+            .iter()
+            .map(|p| Piece {
+                version: versions[&p.pad],
+                ..*p
+            })
+            .collect())
+    }
+
+    async fn rewrite_pad(
+        &self,
+        pad: u64,
+        parts: Vec<(u64, Bytes)>,
+        progress: &WriteProgress,
+        events: &EventSink<PutEvent>,
+    ) -> Result<(u64, u64)> {
+        let id = self.writer.pad_id(pad)?;
+        let holds_data = match self.io.read(id, 0).await {
+            Ok((version, content)) => parts
+                .iter()
+                .all(|(offset, bytes)| {
+                    let (from, to) = (*offset as usize, *offset as usize + bytes.len());
+                    content.get(from..to) == Some(&bytes[..])
+                })
+                .then_some(version),
+            Err(Error::Integrity(_)) => None,
+            Err(error) => return Err(error),
+        };
+        let Some(version) = holds_data else {
+            return self.write_pad(pad, parts, progress, events).await;
+        };
+        let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
+        progress.report_uploaded(bytes, events).await?;
+        progress.report_committed(events).await?;
+        Ok((pad, version))
+    }
+
+    /// Reads an item, fetching its pads concurrently, and checks its digest.
+    pub async fn read(&self, entry: &Entry, events: &EventSink<GetEvent>) -> Result<Bytes> {
+        let total_bytes = entry.size;
+        events
+            .emit(|| GetEvent::StartingDownload { total_bytes })
+            .await?;
+        // pad -> (newest version its pieces need, [(data offset, piece)])
+        let mut by_pad: BTreeMap<u64, (u64, Vec<(u64, Piece)>)> = BTreeMap::new();
+        let mut cursor = 0;
+        for piece in &entry.pieces {
+            let slot = by_pad.entry(piece.pad).or_default();
+            slot.0 = slot.0.max(piece.version);
+            slot.1.push((cursor, *piece));
+            cursor += piece.len;
+        }
+        if cursor != entry.size {
+            return Err(Error::integrity(
+                "index entry pieces do not add up to its size",
+            ));
+        }
+        let mut out = BytesMut::zeroed(entry.size as usize);
+        let mut reads = futures::stream::iter(by_pad)
+            .map(|(pad, (min_version, pieces))| async move {
+                let content = self.read_pad(pad, min_version).await?;
+                Ok::<_, Error>((content, pieces))
+            })
+            .buffer_unordered(self.download_concurrency);
+        let bytes_read = AtomicU64::new(0);
+        while let Some(result) = reads.next().await {
+            let (content, pieces) = result?;
+            let mut n = 0;
+            for (at, piece) in pieces {
+                let (from, len) = (piece.offset as usize, piece.len as usize);
+                let target = &mut out[at as usize..at as usize + len];
+                let available = content.len().saturating_sub(from).min(len);
+                target[..available].copy_from_slice(&content[from..from + available]);
+                target[available..].fill(0);
+                n += piece.len;
+            }
+            events
+                .emit(|| GetEvent::DownloadProgress {
+                    bytes_read: bytes_read.fetch_add(n, Ordering::Relaxed) + n,
+                    total_bytes,
+                })
+                .await?;
+        }
+        drop(reads);
+        if crypto::content_hash(&out) != entry.hash {
+            return Err(Error::integrity(
+                "item content does not match its digest: a pad was modified or rolled back",
+            ));
+        }
+        events.finish(GetEvent::DownloadFinished).await?;
+        Ok(out.freeze())
+    }
+
+    async fn read_pad(&self, pad: u64, min_version: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some((version, content)) = self.writer.cached(pad)
+            && version >= min_version
+        {
+            return Ok(content);
+        }
+        let _permit = self
+            .io
+            .download_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::invalid("store is closed"))?;
+        let id = self.writer.pad_id(pad)?;
+        let (_, content) = self.io.read(id, min_version).await?;
+        Ok(Arc::new(content))
+    }
+
+    /// Returns pieces to free space (after the index released them).
+    pub fn free(&self, pieces: &[Piece]) {
+        let pad_size = self.io.pad_size;
+        let extents: Vec<Extent> = pieces.iter().map(|p| p.extent(pad_size)).collect();
+        if let Err(error) = self.map.lock().expect("map lock").free(&extents) {
+            log::error!("freeing released space failed: {error}");
+        }
+    }
+}
+
+/// The counters of one put's upload events; each is advanced inside the
+/// event sink's delivery lock, so the callback sees them increase.
+struct WriteProgress {
+    total_bytes: u64,
+    total_pads: u64,
+    bytes_written: AtomicU64,
+    uploaded: AtomicU64,
+    committed: AtomicU64,
+}
+
+impl WriteProgress {
+    fn new(total_bytes: u64, total_pads: u64) -> Self {
+        Self {
+            total_bytes,
+            total_pads,
+            bytes_written: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+        }
+    }
+
+    async fn report_uploaded(&self, bytes: u64, events: &EventSink<PutEvent>) -> Result<()> {
+        events
+            .emit(|| PutEvent::UploadProgress {
+                bytes_written: self.bytes_written.fetch_add(bytes, Ordering::Relaxed) + bytes,
+                total_bytes: self.total_bytes,
+            })
+            .await?;
+        events
+            .emit(|| PutEvent::ScratchpadUploadComplete {
+                index: self.uploaded.fetch_add(1, Ordering::Relaxed) + 1,
+                total: self.total_pads,
+            })
+            .await
+    }
+
+    async fn report_committed(&self, events: &EventSink<PutEvent>) -> Result<()> {
+        events
+            .emit(|| PutEvent::ScratchpadCommitComplete {
+                index: self.committed.fetch_add(1, Ordering::Relaxed) + 1,
+                total: self.total_pads,
+            })
+            .await
+    }
+}
+
+fn writer_gone(_: oneshot::error::RecvError) -> Error {
+    Error::invalid("the pad writer stopped")
+}
+
+impl Allocation {
+    /// The flag that keeps the space on drop; the store sets it while the
+    /// index refers to the space (a pending or committed entry).
+    pub fn keeper(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.kept)
+    }
+
+    /// Resolves, once every new pad is reserved and recorded, to the item's
+    /// pieces in data order (versions still 0). Can be taken once.
+    pub fn placement(&mut self) -> impl std::future::Future<Output = Result<Vec<Piece>>> + use<> {
+        let pad_size = self.map.lock().expect("map lock").pad_size();
+        let mut pieces: Vec<Piece> = self
+            .existing
+            .iter()
+            .flat_map(|e| split_by_pad(*e, pad_size))
+            .map(|(pad, offset, len)| Piece {
+                pad,
+                offset,
+                len,
+                version: 0,
+            })
+            .collect();
+        let new_pad_bytes = self.new_pad_bytes.clone();
+        let complete = self.expansion.as_mut().and_then(|e| e.complete.take());
+        async move {
+            if let Some(complete) = complete {
+                let ordinals = complete
+                    .await
+                    .map_err(|_| Error::Cancelled("pad reservation did not complete".into()))??;
+                pieces.extend(
+                    ordinals
+                        .into_iter()
+                        .zip(new_pad_bytes)
+                        .map(|(pad, len)| Piece {
+                            pad,
+                            offset: 0,
+                            len,
+                            version: 0,
+                        }),
+                );
+            }
+            Ok(pieces)
+        }
+    }
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        if self.kept.load(Ordering::Acquire) {
+            return;
+        }
+        let mut map = self.map.lock().expect("map lock");
+        let pad_size = map.pad_size();
+        let mut extents = self.existing.clone();
+        if let Some(expansion) = &self.expansion {
+            expansion.cancel.store(true, Ordering::Release);
+            let mut placed = expansion.placed.lock().expect("placed lock");
+            placed.abandoned = true;
+            for (ordinal, len) in placed.ordinals.iter().zip(&self.new_pad_bytes) {
+                if let Some(ordinal) = ordinal {
+                    extents.push(Extent {
+                        start: ordinal * pad_size,
+                        len: *len,
+                    });
+                }
+            }
+        }
+        if let Err(error) = map.free(&extents) {
+            log::error!("giving back an abandoned allocation failed: {error}");
+        }
+    }
+}

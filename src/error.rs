@@ -1,0 +1,58 @@
+//! The one error type of anthill's API. Each variant is a case a user can act
+//! on, and maps one-to-one onto a Python exception (see `python/anthill/_errors.py`).
+
+use std::sync::Arc;
+
+use crate::pad_store::BackendError;
+
+/// Result with anthill's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The key is not in the store.
+    #[error("key {0:?} is not in the store")]
+    KeyNotFound(String),
+    /// The key is already stored and overwrite was not asked for.
+    #[error("key {0:?} is already stored; pass overwrite=True to replace it")]
+    KeyExists(String),
+    /// The key has an interrupted (or running) upload.
+    #[error("key {key:?} {reason}")]
+    UploadPending { key: String, reason: String },
+    /// The caller (a callback returning `False`, or a spending cap) cancelled.
+    #[error("operation cancelled: {0}")]
+    Cancelled(String),
+    /// The backend is unreachable or kept failing after retries.
+    #[error("backend error: {0}")]
+    Backend(#[from] BackendError),
+    /// Content failed authentication: tampering, wrong secret or corruption.
+    #[error("integrity error: {0}")]
+    Integrity(String),
+    /// The caller passed something anthill cannot accept.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A user callback failed; the binding layer re-raises the original error.
+    #[error("callback failed: {0}")]
+    Callback(CallbackError),
+}
+
+impl Error {
+    pub(crate) fn integrity(message: impl Into<String>) -> Self {
+        Error::Integrity(message.into())
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidInput(message.into())
+    }
+}
+
+/// An error raised by a user callback, carried through the core unchanged so
+/// that the binding layer can hand the very same error object back.
+#[derive(Debug, Clone)]
+pub struct CallbackError(pub Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

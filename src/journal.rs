@@ -1,0 +1,293 @@
+//! The durable, encrypted log of index [`Record`]s, with checkpoints.
+//!
+//! Each write is one object `j/<seq>` holding a batch of records; concurrent
+//! appends are group-committed into one write, so many small puts share one
+//! index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
+//! is written when the log since the last one outgrows it, so the cost per
+//! put stays constant however many keys the store holds. Objects are sealed
+//! with the index key; the associated data binds their kind and sequence
+//! number, so a swapped or reordered object fails to open.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::crypto::{self, StoreKeys};
+use crate::error::{Error, Result};
+use crate::index::{self, Index, Piece, Record};
+use crate::pad_store::{BackendError, PadStore};
+use crate::retry::RetryPolicy;
+
+const LOG_PREFIX: &str = "j/";
+const CHECKPOINT_PREFIX: &str = "c/";
+/// The log may grow to this many bytes before a checkpoint is considered.
+const MIN_CHECKPOINT_INTERVAL: u64 = 1 << 20;
+
+pub struct Journal {
+    backend: Arc<dyn PadStore>,
+    keys: Arc<StoreKeys>,
+    store_id: [u8; 16],
+    retry: RetryPolicy,
+    /// The index as of the last durable record, and the queue of appends.
+    /// Held only for short in-memory updates, never across backend I/O.
+    log: Mutex<Log>,
+}
+
+struct Log {
+    index: Index,
+    waiting: Vec<Append>,
+    flushing: bool,
+    next_seq: u64,
+    /// Sequence numbers of log objects a checkpoint has not yet absorbed.
+    uncheckpointed: Vec<u64>,
+    log_bytes: u64,
+    checkpoint_bytes: u64,
+}
+
+struct Append {
+    records: Vec<Record>,
+    done: oneshot::Sender<Result<Vec<Piece>>>,
+}
+
+fn object_name(prefix: &str, seq: u64) -> String {
+    format!("{prefix}{seq:016x}")
+}
+
+fn parse_seq(prefix: &str, name: &str) -> Option<u64> {
+    u64::from_str_radix(name.strip_prefix(prefix)?, 16).ok()
+}
+
+fn associated_data(kind: &str, store_id: &[u8; 16], seq: u64) -> Vec<u8> {
+    let mut aad = format!("anthill {kind}").into_bytes();
+    aad.extend_from_slice(store_id);
+    aad.extend_from_slice(&seq.to_le_bytes());
+    aad
+}
+
+impl Journal {
+    /// Loads the index: the newest checkpoint, then every later log object in
+    /// order. A gap in the log is an integrity error (an object was deleted).
+    pub async fn open(
+        backend: Arc<dyn PadStore>,
+        keys: Arc<StoreKeys>,
+        store_id: [u8; 16],
+        retry: RetryPolicy,
+    ) -> Result<Arc<Self>> {
+        let mut journal = Journal {
+            backend,
+            keys,
+            store_id,
+            retry,
+            log: Mutex::new(Log {
+                index: Index::default(),
+                waiting: Vec::new(),
+                flushing: false,
+                next_seq: 0,
+                uncheckpointed: Vec::new(),
+                log_bytes: 0,
+                checkpoint_bytes: 0,
+            }),
+        };
+        journal.load().await?;
+        Ok(Arc::new(journal))
+    }
+
+    async fn load(&mut self) -> Result<()> {
+        let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        let mut index = Index::default();
+        let mut next_seq = 0;
+        let mut checkpoint_bytes = 0;
+        if let Some(&seq) = checkpoints.last() {
+            let plaintext = self
+                .read_sealed("checkpoint", CHECKPOINT_PREFIX, seq)
+                .await?;
+            checkpoint_bytes = plaintext.len() as u64;
+            index = index::from_bytes(&plaintext, "index checkpoint")?;
+            next_seq = seq + 1;
+        }
+        let mut uncheckpointed = Vec::new();
+        let mut log_bytes = 0;
+        for seq in self.list_seqs(LOG_PREFIX).await? {
+            if seq < next_seq {
+                continue; // absorbed by the checkpoint; left over from a crash
+            }
+            if seq != next_seq {
+                return Err(Error::integrity(format!(
+                    "index log object {} is missing (found {} next)",
+                    object_name(LOG_PREFIX, next_seq),
+                    object_name(LOG_PREFIX, seq)
+                )));
+            }
+            let plaintext = self.read_sealed("journal", LOG_PREFIX, seq).await?;
+            log_bytes += plaintext.len() as u64;
+            let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
+            for record in &records {
+                index.apply(record)?;
+            }
+            uncheckpointed.push(seq);
+            next_seq = seq + 1;
+        }
+        let log = self.log.get_mut().expect("not shared yet");
+        log.index = index;
+        log.next_seq = next_seq;
+        log.uncheckpointed = uncheckpointed;
+        log.log_bytes = log_bytes;
+        log.checkpoint_bytes = checkpoint_bytes;
+        Ok(())
+    }
+
+    async fn list_seqs(&self, prefix: &str) -> Result<Vec<u64>> {
+        let names = self.retry.run(|_| self.backend.list(prefix)).await?;
+        let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_seq(prefix, n)).collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    async fn read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<Vec<u8>> {
+        let name = object_name(prefix, seq);
+        let sealed = self.retry.run(|_| self.backend.get(&name)).await?;
+        let aad = associated_data(kind, &self.store_id, seq);
+        crypto::open(
+            self.keys.index(),
+            &aad,
+            &sealed,
+            &format!("index object {name}"),
+        )
+    }
+
+    async fn write_sealed(
+        &self,
+        kind: &str,
+        prefix: &str,
+        seq: u64,
+        plaintext: &[u8],
+    ) -> Result<u64> {
+        let name = object_name(prefix, seq);
+        let aad = associated_data(kind, &self.store_id, seq);
+        let sealed = Bytes::from(crypto::seal(self.keys.index(), &aad, plaintext)?);
+        let size = sealed.len() as u64;
+        self.retry
+            .run(|_| async {
+                let receipt = self.backend.put(&name, sealed.clone()).await?;
+                self.backend.verify(&name, &receipt).await
+            })
+            .await?;
+        Ok(size)
+    }
+
+    /// Reads the durable index.
+    pub fn read<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
+        f(&self.log.lock().expect("journal lock").index)
+    }
+
+    /// Makes `records` durable and applies them to the index, in order after
+    /// every earlier append. Returns the pieces they released.
+    pub async fn append(self: &Arc<Self>, records: Vec<Record>) -> Result<Vec<Piece>> {
+        let (done, finished) = oneshot::channel();
+        let lead = {
+            let mut log = self.log.lock().expect("journal lock");
+            log.waiting.push(Append { records, done });
+            !std::mem::replace(&mut log.flushing, true)
+        };
+        if lead {
+            // A task of its own, so that a caller dropping its future (a
+            // cancelled put) never stops a write that others are waiting on.
+            tokio::spawn(Arc::clone(self).flush());
+        }
+        finished
+            .await
+            .map_err(|_| Error::Backend(BackendError::Permanent("index writer stopped".into())))?
+    }
+
+    async fn flush(self: Arc<Self>) {
+        loop {
+            let (batch, seq) = {
+                let mut log = self.log.lock().expect("journal lock");
+                if log.waiting.is_empty() {
+                    log.flushing = false;
+                    return;
+                }
+                (std::mem::take(&mut log.waiting), log.next_seq)
+            };
+            let records: Vec<&Record> = batch.iter().flat_map(|a| a.records.iter()).collect();
+            let written = match index::to_bytes(&records) {
+                Ok(plaintext) => {
+                    self.write_sealed("journal", LOG_PREFIX, seq, &plaintext)
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            match written {
+                Ok(size) => {
+                    let mut log = self.log.lock().expect("journal lock");
+                    log.next_seq = seq + 1;
+                    log.uncheckpointed.push(seq);
+                    log.log_bytes += size;
+                    for append in batch {
+                        let mut released = Ok(Vec::new());
+                        for record in &append.records {
+                            match (log.index.apply(record), &mut released) {
+                                (Ok(pieces), Ok(all)) => all.extend(pieces),
+                                (Err(error), _) => released = Err(error),
+                                _ => {}
+                            }
+                        }
+                        let _ = append.done.send(released);
+                    }
+                }
+                Err(error) => {
+                    for append in batch {
+                        let _ = append.done.send(Err(error.clone()));
+                    }
+                }
+            }
+            self.checkpoint_if_due().await;
+        }
+    }
+
+    /// Writes a checkpoint once the log since the last one is larger than it
+    /// (and than a floor), then deletes the absorbed log objects. Runs inside
+    /// the flush loop, so no append interleaves. A failure only postpones it.
+    async fn checkpoint_if_due(&self) {
+        let (seq, plaintext, absorbed) = {
+            let log = self.log.lock().expect("journal lock");
+            let due = log.log_bytes > MIN_CHECKPOINT_INTERVAL.max(log.checkpoint_bytes);
+            let Some(&seq) = log.uncheckpointed.last() else {
+                return;
+            };
+            if !due {
+                return;
+            }
+            let Ok(plaintext) = index::to_bytes(&log.index) else {
+                return;
+            };
+            (seq, plaintext, log.uncheckpointed.clone())
+        };
+        if let Err(error) = self
+            .write_sealed("checkpoint", CHECKPOINT_PREFIX, seq, &plaintext)
+            .await
+        {
+            log::warn!("index checkpoint postponed: {error}");
+            return;
+        }
+        {
+            let mut log = self.log.lock().expect("journal lock");
+            log.uncheckpointed.retain(|s| *s > seq);
+            log.log_bytes = 0;
+            log.checkpoint_bytes = plaintext.len() as u64;
+        }
+        // Older objects are now garbage; leftovers are skipped on load.
+        for old in absorbed {
+            let _ = self.backend.delete(&object_name(LOG_PREFIX, old)).await;
+        }
+        if let Ok(checkpoints) = self.list_seqs(CHECKPOINT_PREFIX).await {
+            for old in checkpoints.into_iter().filter(|s| *s < seq) {
+                let _ = self
+                    .backend
+                    .delete(&object_name(CHECKPOINT_PREFIX, old))
+                    .await;
+            }
+        }
+    }
+}

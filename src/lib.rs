@@ -1,0 +1,28 @@
+//! anthill: items of any size stored in fixed-size, costly-to-create pads on a
+//! backend, through a memory allocator that reuses space and reserves new pads
+//! only after the caller confirms the cost.
+//!
+//! Architecture (see `docs/architecture.md`):
+//! - [`pad_store`]: the pad network (memory, local folder, S3, simulation).
+//! - [`memory_map`]: the pure address space of pads, used and free blocks.
+//! - [`allocator`]: the memory map plus I/O: concurrent expand, write, read.
+//! - [`index`] and [`journal`]: the master index (key -> placement) and its
+//!   durable, encrypted log.
+//! - [`store`]: `store_item` and friends, the API the Python layer wraps.
+
+pub mod allocator;
+pub mod crypto;
+pub mod error;
+pub mod events;
+pub mod index;
+pub mod journal;
+pub mod memory_map;
+pub mod pad;
+mod pad_io;
+pub mod pad_store;
+pub mod retry;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use events::{Callback, EventSink, GetEvent, PutEvent};
+pub use store::{PutOptions, StorageSummary, Store, StoreOptions};

@@ -1,0 +1,352 @@
+//! Pad I/O: reserving, reading and writing sealed pads, with retries and the
+//! concurrency limits of a store. Writes to one pad are group-committed: every
+//! change to a pad goes through its [`PadWriter`] slot, which applies all
+//! queued patches to the latest content and uploads them in one write, so two
+//! puts sharing a pad never lose each other's bytes and many small puts share
+//! one upload.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::crypto::StoreKeys;
+use crate::error::{Error, Result};
+use crate::pad::{self, PadId};
+use crate::pad_store::{BackendError, PadStore};
+use crate::retry::RetryPolicy;
+
+/// Most plaintext the writer keeps of partly filled pads, to patch them
+/// without reading them back.
+const CACHE_BUDGET: u64 = 64 << 20;
+
+/// What every pad operation of a store needs.
+pub struct PadIo {
+    pub backend: Arc<dyn PadStore>,
+    pub keys: Arc<StoreKeys>,
+    pub store_id: [u8; 16],
+    pub pad_size: u64,
+    pub retry: RetryPolicy,
+    /// Uploads (and their commit checks) in flight.
+    pub upload_permits: Semaphore,
+    /// Pad reads in flight.
+    pub download_permits: Semaphore,
+}
+
+impl PadIo {
+    /// Creates a new, empty pad on the backend: the costly act.
+    pub async fn reserve(&self, id: PadId) -> Result<()> {
+        let name = id.object_name();
+        let empty = Bytes::from(pad::encode(&self.keys, &self.store_id, id, 0, &[])?);
+        self.retry
+            .run(|attempt| {
+                let (name, empty) = (&name, empty.clone());
+                async move {
+                    match self.backend.reserve(name, empty).await {
+                        // The id is random and ours: on a retry this means an
+                        // earlier attempt landed but its answer was lost.
+                        Err(BackendError::AlreadyExists(_)) if attempt > 0 => Ok(()),
+                        other => other,
+                    }
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Reads and opens a pad: its version and plaintext prefix.
+    pub async fn read(&self, id: PadId, min_version: u64) -> Result<(u64, Vec<u8>)> {
+        let name = id.object_name();
+        let sealed = self.retry.run(|_| self.backend.get(&name)).await?;
+        pad::decode(
+            &self.keys,
+            &self.store_id,
+            id,
+            min_version,
+            self.pad_size,
+            &sealed,
+        )
+    }
+
+    /// Uploads `plaintext` as `version` of pad `id`, then checks the backend
+    /// holds it. `on_uploaded` runs between the two.
+    async fn upload(
+        &self,
+        id: PadId,
+        version: u64,
+        plaintext: &[u8],
+        on_uploaded: impl FnOnce(),
+    ) -> Result<()> {
+        let name = id.object_name();
+        let sealed = Bytes::from(pad::encode(
+            &self.keys,
+            &self.store_id,
+            id,
+            version,
+            plaintext,
+        )?);
+        let receipt = self
+            .retry
+            .run(|_| self.backend.put(&name, sealed.clone()))
+            .await?;
+        on_uploaded();
+        self.retry
+            .run(|_| self.backend.verify(&name, &receipt))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Where a pad write stands, as seen by the put that asked for it.
+pub struct PadWrite {
+    /// Resolves when the upload is done (before its commit check).
+    pub uploaded: oneshot::Receiver<Result<()>>,
+    /// Resolves with the pad version that holds the patches, once committed.
+    pub committed: oneshot::Receiver<Result<u64>>,
+}
+
+struct Patch {
+    /// `(offset in pad, bytes)`.
+    parts: Vec<(u64, Bytes)>,
+    uploaded: oneshot::Sender<Result<()>>,
+    committed: oneshot::Sender<Result<u64>>,
+}
+
+struct Slot {
+    id: PadId,
+    /// Protects the queue and what is known of the pad; held only briefly.
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    waiting: Vec<Patch>,
+    flushing: bool,
+    /// The pad's committed plaintext, when known (cached or fresh).
+    content: Option<Arc<Vec<u8>>>,
+    /// Lowest version the backend may hold (what a read must accept).
+    min_version: u64,
+    /// Next version to write: above every version ever attempted.
+    next_version: u64,
+}
+
+/// Serialises and batches all writes to each pad of a store.
+pub struct PadWriter {
+    io: Arc<PadIo>,
+    /// ordinal -> slot. Protects only the map itself.
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    cached_bytes: AtomicU64,
+}
+
+impl PadWriter {
+    pub fn new(io: Arc<PadIo>) -> Arc<Self> {
+        Arc::new(Self {
+            io,
+            slots: Mutex::new(HashMap::new()),
+            cached_bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers a pad. `fresh` pads were just reserved empty, so patching
+    /// them needs no read; `version` is the highest version the index knows.
+    pub fn add_pad(&self, ordinal: u64, id: PadId, version: u64, fresh: bool) {
+        let slot = Arc::new(Slot {
+            id,
+            state: Mutex::new(SlotState {
+                waiting: Vec::new(),
+                flushing: false,
+                content: fresh.then(|| Arc::new(Vec::new())),
+                min_version: version,
+                next_version: version + 1,
+            }),
+        });
+        self.slots.lock().expect("slots lock").insert(ordinal, slot);
+    }
+
+    fn slot(&self, ordinal: u64) -> Result<Arc<Slot>> {
+        self.slots
+            .lock()
+            .expect("slots lock")
+            .get(&ordinal)
+            .cloned()
+            .ok_or_else(|| Error::integrity(format!("no pad with ordinal {ordinal}")))
+    }
+
+    /// Queues `parts` (`(offset, bytes)` within pad `ordinal`) for writing.
+    pub fn write(self: &Arc<Self>, ordinal: u64, parts: Vec<(u64, Bytes)>) -> Result<PadWrite> {
+        let slot = self.slot(ordinal)?;
+        let (uploaded_tx, uploaded) = oneshot::channel();
+        let (committed_tx, committed) = oneshot::channel();
+        let lead = {
+            let mut state = slot.state.lock().expect("slot lock");
+            state.waiting.push(Patch {
+                parts,
+                uploaded: uploaded_tx,
+                committed: committed_tx,
+            });
+            !std::mem::replace(&mut state.flushing, true)
+        };
+        if lead {
+            // Its own task: a put dropping its future must not strand the
+            // other puts whose patches ride in the same upload.
+            tokio::spawn(Arc::clone(self).flush(slot));
+        }
+        Ok(PadWrite {
+            uploaded,
+            committed,
+        })
+    }
+
+    /// The committed plaintext and version of a pad, if the writer holds it.
+    pub fn cached(&self, ordinal: u64) -> Option<(u64, Arc<Vec<u8>>)> {
+        let slot = self
+            .slots
+            .lock()
+            .expect("slots lock")
+            .get(&ordinal)
+            .cloned()?;
+        let state = slot.state.lock().expect("slot lock");
+        state.content.clone().map(|c| (state.min_version, c))
+    }
+
+    pub fn pad_id(&self, ordinal: u64) -> Result<PadId> {
+        Ok(self.slot(ordinal)?.id)
+    }
+
+    async fn flush(self: Arc<Self>, slot: Arc<Slot>) {
+        loop {
+            let (batch, content, min_version) = {
+                let mut state = slot.state.lock().expect("slot lock");
+                if state.waiting.is_empty() {
+                    state.flushing = false;
+                    return;
+                }
+                (
+                    std::mem::take(&mut state.waiting),
+                    state.content.clone(),
+                    state.min_version,
+                )
+            };
+            let mut parts = Vec::new();
+            let mut uploaded = Vec::with_capacity(batch.len());
+            let mut committed = Vec::with_capacity(batch.len());
+            for patch in batch {
+                parts.extend(patch.parts);
+                uploaded.push(patch.uploaded);
+                committed.push(patch.committed);
+            }
+            let outcome = self
+                .flush_batch(&slot, &parts, content, min_version, &mut uploaded)
+                .await;
+            let mut state = slot.state.lock().expect("slot lock");
+            match outcome {
+                Ok((version, plaintext)) => {
+                    state.min_version = version;
+                    state.next_version = state.next_version.max(version + 1);
+                    self.replace_cache(&mut state, Some(plaintext));
+                    for done in committed {
+                        let _ = done.send(Ok(version));
+                    }
+                }
+                Err(error) => {
+                    // The upload may or may not have landed: forget the
+                    // content and never reuse the attempted version.
+                    state.next_version += 1;
+                    self.replace_cache(&mut state, None);
+                    for done in uploaded {
+                        let _ = done.send(Err(error.clone()));
+                    }
+                    for done in committed {
+                        let _ = done.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies patches to the pad's latest content and uploads the result.
+    /// Returns the version written and the new plaintext.
+    async fn flush_batch(
+        &self,
+        slot: &Slot,
+        parts: &[(u64, Bytes)],
+        content: Option<Arc<Vec<u8>>>,
+        min_version: u64,
+        uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
+    ) -> Result<(u64, Vec<u8>)> {
+        let _permit = self
+            .io
+            .upload_permits
+            .acquire()
+            .await
+            .map_err(|_| Error::invalid("store is closed"))?;
+        let end = parts
+            .iter()
+            .map(|(o, b)| o + b.len() as u64)
+            .max()
+            .unwrap_or(0);
+        let (base_version, mut plaintext) = if covers(parts, self.io.pad_size) {
+            (min_version, Vec::new())
+        } else if let Some(content) = content {
+            (min_version, content.as_ref().clone())
+        } else {
+            self.io.read(slot.id, min_version).await?
+        };
+        if (plaintext.len() as u64) < end {
+            plaintext.resize(end as usize, 0);
+        }
+        for (offset, bytes) in parts {
+            let offset = *offset as usize;
+            plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
+        }
+        let version = {
+            let state = slot.state.lock().expect("slot lock");
+            state.next_version.max(base_version + 1)
+        };
+        self.io
+            .upload(slot.id, version, &plaintext, || {
+                for done in uploaded.drain(..) {
+                    // The receiver may be gone (a cancelled put); fine.
+                    let _ = done.send(Ok(()));
+                }
+            })
+            .await?;
+        Ok((version, plaintext))
+    }
+
+    /// Keeps a partly filled pad's plaintext if the cache budget allows.
+    fn replace_cache(&self, state: &mut SlotState, plaintext: Option<Vec<u8>>) {
+        if let Some(old) = state.content.take() {
+            self.cached_bytes
+                .fetch_sub(old.len() as u64, Ordering::Relaxed);
+        }
+        let Some(plaintext) = plaintext else { return };
+        let len = plaintext.len() as u64;
+        let partly_filled = len < self.io.pad_size;
+        if partly_filled
+            && self.cached_bytes.fetch_add(len, Ordering::Relaxed) + len <= CACHE_BUDGET
+        {
+            state.content = Some(Arc::new(plaintext));
+        } else if partly_filled {
+            self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether the parts together cover `[0, pad_size)`.
+fn covers(parts: &[(u64, Bytes)], pad_size: u64) -> bool {
+    let mut ranges: Vec<(u64, u64)> = parts
+        .iter()
+        .map(|(o, b)| (*o, o + b.len() as u64))
+        .collect();
+    ranges.sort_unstable();
+    let mut reached = 0;
+    for (start, end) in ranges {
+        if start > reached {
+            return false;
+        }
+        reached = reached.max(end);
+    }
+    reached >= pad_size
+}

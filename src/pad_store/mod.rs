@@ -1,0 +1,92 @@
+//! The pad network: where pads (and the store's index objects) live.
+//!
+//! One small trait, [`PadStore`], over named objects. Every backend (memory,
+//! local folder, S3) is an [`object::ObjectPadStore`] over an `object_store`
+//! client; [`sim::SimPadStore`] wraps any of them with latency, failures,
+//! prices and counters. [`open`] chooses by URL.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod object;
+pub mod sim;
+mod url;
+
+pub use self::url::{BackendOptions, open};
+pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
+
+/// What a backend failure was, which decides whether to retry it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The object does not exist.
+    #[error("object {0:?} is missing from the backend")]
+    NotFound(String),
+    /// `reserve` found the object already there.
+    #[error("object {0:?} already exists on the backend")]
+    AlreadyExists(String),
+    /// A failure that may pass: timeout, connection reset, throttling, 5xx.
+    #[error("{0} (transient; retried)")]
+    Transient(String),
+    /// A failure retrying will not fix: bad credentials, missing bucket,
+    /// permission denied, disk full.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+}
+
+/// What a backend answered to a `put`, to verify the commit against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutReceipt {
+    /// The backend's version tag (ETag or version id), if it gives one.
+    pub e_tag: Option<String>,
+    /// Bytes written.
+    pub size: u64,
+}
+
+/// A store of named objects on a pad network.
+///
+/// Names are relative paths such as `p/3fa9…` made of `[a-z0-9/._-]`; every
+/// method is safe to call concurrently. Errors are [`BackendError`]s; none of
+/// the methods retry (the caller does, see `retry.rs`).
+#[async_trait]
+pub trait PadStore: Send + Sync + std::fmt::Debug {
+    /// Creates `name` with `content` if it does not exist yet: the costly act
+    /// on a pad network (a new scratchpad). [`BackendError::AlreadyExists`]
+    /// if it is already there.
+    async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError>;
+
+    /// Replaces the whole content of `name` atomically (a reader sees the old
+    /// or the new content, never a mix), creating it if absent.
+    async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError>;
+
+    /// Checks that a put is durably accepted: the object exists with the
+    /// receipt's size (and version tag, where the backend gives one).
+    async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError>;
+
+    /// Reads the whole content of `name`.
+    async fn get(&self, name: &str) -> Result<Bytes, BackendError>;
+
+    /// Names of all objects whose name starts with `prefix`, in no order.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
+
+    /// Deletes `name`; deleting a missing object is not an error.
+    async fn delete(&self, name: &str) -> Result<(), BackendError>;
+
+    /// The price of one new pad, where the network charges one.
+    fn price_per_pad(&self) -> Option<f64> {
+        None
+    }
+
+    /// Counters of a simulated backend (`sim+` URLs); `None` for real ones.
+    fn stats(&self) -> Option<SimStats> {
+        None
+    }
+
+    /// A short description for messages, such as `file:///data/store`.
+    fn describe(&self) -> String;
+}

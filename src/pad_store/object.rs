@@ -1,0 +1,491 @@
+//! [`ObjectPadStore`]: the one real backend, a [`PadStore`] over an
+//! `object_store` client (in-memory, local folder or S3) and a key prefix.
+//!
+//! Everything backend-specific lives in two places: how `reserve` creates an
+//! object only if it is absent ([`CreateCheck`]), and how an
+//! `object_store::Error` becomes a [`BackendError`] ([`classify_error`]).
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::{BackendError, PadStore, PutReceipt};
+
+/// How `reserve` makes sure it does not overwrite an existing object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CreateCheck {
+    /// The store honours `PutMode::Create` atomically (memory, local folder).
+    Conditional,
+    /// An S3-compatible service: `head` first, then a conditional put. AWS S3,
+    /// MinIO and R2 honour `If-None-Match: *`; Garage and some others ignore
+    /// it and overwrite, so there the check is best-effort (a race between
+    /// the `head` and the put of two writers of the same name can overwrite).
+    /// Pad names are random, so such a race needs two writers reserving the
+    /// same fresh name at once.
+    HeadThenPut,
+}
+
+/// A [`PadStore`] over any `object_store` client, with every object name
+/// placed under `prefix`.
+#[derive(Debug)]
+pub struct ObjectPadStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// What `describe` says: the URL the store was opened with (secrets removed).
+    url: String,
+    /// The S3 bucket, for the "bucket does not exist" message.
+    bucket: Option<String>,
+    create_check: CreateCheck,
+}
+
+impl ObjectPadStore {
+    /// A store whose client honours `PutMode::Create` (memory, local folder).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Self {
+        ObjectPadStore {
+            store,
+            prefix,
+            url: url.into(),
+            bucket: None,
+            create_check: CreateCheck::Conditional,
+        }
+    }
+
+    /// A store on an S3-compatible service, where conditional creates may be
+    /// ignored: `reserve` checks with a `head` first (best-effort, see
+    /// [`ObjectPadStore`]'s notes on Garage).
+    pub fn new_s3(
+        store: Arc<dyn ObjectStore>,
+        bucket: impl Into<String>,
+        prefix: Path,
+        url: impl Into<String>,
+    ) -> Self {
+        ObjectPadStore {
+            store,
+            prefix,
+            url: url.into(),
+            bucket: Some(bucket.into()),
+            create_check: CreateCheck::HeadThenPut,
+        }
+    }
+
+    /// The full object path of `name` under the prefix.
+    fn path_of(&self, name: &str) -> Result<Path, BackendError> {
+        let invalid = |why: String| {
+            BackendError::Permanent(format!(
+                "invalid object name {name:?} on {}: {why}",
+                self.url
+            ))
+        };
+        if name.is_empty() || name.starts_with('/') || name.ends_with('/') {
+            return Err(invalid("names are non-empty relative paths".into()));
+        }
+        let full = if self.prefix.as_ref().is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", self.prefix.as_ref())
+        };
+        Path::parse(full).map_err(|error| invalid(error.to_string()))
+    }
+
+    /// `name` relative to the prefix, for `list`.
+    fn relative_name<'a>(&self, location: &'a Path) -> Option<&'a str> {
+        let full = location.as_ref();
+        let prefix = self.prefix.as_ref();
+        if prefix.is_empty() {
+            Some(full)
+        } else {
+            full.strip_prefix(prefix)?.strip_prefix('/')
+        }
+    }
+
+    fn error(&self, error: object_store::Error, name: &str) -> BackendError {
+        classify_error(error, name, &self.url, self.bucket.as_deref())
+    }
+}
+
+#[async_trait]
+impl PadStore for ObjectPadStore {
+    async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        let path = self.path_of(name)?;
+        if self.create_check == CreateCheck::HeadThenPut {
+            match self.store.head(&path).await {
+                Ok(_) => return Err(BackendError::AlreadyExists(name.to_owned())),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(self.error(error, name)),
+            }
+        }
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(&path, PutPayload::from(content), options)
+            .await
+            .map(|_| ())
+            .map_err(|error| self.error(error, name))
+    }
+
+    async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        let path = self.path_of(name)?;
+        let size = content.len() as u64;
+        let result = self
+            .store
+            .put(&path, PutPayload::from(content))
+            .await
+            .map_err(|error| self.error(error, name))?;
+        Ok(PutReceipt {
+            e_tag: result.e_tag,
+            size,
+        })
+    }
+
+    async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
+        let path = self.path_of(name)?;
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|error| self.error(error, name))?;
+        let size_matches = meta.size == receipt.size;
+        let tag_matches = match (&meta.e_tag, &receipt.e_tag) {
+            (Some(found), Some(expected)) => found == expected,
+            _ => true,
+        };
+        if size_matches && tag_matches {
+            return Ok(());
+        }
+        // Transient, not Permanent: the usual cause is a replica that has not
+        // seen the put yet (eventually consistent S3-compatible services,
+        // multi-node Garage), which a retry resolves. The other cause, a
+        // concurrent overwrite by another writer, is not fixed by retrying,
+        // but the caller's retries run out and surface it as an error anyway,
+        // and the caller may re-put, which is the right repair in both cases.
+        Err(BackendError::Transient(format!(
+            "object {name:?} on {} does not show the put yet: found {} bytes (tag {:?}), \
+             expected {} bytes (tag {:?})",
+            self.url, meta.size, meta.e_tag, receipt.size, receipt.e_tag
+        )))
+    }
+
+    async fn get(&self, name: &str) -> Result<Bytes, BackendError> {
+        let path = self.path_of(name)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|error| self.error(error, name))?;
+        result
+            .bytes()
+            .await
+            .map_err(|error| self.error(error, name))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
+        // `object_store` lists by whole path segments ("p/a" lists "p/a/…",
+        // not "p/abc"), while our prefix is a plain string prefix: list the
+        // folder part, then filter by the full string.
+        let folder = match prefix.rfind('/') {
+            Some(slash) => &prefix[..slash],
+            None => "",
+        };
+        let list_path = if folder.is_empty() {
+            self.prefix.clone()
+        } else {
+            self.path_of(folder)?
+        };
+        let list_path = (!list_path.as_ref().is_empty()).then_some(list_path);
+        let metas: Vec<_> = self
+            .store
+            .list(list_path.as_ref())
+            .try_collect()
+            .await
+            .map_err(|error| self.error(error, prefix))?;
+        Ok(metas
+            .iter()
+            .filter_map(|meta| self.relative_name(&meta.location))
+            .filter(|name| name.starts_with(prefix))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        let path = self.path_of(name)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.error(error, name)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
+
+/// The one place that decides what an `object_store` failure means to the
+/// caller: an answer (`NotFound`, `AlreadyExists`), worth retrying
+/// (`Transient`) or not (`Permanent`, with a message a user can act on).
+///
+/// `name` is the object concerned, `url` the store's description and
+/// `bucket` its S3 bucket, all for messages.
+pub(crate) fn classify_error(
+    error: object_store::Error,
+    name: &str,
+    url: &str,
+    bucket: Option<&str>,
+) -> BackendError {
+    use object_store::Error as E;
+
+    // S3 error codes and HTTP statuses only survive as text: the retry error
+    // type of `object_store` is private. Checking the codes first also
+    // catches a 404 that means a missing bucket rather than a missing object.
+    let text = chain_text(&error);
+    if let Some(answer) = classify_s3_code(&text, url, bucket) {
+        return answer;
+    }
+    match error {
+        E::NotFound { .. } => BackendError::NotFound(name.to_owned()),
+        // Our only conditional write is `reserve`'s create-if-absent, so a
+        // failed precondition means the object is there.
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            BackendError::AlreadyExists(name.to_owned())
+        }
+        E::Unauthenticated { .. } => BackendError::Permanent(format!(
+            "wrong credentials for {url}: the service rejected the request ({text})"
+        )),
+        E::PermissionDenied { .. } => BackendError::Permanent(format!(
+            "permission denied on {url}: the credentials lack access to {name:?} ({text})"
+        )),
+        E::InvalidPath { .. } => {
+            BackendError::Permanent(format!("invalid object name {name:?} on {url}: {text}"))
+        }
+        E::NotSupported { .. } | E::NotImplemented { .. } | E::UnknownConfigurationKey { .. } => {
+            BackendError::Permanent(format!("{url} does not support this operation: {text}"))
+        }
+        E::JoinError { source } if source.is_panic() => {
+            BackendError::Permanent(format!("a storage task on {url} panicked: {text}"))
+        }
+        E::JoinError { .. } => {
+            BackendError::Transient(format!("a storage task on {url} was cancelled: {text}"))
+        }
+        _ => http_status(&text)
+            .and_then(|status| classify_status(status, url, &text))
+            .unwrap_or_else(|| classify_by_source(&error, name, url, &text)),
+    }
+}
+
+/// The message of `error` and of every error below it, joined.
+fn chain_text(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let part = source.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = source.source();
+    }
+    text
+}
+
+/// Errors recognised by an S3 error code in the message.
+fn classify_s3_code(text: &str, url: &str, bucket: Option<&str>) -> Option<BackendError> {
+    if text.contains("NoSuchBucket") {
+        let bucket = bucket.unwrap_or("of the store");
+        return Some(BackendError::Permanent(format!(
+            "bucket {bucket} does not exist ({url}); create it first"
+        )));
+    }
+    if [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+    ]
+    .iter()
+    .any(|code| text.contains(code))
+    {
+        return Some(BackendError::Permanent(format!(
+            "wrong credentials for {url}: check access_key_id and secret_access_key ({text})"
+        )));
+    }
+    if text.contains("AuthorizationHeaderMalformed") {
+        return Some(BackendError::Permanent(format!(
+            "wrong region for {url}: check the region option ({text})"
+        )));
+    }
+    if text.contains("RequestTimeTooSkewed") {
+        return Some(BackendError::Permanent(format!(
+            "this machine's clock is too far off for {url} to accept requests ({text})"
+        )));
+    }
+    None
+}
+
+/// An HTTP error status that object_store left as a generic error.
+fn classify_status(status: u16, url: &str, text: &str) -> Option<BackendError> {
+    Some(match status {
+        401 => BackendError::Permanent(format!("wrong credentials for {url} ({text})")),
+        403 => BackendError::Permanent(format!(
+            "permission denied on {url}: wrong credentials or no access ({text})"
+        )),
+        404 => BackendError::Permanent(format!("{url} answered 404 Not Found: {text}")),
+        408 | 429 => BackendError::Transient(format!("{url} is throttling or slow: {text}")),
+        500..=599 => BackendError::Transient(format!("{url} had a server error: {text}")),
+        400..=499 => BackendError::Permanent(format!("{url} refused the request: {text}")),
+        _ => return None,
+    })
+}
+
+/// The status in object_store's "Server returned non-2xx status code: 503 …".
+fn http_status(text: &str) -> Option<u16> {
+    let (_, after) = text.split_once("status code: ")?;
+    after.get(..3)?.parse().ok()
+}
+
+/// A generic failure, judged by the I/O or HTTP error underneath it.
+fn classify_by_source(
+    error: &(dyn StdError + 'static),
+    name: &str,
+    url: &str,
+    text: &str,
+) -> BackendError {
+    let mut next: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(current) = next {
+        if current
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            // Connection refused or reset, timeouts, a body cut short: the
+            // network, which may come back.
+            return BackendError::Transient(format!("network error talking to {url}: {text}"));
+        }
+        if let Some(io_error) = current.downcast_ref::<io::Error>() {
+            return classify_io(io_error, name, url, text);
+        }
+        next = current.source();
+    }
+    BackendError::Transient(format!("{url} failed: {text}"))
+}
+
+/// Local disk problems a retry will not fix are Permanent with their cause
+/// named; everything else (timeouts, interruptions, too many open files, …)
+/// is Transient.
+fn classify_io(error: &io::Error, name: &str, url: &str, text: &str) -> BackendError {
+    use io::ErrorKind as K;
+    let cause = match error.kind() {
+        K::StorageFull => "disk full",
+        K::QuotaExceeded => "disk quota exceeded",
+        K::PermissionDenied => "permission denied",
+        K::ReadOnlyFilesystem => "read-only file system",
+        K::FileTooLarge => "file too large for the file system",
+        K::NotADirectory | K::IsADirectory | K::AlreadyExists | K::DirectoryNotEmpty => {
+            "a file or folder is in the way"
+        }
+        K::InvalidFilename | K::InvalidInput => "invalid file name",
+        K::Unsupported => "operation not supported by the file system",
+        _ => {
+            return BackendError::Transient(format!("I/O error on {name:?} in {url}: {text}"));
+        }
+    };
+    BackendError::Permanent(format!("{cause}: cannot write {name:?} in {url} ({text})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(source: impl StdError + Send + Sync + 'static) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(source),
+        }
+    }
+
+    fn classify(error: object_store::Error) -> BackendError {
+        classify_error(error, "p/abc", "file:///data", Some("bucket-x"))
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Unable to copy data to file: {source}")]
+    struct Wrapped {
+        source: io::Error,
+    }
+
+    #[test]
+    fn disk_full_and_permission_are_permanent_with_cause() {
+        let full = classify(generic(Wrapped {
+            source: io::Error::from(io::ErrorKind::StorageFull),
+        }));
+        assert!(matches!(&full, BackendError::Permanent(m) if m.starts_with("disk full")));
+        let denied = classify(generic(io::Error::from(io::ErrorKind::PermissionDenied)));
+        assert!(
+            matches!(&denied, BackendError::Permanent(m) if m.starts_with("permission denied"))
+        );
+        let read_only = classify(generic(io::Error::from(io::ErrorKind::ReadOnlyFilesystem)));
+        assert!(matches!(&read_only, BackendError::Permanent(m) if m.contains("read-only")));
+    }
+
+    #[test]
+    fn raw_enospc_is_disk_full() {
+        #[cfg(unix)]
+        {
+            let error = classify(generic(io::Error::from_raw_os_error(28)));
+            assert!(matches!(&error, BackendError::Permanent(m) if m.starts_with("disk full")));
+        }
+    }
+
+    #[test]
+    fn timeouts_and_unknown_io_errors_are_transient() {
+        assert!(classify(generic(io::Error::from(io::ErrorKind::TimedOut))).is_transient());
+        assert!(classify(generic(io::Error::from(io::ErrorKind::ConnectionReset))).is_transient());
+        assert!(classify(generic(io::Error::other("odd"))).is_transient());
+    }
+
+    #[test]
+    fn s3_codes_and_statuses_in_messages() {
+        let text = |t: &str| generic(io::Error::other(t.to_owned()));
+        let missing = classify(object_store::Error::NotFound {
+            path: "p/abc".into(),
+            source: Box::new(io::Error::other(
+                "404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
+            )),
+        });
+        assert!(
+            matches!(&missing, BackendError::Permanent(m) if m.contains("bucket bucket-x does not exist"))
+        );
+        let creds = classify(object_store::Error::PermissionDenied {
+            path: "p/abc".into(),
+            source: Box::new(io::Error::other("<Code>InvalidAccessKeyId</Code>")),
+        });
+        assert!(matches!(&creds, BackendError::Permanent(m) if m.contains("wrong credentials")));
+        let slow = classify(text(
+            "Server returned non-2xx status code: 503 Service Unavailable",
+        ));
+        assert!(slow.is_transient());
+        let throttled = classify(text("Server returned non-2xx status code: 429 Too Many"));
+        assert!(throttled.is_transient());
+        let forbidden = classify(text("Server returned non-2xx status code: 403 Forbidden"));
+        assert!(matches!(forbidden, BackendError::Permanent(_)));
+        let not_found = classify(object_store::Error::NotFound {
+            path: "p/abc".into(),
+            source: Box::new(io::Error::other("Server returned non-2xx status code: 404")),
+        });
+        assert_eq!(not_found, BackendError::NotFound("p/abc".into()));
+    }
+
+    #[test]
+    fn answers_keep_the_name() {
+        let exists = classify(object_store::Error::AlreadyExists {
+            path: "x".into(),
+            source: Box::new(io::Error::from(io::ErrorKind::AlreadyExists)),
+        });
+        assert_eq!(exists, BackendError::AlreadyExists("p/abc".into()));
+    }
+}

@@ -1,0 +1,577 @@
+//! [`SimPadStore`]: a simulated pad network around any [`PadStore`].
+//!
+//! It adds what a real pad network has and a local folder lacks: latency,
+//! transient failures (including lost acknowledgements: the object was
+//! created or written although the call failed) and a price per new pad. It
+//! also counts every operation, so demos can show costs and tests can assert
+//! counts, peak concurrency and ordering. Chosen with a `sim+<url>` URL.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{BackendError, PadStore, PutReceipt};
+
+/// The most entries [`SimPadStore::op_log`] keeps; later ones are dropped
+/// until [`SimPadStore::clear_log`].
+pub const OP_LOG_CAPACITY: usize = 1_000_000;
+
+/// How a [`SimPadStore`] behaves. The default simulates nothing: no latency,
+/// no failures, no price.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimConfig {
+    /// Delay added to every operation, in milliseconds.
+    pub latency_ms: f64,
+    /// Extra delay drawn uniformly from `[0, jitter_ms]` per operation.
+    pub jitter_ms: f64,
+    /// Probability in `[0, 1]` that an operation fails with a transient error.
+    pub fail_rate: f64,
+    /// Price of one new pad (a successful `reserve`), reported as the cost.
+    pub pad_price: Option<f64>,
+    /// Seed of the random draws, for reproducible runs; `None` seeds from the OS.
+    pub seed: Option<u64>,
+}
+
+/// The operations of a [`PadStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    Reserve,
+    Put,
+    Verify,
+    Get,
+    List,
+    Delete,
+}
+
+impl OpKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [OpKind; 6] = [
+        OpKind::Reserve,
+        OpKind::Put,
+        OpKind::Verify,
+        OpKind::Get,
+        OpKind::List,
+        OpKind::Delete,
+    ];
+}
+
+/// Counters of one [`OpKind`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpStats {
+    /// Calls started.
+    pub calls: u64,
+    /// Calls that failed with a transient or permanent error, simulated or
+    /// real. `NotFound` and `AlreadyExists` are answers, not failures.
+    pub failures: u64,
+    /// Calls running now.
+    pub in_flight: u64,
+    /// The most calls that ran at once (since the start or [`SimPadStore::reset_peaks`]).
+    pub peak_in_flight: u64,
+    /// Payload bytes sent (`reserve`, `put`) or received (`get`). Bytes sent
+    /// count when the backend took them, even if the acknowledgement was lost.
+    pub bytes: u64,
+}
+
+/// Counters of a [`SimPadStore`], per operation kind.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimStats {
+    pub reserve: OpStats,
+    pub put: OpStats,
+    pub verify: OpStats,
+    pub get: OpStats,
+    pub list: OpStats,
+    pub delete: OpStats,
+    /// Pads the backend created: reserves that reached it, including those
+    /// whose acknowledgement was lost (the network charged for them).
+    pub pads_reserved: u64,
+    /// `pads_reserved` times the pad price (0 without a price).
+    pub cost: f64,
+}
+
+impl SimStats {
+    /// The counters of `kind`.
+    pub fn op(&self, kind: OpKind) -> &OpStats {
+        match kind {
+            OpKind::Reserve => &self.reserve,
+            OpKind::Put => &self.put,
+            OpKind::Verify => &self.verify,
+            OpKind::Get => &self.get,
+            OpKind::List => &self.list,
+            OpKind::Delete => &self.delete,
+        }
+    }
+
+    fn op_mut(&mut self, kind: OpKind) -> &mut OpStats {
+        match kind {
+            OpKind::Reserve => &mut self.reserve,
+            OpKind::Put => &mut self.put,
+            OpKind::Verify => &mut self.verify,
+            OpKind::Get => &mut self.get,
+            OpKind::List => &mut self.list,
+            OpKind::Delete => &mut self.delete,
+        }
+    }
+}
+
+/// Whether an [`OpRecord`] marks the start or the end of an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Start,
+    End,
+}
+
+/// One entry of the operation log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRecord {
+    pub kind: OpKind,
+    pub phase: Phase,
+    /// The object name (the prefix for `list`).
+    pub name: String,
+    /// At `End`: whether the call succeeded (false too when the call was
+    /// dropped before it finished). Always true at `Start`.
+    pub ok: bool,
+}
+
+/// When a failure strikes relative to the inner operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultTiming {
+    /// Nothing reached the backend.
+    Before,
+    /// The backend performed the operation; the acknowledgement was lost.
+    After,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    timing: FaultTiming,
+    permanent: bool,
+}
+
+/// A fault armed by [`SimPadStore::fail_next`] or [`SimPadStore::lose_ack_next`].
+#[derive(Debug)]
+struct ArmedFault {
+    kind: OpKind,
+    /// Calls of `kind` still to come before the one that fails (1 = the next).
+    countdown: u64,
+    fault: Fault,
+}
+
+/// Everything mutable of a [`SimPadStore`], behind one lock.
+#[derive(Debug)]
+struct SimState {
+    rng: StdRng,
+    fail_rate: f64,
+    stats: SimStats,
+    armed: Vec<ArmedFault>,
+    log: Vec<OpRecord>,
+}
+
+impl SimState {
+    fn log(&mut self, record: OpRecord) {
+        if self.log.len() < OP_LOG_CAPACITY {
+            self.log.push(record);
+        }
+    }
+}
+
+/// A [`PadStore`] that adds latency, failures, a pad price and counters to
+/// another one. See the module documentation.
+#[derive(Debug)]
+pub struct SimPadStore {
+    inner: Arc<dyn PadStore>,
+    config: SimConfig,
+    /// Counters, random generator, armed faults and log. Held only for
+    /// bookkeeping, never across an `.await`.
+    state: Mutex<SimState>,
+}
+
+impl SimPadStore {
+    /// Wraps `inner`. Out-of-range settings are clamped: negative or
+    /// non-finite delays to 0, `fail_rate` into `[0, 1]` (`open` rejects them
+    /// instead).
+    pub fn new(inner: Arc<dyn PadStore>, config: SimConfig) -> Self {
+        let config = SimConfig {
+            latency_ms: non_negative(config.latency_ms),
+            jitter_ms: non_negative(config.jitter_ms),
+            fail_rate: probability(config.fail_rate),
+            ..config
+        };
+        let rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        SimPadStore {
+            inner,
+            state: Mutex::new(SimState {
+                rng,
+                fail_rate: config.fail_rate,
+                stats: SimStats::default(),
+                armed: Vec::new(),
+                log: Vec::new(),
+            }),
+            config,
+        }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn PadStore> {
+        &self.inner
+    }
+
+    /// The settings in use (with the fail rate given at creation).
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// Makes the `nth` call of `kind` from now (1 = the next one) fail once,
+    /// before reaching the backend, with a permanent or transient error.
+    /// `nth = 0` counts as 1.
+    pub fn fail_next(&self, kind: OpKind, nth: u64, permanent: bool) {
+        self.arm(kind, nth, FaultTiming::Before, permanent);
+    }
+
+    /// Makes the `nth` call of `kind` from now (1 = the next one) perform its
+    /// operation on the backend and then fail with a transient error, as when
+    /// an acknowledgement is lost: a `reserve` or `put` took effect although
+    /// the caller saw a failure. `nth = 0` counts as 1.
+    pub fn lose_ack_next(&self, kind: OpKind, nth: u64) {
+        self.arm(kind, nth, FaultTiming::After, false);
+    }
+
+    fn arm(&self, kind: OpKind, nth: u64, timing: FaultTiming, permanent: bool) {
+        self.lock().armed.push(ArmedFault {
+            kind,
+            countdown: nth.max(1),
+            fault: Fault { timing, permanent },
+        });
+    }
+
+    /// Changes the probability of random transient failures (clamped to `[0, 1]`).
+    pub fn set_fail_rate(&self, rate: f64) {
+        self.lock().fail_rate = probability(rate);
+    }
+
+    /// The operation log: a `Start` and an `End` record per call, in the order
+    /// they happened (at most [`OP_LOG_CAPACITY`] entries).
+    pub fn op_log(&self) -> Vec<OpRecord> {
+        self.lock().log.clone()
+    }
+
+    /// Empties the operation log.
+    pub fn clear_log(&self) {
+        self.lock().log.clear();
+    }
+
+    /// Resets every peak to the number of calls in flight now (0 when idle).
+    pub fn reset_peaks(&self) {
+        let mut state = self.lock();
+        for kind in OpKind::ALL {
+            let op = state.stats.op_mut(kind);
+            op.peak_in_flight = op.in_flight;
+        }
+    }
+
+    /// The current counters (what [`PadStore::stats`] returns).
+    pub fn sim_stats(&self) -> SimStats {
+        let mut stats = self.lock().stats.clone();
+        stats.cost = stats.pads_reserved as f64 * self.config.pad_price.unwrap_or(0.0);
+        stats
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // The state stays consistent even if a holder panicked: every critical
+        // section is a few counter updates.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts a call: counts it, logs it, draws its delay and its fault.
+    fn begin(&self, kind: OpKind, name: &str) -> (InFlight<'_>, Duration, Option<Fault>) {
+        let mut state = self.lock();
+        let op = state.stats.op_mut(kind);
+        op.calls += 1;
+        op.in_flight += 1;
+        op.peak_in_flight = op.peak_in_flight.max(op.in_flight);
+        state.log(OpRecord {
+            kind,
+            phase: Phase::Start,
+            name: name.to_owned(),
+            ok: true,
+        });
+
+        let mut delay_ms = self.config.latency_ms;
+        if self.config.jitter_ms > 0.0 {
+            delay_ms += state.rng.random_range(0.0..=self.config.jitter_ms);
+        }
+
+        let mut fault = None;
+        let mut fired = None;
+        for (index, armed) in state.armed.iter_mut().enumerate() {
+            if armed.kind == kind {
+                armed.countdown -= 1;
+                if armed.countdown == 0 && fired.is_none() {
+                    fired = Some(index);
+                }
+            }
+        }
+        if let Some(index) = fired {
+            fault = Some(state.armed.remove(index).fault);
+        }
+        // A zero-countdown fault that lost to another one fires next call.
+        for armed in state.armed.iter_mut() {
+            armed.countdown = armed.countdown.max(1);
+        }
+        if fault.is_none() && state.fail_rate > 0.0 && state.rng.random::<f64>() < state.fail_rate {
+            // A lost acknowledgement only matters where the operation has an
+            // effect: half of the reserve and put failures strike after it.
+            let after = matches!(kind, OpKind::Reserve | OpKind::Put) && state.rng.random_bool(0.5);
+            fault = Some(Fault {
+                timing: if after {
+                    FaultTiming::After
+                } else {
+                    FaultTiming::Before
+                },
+                permanent: false,
+            });
+        }
+        drop(state);
+
+        let guard = InFlight {
+            sim: self,
+            kind,
+            name: name.to_owned(),
+            ok: false,
+        };
+        let delay = Duration::from_secs_f64(delay_ms / 1000.0);
+        (guard, delay, fault)
+    }
+
+    /// Runs one call of `kind` on `name` through latency and fault injection.
+    /// `sent` is the payload size; `received` measures a result's payload.
+    async fn run<T, Fut>(
+        &self,
+        kind: OpKind,
+        name: &str,
+        sent: u64,
+        received: impl Fn(&T) -> u64,
+        op: Fut,
+    ) -> Result<T, BackendError>
+    where
+        Fut: Future<Output = Result<T, BackendError>>,
+    {
+        let (mut guard, delay, fault) = self.begin(kind, name);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let result = match fault {
+            Some(
+                fault @ Fault {
+                    timing: FaultTiming::Before,
+                    ..
+                },
+            ) => Err(simulated(kind, name, fault)),
+            _ => {
+                let result = op.await;
+                if result.is_ok() {
+                    let mut state = self.lock();
+                    let bytes = sent + result.as_ref().map_or(0, &received);
+                    state.stats.op_mut(kind).bytes += bytes;
+                    if kind == OpKind::Reserve {
+                        state.stats.pads_reserved += 1;
+                    }
+                }
+                match (result, fault) {
+                    (Ok(_), Some(fault)) => Err(simulated(kind, name, fault)),
+                    (result, _) => result,
+                }
+            }
+        };
+        if matches!(
+            result,
+            Err(BackendError::Transient(_) | BackendError::Permanent(_))
+        ) {
+            self.lock().stats.op_mut(kind).failures += 1;
+        }
+        guard.ok = result.is_ok();
+        result
+    }
+}
+
+/// Ends a call when dropped, also when its future is dropped mid-way: takes
+/// it out of the in-flight count and logs its end.
+struct InFlight<'a> {
+    sim: &'a SimPadStore,
+    kind: OpKind,
+    name: String,
+    ok: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.sim.lock();
+        let op = state.stats.op_mut(self.kind);
+        op.in_flight = op.in_flight.saturating_sub(1);
+        state.log(OpRecord {
+            kind: self.kind,
+            phase: Phase::End,
+            name: std::mem::take(&mut self.name),
+            ok: self.ok,
+        });
+    }
+}
+
+fn simulated(kind: OpKind, name: &str, fault: Fault) -> BackendError {
+    let when = match fault.timing {
+        FaultTiming::Before => "before reaching the backend",
+        FaultTiming::After => "after the backend acted (acknowledgement lost)",
+    };
+    let message = format!("simulated failure of {kind:?} {name:?} {when}");
+    if fault.permanent {
+        BackendError::Permanent(message)
+    } else {
+        BackendError::Transient(message)
+    }
+}
+
+fn non_negative(value: f64) -> f64 {
+    if value.is_finite() && value > 0.0 {
+        value
+    } else {
+        0.0
+    }
+}
+
+fn probability(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, 1.0)
+    }
+}
+
+#[async_trait]
+impl PadStore for SimPadStore {
+    async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        let sent = content.len() as u64;
+        let op = self.inner.reserve(name, content);
+        self.run(OpKind::Reserve, name, sent, |_| 0, op).await
+    }
+
+    async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        let sent = content.len() as u64;
+        let op = self.inner.put(name, content);
+        self.run(OpKind::Put, name, sent, |_| 0, op).await
+    }
+
+    async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
+        let op = self.inner.verify(name, receipt);
+        self.run(OpKind::Verify, name, 0, |_| 0, op).await
+    }
+
+    async fn get(&self, name: &str) -> Result<Bytes, BackendError> {
+        let op = self.inner.get(name);
+        self.run(OpKind::Get, name, 0, |data: &Bytes| data.len() as u64, op)
+            .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
+        let op = self.inner.list(prefix);
+        self.run(OpKind::List, prefix, 0, |_| 0, op).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BackendError> {
+        let op = self.inner.delete(name);
+        self.run(OpKind::Delete, name, 0, |_| 0, op).await
+    }
+
+    fn price_per_pad(&self) -> Option<f64> {
+        self.config.pad_price.or_else(|| self.inner.price_per_pad())
+    }
+
+    fn stats(&self) -> Option<SimStats> {
+        Some(self.sim_stats())
+    }
+
+    fn describe(&self) -> String {
+        let inner = self.inner.describe();
+        let mut params = Vec::new();
+        let config = &self.config;
+        if config.latency_ms > 0.0 {
+            params.push(format!("latency_ms={}", config.latency_ms));
+        }
+        if config.jitter_ms > 0.0 {
+            params.push(format!("jitter_ms={}", config.jitter_ms));
+        }
+        let fail_rate = self.lock().fail_rate;
+        if fail_rate > 0.0 {
+            params.push(format!("fail_rate={fail_rate}"));
+        }
+        if let Some(price) = config.pad_price {
+            params.push(format!("pad_price={price}"));
+        }
+        if let Some(seed) = config.seed {
+            params.push(format!("seed={seed}"));
+        }
+        if params.is_empty() {
+            return format!("sim+{inner}");
+        }
+        let separator = if inner.contains('?') { '&' } else { '?' };
+        format!("sim+{inner}{separator}{}", params.join("&"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_clamped() {
+        #[derive(Debug)]
+        struct Nothing;
+        #[async_trait]
+        impl PadStore for Nothing {
+            async fn reserve(&self, _: &str, _: Bytes) -> Result<(), BackendError> {
+                Ok(())
+            }
+            async fn put(&self, _: &str, _: Bytes) -> Result<PutReceipt, BackendError> {
+                Ok(PutReceipt {
+                    e_tag: None,
+                    size: 0,
+                })
+            }
+            async fn verify(&self, _: &str, _: &PutReceipt) -> Result<(), BackendError> {
+                Ok(())
+            }
+            async fn get(&self, _: &str) -> Result<Bytes, BackendError> {
+                Ok(Bytes::new())
+            }
+            async fn list(&self, _: &str) -> Result<Vec<String>, BackendError> {
+                Ok(Vec::new())
+            }
+            async fn delete(&self, _: &str) -> Result<(), BackendError> {
+                Ok(())
+            }
+            fn describe(&self) -> String {
+                "nothing://".into()
+            }
+        }
+        let sim = SimPadStore::new(
+            Arc::new(Nothing),
+            SimConfig {
+                latency_ms: -1.0,
+                jitter_ms: f64::NAN,
+                fail_rate: 3.0,
+                ..SimConfig::default()
+            },
+        );
+        assert_eq!(sim.config().latency_ms, 0.0);
+        assert_eq!(sim.config().jitter_ms, 0.0);
+        assert_eq!(sim.config().fail_rate, 1.0);
+        assert_eq!(sim.describe(), "sim+nothing://?fail_rate=1");
+    }
+}

@@ -1,0 +1,392 @@
+//! [`open`]: a backend chosen by URL.
+//!
+//! - `memory://NAME`: in-process; the same NAME in one process is the same
+//!   store, `memory://` alone a fresh anonymous one.
+//! - `file:///abs/path` or a plain path (relative to the current folder): a
+//!   local folder, created if missing; writes are atomic and fsynced.
+//! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service.
+//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..`:
+//!   the simulation wrapper ([`SimPadStore`]) around any of them.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use object_store::ObjectStore;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+use super::PadStore;
+use super::object::ObjectPadStore;
+use super::sim::{SimConfig, SimPadStore};
+use crate::Error;
+
+/// Extra settings for a backend, as key/value pairs (Python keywords), used
+/// by `s3://` URLs: `endpoint`, `region`, `access_key_id`,
+/// `secret_access_key`, `session_token`, `allow_http`, … They are applied
+/// after the URL's query, so they win over it.
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    pub options: Vec<(String, String)>,
+}
+
+/// The query parameters a `sim+` URL takes for itself.
+const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed";
+
+/// Options of `s3://` URLs that anthill handles itself (all others are
+/// `object_store`'s `AmazonS3ConfigKey` names).
+const S3_MAX_RETRIES: &str = "max_retries";
+const S3_RETRY_TIMEOUT: &str = "retry_timeout_secs";
+
+/// Retries inside one S3 call. The caller retries transient failures itself
+/// (with progress events and backoff), so a call gives up sooner than
+/// `object_store`'s default (10 retries, 3 minutes).
+const S3_DEFAULT_MAX_RETRIES: usize = 3;
+const S3_DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens the backend named by `url`. See the module documentation for the
+/// URLs; a malformed URL, unknown scheme or unknown or invalid option is
+/// [`Error::InvalidInput`].
+pub async fn open(url: &str, options: &BackendOptions) -> Result<Arc<dyn PadStore>, Error> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(invalid(
+            "the backend URL is empty; use memory://NAME, file:///path, a path, \
+             s3://bucket/prefix or sim+<url>",
+        ));
+    }
+    // A plain path is taken literally: a `?` in it is part of a file name.
+    let has_query = url.starts_with("sim+") || scheme_of(url).is_some();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) if has_query => (base, parse_query(query)),
+        _ => (url, Vec::new()),
+    };
+    open_target(base, query, options).await
+}
+
+/// Opens `base` (a URL without its query) with the query `pairs`.
+async fn open_target(
+    base: &str,
+    pairs: Vec<(String, String)>,
+    options: &BackendOptions,
+) -> Result<Arc<dyn PadStore>, Error> {
+    if let Some(inner) = base.strip_prefix("sim+") {
+        if inner.is_empty() {
+            return Err(invalid(
+                "sim+ needs a backend URL after it, like sim+memory://demo?latency_ms=50",
+            ));
+        }
+        let (config, rest) = sim_config(pairs)?;
+        let inner = Box::pin(open_target(inner, rest, options)).await?;
+        return Ok(Arc::new(SimPadStore::new(inner, config)));
+    }
+    match scheme_of(base) {
+        None => open_folder(FsPath::new(base), base, &pairs, options),
+        Some(scheme) => {
+            let rest = &base[scheme.len() + 1..];
+            if !rest.starts_with("//") {
+                return Err(invalid(format!(
+                    "malformed backend URL {base:?}: expected {scheme}://…"
+                )));
+            }
+            match scheme.to_ascii_lowercase().as_str() {
+                "memory" => open_memory(&rest[2..], &pairs, options),
+                "file" => open_file_url(base, &pairs, options),
+                "s3" => open_s3(base, pairs, options),
+                _ => Err(invalid(format!(
+                    "unknown backend scheme {scheme:?} in {base:?}; accepted: memory://NAME, \
+                     file:///path (or a plain path), s3://bucket/prefix, sim+<url>"
+                ))),
+            }
+        }
+    }
+}
+
+/// The scheme of `url` (`memory` in `memory://x`), or `None` for a path. A
+/// single letter before `:` is a Windows drive, not a scheme.
+fn scheme_of(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    let valid = first.is_ascii_alphabetic()
+        && scheme.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+fn parse_query(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect()
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::invalid(message)
+}
+
+/// Rejects any option: memory and folder stores take none.
+fn no_options(
+    description: &str,
+    pairs: &[(String, String)],
+    options: &BackendOptions,
+) -> Result<(), Error> {
+    let keys: Vec<&str> = pairs
+        .iter()
+        .chain(&options.options)
+        .map(|(key, _)| key.as_str())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "unknown option {} for {description}: memory and folder stores take no options \
+         (a sim+ URL accepts {SIM_PARAMETERS})",
+        keys.join(", ")
+    )))
+}
+
+/// Splits the simulation's parameters off the query.
+fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, String)>), Error> {
+    let mut config = SimConfig::default();
+    let mut seen = Vec::new();
+    let mut rest = Vec::new();
+    for (key, value) in pairs {
+        let name = key.as_str();
+        if !["latency_ms", "jitter_ms", "fail_rate", "pad_price", "seed"].contains(&name) {
+            rest.push((key, value));
+            continue;
+        }
+        if seen.contains(&key) {
+            return Err(invalid(format!("sim parameter {key} is given twice")));
+        }
+        let number = || -> Result<f64, Error> {
+            value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|number| number.is_finite() && *number >= 0.0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "sim parameter {key}={value:?} is not a number >= 0"
+                    ))
+                })
+        };
+        match name {
+            "latency_ms" => config.latency_ms = number()?,
+            "jitter_ms" => config.jitter_ms = number()?,
+            "pad_price" => config.pad_price = Some(number()?),
+            "fail_rate" => {
+                let rate = number()?;
+                if rate > 1.0 {
+                    return Err(invalid(format!(
+                        "sim parameter fail_rate={value:?} is not a probability between 0 and 1"
+                    )));
+                }
+                config.fail_rate = rate;
+            }
+            _ => {
+                let seed = value.trim().parse::<u64>().map_err(|_| {
+                    invalid(format!(
+                        "sim parameter seed={value:?} is not a whole number >= 0"
+                    ))
+                })?;
+                config.seed = Some(seed);
+            }
+        }
+        seen.push(key);
+    }
+    Ok((config, rest))
+}
+
+/// The named in-memory stores of this process.
+fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
+    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+    STORES.get_or_init(Default::default)
+}
+
+fn open_memory(
+    name: &str,
+    pairs: &[(String, String)],
+    options: &BackendOptions,
+) -> Result<Arc<dyn PadStore>, Error> {
+    let description = format!("memory://{name}");
+    no_options(&description, pairs, options)?;
+    let memory = if name.is_empty() {
+        Arc::new(InMemory::new())
+    } else {
+        // Protects only the name -> store table; no I/O under it.
+        let mut stores = memory_stores()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(stores.entry(name.to_owned()).or_default())
+    };
+    let store: Arc<dyn ObjectStore> = memory;
+    Ok(Arc::new(ObjectPadStore::new(
+        store,
+        Path::default(),
+        description,
+    )))
+}
+
+fn open_file_url(
+    url: &str,
+    pairs: &[(String, String)],
+    options: &BackendOptions,
+) -> Result<Arc<dyn PadStore>, Error> {
+    let parsed = url::Url::parse(url)
+        .map_err(|error| invalid(format!("malformed file URL {url:?}: {error}")))?;
+    let path = parsed.to_file_path().map_err(|()| {
+        invalid(format!(
+            "file URL {url:?} does not name an absolute local path; use file:///abs/path \
+             or a plain path"
+        ))
+    })?;
+    open_folder(&path, url, pairs, options)
+}
+
+fn open_folder(
+    path: &FsPath,
+    given: &str,
+    pairs: &[(String, String)],
+    options: &BackendOptions,
+) -> Result<Arc<dyn PadStore>, Error> {
+    no_options(given, pairs, options)?;
+    let path: PathBuf = std::path::absolute(path)
+        .map_err(|error| invalid(format!("cannot resolve the path {given:?}: {error}")))?;
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(invalid(format!(
+                "{} is a file, not a folder; a local store needs a folder",
+                path.display()
+            )));
+        }
+        // Missing, or something in the way (a file as a parent folder):
+        // creating the folder succeeds or says why not.
+        Err(_) => {
+            std::fs::create_dir_all(&path).map_err(|error| {
+                invalid(format!(
+                    "cannot create the store folder {}: {error}",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    let local = LocalFileSystem::new_with_prefix(&path)
+        .map_err(|error| {
+            invalid(format!(
+                "cannot use {} as a store folder: {error}",
+                path.display()
+            ))
+        })?
+        // Puts write a temporary file and rename it (atomic); fsync makes
+        // the result durable before the put returns.
+        .with_fsync(true);
+    let description = url::Url::from_file_path(&path)
+        .map(String::from)
+        .unwrap_or_else(|()| path.display().to_string());
+    let store: Arc<dyn ObjectStore> = Arc::new(local);
+    Ok(Arc::new(ObjectPadStore::new(
+        store,
+        Path::default(),
+        description,
+    )))
+}
+
+fn open_s3(
+    url: &str,
+    pairs: Vec<(String, String)>,
+    options: &BackendOptions,
+) -> Result<Arc<dyn PadStore>, Error> {
+    let parsed = url::Url::parse(url)
+        .map_err(|error| invalid(format!("malformed S3 URL {url:?}: {error}")))?;
+    let bucket = parsed
+        .host_str()
+        .filter(|bucket| !bucket.is_empty())
+        .ok_or_else(|| {
+            invalid(format!(
+                "S3 URL {url:?} names no bucket: use s3://bucket/prefix"
+            ))
+        })?
+        .to_owned();
+    let prefix = Path::from_url_path(parsed.path())
+        .map_err(|error| invalid(format!("invalid key prefix in S3 URL {url:?}: {error}")))?;
+
+    // Garage, MinIO and most self-hosted services need path-style requests;
+    // an explicit virtual_hosted_style_request option still wins.
+    let mut builder = AmazonS3Builder::from_env().with_virtual_hosted_style_request(false);
+    let mut retry = object_store::RetryConfig {
+        max_retries: S3_DEFAULT_MAX_RETRIES,
+        retry_timeout: S3_DEFAULT_RETRY_TIMEOUT,
+        ..Default::default()
+    };
+    let mut endpoint = None;
+    for (key, value) in pairs.iter().chain(&options.options) {
+        let key = key.trim().to_ascii_lowercase();
+        match key.as_str() {
+            S3_MAX_RETRIES => {
+                retry.max_retries = value.trim().parse().map_err(|_| {
+                    invalid(format!(
+                        "S3 option max_retries={value:?} is not a whole number"
+                    ))
+                })?;
+                continue;
+            }
+            S3_RETRY_TIMEOUT => {
+                retry.retry_timeout = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "S3 option retry_timeout_secs={value:?} is not a number of seconds"
+                        ))
+                    })?;
+                continue;
+            }
+            _ => {}
+        }
+        let config_key: AmazonS3ConfigKey = key.parse().map_err(|_| {
+            invalid(format!(
+                "unknown S3 option {key:?}; accepted: endpoint, region, access_key_id, \
+                 secret_access_key, session_token, allow_http, virtual_hosted_style_request, \
+                 {S3_MAX_RETRIES}, {S3_RETRY_TIMEOUT} and the other object_store S3 settings"
+            ))
+        })?;
+        match config_key {
+            AmazonS3ConfigKey::Bucket => {
+                return Err(invalid(format!(
+                    "S3 option {key} is not accepted: the bucket comes from the URL s3://bucket/…"
+                )));
+            }
+            AmazonS3ConfigKey::Endpoint => endpoint = Some(value.clone()),
+            _ => {}
+        }
+        builder = builder.with_config(config_key, value);
+    }
+    let s3 = builder
+        .with_bucket_name(&bucket)
+        .with_retry(retry)
+        .build()
+        .map_err(|error| invalid(format!("cannot open {url:?}: {error}")))?;
+
+    // Never credentials: the description goes into messages and logs.
+    let mut description = format!("s3://{bucket}");
+    if !prefix.as_ref().is_empty() {
+        description = format!("{description}/{prefix}");
+    }
+    if let Some(endpoint) = endpoint {
+        description = format!("{description}?endpoint={endpoint}");
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(s3);
+    Ok(Arc::new(ObjectPadStore::new_s3(
+        store,
+        bucket,
+        prefix,
+        description,
+    )))
+}

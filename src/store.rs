@@ -1,0 +1,674 @@
+//! The store: `store_item`, `fetch_item`, `remove_item` and friends, as the
+//! brief's §2 describes them. It checks keys, asks for confirmation, and then
+//! leaves space to the allocator and durability to the journal.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::allocator::MemoryAllocator;
+use crate::crypto::{self, StoreKeys};
+use crate::error::{Error, Result};
+use crate::events::{Callback, EventSink, GetEvent, PutEvent};
+use crate::index::{self, Entry, Piece, Record};
+use crate::journal::Journal;
+use crate::pad::PadId;
+use crate::pad_io::PadIo;
+use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
+use crate::retry::RetryPolicy;
+
+/// The Autonomi scratchpad payload.
+pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
+const MIN_PAD_SIZE: u64 = 512;
+const MAX_PAD_SIZE: u64 = 1 << 30;
+const MAX_KEY_BYTES: usize = 4096;
+const MAX_CONCURRENCY: usize = 1024;
+const META_NAME: &str = "meta";
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The secret all keys derive from (required).
+    pub secret: Vec<u8>,
+    /// Pad size of a new store; an existing store keeps its own (and a
+    /// different value here is an error).
+    pub pad_size: Option<u64>,
+    /// Most new pads any one put may reserve.
+    pub max_new_pads: Option<u64>,
+    pub reservation_concurrency: usize,
+    pub upload_concurrency: usize,
+    pub download_concurrency: usize,
+    /// Attempts per backend call (transient failures only).
+    pub retry_attempts: u32,
+    /// Extra backend settings (S3 endpoint, credentials…).
+    pub backend: BackendOptions,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            secret: Vec::new(),
+            pad_size: None,
+            max_new_pads: None,
+            reservation_concurrency: 20,
+            upload_concurrency: 20,
+            download_concurrency: 20,
+            retry_attempts: RetryPolicy::default().attempts,
+            backend: BackendOptions::default(),
+        }
+    }
+}
+
+/// Options of one put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Replace the key if it is stored.
+    pub overwrite: bool,
+    /// Finish an interrupted upload of the key (same data).
+    pub resume: bool,
+    /// Most new pads this put may reserve (overrides the store's cap).
+    pub max_new_pads: Option<u64>,
+}
+
+/// The state of a store's space and keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageSummary {
+    pub total_pads: u64,
+    pub pad_size: u64,
+    pub total_space: u64,
+    pub used_space: u64,
+    pub free_space: u64,
+    pub items: u64,
+    pub pending: u64,
+}
+
+/// A handle on an open store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    backend: Arc<dyn PadStore>,
+    allocator: Arc<MemoryAllocator>,
+    journal: Arc<Journal>,
+    max_new_pads: Option<u64>,
+    /// Keys with a put or remove under way in this process.
+    busy_keys: Mutex<HashSet<String>>,
+    closed: AtomicBool,
+}
+
+/// The store's cleartext description, with a sealed check of the secret.
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    format: String,
+    store_id: [u8; 16],
+    pad_size: u64,
+    key_check: Vec<u8>,
+}
+
+const META_FORMAT: &str = "anthill-store-1";
+
+fn meta_aad(store_id: &[u8; 16], pad_size: u64) -> Vec<u8> {
+    let mut aad = b"anthill meta".to_vec();
+    aad.extend_from_slice(store_id);
+    aad.extend_from_slice(&pad_size.to_le_bytes());
+    aad
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn validate_options(options: &StoreOptions) -> Result<()> {
+    if options.secret.is_empty() {
+        return Err(Error::invalid("the store secret must not be empty"));
+    }
+    if let Some(size) = options.pad_size
+        && !(MIN_PAD_SIZE..=MAX_PAD_SIZE).contains(&size)
+    {
+        return Err(Error::invalid(format!(
+            "pad_size must be between {MIN_PAD_SIZE} and {MAX_PAD_SIZE} bytes, got {size}"
+        )));
+    }
+    for (name, value) in [
+        ("reservation_concurrency", options.reservation_concurrency),
+        ("upload_concurrency", options.upload_concurrency),
+        ("download_concurrency", options.download_concurrency),
+    ] {
+        if !(1..=MAX_CONCURRENCY).contains(&value) {
+            return Err(Error::invalid(format!(
+                "{name} must be between 1 and {MAX_CONCURRENCY}, got {value}"
+            )));
+        }
+    }
+    if !(1..=100).contains(&options.retry_attempts) {
+        return Err(Error::invalid(format!(
+            "retry_attempts must be between 1 and 100, got {}",
+            options.retry_attempts
+        )));
+    }
+    Ok(())
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid("key must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::invalid(format!(
+            "key is {} bytes long; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    if key.contains('\0') {
+        return Err(Error::invalid("key must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// Removes a key from the busy set when a put or remove ends, however it ends.
+struct BusyKey<'a> {
+    keys: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for BusyKey<'_> {
+    fn drop(&mut self) {
+        self.keys.lock().expect("busy keys lock").remove(&self.key);
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `url`.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
+        validate_options(&options)?;
+        let backend = pad_store::open(url, &options.backend).await?;
+        Self::open_with_backend(url, backend, options).await
+    }
+
+    /// Opens (or creates) a store on a backend built by the caller (to keep a
+    /// handle on a simulated backend, for instance).
+    pub async fn open_with_backend(
+        url: &str,
+        backend: Arc<dyn PadStore>,
+        options: StoreOptions,
+    ) -> Result<Store> {
+        validate_options(&options)?;
+        let retry = RetryPolicy {
+            attempts: options.retry_attempts,
+            ..RetryPolicy::default()
+        };
+        let (store_id, pad_size, keys) = open_meta(&backend, &options, &retry).await?;
+        let keys = Arc::new(keys);
+        let journal =
+            Journal::open(Arc::clone(&backend), Arc::clone(&keys), store_id, retry).await?;
+        let io = Arc::new(PadIo {
+            backend: Arc::clone(&backend),
+            keys,
+            store_id,
+            pad_size,
+            retry,
+            upload_permits: Semaphore::new(options.upload_concurrency),
+            download_permits: Semaphore::new(options.download_concurrency),
+        });
+        let allocator = MemoryAllocator::new(
+            io,
+            Arc::clone(&journal),
+            options.reservation_concurrency,
+            options.download_concurrency,
+        )?;
+        // Pads reserved but never recorded (a crash in between) are adopted.
+        let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
+        let known: HashSet<PadId> =
+            journal.read(|index| index.pads.values().map(|p| p.0).collect());
+        let mut orphans: Vec<PadId> = names
+            .iter()
+            .filter_map(|n| PadId::from_object_name(n))
+            .filter(|id| !known.contains(id))
+            .collect();
+        orphans.sort();
+        allocator.adopt_pads(orphans).await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                backend,
+                allocator,
+                journal,
+                max_new_pads: options.max_new_pads,
+                busy_keys: Mutex::new(HashSet::new()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The backend's counters, for a simulated (`sim+`) backend.
+    pub fn backend_stats(&self) -> Option<SimStats> {
+        self.inner.backend.stats()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::invalid("store is closed"));
+        }
+        Ok(())
+    }
+
+    fn claim_key(&self, key: &str) -> Result<BusyKey<'_>> {
+        let mut busy = self.inner.busy_keys.lock().expect("busy keys lock");
+        if !busy.insert(key.to_string()) {
+            return Err(Error::UploadPending {
+                key: key.to_string(),
+                reason: "is being stored or removed by another call right now; wait for it".into(),
+            });
+        }
+        Ok(BusyKey {
+            keys: &self.inner.busy_keys,
+            key: key.to_string(),
+        })
+    }
+
+    /// Stores `data` under `key` (brief §2), emitting put events to `callback`.
+    pub async fn store_item(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: PutOptions,
+        callback: Option<Callback<PutEvent>>,
+    ) -> Result<()> {
+        let events = Arc::new(EventSink::new(callback));
+        let result = self.put(key, data, &options, &events).await;
+        events.close();
+        result
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        options: &PutOptions,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Result<()> {
+        self.check_open()?;
+        validate_key(key)?;
+        let _busy = self.claim_key(key)?;
+        let (exists, pending) = self.inner.journal.read(|index| {
+            (
+                index.items.get(key).cloned(),
+                index.pending.get(key).cloned(),
+            )
+        });
+        if let Some(pending) = pending {
+            if options.resume {
+                return self.resume(key, data, pending, events).await;
+            }
+            return Err(Error::UploadPending {
+                key: key.to_string(),
+                reason: "has an interrupted upload; call store_item(..., resume=True) with the \
+                         same data to finish it, or remove_item() to discard it"
+                    .into(),
+            });
+        }
+        if options.resume {
+            return Err(Error::invalid(format!(
+                "resume=True, but key {key:?} has no interrupted upload"
+            )));
+        }
+        if exists.is_some() && !options.overwrite {
+            return Err(Error::KeyExists(key.to_string()));
+        }
+        let size = data.len() as u64;
+        let hash = crypto::content_hash(&data);
+        let cap = options.max_new_pads.or(self.inner.max_new_pads);
+        let allocator = &self.inner.allocator;
+        let mut turn = None;
+        let mut allocation = loop {
+            let summary = self.summary_now();
+            let needed = allocator.check_allocation_possible(size).unwrap_or(0);
+            if needed > 0 {
+                if turn.is_none() {
+                    // Wait for any expansion under way; its pads may suffice.
+                    turn = Some(allocator.expansion_turn().await);
+                    continue;
+                }
+                if let Some(cap) = cap.filter(|cap| needed > *cap) {
+                    return Err(Error::Cancelled(format!(
+                        "storing {size} bytes needs {needed} new pads, but max_new_pads is {cap}"
+                    )));
+                }
+                let estimated_cost = self
+                    .inner
+                    .backend
+                    .price_per_pad()
+                    .map(|price| format!("{:.2}", price * needed as f64));
+                events
+                    .emit(|| PutEvent::ConfirmReservation {
+                        needed,
+                        data_size: size,
+                        total_space: summary.total_space,
+                        free_space: summary.free_space,
+                        current_scratchpads: summary.total_pads,
+                        estimated_cost,
+                    })
+                    .await?;
+            }
+            // Free space may have shrunk since the confirmation (a concurrent
+            // put took it); then ask again rather than spend unconfirmed.
+            if let Some(allocation) = allocator.allocate(size, needed, &mut turn, events).await? {
+                break allocation;
+            }
+        };
+        drop(turn);
+        let data_id = allocation.data_id;
+        // A put spanning pads is recorded as pending once its space is known,
+        // so an interruption leaves it resumable rather than lost.
+        let placement = (size > allocator.pad_size()).then(|| allocation.placement());
+        let pending = allocation.keeper();
+        let record_pending = async {
+            if let Some(placement) = placement {
+                let entry = Entry {
+                    data_id,
+                    size,
+                    hash,
+                    pieces: placement.await?,
+                    created: now(),
+                    modified: now(),
+                };
+                let key = key.to_string();
+                self.inner
+                    .journal
+                    .append(vec![Record::Pending { key, entry }])
+                    .await?;
+                pending.store(true, Ordering::Release);
+            }
+            Ok(())
+        };
+        let outcome = async {
+            let (pieces, ()) = tokio::try_join!(
+                allocator.write(&mut allocation, &data, events),
+                record_pending
+            )?;
+            self.commit(key, data_id, size, hash, pieces, exists.as_ref())
+                .await
+        }
+        .await;
+        match outcome {
+            Ok(released) => {
+                pending.store(true, Ordering::Release);
+                allocator.free(&released);
+            }
+            Err(error) => {
+                if pending.load(Ordering::Acquire) {
+                    self.abandon_pending(key, &pending).await;
+                }
+                return Err(error);
+            }
+        }
+        drop(allocation);
+        events.finish(PutEvent::StoreComplete).await
+    }
+
+    /// Records `key -> pieces` in the index; returns the space it released.
+    async fn commit(
+        &self,
+        key: &str,
+        data_id: u64,
+        size: u64,
+        hash: [u8; 32],
+        pieces: Vec<Piece>,
+        previous: Option<&Entry>,
+    ) -> Result<Vec<Piece>> {
+        let entry = Entry {
+            data_id,
+            size,
+            hash,
+            pieces,
+            created: previous.map_or_else(now, |e| e.created),
+            modified: now(),
+        };
+        let key = key.to_string();
+        self.inner
+            .journal
+            .append(vec![Record::Put { key, entry }])
+            .await
+    }
+
+    /// Drops the pending record of a failed put, so the key is absent again.
+    /// If even that fails, the key stays pending (resumable) and its space
+    /// stays reserved for it.
+    async fn abandon_pending(&self, key: &str, kept: &AtomicBool) {
+        let key = key.to_string();
+        if self
+            .inner
+            .journal
+            .append(vec![Record::ClearPending { key }])
+            .await
+            .is_ok()
+        {
+            // The allocation gives the space back when dropped.
+            kept.store(false, Ordering::Release);
+        }
+    }
+
+    /// Finishes an interrupted upload: pads that already hold their part of
+    /// the data are checked, not uploaded again.
+    async fn resume(
+        &self,
+        key: &str,
+        data: Bytes,
+        pending: Entry,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Result<()> {
+        if data.len() as u64 != pending.size || crypto::content_hash(&data) != pending.hash {
+            return Err(Error::invalid(format!(
+                "resume=True needs the same data as the interrupted upload of {key:?} \
+                 ({} bytes); remove_item() discards that upload instead",
+                pending.size
+            )));
+        }
+        let pieces = self
+            .inner
+            .allocator
+            .rewrite(&pending.pieces, &data, events)
+            .await?;
+        let previous = self
+            .inner
+            .journal
+            .read(|index| index.items.get(key).cloned());
+        let released = self
+            .commit(
+                key,
+                pending.data_id,
+                pending.size,
+                pending.hash,
+                pieces,
+                previous.as_ref(),
+            )
+            .await?;
+        self.inner.allocator.free(&released);
+        events.finish(PutEvent::StoreComplete).await
+    }
+
+    /// Reads the item stored under `key`, emitting get events to `callback`.
+    pub async fn fetch_item(
+        &self,
+        key: &str,
+        callback: Option<Callback<GetEvent>>,
+    ) -> Result<Bytes> {
+        self.check_open()?;
+        validate_key(key)?;
+        let entry = self
+            .inner
+            .journal
+            .read(|index| index.items.get(key).cloned());
+        let Some(entry) = entry else {
+            return Err(Error::KeyNotFound(key.to_string()));
+        };
+        let events = EventSink::new(callback);
+        let result = self.inner.allocator.read(&entry, &events).await;
+        events.close();
+        result
+    }
+
+    /// Removes `key` (or discards its interrupted upload) and frees its space.
+    pub async fn remove_item(&self, key: &str) -> Result<()> {
+        self.check_open()?;
+        validate_key(key)?;
+        let _busy = self.claim_key(key)?;
+        let known = self
+            .inner
+            .journal
+            .read(|index| index.items.contains_key(key) || index.pending.contains_key(key));
+        if !known {
+            return Err(Error::KeyNotFound(key.to_string()));
+        }
+        let key = key.to_string();
+        let released = self
+            .inner
+            .journal
+            .append(vec![Record::Remove { key }])
+            .await?;
+        self.inner.allocator.free(&released);
+        Ok(())
+    }
+
+    fn summary_now(&self) -> StorageSummary {
+        let map = self.inner.allocator.summary();
+        let (items, pending) = self
+            .inner
+            .journal
+            .read(|index| (index.items.len() as u64, index.pending.len() as u64));
+        StorageSummary {
+            total_pads: map.total_pads,
+            pad_size: map.pad_size,
+            total_space: map.total_space,
+            used_space: map.used_space,
+            free_space: map.free_space,
+            items,
+            pending,
+        }
+    }
+
+    /// Pads, space and keys as they are now.
+    pub async fn summary(&self) -> Result<StorageSummary> {
+        self.check_open()?;
+        Ok(self.summary_now())
+    }
+
+    /// `None` if `size` bytes fit in free space, else the new pads needed.
+    pub async fn check_allocation_possible(&self, size: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        Ok(self.inner.allocator.check_allocation_possible(size))
+    }
+
+    /// Stored keys, sorted (pending uploads are not listed).
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        self.check_open()?;
+        let mut keys: Vec<String> = self
+            .inner
+            .journal
+            .read(|index| index.items.keys().cloned().collect());
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        self.check_open()?;
+        Ok(self
+            .inner
+            .journal
+            .read(|index| index.items.contains_key(key)))
+    }
+
+    pub async fn len(&self) -> Result<u64> {
+        self.check_open()?;
+        Ok(self.inner.journal.read(|index| index.items.len() as u64))
+    }
+
+    /// Closes the handle: later calls fail with `InvalidInput`. Every
+    /// completed call is already durable, so there is nothing to flush.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Reads the store's metadata, or creates it for a new store, and checks
+/// the secret against it.
+async fn open_meta(
+    backend: &Arc<dyn PadStore>,
+    options: &StoreOptions,
+    retry: &RetryPolicy,
+) -> Result<([u8; 16], u64, StoreKeys)> {
+    let existing = match retry.run(|_| backend.get(META_NAME)).await {
+        Ok(bytes) => Some(bytes),
+        Err(BackendError::NotFound(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    let bytes = match existing {
+        Some(bytes) => bytes,
+        None => {
+            let store_id: [u8; 16] = rand::random();
+            let pad_size = options.pad_size.unwrap_or(DEFAULT_PAD_SIZE);
+            let keys = StoreKeys::derive(&options.secret, &store_id);
+            let meta = Meta {
+                format: META_FORMAT.into(),
+                store_id,
+                pad_size,
+                key_check: crypto::seal(keys.index(), &meta_aad(&store_id, pad_size), b"anthill")?,
+            };
+            let bytes = Bytes::from(index::to_bytes(&meta)?);
+            // Not `reserve`: the metadata is no pad. Two processes creating
+            // one store at once both read back the last write and agree.
+            retry
+                .run(|_| async {
+                    let receipt = backend.put(META_NAME, bytes.clone()).await?;
+                    backend.verify(META_NAME, &receipt).await
+                })
+                .await?;
+            retry.run(|_| backend.get(META_NAME)).await?
+        }
+    };
+    let meta: Meta = index::from_bytes(&bytes, "store metadata")?;
+    if meta.format != META_FORMAT {
+        return Err(Error::integrity(format!(
+            "unknown store format {:?} (this anthill reads {META_FORMAT})",
+            meta.format
+        )));
+    }
+    let keys = StoreKeys::derive(&options.secret, &meta.store_id);
+    crypto::open(
+        keys.index(),
+        &meta_aad(&meta.store_id, meta.pad_size),
+        &meta.key_check,
+        "store metadata",
+    )
+    .map_err(|_| {
+        Error::integrity(
+            "wrong secret for this store (or its metadata was tampered with): \
+             open it with the secret it was created with",
+        )
+    })?;
+    if let Some(asked) = options.pad_size
+        && asked != meta.pad_size
+    {
+        return Err(Error::invalid(format!(
+            "this store has {}-byte pads; pad_size={asked} only applies to new stores",
+            meta.pad_size
+        )));
+    }
+    Ok((meta.store_id, meta.pad_size, keys))
+}
