@@ -23,6 +23,7 @@ use crate::journal::Journal;
 use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
 use crate::pad::PadId;
 use crate::pad_io::{PadIo, PadWriter};
+use crate::writer_gate::WriterGuard;
 
 /// The right to reserve new pads; see [`MemoryAllocator::expansion_turn`].
 pub type ExpansionTurn = tokio::sync::OwnedMutexGuard<()>;
@@ -87,20 +88,7 @@ impl MemoryAllocator {
         download_concurrency: usize,
     ) -> Result<Arc<Self>> {
         let writer = PadWriter::new(Arc::clone(&io));
-        let pad_size = io.pad_size;
-        let (map, next_data_id) = journal.read(|index| -> Result<_> {
-            let mut map = MemoryMap::new(pad_size);
-            for (ordinal, (id, version)) in &index.pads {
-                map.add_pad(*ordinal)
-                    .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
-                writer.add_pad(*ordinal, *id, *version, false);
-            }
-            let extents: Vec<Extent> = index.used_pieces().map(|p| p.extent(pad_size)).collect();
-            map.take(&extents).map_err(|e| {
-                Error::integrity(format!("index places two items in the same space: {e}"))
-            })?;
-            Ok((map, index.next_data_id))
-        })?;
+        let (map, next_data_id) = build_map(&journal, &writer, io.pad_size)?;
         Ok(Arc::new(Self {
             io,
             writer,
@@ -111,6 +99,21 @@ impl MemoryAllocator {
             reservation_concurrency,
             download_concurrency,
         }))
+    }
+
+    /// Rebuilds the map and pad table from the index, after another process
+    /// changed the store. Only with nothing of this process in flight.
+    pub fn rebuild(&self) -> Result<()> {
+        self.writer.clear();
+        let (map, next_data_id) = build_map(&self.journal, &self.writer, self.io.pad_size)?;
+        *self.map.lock().expect("map lock") = map;
+        self.next_data_id.fetch_max(next_data_id, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Resolves once no pad upload of this store is in flight.
+    pub fn writer_idle(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.writer.idle()
     }
 
     pub fn pad_size(&self) -> u64 {
@@ -173,6 +176,7 @@ impl MemoryAllocator {
         size: u64,
         max_new_pads: u64,
         turn: &mut Option<ExpansionTurn>,
+        writing: &WriterGuard,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<Option<Allocation>> {
         let pad_size = self.io.pad_size;
@@ -205,7 +209,7 @@ impl MemoryAllocator {
                 })
                 .await?;
             let bytes = allocation.new_pad_bytes.clone();
-            allocation.expansion = Some(self.expand(bytes, turn, events));
+            allocation.expansion = Some(self.expand(bytes, turn, writing.clone(), events));
         }
         Ok(Some(allocation))
     }
@@ -218,6 +222,7 @@ impl MemoryAllocator {
         self: &Arc<Self>,
         bytes: Vec<u64>,
         turn: ExpansionTurn,
+        writing: WriterGuard,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Expansion {
         let total = bytes.len();
@@ -265,6 +270,8 @@ impl MemoryAllocator {
                 // Every reserved pad is mapped: the next expansion may start.
                 drop(turn);
                 let outcome = this.record_expansion(results, &placed).await;
+                // Recorded: this process may let other writers in.
+                drop(writing);
                 let _ = complete_tx.send(outcome.clone());
                 outcome.map(|_| ())
             })
@@ -609,6 +616,23 @@ impl MemoryAllocator {
 
 /// The counters of one put's upload events; each is advanced inside the
 /// event sink's delivery lock, so the callback sees them increase.
+/// The map and pad table the index describes, and the next data id.
+fn build_map(journal: &Journal, writer: &PadWriter, pad_size: u64) -> Result<(MemoryMap, u64)> {
+    journal.read(|index| {
+        let mut map = MemoryMap::new(pad_size);
+        for (ordinal, (id, version)) in &index.pads {
+            map.add_pad(*ordinal)
+                .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
+            writer.add_pad(*ordinal, *id, *version, false);
+        }
+        let extents: Vec<Extent> = index.used_pieces().map(|p| p.extent(pad_size)).collect();
+        map.take(&extents).map_err(|e| {
+            Error::integrity(format!("index places two items in the same space: {e}"))
+        })?;
+        Ok((map, index.next_data_id))
+    })
+}
+
 struct WriteProgress {
     total_bytes: u64,
     total_pads: u64,

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::index::{self, Index, Piece, Record};
-use crate::pad_store::{BackendError, PadStore};
+use crate::pad_store::{BackendError, PadStore, WriterLock};
 use crate::retry::RetryPolicy;
 
 const LOG_PREFIX: &str = "j/";
@@ -29,6 +29,8 @@ pub struct Journal {
     keys: Arc<StoreKeys>,
     store_id: [u8; 16],
     retry: RetryPolicy,
+    /// The writer lock this process holds, checked before every write.
+    writer_lock: Mutex<Option<Arc<dyn WriterLock>>>,
     /// The index as of the last durable record, and the queue of appends.
     /// Held only for short in-memory updates, never across backend I/O.
     log: Mutex<Log>,
@@ -74,11 +76,12 @@ impl Journal {
         store_id: [u8; 16],
         retry: RetryPolicy,
     ) -> Result<Arc<Self>> {
-        let mut journal = Journal {
+        let journal = Journal {
             backend,
             keys,
             store_id,
             retry,
+            writer_lock: Mutex::new(None),
             log: Mutex::new(Log {
                 index: Index::default(),
                 waiting: Vec::new(),
@@ -93,7 +96,8 @@ impl Journal {
         Ok(Arc::new(journal))
     }
 
-    async fn load(&mut self) -> Result<()> {
+    /// Replaces the in-memory index with what the backend holds.
+    async fn load(&self) -> Result<()> {
         let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
         let mut index = Index::default();
         let mut next_seq = 0;
@@ -128,7 +132,7 @@ impl Journal {
             uncheckpointed.push(seq);
             next_seq = seq + 1;
         }
-        let log = self.log.get_mut().expect("not shared yet");
+        let mut log = self.log.lock().expect("journal lock");
         log.index = index;
         log.next_seq = next_seq;
         log.uncheckpointed = uncheckpointed;
@@ -176,6 +180,56 @@ impl Journal {
         Ok(size)
     }
 
+    /// Catches up with records other processes appended since this one last
+    /// looked. Call with the writer lock held and no append under way.
+    /// Returns whether the index changed.
+    pub async fn refresh(&self) -> Result<bool> {
+        let next_seq = self.log.lock().expect("journal lock").next_seq;
+        let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        if checkpoints.last().is_some_and(|&seq| seq >= next_seq) {
+            // Another writer checkpointed past us (and may have deleted the
+            // log objects we lack): load from its checkpoint.
+            self.load().await?;
+            return Ok(true);
+        }
+        let newer: Vec<u64> = self
+            .list_seqs(LOG_PREFIX)
+            .await?
+            .into_iter()
+            .filter(|&seq| seq >= next_seq)
+            .collect();
+        if newer.is_empty() {
+            return Ok(false);
+        }
+        let mut batches = Vec::with_capacity(newer.len());
+        for (expected, seq) in (next_seq..).zip(newer) {
+            if seq != expected {
+                return Err(Error::integrity(format!(
+                    "index log object {} is missing",
+                    object_name(LOG_PREFIX, expected)
+                )));
+            }
+            let plaintext = self.read_sealed("journal", LOG_PREFIX, seq).await?;
+            let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
+            batches.push((seq, plaintext.len() as u64, records));
+        }
+        let mut log = self.log.lock().expect("journal lock");
+        for (seq, size, records) in batches {
+            for record in &records {
+                log.index.apply(record)?;
+            }
+            log.uncheckpointed.push(seq);
+            log.log_bytes += size;
+            log.next_seq = seq + 1;
+        }
+        Ok(true)
+    }
+
+    /// Sets (or clears) the writer lock checked before every write.
+    pub fn set_writer_lock(&self, lock: Option<Arc<dyn WriterLock>>) {
+        *self.writer_lock.lock().expect("writer lock slot") = lock;
+    }
+
     /// Reads the durable index.
     pub fn read<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
         f(&self.log.lock().expect("journal lock").index)
@@ -212,10 +266,13 @@ impl Journal {
             };
             let records: Vec<&Record> = batch.iter().flat_map(|a| a.records.iter()).collect();
             let written = match index::to_bytes(&records) {
-                Ok(plaintext) => {
-                    self.write_sealed("journal", LOG_PREFIX, seq, &plaintext)
-                        .await
-                }
+                Ok(plaintext) => match self.check_writer_lock().await {
+                    Ok(()) => {
+                        self.write_sealed("journal", LOG_PREFIX, seq, &plaintext)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                },
                 Err(error) => Err(error),
             };
             match written {
@@ -244,6 +301,14 @@ impl Journal {
             }
             self.checkpoint_if_due().await;
         }
+    }
+
+    async fn check_writer_lock(&self) -> Result<()> {
+        let lock = self.writer_lock.lock().expect("writer lock slot").clone();
+        if let Some(lock) = lock {
+            lock.check().await?;
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint once the log since the last one is larger than it

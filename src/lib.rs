@@ -22,6 +22,7 @@ mod pad_io;
 pub mod pad_store;
 pub mod retry;
 pub mod store;
+mod writer_gate;
 
 pub use error::{Error, Result};
 pub use events::{Callback, EventSink, GetEvent, PutEvent};

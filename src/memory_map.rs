@@ -24,13 +24,14 @@
 //! So an item needs new pads only when the free space cannot hold it. Smaller
 //! fragments are left for small items, which case 1 places in them.
 //!
-//! **Cost.** Free extents are indexed by address and by (length, address);
+//! **Cost.** Free extents are indexed by end address and by (length, start);
 //! pads are kept as runs of consecutive ordinals; used, free and total space are
 //! counters. [`MemoryMap::add_pad`], [`MemoryMap::take`] and [`MemoryMap::free`]
 //! cost O(log n) per extent; [`MemoryMap::plan`] costs O(log n) in case 1 and
 //! walks the large fragments, largest first, in cases 2 and 3.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// Free extents shorter than this are not used to hold pieces of an item that
 /// fits in no single free extent (cases 2 and 3 of the allocation policy).
@@ -134,8 +135,10 @@ pub struct MemoryMap {
     /// Maximal: no run ends where another starts.
     pad_runs: BTreeMap<u64, u64>,
     pad_count: u64,
-    /// Free extents, start -> len. Maximal: no extent ends where another starts.
-    free_by_start: BTreeMap<u64, u64>,
+    /// Free extents, end -> start. Maximal: no extent ends where another starts.
+    /// Keyed by end so that taking the front of an extent (best fit) and
+    /// merging a freed range into the extent after it update a value in place.
+    free_by_end: BTreeMap<u64, u64>,
     /// The same free extents as (len, start), for best fit.
     free_by_len: BTreeSet<(u64, u64)>,
     /// Sum of the free extents' lengths.
@@ -153,7 +156,7 @@ impl MemoryMap {
             pad_size,
             pad_runs: BTreeMap::new(),
             pad_count: 0,
-            free_by_start: BTreeMap::new(),
+            free_by_end: BTreeMap::new(),
             free_by_len: BTreeSet::new(),
             free_bytes: 0,
         }
@@ -175,19 +178,21 @@ impl MemoryMap {
             return Err(MapError::PadExists(ordinal));
         }
         // `ordinal + 1` fits: the pad's end address fits and the pad size is >= 1.
-        let (mut first, mut end) = (ordinal, ordinal + 1);
-        if let Some((&prev_first, &prev_end)) = self.pad_runs.range(..ordinal).next_back()
-            && prev_end == ordinal
+        let (mut run_first, mut run_end) = (ordinal, ordinal + 1);
+        if let Some((&before_first, &before_end)) = self.pad_runs.range(..ordinal).next_back()
+            && before_end == ordinal
         {
-            self.pad_runs.remove(&prev_first);
-            first = prev_first;
+            self.pad_runs.remove(&before_first);
+            run_first = before_first;
         }
-        if let Some(next_end) = self.pad_runs.remove(&end) {
-            end = next_end;
+        if let Some(after_end) = self.pad_runs.remove(&run_end) {
+            run_end = after_end;
         }
-        self.pad_runs.insert(first, end);
+        self.pad_runs.insert(run_first, run_end);
         self.pad_count += 1;
-        self.insert_free_merged(start, self.pad_size);
+        // The pad was absent, so no free extent overlaps it.
+        let next = self.free_ending_after(start);
+        self.insert_free_merged(start, start + self.pad_size, next);
         Ok(())
     }
 
@@ -322,9 +327,12 @@ impl MemoryMap {
 
     /// The free extents, ascending by address, maximal (merged).
     pub fn free_extents(&self) -> Vec<Extent> {
-        self.free_by_start
+        self.free_by_end
             .iter()
-            .map(|(&start, &len)| Extent { start, len })
+            .map(|(&end, &start)| Extent {
+                start,
+                len: end - start,
+            })
             .collect()
     }
 
@@ -371,11 +379,11 @@ impl MemoryMap {
             free += extent.len;
             previous_end = Some(end);
         }
-        if self.free_by_len.len() != self.free_by_start.len() {
+        if self.free_by_len.len() != self.free_by_end.len() {
             return Err(format!(
                 "size index holds {} extents, address index {}",
                 self.free_by_len.len(),
-                self.free_by_start.len()
+                self.free_by_end.len()
             ));
         }
         if free != self.free_bytes {
@@ -419,27 +427,48 @@ impl MemoryMap {
             .is_some_and(|(_, &run_end)| end <= run_end * self.pad_size)
     }
 
+    /// The free extent that ends first after `address`: the one holding it,
+    /// if any, else the next one above it.
+    fn free_ending_after(&self, address: u64) -> Option<Extent> {
+        self.free_by_end
+            .range((Bound::Excluded(address), Bound::Unbounded))
+            .next()
+            .map(|(&end, &start)| Extent {
+                start,
+                len: end - start,
+            })
+    }
+
     fn take_one(&mut self, extent: Extent) -> Result<(), MapError> {
         if extent.len == 0 {
             return Err(MapError::ZeroLength);
         }
         let end = extent.checked_end().ok_or(MapError::NotFree(extent))?;
-        let (free_start, free_len) = self
-            .free_by_start
-            .range(..=extent.start)
-            .next_back()
-            .map(|(&start, &len)| (start, len))
-            .filter(|&(start, len)| start + len >= end)
+        // The free extent ending first at or after `end` is the only one that
+        // can hold the range.
+        let (&free_end, start_entry) = self
+            .free_by_end
+            .range_mut(end..)
+            .next()
+            .filter(|(_, free_start)| **free_start <= extent.start)
             .ok_or(MapError::NotFree(extent))?;
-        let free_end = free_start + free_len;
-        // The remainders touch the taken range, not other free extents.
-        self.remove_free(free_start, free_len);
-        if free_start < extent.start {
-            self.insert_free(free_start, extent.start - free_start);
-        }
+        let free_start = *start_entry;
+        // The remainders touch the taken range, so they merge with nothing.
+        // The one after it keeps the extent's end: its entry changes in place.
         if end < free_end {
-            self.insert_free(end, free_end - end);
+            *start_entry = end;
+            self.free_by_len.insert((free_end - end, end));
+        } else {
+            self.free_by_end.remove(&free_end);
         }
+        self.free_by_len
+            .remove(&(free_end - free_start, free_start));
+        if free_start < extent.start {
+            self.free_by_end.insert(extent.start, free_start);
+            self.free_by_len
+                .insert((extent.start - free_start, free_start));
+        }
+        self.free_bytes -= extent.len;
         Ok(())
     }
 
@@ -448,50 +477,44 @@ impl MemoryMap {
             return Err(MapError::ZeroLength);
         }
         let end = extent.checked_end().ok_or(MapError::NotUsed(extent))?;
-        // The free extent starting last before `end` is the only one that can
-        // overlap: all others end before it starts.
-        let overlaps_free = self
-            .free_by_start
-            .range(..end)
-            .next_back()
-            .is_some_and(|(&start, &len)| start + len > extent.start);
-        if overlaps_free || !self.within_pads(extent.start, end) {
+        // The free extent ending first after the range's start is the only one
+        // that can overlap it.
+        let next = self.free_ending_after(extent.start);
+        if next.is_some_and(|next| next.start < end) || !self.within_pads(extent.start, end) {
             return Err(MapError::NotUsed(extent));
         }
-        self.insert_free_merged(extent.start, extent.len);
+        self.insert_free_merged(extent.start, end, next);
         Ok(())
     }
 
-    /// Adds a free range that overlaps no free extent, merging it with the free
-    /// extents that end where it starts and start where it ends.
-    fn insert_free_merged(&mut self, mut start: u64, mut len: u64) {
-        if let Some((&before_start, &before_len)) = self.free_by_start.range(..start).next_back()
-            && before_start + before_len == start
-        {
-            self.remove_free(before_start, before_len);
-            start = before_start;
-            len += before_len;
+    /// Adds the free range `[start, end)`, which overlaps no free extent,
+    /// merging it with the free extent that ends at `start` and with `next`
+    /// (the free extent ending first after `start`) if that starts at `end`.
+    fn insert_free_merged(&mut self, start: u64, end: u64, next: Option<Extent>) {
+        self.free_bytes += end - start;
+        let mut merged_start = start;
+        if let Some(before_start) = self.free_by_end.remove(&start) {
+            self.free_by_len
+                .remove(&(start - before_start, before_start));
+            merged_start = before_start;
         }
-        let end = start + len;
-        if let Some(&after_len) = self.free_by_start.get(&end) {
-            self.remove_free(end, after_len);
-            len += after_len;
+        match next.filter(|next| next.start == end) {
+            Some(after) => {
+                self.free_by_len.remove(&(after.len, after.start));
+                let merged_end = after.end();
+                let after_start = self
+                    .free_by_end
+                    .get_mut(&merged_end)
+                    .expect("the next free extent is indexed by its end");
+                *after_start = merged_start;
+                self.free_by_len
+                    .insert((merged_end - merged_start, merged_start));
+            }
+            None => {
+                self.free_by_end.insert(end, merged_start);
+                self.free_by_len.insert((end - merged_start, merged_start));
+            }
         }
-        self.insert_free(start, len);
-    }
-
-    /// Adds a free extent to both indexes and the counter, without merging.
-    fn insert_free(&mut self, start: u64, len: u64) {
-        self.free_by_start.insert(start, len);
-        self.free_by_len.insert((len, start));
-        self.free_bytes += len;
-    }
-
-    /// Removes a free extent from both indexes and the counter.
-    fn remove_free(&mut self, start: u64, len: u64) {
-        self.free_by_start.remove(&start);
-        self.free_by_len.remove(&(len, start));
-        self.free_bytes -= len;
     }
 }
 

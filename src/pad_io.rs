@@ -137,6 +137,9 @@ pub struct PadWriter {
     /// ordinal -> slot. Protects only the map itself.
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     cached_bytes: AtomicU64,
+    /// Flush tasks running, and a signal when that drops to zero.
+    flushing: AtomicU64,
+    idle: tokio::sync::Notify,
 }
 
 impl PadWriter {
@@ -145,6 +148,8 @@ impl PadWriter {
             io,
             slots: Mutex::new(HashMap::new()),
             cached_bytes: AtomicU64::new(0),
+            flushing: AtomicU64::new(0),
+            idle: tokio::sync::Notify::new(),
         })
     }
 
@@ -190,12 +195,44 @@ impl PadWriter {
         if lead {
             // Its own task: a put dropping its future must not strand the
             // other puts whose patches ride in the same upload.
-            tokio::spawn(Arc::clone(self).flush(slot));
+            self.flushing.fetch_add(1, Ordering::AcqRel);
+            let writer = Arc::clone(self);
+            tokio::spawn(async move {
+                Arc::clone(&writer).flush(slot).await;
+                if writer.flushing.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    writer.idle.notify_waiters();
+                }
+            });
         }
         Ok(PadWrite {
             uploaded,
             committed,
         })
+    }
+
+    /// Resolves once no pad upload is in flight.
+    pub fn idle(self: &Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let writer = Arc::clone(self);
+        async move {
+            loop {
+                let notified = writer.idle.notified();
+                if writer.flushing.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+
+    /// Forgets every pad (and cached content): the caller re-adds them after
+    /// another process changed the store.
+    pub fn clear(&self) {
+        let mut slots = self.slots.lock().expect("slots lock");
+        for slot in slots.values() {
+            let mut state = slot.state.lock().expect("slot lock");
+            self.replace_cache(&mut state, None);
+        }
+        slots.clear();
     }
 
     /// The committed plaintext and version of a pad, if the writer holds it.

@@ -21,6 +21,7 @@ use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
 use crate::retry::RetryPolicy;
+use crate::writer_gate::WriterGate;
 
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
@@ -98,6 +99,7 @@ struct Inner {
     backend: Arc<dyn PadStore>,
     allocator: Arc<MemoryAllocator>,
     journal: Arc<Journal>,
+    gate: Arc<WriterGate>,
     max_new_pads: Option<u64>,
     /// Keys with a put or remove under way in this process.
     busy_keys: Mutex<HashSet<String>>,
@@ -227,23 +229,33 @@ impl Store {
             options.reservation_concurrency,
             options.download_concurrency,
         )?;
-        // Pads reserved but never recorded (a crash in between) are adopted.
-        let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
-        let known: HashSet<PadId> =
-            journal.read(|index| index.pads.values().map(|p| p.0).collect());
-        let mut orphans: Vec<PadId> = names
-            .iter()
-            .filter_map(|n| PadId::from_object_name(n))
-            .filter(|id| !known.contains(id))
-            .collect();
-        orphans.sort();
-        allocator.adopt_pads(orphans).await?;
+        let gate = WriterGate::new(
+            Arc::clone(&backend),
+            Arc::clone(&journal),
+            Arc::clone(&allocator),
+        );
+        {
+            // Pads reserved but never recorded (a crash in between) are
+            // adopted; inside the gate, so no other writer is reserving.
+            let _writing = gate.enter().await?;
+            let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
+            let known: HashSet<PadId> =
+                journal.read(|index| index.pads.values().map(|p| p.0).collect());
+            let mut orphans: Vec<PadId> = names
+                .iter()
+                .filter_map(|n| PadId::from_object_name(n))
+                .filter(|id| !known.contains(id))
+                .collect();
+            orphans.sort();
+            allocator.adopt_pads(orphans).await?;
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 url: url.to_string(),
                 backend,
                 allocator,
                 journal,
+                gate,
                 max_new_pads: options.max_new_pads,
                 busy_keys: Mutex::new(HashSet::new()),
                 closed: AtomicBool::new(false),
@@ -305,6 +317,7 @@ impl Store {
         self.check_open()?;
         validate_key(key)?;
         let _busy = self.claim_key(key)?;
+        let writing = self.inner.gate.enter().await?;
         let (exists, pending) = self.inner.journal.read(|index| {
             (
                 index.items.get(key).cloned(),
@@ -367,7 +380,10 @@ impl Store {
             }
             // Free space may have shrunk since the confirmation (a concurrent
             // put took it); then ask again rather than spend unconfirmed.
-            if let Some(allocation) = allocator.allocate(size, needed, &mut turn, events).await? {
+            if let Some(allocation) = allocator
+                .allocate(size, needed, &mut turn, &writing, events)
+                .await?
+            {
                 break allocation;
             }
         };
@@ -510,17 +526,41 @@ impl Store {
     ) -> Result<Bytes> {
         self.check_open()?;
         validate_key(key)?;
-        let entry = self
-            .inner
-            .journal
-            .read(|index| index.items.get(key).cloned());
-        let Some(entry) = entry else {
-            return Err(Error::KeyNotFound(key.to_string()));
-        };
         let events = EventSink::new(callback);
-        let result = self.inner.allocator.read(&entry, &events).await;
+        let result = self.fetch(key, &events).await;
         events.close();
         result
+    }
+
+    async fn fetch(&self, key: &str, events: &EventSink<GetEvent>) -> Result<Bytes> {
+        let lookup = || {
+            self.inner
+                .journal
+                .read(|index| index.items.get(key).cloned())
+        };
+        let entry = match lookup() {
+            Some(entry) => entry,
+            None => {
+                // Another process may have stored it since we last looked.
+                self.inner.gate.catch_up().await?;
+                lookup().ok_or_else(|| Error::KeyNotFound(key.to_string()))?
+            }
+        };
+        match self.inner.allocator.read(&entry, events).await {
+            Err(Error::Integrity(message)) => {
+                // Another process may have replaced or removed the item
+                // (and reused its space); only then is a second look right.
+                self.inner.gate.catch_up().await?;
+                match lookup() {
+                    Some(fresh) if fresh != entry => {
+                        self.inner.allocator.read(&fresh, events).await
+                    }
+                    None => Err(Error::KeyNotFound(key.to_string())),
+                    Some(_) => Err(Error::Integrity(message)),
+                }
+            }
+            result => result,
+        }
     }
 
     /// Removes `key` (or discards its interrupted upload) and frees its space.
@@ -528,6 +568,7 @@ impl Store {
         self.check_open()?;
         validate_key(key)?;
         let _busy = self.claim_key(key)?;
+        let _writing = self.inner.gate.enter().await?;
         let known = self
             .inner
             .journal
@@ -565,6 +606,7 @@ impl Store {
     /// Pads, space and keys as they are now.
     pub async fn summary(&self) -> Result<StorageSummary> {
         self.check_open()?;
+        self.inner.gate.catch_up().await?;
         Ok(self.summary_now())
     }
 
@@ -577,6 +619,7 @@ impl Store {
     /// Stored keys, sorted (pending uploads are not listed).
     pub async fn keys(&self) -> Result<Vec<String>> {
         self.check_open()?;
+        self.inner.gate.catch_up().await?;
         let mut keys: Vec<String> = self
             .inner
             .journal
@@ -587,6 +630,7 @@ impl Store {
 
     pub async fn contains(&self, key: &str) -> Result<bool> {
         self.check_open()?;
+        self.inner.gate.catch_up().await?;
         Ok(self
             .inner
             .journal
@@ -595,6 +639,7 @@ impl Store {
 
     pub async fn len(&self) -> Result<u64> {
         self.check_open()?;
+        self.inner.gate.catch_up().await?;
         Ok(self.inner.journal.read(|index| index.items.len() as u64))
     }
 

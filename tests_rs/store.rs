@@ -725,3 +725,53 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
     assert_eq!(store.fetch_item("big", None).await.unwrap(), value);
     assert_eq!(store.summary().await.unwrap().pending, 0);
 }
+
+/// Two handles on one store, each with its own index and map, behave like
+/// two processes: each takes the writer lock and catches up with the other.
+async fn two_writers(url: &str) {
+    let a = Store::open(url, options()).await.unwrap();
+    let b = Store::open(url, options()).await.unwrap();
+    let values: Vec<Bytes> = (0..40).map(|i| data(300 + i * 97, i as u8)).collect();
+    futures::future::join_all(values.iter().enumerate().map(|(i, value)| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move { put(&store, &format!("k{i}"), value).await }
+    }))
+    .await;
+    a.remove_item("k1").await.unwrap();
+    b.store_item(
+        "k2",
+        data(5000, 1),
+        PutOptions {
+            overwrite: true,
+            ..PutOptions::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    for store in [&a, &b] {
+        assert_eq!(store.len().await.unwrap(), 39);
+        assert!(!store.contains("k1").await.unwrap());
+        assert_eq!(store.fetch_item("k2", None).await.unwrap(), data(5000, 1));
+        for (i, value) in values.iter().enumerate().skip(3) {
+            assert_eq!(
+                &store.fetch_item(&format!("k{i}"), None).await.unwrap(),
+                value
+            );
+        }
+    }
+    let fresh = Store::open(url, options()).await.unwrap();
+    assert_eq!(fresh.summary().await.unwrap(), a.summary().await.unwrap());
+    assert_eq!(fresh.summary().await.unwrap(), b.summary().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_memory_store_share_it_safely() {
+    two_writers("memory://two-writers").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_on_one_folder_share_it_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    two_writers(dir.path().to_str().unwrap()).await;
+}

@@ -89,4 +89,19 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
 
     /// A short description for messages, such as `file:///data/store`.
     fn describe(&self) -> String;
+
+    /// Waits for and takes the exclusive right to change this store (append
+    /// to its index, reserve pads), across processes and machines. Released
+    /// when the returned lock is dropped.
+    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError>;
+}
+
+/// A held writer lock (see [`PadStore::lock_writer`]); dropping releases it.
+#[async_trait]
+pub trait WriterLock: Send + Sync {
+    /// Fails if the lock is no longer ours (an expired lease); checked before
+    /// every index write.
+    async fn check(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }

@@ -15,7 +15,9 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-use super::{BackendError, PadStore, PutReceipt};
+use std::path::PathBuf;
+
+use super::{BackendError, PadStore, PutReceipt, WriterLock};
 
 /// How `reserve` makes sure it does not overwrite an existing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,56 @@ enum CreateCheck {
     HeadThenPut,
 }
 
+/// How writers of one store exclude each other (see [`PadStore::lock_writer`]).
+#[derive(Debug, Clone)]
+pub enum Locking {
+    /// Every handle on the store lives in this process (memory stores): an
+    /// async mutex shared by all handles on the same store.
+    InProcess(Arc<tokio::sync::Mutex<()>>),
+    /// A local folder: an OS file lock (`flock`) on this file, which also
+    /// excludes other handles in the same process.
+    Folder(PathBuf),
+}
+
+impl Locking {
+    pub fn in_process() -> Self {
+        Locking::InProcess(Arc::new(tokio::sync::Mutex::new(())))
+    }
+
+    async fn lock(&self) -> Result<Box<dyn WriterLock>, BackendError> {
+        match self {
+            Locking::InProcess(mutex) => Ok(Box::new(Arc::clone(mutex).lock_owned().await)),
+            Locking::Folder(path) => {
+                let path = path.clone();
+                // `flock` blocks: wait for it on a thread of the blocking pool.
+                let file = tokio::task::spawn_blocking(move || {
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(&path)?;
+                    file.lock()?;
+                    Ok::<_, io::Error>(file)
+                })
+                .await
+                .map_err(|e| BackendError::Permanent(format!("lock task failed: {e}")))?
+                .map_err(|e| {
+                    BackendError::Permanent(format!("cannot lock the store folder: {e}"))
+                })?;
+                Ok(Box::new(FolderLock(file)))
+            }
+        }
+    }
+}
+
+impl WriterLock for tokio::sync::OwnedMutexGuard<()> {}
+
+/// Holds an OS lock on the store folder's lock file until dropped (closing
+/// the file releases it).
+struct FolderLock(#[allow(dead_code)] std::fs::File);
+
+impl WriterLock for FolderLock {}
+
 /// A [`PadStore`] over any `object_store` client, with every object name
 /// placed under `prefix`.
 #[derive(Debug)]
@@ -42,17 +94,24 @@ pub struct ObjectPadStore {
     /// The S3 bucket, for the "bucket does not exist" message.
     bucket: Option<String>,
     create_check: CreateCheck,
+    locking: Locking,
 }
 
 impl ObjectPadStore {
     /// A store whose client honours `PutMode::Create` (memory, local folder).
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Self {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        locking: Locking,
+        prefix: Path,
+        url: impl Into<String>,
+    ) -> Self {
         ObjectPadStore {
             store,
             prefix,
             url: url.into(),
             bucket: None,
             create_check: CreateCheck::Conditional,
+            locking,
         }
     }
 
@@ -71,6 +130,8 @@ impl ObjectPadStore {
             url: url.into(),
             bucket: Some(bucket.into()),
             create_check: CreateCheck::HeadThenPut,
+            // Until the S3 lease lands: writers in one process exclude each other.
+            locking: Locking::in_process(),
         }
     }
 
@@ -220,6 +281,10 @@ impl PadStore for ObjectPadStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(self.error(error, name)),
         }
+    }
+
+    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.locking.lock().await
     }
 
     fn describe(&self) -> String {

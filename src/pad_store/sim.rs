@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{BackendError, PadStore, PutReceipt};
+use super::{BackendError, PadStore, PutReceipt, WriterLock};
 
 /// The most entries [`SimPadStore::op_log`] keeps; later ones are dropped
 /// until [`SimPadStore::clear_log`].
@@ -497,6 +497,10 @@ impl PadStore for SimPadStore {
         Some(self.sim_stats())
     }
 
+    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.inner.lock_writer().await
+    }
+
     fn describe(&self) -> String {
         let inner = self.inner.describe();
         let mut params = Vec::new();
@@ -555,6 +559,9 @@ mod tests {
             }
             async fn delete(&self, _: &str) -> Result<(), BackendError> {
                 Ok(())
+            }
+            async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
+                Err(BackendError::Permanent("no locks here".into()))
             }
             fn describe(&self) -> String {
                 "nothing://".into()

@@ -20,7 +20,7 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 
 use super::PadStore;
-use super::object::ObjectPadStore;
+use super::object::{Locking, ObjectPadStore};
 use super::sim::{SimConfig, SimPadStore};
 use crate::Error;
 
@@ -202,8 +202,10 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
 }
 
 /// The named in-memory stores of this process.
-fn memory_stores() -> &'static Mutex<HashMap<String, Arc<InMemory>>> {
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
+type MemoryStores = Mutex<HashMap<String, (Arc<InMemory>, Locking)>>;
+
+fn memory_stores() -> &'static MemoryStores {
+    static STORES: OnceLock<MemoryStores> = OnceLock::new();
     STORES.get_or_init(Default::default)
 }
 
@@ -214,18 +216,22 @@ fn open_memory(
 ) -> Result<Arc<dyn PadStore>, Error> {
     let description = format!("memory://{name}");
     no_options(&description, pairs, options)?;
-    let memory = if name.is_empty() {
-        Arc::new(InMemory::new())
+    let (memory, locking) = if name.is_empty() {
+        (Arc::new(InMemory::new()), Locking::in_process())
     } else {
         // Protects only the name -> store table; no I/O under it.
         let mut stores = memory_stores()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(stores.entry(name.to_owned()).or_default())
+        stores
+            .entry(name.to_owned())
+            .or_insert_with(|| (Arc::new(InMemory::new()), Locking::in_process()))
+            .clone()
     };
     let store: Arc<dyn ObjectStore> = memory;
     Ok(Arc::new(ObjectPadStore::new(
         store,
+        locking,
         Path::default(),
         description,
     )))
@@ -291,6 +297,7 @@ fn open_folder(
     let store: Arc<dyn ObjectStore> = Arc::new(local);
     Ok(Arc::new(ObjectPadStore::new(
         store,
+        Locking::Folder(path.join(".lock")),
         Path::default(),
         description,
     )))

@@ -1,0 +1,118 @@
+//! The writer gate: who may change a store, across processes.
+//!
+//! Every change (a put, a remove, adopting pads) happens inside the gate.
+//! The first caller in a process takes the backend's writer lock (a file lock
+//! on a local folder, a lease on S3) and catches up with what other processes
+//! wrote meanwhile; later callers in the same process share it; the last one
+//! out releases it once no pad upload of this process is still in flight.
+
+use std::sync::{Arc, Mutex};
+
+use crate::allocator::MemoryAllocator;
+use crate::error::Result;
+use crate::journal::Journal;
+use crate::pad_store::{PadStore, WriterLock};
+
+pub struct WriterGate {
+    backend: Arc<dyn PadStore>,
+    journal: Arc<Journal>,
+    allocator: Arc<MemoryAllocator>,
+    /// Serialises taking the lock, so one caller waits on the backend while
+    /// the others of this process wait here. Held across that wait on purpose.
+    entry: tokio::sync::Mutex<()>,
+    /// How many callers are inside, and the lock they share.
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    holders: usize,
+    lock: Option<Arc<dyn WriterLock>>,
+}
+
+/// A caller's place inside the gate; clones count as callers too.
+pub struct WriterGuard {
+    gate: Arc<WriterGate>,
+}
+
+impl WriterGate {
+    pub fn new(
+        backend: Arc<dyn PadStore>,
+        journal: Arc<Journal>,
+        allocator: Arc<MemoryAllocator>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
+            journal,
+            allocator,
+            entry: tokio::sync::Mutex::new(()),
+            held: Mutex::new(Held::default()),
+        })
+    }
+
+    /// Enters the gate, taking the writer lock and catching up if this
+    /// process did not hold it.
+    pub async fn enter(self: &Arc<Self>) -> Result<WriterGuard> {
+        let _entry = self.entry.lock().await;
+        {
+            let mut held = self.held.lock().expect("gate lock");
+            if held.holders > 0 {
+                held.holders += 1;
+                return Ok(WriterGuard {
+                    gate: Arc::clone(self),
+                });
+            }
+        }
+        let lock: Arc<dyn WriterLock> = Arc::from(self.backend.lock_writer().await?);
+        // Nothing of this process is in flight: safe to catch up and rebuild.
+        if self.journal.refresh().await? {
+            self.allocator.rebuild()?;
+        }
+        self.journal.set_writer_lock(Some(Arc::clone(&lock)));
+        let mut held = self.held.lock().expect("gate lock");
+        held.holders = 1;
+        held.lock = Some(lock);
+        Ok(WriterGuard {
+            gate: Arc::clone(self),
+        })
+    }
+
+    /// Catches up with other writers (for reads that must see their work).
+    pub async fn catch_up(self: &Arc<Self>) -> Result<()> {
+        drop(self.enter().await?);
+        Ok(())
+    }
+}
+
+impl Clone for WriterGuard {
+    fn clone(&self) -> Self {
+        self.gate.held.lock().expect("gate lock").holders += 1;
+        Self {
+            gate: Arc::clone(&self.gate),
+        }
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        let mut held = self.gate.held.lock().expect("gate lock");
+        held.holders -= 1;
+        if held.holders > 0 {
+            return;
+        }
+        let Some(lock) = held.lock.take() else { return };
+        self.gate.journal.set_writer_lock(None);
+        // A failed put may leave pad uploads in flight; they must land
+        // before another process may write those pads.
+        let writer_idle = self.gate.allocator.writer_idle();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    writer_idle.await;
+                    drop(lock);
+                });
+            }
+            Err(_) => drop(lock),
+        }
+    }
+}
