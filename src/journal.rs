@@ -22,13 +22,15 @@ use crate::retry::RetryPolicy;
 const LOG_PREFIX: &str = "j/";
 const CHECKPOINT_PREFIX: &str = "c/";
 /// The log may grow to this many bytes before a checkpoint is considered.
-const MIN_CHECKPOINT_INTERVAL: u64 = 1 << 20;
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1 << 20;
 
 pub struct Journal {
     backend: Arc<dyn PadStore>,
     keys: Arc<StoreKeys>,
     store_id: [u8; 16],
     retry: RetryPolicy,
+    /// Least log bytes between checkpoints.
+    checkpoint_interval: u64,
     /// The writer lock this process holds, checked before every write.
     writer_lock: Mutex<Option<Arc<dyn WriterLock>>>,
     /// The index as of the last durable record, and the queue of appends.
@@ -75,12 +77,14 @@ impl Journal {
         keys: Arc<StoreKeys>,
         store_id: [u8; 16],
         retry: RetryPolicy,
+        checkpoint_interval: u64,
     ) -> Result<Arc<Self>> {
         let journal = Journal {
             backend,
             keys,
             store_id,
             retry,
+            checkpoint_interval,
             writer_lock: Mutex::new(None),
             log: Mutex::new(Log {
                 index: Index::default(),
@@ -317,7 +321,7 @@ impl Journal {
     async fn checkpoint_if_due(&self) {
         let (seq, plaintext, absorbed) = {
             let log = self.log.lock().expect("journal lock");
-            let due = log.log_bytes > MIN_CHECKPOINT_INTERVAL.max(log.checkpoint_bytes);
+            let due = log.log_bytes > self.checkpoint_interval.max(log.checkpoint_bytes);
             let Some(&seq) = log.uncheckpointed.last() else {
                 return;
             };

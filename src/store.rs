@@ -16,7 +16,7 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{self, Entry, Piece, Record};
-use crate::journal::Journal;
+use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
@@ -48,6 +48,9 @@ pub struct StoreOptions {
     pub retry_attempts: u32,
     /// Extra backend settings (S3 endpoint, credentials…).
     pub backend: BackendOptions,
+    /// Least bytes of index log between two index checkpoints (a checkpoint
+    /// is also never smaller than the log it replaces).
+    pub checkpoint_interval: u64,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +64,7 @@ impl Default for StoreOptions {
             download_concurrency: 20,
             retry_attempts: RetryPolicy::default().attempts,
             backend: BackendOptions::default(),
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -212,8 +216,14 @@ impl Store {
         };
         let (store_id, pad_size, keys) = open_meta(&backend, &options, &retry).await?;
         let keys = Arc::new(keys);
-        let journal =
-            Journal::open(Arc::clone(&backend), Arc::clone(&keys), store_id, retry).await?;
+        let journal = Journal::open(
+            Arc::clone(&backend),
+            Arc::clone(&keys),
+            store_id,
+            retry,
+            options.checkpoint_interval,
+        )
+        .await?;
         let io = Arc::new(PadIo {
             backend: Arc::clone(&backend),
             keys,

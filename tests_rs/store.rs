@@ -729,6 +729,11 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
 /// Two handles on one store, each with its own index and map, behave like
 /// two processes: each takes the writer lock and catches up with the other.
 async fn two_writers(url: &str) {
+    // Frequent checkpoints: a writer must catch up across them.
+    let options = || StoreOptions {
+        checkpoint_interval: 2000,
+        ..options()
+    };
     let a = Store::open(url, options()).await.unwrap();
     let b = Store::open(url, options()).await.unwrap();
     let values: Vec<Bytes> = (0..40).map(|i| data(300 + i * 97, i as u8)).collect();
@@ -760,6 +765,8 @@ async fn two_writers(url: &str) {
             );
         }
     }
+    let backend = pad_store::open(url, &BackendOptions::default()).await.unwrap();
+    assert!(!backend.list("c/").await.unwrap().is_empty(), "checkpoints were written");
     let fresh = Store::open(url, options()).await.unwrap();
     assert_eq!(fresh.summary().await.unwrap(), a.summary().await.unwrap());
     assert_eq!(fresh.summary().await.unwrap(), b.summary().await.unwrap());

@@ -250,6 +250,12 @@ impl SimPadStore {
         });
     }
 
+    /// Disarms every fault armed by `fail_next` or `lose_ack_next` that has not
+    /// struck yet; returns how many there were.
+    pub fn disarm_faults(&self) -> usize {
+        std::mem::take(&mut self.lock().armed).len()
+    }
+
     /// Changes the probability of random transient failures (clamped to `[0, 1]`).
     pub fn set_fail_rate(&self, rate: f64) {
         self.lock().fail_rate = probability(rate);
