@@ -17,6 +17,7 @@ pub mod events;
 pub mod index;
 pub mod journal;
 pub mod memory_map;
+pub mod meta;
 pub mod pad;
 mod pad_io;
 pub mod pad_store;

@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::allocator::MemoryAllocator;
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
-use crate::index::{self, Entry, Piece, Record};
+use crate::index::{Entry, Piece, Record};
 use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
+use crate::meta::Meta;
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
@@ -110,24 +110,6 @@ struct Inner {
     closed: AtomicBool,
 }
 
-/// The store's cleartext description, with a sealed check of the secret.
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    format: String,
-    store_id: [u8; 16],
-    pad_size: u64,
-    key_check: Vec<u8>,
-}
-
-const META_FORMAT: &str = "anthill-store-1";
-
-fn meta_aad(store_id: &[u8; 16], pad_size: u64) -> Vec<u8> {
-    let mut aad = b"anthill meta".to_vec();
-    aad.extend_from_slice(store_id);
-    aad.extend_from_slice(&pad_size.to_le_bytes());
-    aad
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -214,7 +196,8 @@ impl Store {
             attempts: options.retry_attempts,
             ..RetryPolicy::default()
         };
-        let (store_id, pad_size, keys) = open_meta(&backend, &options, &retry).await?;
+        let (meta, keys) = open_meta(&backend, &options, &retry).await?;
+        let (store_id, pad_size) = (meta.store_id, meta.pad_size);
         let keys = Arc::new(keys);
         let journal = Journal::open(
             Arc::clone(&backend),
@@ -667,25 +650,15 @@ async fn open_meta(
     backend: &Arc<dyn PadStore>,
     options: &StoreOptions,
     retry: &RetryPolicy,
-) -> Result<([u8; 16], u64, StoreKeys)> {
-    let existing = match retry.run(|_| backend.get(META_NAME)).await {
-        Ok(bytes) => Some(bytes),
-        Err(BackendError::NotFound(_)) => None,
-        Err(error) => return Err(error.into()),
-    };
-    let bytes = match existing {
-        Some(bytes) => bytes,
-        None => {
-            let store_id: [u8; 16] = rand::random();
-            let pad_size = options.pad_size.unwrap_or(DEFAULT_PAD_SIZE);
-            let keys = StoreKeys::derive(&options.secret, &store_id);
-            let meta = Meta {
-                format: META_FORMAT.into(),
-                store_id,
-                pad_size,
-                key_check: crypto::seal(keys.index(), &meta_aad(&store_id, pad_size), b"anthill")?,
-            };
-            let bytes = Bytes::from(index::to_bytes(&meta)?);
+) -> Result<(Meta, StoreKeys)> {
+    let bytes = match retry.run(|_| backend.get(META_NAME)).await {
+        Ok(bytes) => bytes,
+        Err(BackendError::NotFound(_)) => {
+            let meta = Meta::new(
+                &options.secret,
+                options.pad_size.unwrap_or(DEFAULT_PAD_SIZE),
+            )?;
+            let bytes = Bytes::from(meta.encode()?);
             // Not `reserve`: the metadata is no pad. Two processes creating
             // one store at once both read back the last write and agree.
             retry
@@ -696,27 +669,10 @@ async fn open_meta(
                 .await?;
             retry.run(|_| backend.get(META_NAME)).await?
         }
+        Err(error) => return Err(error.into()),
     };
-    let meta: Meta = index::from_bytes(&bytes, "store metadata")?;
-    if meta.format != META_FORMAT {
-        return Err(Error::integrity(format!(
-            "unknown store format {:?} (this anthill reads {META_FORMAT})",
-            meta.format
-        )));
-    }
-    let keys = StoreKeys::derive(&options.secret, &meta.store_id);
-    crypto::open(
-        keys.index(),
-        &meta_aad(&meta.store_id, meta.pad_size),
-        &meta.key_check,
-        "store metadata",
-    )
-    .map_err(|_| {
-        Error::integrity(
-            "wrong secret for this store (or its metadata was tampered with): \
-             open it with the secret it was created with",
-        )
-    })?;
+    let meta = Meta::decode(&bytes)?;
+    let keys = meta.unlock(&options.secret)?;
     if let Some(asked) = options.pad_size
         && asked != meta.pad_size
     {
@@ -725,5 +681,5 @@ async fn open_meta(
             meta.pad_size
         )));
     }
-    Ok((meta.store_id, meta.pad_size, keys))
+    Ok((meta, keys))
 }
