@@ -28,3 +28,6 @@ mod writer_gate;
 pub use error::{Error, Result};
 pub use events::{Callback, EventSink, GetEvent, PutEvent};
 pub use store::{PutOptions, StorageSummary, Store, StoreOptions};
+
+#[cfg(feature = "python")]
+mod python;

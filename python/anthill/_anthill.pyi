@@ -1,0 +1,116 @@
+"""The compiled core (Rust, pyo3). Private: use :mod:`anthill`, whose
+:class:`anthill.Store` wraps :class:`NativeStore`.
+
+Conventions of every method: long work runs with the GIL released; errors are
+the classes of :mod:`anthill._errors`; an exception raised by a callback is
+re-raised unchanged. ``data`` is any buffer: a C-contiguous one is used in place
+(no copy: do not change it while the put runs), another is copied once into C
+order. Results are ``bytes``.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeAlias, final
+
+from typing_extensions import Buffer
+
+from ._summary import BackendStats, StorageSummary
+
+__all__ = ["NativeStore", "__version__"]
+
+class _ArrayLike(Protocol):
+    # A numpy array (whose stubs declare the buffer protocol only for Python >= 3.12).
+    @property
+    def __array_interface__(self) -> dict[str, Any]: ...
+
+_Data: TypeAlias = Buffer | _ArrayLike
+
+__version__: str
+
+@final
+class NativeStore:
+    """One open store. Thread-safe; cheap to share."""
+
+    @staticmethod
+    def open(
+        url: str,
+        secret: bytes,
+        *,
+        pad_size: int | None = None,
+        max_new_pads: int | None = None,
+        reservation_concurrency: int = 20,
+        upload_concurrency: int = 20,
+        download_concurrency: int = 20,
+        retry_attempts: int = 10,
+        backend_options: list[tuple[str, str]] = ...,
+    ) -> NativeStore:
+        """Opens (creating if needed) the store at ``url`` (a backend URL)."""
+
+    @property
+    def url(self) -> str:
+        """The backend URL."""
+
+    def store_item(
+        self,
+        key: str,
+        data: _Data,
+        callback: Callable[[Any], Any] | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> None:
+        """Stores ``data`` under ``key``; the callback may not be ``async def``."""
+
+    def store_item_async(
+        self,
+        key: str,
+        data: _Data,
+        callback: Callable[[Any], Any] | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> Awaitable[None]:
+        """Awaitable ``store_item``; the callback may be ``async def``. Must be
+        called with an asyncio event loop running."""
+
+    def fetch_item(self, key: str, callback: Callable[[Any], Any] | None = None) -> bytes:
+        """The data stored under ``key``."""
+
+    def fetch_item_async(
+        self, key: str, callback: Callable[[Any], Any] | None = None
+    ) -> Awaitable[bytes]:
+        """Awaitable ``fetch_item``."""
+
+    def remove_item(self, key: str) -> None:
+        """Removes ``key``."""
+
+    def remove_item_async(self, key: str) -> Awaitable[None]:
+        """Awaitable ``remove_item``."""
+
+    def summary(self) -> StorageSummary:
+        """The allocator's storage summary."""
+
+    def summary_async(self) -> Awaitable[StorageSummary]:
+        """Awaitable ``summary``."""
+
+    def check_allocation_possible(self, size: int) -> int | None:
+        """``None``, or the new pads a put of ``size`` bytes needs."""
+
+    def check_allocation_possible_async(self, size: int) -> Awaitable[int | None]:
+        """Awaitable ``check_allocation_possible``."""
+
+    def keys(self) -> list[str]:
+        """The committed keys, sorted."""
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is stored (committed)."""
+
+    def len(self) -> int:
+        """The number of stored (committed) keys."""
+
+    def close(self) -> None:
+        """Closes the store; later calls raise ``InvalidInputError``."""
+
+    def backend_stats(self) -> BackendStats | None:
+        """Counters of a ``sim+`` backend, else ``None``."""

@@ -1,0 +1,170 @@
+"""Where the default store lives and where the secret comes from.
+
+- Store: the ``url`` argument, else ``$ANTHILL_STORE``, else the folder
+  ``anthill/default`` in the user's data folder (``$XDG_DATA_HOME`` or
+  ``~/.local/share`` on Linux, ``~/Library/Application Support`` on macOS,
+  ``%LOCALAPPDATA%`` on Windows).
+- Secret: the ``secret`` argument, else ``$ANTHILL_SECRET``, else the key file
+  ``anthill/secret.key`` in the user's config folder (``$XDG_CONFIG_HOME`` or
+  ``~/.config`` on Linux, ``~/Library/Application Support`` on macOS,
+  ``%APPDATA%`` on Windows), created on first use with 32 random bytes (hex)
+  and owner-only permissions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+
+from ._errors import InvalidInputError
+
+__all__ = ["config_dir", "data_dir", "default_store_url", "resolve_secret", "secret_key_path"]
+
+_log = logging.getLogger("anthill")
+
+SECRET_ENV = "ANTHILL_SECRET"
+STORE_ENV = "ANTHILL_STORE"
+
+
+def _xdg(variable: str, fallback: Path) -> Path:
+    value = os.environ.get(variable)
+    # The XDG spec: relative paths are invalid and must be ignored.
+    if value and os.path.isabs(value):
+        return Path(value)
+    return fallback
+
+
+def data_dir() -> Path:
+    """The user's data folder for anthill (the default store lives here)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = _xdg("XDG_DATA_HOME", home / "Library" / "Application Support")
+    else:
+        base = _xdg("XDG_DATA_HOME", home / ".local" / "share")
+    return base / "anthill"
+
+
+def config_dir() -> Path:
+    """The user's config folder for anthill (the secret key file lives here)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = _xdg("XDG_CONFIG_HOME", home / "Library" / "Application Support")
+    else:
+        base = _xdg("XDG_CONFIG_HOME", home / ".config")
+    return base / "anthill"
+
+
+def secret_key_path() -> Path:
+    """The key file used when neither ``secret=`` nor ``$ANTHILL_SECRET`` is given."""
+    return config_dir() / "secret.key"
+
+
+def to_url(location: str | os.PathLike[str]) -> str:
+    """What to hand the core for ``location``: a URL as it is, a folder path
+    made absolute (``~`` expanded)."""
+    text = os.fspath(location)
+    if not text.strip():
+        raise InvalidInputError("the store location is empty: pass a URL or a folder path")
+    if "://" in text:
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
+def default_store_url() -> str:
+    """``$ANTHILL_STORE`` if set, else the default store in the user's data folder
+    (the folder is created if missing)."""
+    configured = os.environ.get(STORE_ENV)
+    if configured:
+        return to_url(configured)
+    folder = data_dir() / "default"
+    folder.mkdir(parents=True, exist_ok=True)
+    return to_url(folder)
+
+
+def resolve_secret(secret: str | bytes | bytearray | memoryview | None) -> bytes:
+    """The store secret: the argument, else ``$ANTHILL_SECRET``, else the key file
+    (created on first use)."""
+    if secret is not None:
+        if isinstance(secret, str):
+            value = secret.encode()
+        elif isinstance(secret, (bytes, bytearray, memoryview)):
+            value = bytes(secret)
+        else:
+            raise InvalidInputError(f"secret must be str or bytes, got {type(secret).__name__}")
+        if not value:
+            raise InvalidInputError("secret is empty: pass a non-empty str or bytes")
+        return value
+    from_env = os.environ.get(SECRET_ENV)
+    if from_env:
+        return from_env.encode()
+    return _read_or_create_key_file(secret_key_path())
+
+
+def _read_or_create_key_file(path: Path) -> bytes:
+    try:
+        return _read_key_file(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        # Another process created it first: use theirs.
+        return _read_key_file(path)
+    except OSError as error:
+        raise InvalidInputError(
+            f"cannot create the secret key file {path}: {error.strerror}; "
+            f"pass secret= or set {SECRET_ENV}"
+        ) from error
+    with os.fdopen(descriptor, "w") as key_file:
+        key_file.write(key + "\n")
+        key_file.flush()
+        os.fsync(key_file.fileno())
+    _log.warning(
+        "anthill created a new secret key in %s; back it up: without it your stores cannot be read",
+        path,
+    )
+    return key.encode()
+
+
+def _read_key_file(path: Path) -> bytes:
+    """Reads the key file; raises FileNotFoundError if it does not exist."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise InvalidInputError(
+            f"cannot read the secret key file {path}: {error.strerror}"
+        ) from error
+    if sys.platform != "win32" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InvalidInputError(
+            f"the secret key file {path} is accessible by other users "
+            f"(mode {stat.S_IMODE(mode):o}); make it private with: chmod 600 {path}"
+        )
+    try:
+        text = path.read_text().strip()
+    except PermissionError as error:
+        raise InvalidInputError(
+            f"cannot read the secret key file {path} (permission denied); "
+            f"make it yours and private with: chmod 600 {path}"
+        ) from error
+    except OSError as error:
+        raise InvalidInputError(
+            f"cannot read the secret key file {path}: {error.strerror}"
+        ) from error
+    if not text:
+        raise InvalidInputError(
+            f"the secret key file {path} is empty; delete it to have a new one "
+            f"created (stores made with the old key become unreadable)"
+        )
+    return text.encode()

@@ -1,0 +1,338 @@
+"""``anthill.open`` and :class:`Store`: the mapping-like face of the Rust store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterator, KeysView, MutableMapping
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from . import _anthill
+from ._config import default_store_url, resolve_secret, to_url
+from ._errors import InvalidInputError
+from ._events import GetEvent, PutEvent
+from ._progress import Progress
+from ._summary import BackendStats, StorageSummary
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer, Self
+
+    class _ArrayLike(Protocol):
+        """A numpy array: its stubs declare the buffer protocol only for
+        Python >= 3.12, so older type checkers need this to accept one."""
+
+        @property
+        def __array_interface__(self) -> dict[str, Any]: ...
+
+    _Data: TypeAlias = Buffer | _ArrayLike
+
+__all__ = [
+    "AsyncGetCallback",
+    "AsyncPutCallback",
+    "GetCallback",
+    "PutCallback",
+    "Store",
+    "open",
+]
+
+PutCallback: TypeAlias = Callable[[PutEvent], bool | None]
+"""A callback of :meth:`Store.store_item`: ``False`` cancels, ``True``/``None`` go on."""
+GetCallback: TypeAlias = Callable[[GetEvent], bool | None]
+"""A callback of :meth:`Store.fetch_item`."""
+AsyncPutCallback: TypeAlias = Callable[[PutEvent], bool | None | Awaitable[bool | None]]
+"""A callback of :meth:`Store.store_item_async`: a plain or an ``async def`` callable."""
+AsyncGetCallback: TypeAlias = Callable[[GetEvent], bool | None | Awaitable[bool | None]]
+"""A callback of :meth:`Store.fetch_item_async`: a plain or an ``async def`` callable."""
+
+
+@contextmanager
+def _operation(callback: object) -> Iterator[None]:
+    """Lets a :class:`Progress` callback start afresh and close its bars on error."""
+    if not isinstance(callback, Progress):
+        yield
+        return
+    callback.begin()
+    try:
+        yield
+    except BaseException:
+        callback.close()
+        raise
+
+
+class StoreKeys(KeysView[str]):
+    """The keys of a store at one instant, in sorted order (a snapshot)."""
+
+    __slots__ = ("_keys", "_set")
+
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = keys
+        self._set = frozenset(keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._set
+
+    def __repr__(self) -> str:
+        return f"StoreKeys({self._keys!r})"
+
+
+class Store(MutableMapping[str, bytes]):
+    """A private, encrypted key-value store (``str`` -> ``bytes``) kept in pads.
+
+    Made by :func:`anthill.open`. Usable as a mapping and as a context manager;
+    every long operation releases the GIL, and several threads may share one
+    store. Each ``*_async`` method is the awaitable twin of the method of the
+    same name.
+
+    >>> with anthill.open("memory://demo", secret="s") as store:
+    ...     store["greeting"] = b"hello"           # store_item(..., overwrite=True)
+    ...     store["greeting"]
+    b'hello'
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: _anthill.NativeStore) -> None:
+        """Use :func:`anthill.open` to make a store."""
+        self._native = native
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # Two stores are equal only if they are the same object (the Mapping
+    # default would download every item of both to compare them).
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    @property
+    def url(self) -> str:
+        """The backend URL the store was opened with."""
+        return self._native.url
+
+    # --- put / get / remove ----------------------------------------------------
+
+    def store_item(
+        self,
+        key: str,
+        data: _Data,
+        callback: PutCallback | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> None:
+        """Stores ``data`` (any bytes-like object, taken without a copy) under ``key``.
+
+        ``callback`` receives every :class:`PutEvent`; returning ``False``
+        cancels (:class:`OperationCancelledError`; at ``ConfirmReservation``
+        nothing is spent), and an exception it raises aborts the put and
+        reaches you unchanged. ``overwrite`` replaces an existing key,
+        ``resume`` finishes an interrupted upload, ``max_new_pads`` caps the
+        new pads this put may reserve.
+
+        Raises :class:`KeyExistsError`, :class:`UploadPendingError`,
+        :class:`OperationCancelledError`, :class:`BackendError`,
+        :class:`InvalidInputError`.
+
+        >>> store.store_item("notes/today", b"...", callback=anthill.progress)
+        """
+        with _operation(callback):
+            self._native.store_item(
+                key,
+                data,
+                callback,
+                overwrite=overwrite,
+                resume=resume,
+                max_new_pads=max_new_pads,
+            )
+
+    def fetch_item(self, key: str, callback: GetCallback | None = None) -> bytes:
+        """The data stored under ``key``; ``callback`` receives every :class:`GetEvent`.
+
+        Raises :class:`KeyNotFoundError`, :class:`IntegrityError`, :class:`BackendError`.
+
+        >>> store.fetch_item("notes/today")
+        b'...'
+        """
+        with _operation(callback):
+            return self._native.fetch_item(key, callback)
+
+    def remove_item(self, key: str) -> None:
+        """Removes ``key``, freeing its space for reuse. Raises :class:`KeyNotFoundError`."""
+        self._native.remove_item(key)
+
+    async def store_item_async(
+        self,
+        key: str,
+        data: _Data,
+        callback: AsyncPutCallback | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> None:
+        """The awaitable :meth:`store_item`; ``callback`` may be an ``async def``.
+
+        >>> await asyncio.gather(*(store.store_item_async(f"k{i}", b"v") for i in range(10)))
+        """
+        with _operation(callback):
+            await self._native.store_item_async(
+                key,
+                data,
+                callback,
+                overwrite=overwrite,
+                resume=resume,
+                max_new_pads=max_new_pads,
+            )
+
+    async def fetch_item_async(self, key: str, callback: AsyncGetCallback | None = None) -> bytes:
+        """The awaitable :meth:`fetch_item`; ``callback`` may be an ``async def``."""
+        with _operation(callback):
+            return await self._native.fetch_item_async(key, callback)
+
+    async def remove_item_async(self, key: str) -> None:
+        """The awaitable :meth:`remove_item`."""
+        await self._native.remove_item_async(key)
+
+    # --- the allocator's view --------------------------------------------------
+
+    def summary(self) -> StorageSummary:
+        """Pads, space (bytes) and item counts, as the allocator sees them now."""
+        return self._native.summary()
+
+    async def summary_async(self) -> StorageSummary:
+        """The awaitable :meth:`summary`."""
+        return await self._native.summary_async()
+
+    def check_allocation_possible(self, size: int) -> int | None:
+        """``None`` if ``size`` bytes fit in free space, else the number of new
+        pads a put of that size would reserve."""
+        return self._native.check_allocation_possible(size)
+
+    async def check_allocation_possible_async(self, size: int) -> int | None:
+        """The awaitable :meth:`check_allocation_possible`."""
+        return await self._native.check_allocation_possible_async(size)
+
+    def backend_stats(self) -> BackendStats | None:
+        """Operation counters of a simulated (``sim+...``) backend, else ``None``."""
+        return self._native.backend_stats()
+
+    # --- the mapping protocol --------------------------------------------------
+
+    def keys(self) -> StoreKeys:
+        """The stored keys (committed items only), sorted: a snapshot."""
+        return StoreKeys(self._native.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._native.contains(key)
+
+    def __getitem__(self, key: str) -> bytes:
+        return self._native.fetch_item(key, None)
+
+    def __setitem__(self, key: str, data: _Data) -> None:
+        self._native.store_item(key, data, None, overwrite=True, resume=False, max_new_pads=None)
+
+    def __delitem__(self, key: str) -> None:
+        self._native.remove_item(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._native.keys())
+
+    def __len__(self) -> int:
+        return self._native.len()
+
+    # --- closing ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finishes pending writes and closes the store; later calls raise
+        :class:`InvalidInputError`. Closing twice is harmless."""
+        self._native.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _count(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidInputError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _optional_count(name: str, value: int | None, minimum: int) -> int | None:
+    return None if value is None else _count(name, value, minimum)
+
+
+def _option_text(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise InvalidInputError(
+        f"backend option {name} must be str, int, float or bool, got {type(value).__name__}"
+    )
+
+
+def open(
+    url: str | os.PathLike[str] | None = None,
+    *,
+    secret: str | bytes | None = None,
+    pad_size: int | None = None,
+    max_new_pads: int | None = None,
+    reservation_concurrency: int = 20,
+    upload_concurrency: int = 20,
+    download_concurrency: int = 20,
+    retry_attempts: int = 10,
+    **backend_options: str | float | bool,
+) -> Store:
+    """Opens (or creates) the store at ``url``.
+
+    ``url``: ``file:///path`` or a folder path, ``memory://NAME``,
+    ``s3://bucket/prefix``, or ``sim+<url>?latency_ms=..&fail_rate=..&pad_price=..``;
+    ``None`` opens ``$ANTHILL_STORE`` or the default store in your data folder.
+    ``secret`` (str or bytes): else ``$ANTHILL_SECRET``, else a key file made on
+    first use in your config folder. ``pad_size`` (bytes) applies to a new store
+    (default 4 MiB); ``max_new_pads`` caps the new pads of every put; the
+    concurrency limits and ``retry_attempts`` tune backend traffic. Further
+    keyword arguments go to the backend (for S3: ``endpoint``, ``region``,
+    ``access_key_id``, ``secret_access_key``, ...).
+
+    Raises :class:`InvalidInputError`, :class:`BackendError`, :class:`IntegrityError`
+    (a wrong secret).
+
+    >>> store = anthill.open("file:///data/my-store")
+    >>> store = anthill.open("memory://scratch", secret="not so secret", pad_size=4096)
+    """
+    location = default_store_url() if url is None else to_url(url)
+    native = _anthill.NativeStore.open(
+        location,
+        resolve_secret(secret),
+        pad_size=_optional_count("pad_size", pad_size, 1),
+        max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+        reservation_concurrency=_count("reservation_concurrency", reservation_concurrency, 1),
+        upload_concurrency=_count("upload_concurrency", upload_concurrency, 1),
+        download_concurrency=_count("download_concurrency", download_concurrency, 1),
+        retry_attempts=_count("retry_attempts", retry_attempts, 0),
+        backend_options=[
+            (name, _option_text(name, value)) for name, value in backend_options.items()
+        ],
+    )
+    return Store(native)

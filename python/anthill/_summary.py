@@ -1,0 +1,64 @@
+"""What a store reports about itself: the storage summary and, for simulated
+backends, the backend's operation counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BackendStats", "OpStats", "StorageSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSummary:
+    """The allocator's view of a store, from :meth:`Store.summary`.
+
+    ``total_pads`` pads of ``pad_size`` bytes give ``total_space`` bytes, of
+    which ``used_space`` hold items and ``free_space`` are free (all in bytes);
+    ``items`` keys are stored and ``pending`` uploads are interrupted.
+
+    >>> s = store.summary()
+    >>> print(f"{s.used_space} of {s.total_space} bytes used in {s.total_pads} pads")
+    """
+
+    total_pads: int
+    pad_size: int
+    total_space: int
+    used_space: int
+    free_space: int
+    items: int
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpStats:
+    """Counters of one kind of backend operation: ``calls`` made, ``failures``
+    among them, ``in_flight`` now and at most (``peak_in_flight``), payload
+    ``bytes`` moved."""
+
+    calls: int
+    failures: int
+    in_flight: int
+    peak_in_flight: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """Counters of a simulated (``sim+...``) backend, from
+    :meth:`Store.backend_stats`: one :class:`OpStats` per operation, the
+    number of pads reserved and their total simulated ``cost``.
+
+    >>> store = anthill.open("sim+memory://demo?pad_price=0.01", secret="s")
+    >>> store["k"] = b"v"
+    >>> store.backend_stats().pads_reserved
+    1
+    """
+
+    reserve: OpStats
+    put: OpStats
+    verify: OpStats
+    get: OpStats
+    list: OpStats
+    delete: OpStats
+    pads_reserved: int
+    cost: float

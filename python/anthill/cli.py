@@ -1,0 +1,229 @@
+"""The ``anthill`` command (also ``python -m anthill``).
+
+    anthill put KEY [FILE|-] [--force] [--yes]   store a file (or standard input)
+    anthill get KEY [-o FILE]                    write an item to a file (or standard output)
+    anthill rm KEY                               remove an item
+    anthill ls [-l]                              list the keys (-l: with sizes)
+    anthill stats                                pads, space and items of the store
+
+``--store URL`` (or ``$ANTHILL_STORE``) picks the store; the default one lives
+in your data folder. The secret comes from ``$ANTHILL_SECRET`` or your key file.
+``put`` asks before reserving new pads; ``--yes`` answers for you, and without
+a terminal to ask on it declines rather than wait. Errors are one line on
+standard error and a non-zero exit status (1; 2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import mmap
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
+from . import __version__
+from ._errors import AnthillError, OperationCancelledError
+from ._progress import Progress, format_bytes
+from ._store import Store, open
+
+__all__ = ["build_parser", "main"]
+
+PROG = "anthill"
+
+
+class CommandError(Exception):
+    """A failure to report as one line (not a bug)."""
+
+
+def _open(args: argparse.Namespace) -> Store:
+    return open(args.store)
+
+
+def _read_input(source: str) -> bytes | mmap.mmap:
+    """The data to put: standard input, or the file mapped into memory (no copy)."""
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with builtins.open(source, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                return b""
+            try:
+                return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # not mappable (a pipe, /proc, ...)
+                return file.read()
+    except OSError as error:
+        raise CommandError(f"cannot read {source}: {error.strerror}") from error
+
+
+def _cmd_put(args: argparse.Namespace) -> int:
+    from_stdin = args.file == "-"
+    progress = Progress(
+        assume_yes=args.yes,
+        # The data comes through standard input: no answer can come from it.
+        interactive=False if from_stdin else None,
+        disable=None,
+    )
+    progress._yes_hint = "--yes"
+    data = _read_input(args.file)
+    size = len(data)
+    try:
+        with _open(args) as store:
+            store.store_item(args.key, data, callback=progress, overwrite=args.force)
+    except OperationCancelledError as error:
+        if progress.declined is not None:
+            raise CommandError(f"not stored: {progress.declined}") from error
+        raise
+    finally:
+        if isinstance(data, mmap.mmap):
+            try:
+                data.close()
+            except BufferError:  # still exported by an interrupted put
+                pass
+    print(f"{PROG}: stored {args.key!r} ({format_bytes(size)})", file=sys.stderr)
+    return 0
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    progress = Progress(disable=None)
+    with _open(args) as store:
+        data = store.fetch_item(args.key, callback=progress)
+    if args.output in (None, "-"):
+        out: BinaryIO = sys.stdout.buffer
+        out.write(data)
+        out.flush()
+    else:
+        try:
+            with builtins.open(args.output, "wb") as file:
+                file.write(data)
+        except OSError as error:
+            raise CommandError(f"cannot write {args.output}: {error.strerror}") from error
+    return 0
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        store.remove_item(args.key)
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        keys = list(store.keys())
+        if not args.long:
+            for key in keys:
+                print(key)
+            return 0
+        for key in keys:
+            size = len(store.fetch_item(key))
+            print(f"{size:>12}  {key}")
+        summary = store.summary()
+        print(
+            f"{summary.items} item{'' if summary.items == 1 else 's'}, "
+            f"{format_bytes(summary.used_space)} used of {format_bytes(summary.total_space)} "
+            f"in {summary.total_pads} pad{'' if summary.total_pads == 1 else 's'}"
+        )
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        s = store.summary()
+        stats = store.backend_stats()
+        rows = [
+            ("store", store.url),
+            ("pads", f"{s.total_pads} x {format_bytes(s.pad_size)}"),
+            ("total space", f"{format_bytes(s.total_space)} ({s.total_space} bytes)"),
+            ("used space", f"{format_bytes(s.used_space)} ({s.used_space} bytes)"),
+            ("free space", f"{format_bytes(s.free_space)} ({s.free_space} bytes)"),
+            ("items", str(s.items)),
+            ("pending uploads", str(s.pending)),
+        ]
+        if stats is not None:
+            rows.append(("pads reserved", f"{stats.pads_reserved} (cost {stats.cost:.2f})"))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``anthill`` command."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A private, encrypted key-value store kept in pads.",
+        epilog="The secret comes from $ANTHILL_SECRET, else from your key file "
+        "(created on first use).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="the store: file:///path or a folder, memory://NAME, s3://bucket/prefix, "
+        "sim+<url> (default: $ANTHILL_STORE, else the default store in your data folder)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    put = command("put", _cmd_put, "store a file (or standard input) under KEY")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        default="-",
+        help="a file, or - for standard input (default)",
+    )
+    put.add_argument("-f", "--force", action="store_true", help="replace KEY if it is stored")
+    put.add_argument(
+        "-y", "--yes", action="store_true", help="reserve the new pads needed without asking"
+    )
+
+    get = command("get", _cmd_get, "write the item stored under KEY")
+    get.add_argument("key", metavar="KEY")
+    get.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (default: standard output)"
+    )
+
+    rm = command("rm", _cmd_rm, "remove KEY, freeing its space")
+    rm.add_argument("key", metavar="KEY")
+
+    ls = command("ls", _cmd_ls, "list the stored keys")
+    ls.add_argument("-l", "--long", action="store_true", help="with each item's size in bytes")
+
+    command("stats", _cmd_stats, "show pads, space and items of the store")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (AnthillError, CommandError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`anthill get k | head`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

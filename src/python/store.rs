@@ -1,0 +1,264 @@
+//! `anthill._anthill.NativeStore`: one [`Store`] and, per operation, a sync
+//! method (GIL released while it runs) and an `*_async` twin (an asyncio
+//! awaitable). Arguments are converted and the store handle cloned before the
+//! GIL is let go; the core decides everything else.
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use pyo3_async_runtimes::tokio::get_current_locals;
+
+use super::buffer::bytes_from_py;
+use super::callback::{CallMode, bridge, check_callable};
+use super::runtime::{awaitable, block_on};
+use super::summary::{SummaryOut, backend_stats};
+use crate::pad_store::BackendOptions;
+use crate::store::{PutOptions, Store, StoreOptions};
+
+/// An open store, wrapped by the pure-Python `anthill.Store`.
+#[pyclass(module = "anthill._anthill", frozen)]
+pub(crate) struct NativeStore {
+    store: Store,
+}
+
+/// Fetched data on its way to Python, as `bytes`.
+struct BytesOut(Bytes);
+
+impl<'py> IntoPyObject<'py> for BytesOut {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}
+
+/// The arguments of a put, converted while attached to Python.
+struct PutCall {
+    data: Bytes,
+    options: PutOptions,
+}
+
+fn put_call(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    callback: &Option<Py<PyAny>>,
+    overwrite: bool,
+    resume: bool,
+    max_new_pads: Option<u64>,
+) -> PyResult<PutCall> {
+    check_callable(callback, py)?;
+    Ok(PutCall {
+        data: bytes_from_py(data)?,
+        options: PutOptions {
+            overwrite,
+            resume,
+            max_new_pads,
+        },
+    })
+}
+
+#[pymethods]
+impl NativeStore {
+    #[staticmethod]
+    #[pyo3(signature = (
+        url,
+        secret,
+        *,
+        pad_size = None,
+        max_new_pads = None,
+        reservation_concurrency = 20,
+        upload_concurrency = 20,
+        download_concurrency = 20,
+        retry_attempts = 10,
+        backend_options = Vec::new(),
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        py: Python<'_>,
+        url: String,
+        secret: Vec<u8>,
+        pad_size: Option<u64>,
+        max_new_pads: Option<u64>,
+        reservation_concurrency: usize,
+        upload_concurrency: usize,
+        download_concurrency: usize,
+        retry_attempts: u32,
+        backend_options: Vec<(String, String)>,
+    ) -> PyResult<Self> {
+        let options = StoreOptions {
+            secret,
+            pad_size,
+            max_new_pads,
+            reservation_concurrency,
+            upload_concurrency,
+            download_concurrency,
+            retry_attempts,
+            backend: BackendOptions {
+                options: backend_options,
+            },
+            ..StoreOptions::default()
+        };
+        let store = block_on(py, async move { Store::open(&url, options).await })?;
+        // Without the query, which may hold credentials.
+        let location = store.url().split('?').next().unwrap_or_default();
+        log::debug!("opened the store at {location}");
+        Ok(Self { store })
+    }
+
+    #[getter]
+    fn url(&self) -> &str {
+        self.store.url()
+    }
+
+    #[pyo3(signature = (key, data, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn store_item(
+        &self,
+        py: Python<'_>,
+        key: String,
+        data: &Bound<'_, PyAny>,
+        callback: Option<Py<PyAny>>,
+        overwrite: bool,
+        resume: bool,
+        max_new_pads: Option<u64>,
+    ) -> PyResult<()> {
+        let call = put_call(py, data, &callback, overwrite, resume, max_new_pads)?;
+        let callback = bridge(callback, CallMode::Blocking);
+        let store = self.store.clone();
+        block_on(py, async move {
+            store
+                .store_item(&key, call.data, call.options, callback)
+                .await
+        })
+    }
+
+    #[pyo3(signature = (key, data, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn store_item_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        data: &Bound<'py, PyAny>,
+        callback: Option<Py<PyAny>>,
+        overwrite: bool,
+        resume: bool,
+        max_new_pads: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let call = put_call(py, data, &callback, overwrite, resume, max_new_pads)?;
+        let locals = get_current_locals(py)?;
+        let callback = bridge(callback, CallMode::Async(locals.clone()));
+        let store = self.store.clone();
+        awaitable(py, locals, async move {
+            store
+                .store_item(&key, call.data, call.options, callback)
+                .await
+        })
+    }
+
+    #[pyo3(signature = (key, callback = None))]
+    fn fetch_item<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        check_callable(&callback, py)?;
+        let callback = bridge(callback, CallMode::Blocking);
+        let store = self.store.clone();
+        let data = block_on(py, async move { store.fetch_item(&key, callback).await })?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    #[pyo3(signature = (key, callback = None))]
+    fn fetch_item_async<'py>(
+        &self,
+        py: Python<'py>,
+        key: String,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        check_callable(&callback, py)?;
+        let locals = get_current_locals(py)?;
+        let callback = bridge(callback, CallMode::Async(locals.clone()));
+        let store = self.store.clone();
+        awaitable(py, locals, async move {
+            store.fetch_item(&key, callback).await.map(BytesOut)
+        })
+    }
+
+    fn remove_item(&self, py: Python<'_>, key: String) -> PyResult<()> {
+        let store = self.store.clone();
+        block_on(py, async move { store.remove_item(&key).await })
+    }
+
+    fn remove_item_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.store.clone();
+        awaitable(py, get_current_locals(py)?, async move {
+            store.remove_item(&key).await
+        })
+    }
+
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.store.clone();
+        let summary = block_on(py, async move { store.summary().await })?;
+        SummaryOut(summary).into_pyobject(py)
+    }
+
+    fn summary_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.store.clone();
+        awaitable(py, get_current_locals(py)?, async move {
+            store.summary().await.map(SummaryOut)
+        })
+    }
+
+    fn check_allocation_possible(&self, py: Python<'_>, size: u64) -> PyResult<Option<u64>> {
+        let store = self.store.clone();
+        block_on(
+            py,
+            async move { store.check_allocation_possible(size).await },
+        )
+    }
+
+    fn check_allocation_possible_async<'py>(
+        &self,
+        py: Python<'py>,
+        size: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.store.clone();
+        awaitable(py, get_current_locals(py)?, async move {
+            store.check_allocation_possible(size).await
+        })
+    }
+
+    fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let store = self.store.clone();
+        block_on(py, async move { store.keys().await })
+    }
+
+    fn contains(&self, py: Python<'_>, key: String) -> PyResult<bool> {
+        let store = self.store.clone();
+        block_on(py, async move { store.contains(&key).await })
+    }
+
+    fn len(&self, py: Python<'_>) -> PyResult<u64> {
+        let store = self.store.clone();
+        block_on(py, async move { store.len().await })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.store.clone();
+        block_on(py, async move { store.close().await })
+    }
+
+    fn backend_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.store
+            .backend_stats()
+            .map(|stats| backend_stats(py, &stats))
+            .transpose()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("NativeStore({:?})", self.store.url())
+    }
+}
