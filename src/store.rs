@@ -231,6 +231,10 @@ impl Store {
             // Pads reserved but never recorded (a crash in between) are
             // adopted; inside the gate, so no other writer is reserving.
             let _writing = gate.enter().await?;
+            let removed = backend.remove_partial_writes().await?;
+            if removed > 0 {
+                log::info!("removed {removed} partial writes left by an interrupted process");
+            }
             let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
             let known: HashSet<PadId> =
                 journal.read(|index| index.pads.values().map(|p| p.0).collect());

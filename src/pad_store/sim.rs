@@ -507,6 +507,10 @@ impl PadStore for SimPadStore {
         self.inner.lock_writer().await
     }
 
+    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
+        self.inner.remove_partial_writes().await
+    }
+
     fn describe(&self) -> String {
         let inner = self.inner.describe();
         let mut params = Vec::new();

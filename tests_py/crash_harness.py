@@ -1,0 +1,199 @@
+"""Crash harness (issue 5, R1): writer processes doing put / overwrite /
+remove loops on one local store are killed with SIGKILL at random instants;
+after each kill the store must reopen with every promise of the brief (§7)
+kept.
+
+CI runs a bounded version through ``test_crash.py``; the full run is
+
+    python tests_py/crash_harness.py --kills 250 --seed 1
+
+which prints a summary (and ``scripts/reliability.sh`` writes it to
+``docs/reliability.md``).
+
+Instants: the writer prints ``BEGIN`` right before each operation; the
+harness kills it after a random number of lines, so kills land before, inside
+and right after operations (the kill arrives while the Rust core is working).
+No clock is involved, so a seed reproduces the same kill points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SECRET = "crash-harness-secret"
+PAD_SIZE = 4096
+
+WRITER = r"""
+import hashlib, json, random, sys
+import anthill
+
+path, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
+store = anthill.open(path, secret=%(secret)r, pad_size=%(pad)d)
+
+def value(tag, size):
+    block = hashlib.sha256(tag.encode()).digest()
+    return (block * (size // 32 + 1))[:size]
+
+for i in range(10_000):
+    keys = list(store.keys())
+    roll = rng.random()
+    if keys and roll < 0.2:
+        key = rng.choice(keys)
+        print(json.dumps({"op": "remove", "key": key}), flush=True)
+        store.remove_item(key)
+    else:
+        key = rng.choice(keys) if keys and roll < 0.45 else f"k{seed}-{i}"
+        size = rng.choice([0, 1, 100, 3000, 4096, 5000, 3 * 4096 + 17, 9 * 4096])
+        tag = f"{seed}-{i}"
+        print(json.dumps({"op": "put", "key": key, "tag": tag, "size": size}), flush=True)
+        store.store_item(key, value(tag, size), overwrite=True)
+    print(json.dumps({"op": "done"}), flush=True)
+""" % {"secret": SECRET, "pad": PAD_SIZE}
+
+
+def value(tag: str, size: int) -> bytes:
+    block = hashlib.sha256(tag.encode()).digest()
+    return (block * (size // 32 + 1))[:size]
+
+
+@dataclass
+class Report:
+    kills: int = 0
+    kills_mid_operation: int = 0
+    operations_done: int = 0
+    items_checked: int = 0
+    pending_resumed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def run(kills: int, seed: int, folder: Path | None = None) -> Report:
+    import anthill
+
+    rng = random.Random(seed)
+    report = Report()
+    with tempfile.TemporaryDirectory() as tmp:
+        store_path = str(folder or Path(tmp) / "store")
+        expected: dict[str, bytes] = {}
+        for round_number in range(kills):
+            writer = subprocess.Popen(
+                [sys.executable, "-c", WRITER, store_path, str(seed * 100_000 + round_number)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert writer.stdout is not None
+            lines_before_kill = rng.randint(1, 60)
+            in_flight: dict | None = None
+            for _ in range(lines_before_kill):
+                line = writer.stdout.readline()
+                if not line:
+                    break
+                event = json.loads(line)
+                if event["op"] == "done":
+                    apply(expected, in_flight)
+                    report.operations_done += 1
+                    in_flight = None
+                else:
+                    in_flight = event
+            writer.send_signal(signal.SIGKILL)
+            writer.wait()
+            writer.stdout.close()
+            report.kills += 1
+            report.kills_mid_operation += in_flight is not None
+            try:
+                check(store_path, expected, in_flight, report)
+            except AssertionError as failure:
+                report.failures.append(f"round {round_number}: {failure}")
+                break
+    return report
+
+
+def apply(expected: dict[str, bytes], event: dict | None) -> None:
+    if event is None:
+        return
+    if event["op"] == "remove":
+        expected.pop(event["key"], None)
+    else:
+        expected[event["key"]] = value(event["tag"], event["size"])
+
+
+def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report: Report) -> None:
+    """Reopens the store and checks the brief's promises; settles the key of
+    the interrupted operation in ``expected`` to what the store holds."""
+    import anthill
+
+    store = anthill.open(path, secret=SECRET, pad_size=PAD_SIZE)
+    uncertain = in_flight["key"] if in_flight else None
+    keys = set(store.keys())
+    for key, data in expected.items():
+        if key == uncertain:
+            continue
+        assert key in keys, f"{key} was stored and is gone"
+        assert store.fetch_item(key) == data, f"{key} differs"
+        report.items_checked += 1
+    for key in keys - set(expected) - {uncertain}:
+        raise AssertionError(f"{key} is present but was removed or never stored")
+    if uncertain is not None:
+        settle(store, expected, in_flight, report)
+    summary = store.summary()
+    assert summary.pending == 0, f"pending uploads left: {summary.pending}"
+    used = sum(len(data) for data in expected.values())
+    assert summary.items == len(expected), (summary.items, len(expected))
+    assert summary.used_space == used, f"used {summary.used_space} != items {used}"
+    assert summary.used_space + summary.free_space == summary.total_space
+    files = os.listdir(Path(path) / "p") if (Path(path) / "p").exists() else []
+    pads = [name for name in files if len(name) == 32]
+    assert len(pads) == summary.total_pads, f"{len(pads)} pads on disk, map knows {summary.total_pads}"
+    assert len(files) == len(pads), f"partial writes left behind: {set(files) - set(pads)}"
+    store.close()
+
+
+def settle(store, expected: dict[str, bytes], event: dict, report: Report) -> None:
+    """The interrupted operation's key: old value, new value, absent, or
+    pending (then finished with resume=True)."""
+    import anthill
+
+    key = event["key"]
+    old = expected.get(key)
+    new = value(event["tag"], event["size"]) if event["op"] == "put" else None
+    try:
+        found = store.fetch_item(key)
+    except anthill.KeyNotFoundError:
+        found = None
+    if found is None and store.summary().pending:
+        assert new is not None, "a remove left a pending upload"
+        store.store_item(key, new, resume=True)
+        report.pending_resumed += 1
+        found = new
+    allowed = [old, new] if event["op"] == "put" else [old, None]
+    assert found in allowed or (found is None and event["op"] == "put"), (
+        f"{key}: found {len(found or b'')} bytes, expected old or new"
+    )
+    if found is None:
+        expected.pop(key, None)
+    else:
+        expected[key] = found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    report = run(args.kills, args.seed)
+    print(json.dumps(report.__dict__, indent=2))
+    sys.exit(1 if report.failures else 0)
+
+
+if __name__ == "__main__":
+    main()
