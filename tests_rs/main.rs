@@ -4,4 +4,5 @@ mod backend_conformance;
 mod index_journal;
 mod memory_map;
 mod reliability;
+mod s3;
 mod store;

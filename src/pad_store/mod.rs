@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod lease;
 pub mod object;
 pub mod sim;
 mod url;
@@ -94,6 +95,13 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// to its index, reserve pads), across processes and machines. Released
     /// when the returned lock is dropped.
     async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError>;
+
+    /// Deletes what interrupted writes left behind (a local folder's staging
+    /// files after a crash). Call with the writer lock held. Returns how many
+    /// were removed.
+    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
+        Ok(0)
+    }
 }
 
 /// A held writer lock (see [`PadStore::lock_writer`]); dropping releases it.

@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use std::path::PathBuf;
 
+use super::lease::{Lease, LeaseConfig};
 use super::{BackendError, PadStore, PutReceipt, WriterLock};
 
 /// How `reserve` makes sure it does not overwrite an existing object.
@@ -24,12 +25,14 @@ use super::{BackendError, PadStore, PutReceipt, WriterLock};
 enum CreateCheck {
     /// The store honours `PutMode::Create` atomically (memory, local folder).
     Conditional,
-    /// An S3-compatible service: `head` first, then a conditional put. AWS S3,
+    /// An S3-compatible service: `head` first, then a conditional put (a
+    /// plain one where the service is known to ignore conditions). AWS S3,
     /// MinIO and R2 honour `If-None-Match: *`; Garage and some others ignore
     /// it and overwrite, so there the check is best-effort (a race between
     /// the `head` and the put of two writers of the same name can overwrite).
     /// Pad names are random, so such a race needs two writers reserving the
-    /// same fresh name at once.
+    /// same fresh name at once; the writer lease keeps other processes out
+    /// of reservations anyway.
     HeadThenPut,
 }
 
@@ -42,6 +45,8 @@ pub enum Locking {
     /// A local folder: an OS file lock (`flock`) on this file, which also
     /// excludes other handles in the same process.
     Folder(PathBuf),
+    /// An S3 prefix: a lease object with expiry (see `lease.rs`).
+    Lease(Arc<Lease>),
 }
 
 impl Locking {
@@ -71,6 +76,7 @@ impl Locking {
                 })?;
                 Ok(Box::new(FolderLock(file)))
             }
+            Locking::Lease(lease) => lease.acquire().await,
         }
     }
 }
@@ -117,21 +123,40 @@ impl ObjectPadStore {
 
     /// A store on an S3-compatible service, where conditional creates may be
     /// ignored: `reserve` checks with a `head` first (best-effort, see
-    /// [`ObjectPadStore`]'s notes on Garage).
+    /// [`CreateCheck::HeadThenPut`]), and writers exclude each other by a
+    /// lease object (see `lease.rs`).
     pub fn new_s3(
         store: Arc<dyn ObjectStore>,
         bucket: impl Into<String>,
         prefix: Path,
         url: impl Into<String>,
+        lease: LeaseConfig,
     ) -> Self {
+        let url = url.into();
+        let bucket = bucket.into();
+        let lease = Lease::new(
+            Arc::clone(&store),
+            prefix.clone(),
+            url.clone(),
+            bucket.clone(),
+            lease,
+        );
         ObjectPadStore {
             store,
             prefix,
-            url: url.into(),
-            bucket: Some(bucket.into()),
+            url,
+            bucket: Some(bucket),
             create_check: CreateCheck::HeadThenPut,
-            // Until the S3 lease lands: writers in one process exclude each other.
-            locking: Locking::in_process(),
+            locking: Locking::Lease(Arc::new(lease)),
+        }
+    }
+
+    /// Whether the service is known to honour conditional writes (`None`
+    /// until probed, and always for non-S3 stores, which do).
+    fn conditional_writes_known(&self) -> Option<bool> {
+        match &self.locking {
+            Locking::Lease(lease) => lease.conditional_known(),
+            _ => Some(true),
         }
     }
 
@@ -174,15 +199,23 @@ impl ObjectPadStore {
 impl PadStore for ObjectPadStore {
     async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
         let path = self.path_of(name)?;
-        if self.create_check == CreateCheck::HeadThenPut {
+        let conditional = self.conditional_writes_known();
+        if self.create_check == CreateCheck::HeadThenPut && conditional != Some(true) {
             match self.store.head(&path).await {
                 Ok(_) => return Err(BackendError::AlreadyExists(name.to_owned())),
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(error) => return Err(self.error(error, name)),
             }
         }
+        // A service known to ignore conditions (or configured so) gets a
+        // plain put: some reject the condition header instead of ignoring it.
+        let mode = if conditional == Some(false) {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
         let options = PutOptions {
-            mode: PutMode::Create,
+            mode,
             ..PutOptions::default()
         };
         self.store
@@ -287,6 +320,35 @@ impl PadStore for ObjectPadStore {
         self.locking.lock().await
     }
 
+    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
+        let Locking::Folder(lock_file) = &self.locking else {
+            return Ok(0);
+        };
+        let Some(root) = lock_file.parent().map(PathBuf::from) else {
+            return Ok(0);
+        };
+        // A local put writes `<name>#<n>` and renames it; a crash between the
+        // two leaves the staging file, which no listing shows.
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for folder in ["p", "j", "c"] {
+                let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    if entry.file_name().to_string_lossy().contains('#')
+                        && std::fs::remove_file(entry.path()).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .map_err(|e| BackendError::Permanent(format!("clean-up task failed: {e}")))
+    }
+
     fn describe(&self) -> String {
         self.url.clone()
     }
@@ -367,14 +429,20 @@ fn classify_s3_code(text: &str, url: &str, bucket: Option<&str>) -> Option<Backe
             "bucket {bucket} does not exist ({url}); create it first"
         )));
     }
-    if [
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "InvalidToken",
-        "ExpiredToken",
-    ]
-    .iter()
-    .any(|code| text.contains(code))
+    // Garage says AccessDenied with "No such key" or "Invalid signature".
+    let garage_credentials = text.contains("AccessDenied")
+        && ["No such key", "Invalid signature"]
+            .iter()
+            .any(|message| text.contains(message));
+    if garage_credentials
+        || [
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "InvalidToken",
+            "ExpiredToken",
+        ]
+        .iter()
+        .any(|code| text.contains(code))
     {
         return Some(BackendError::Permanent(format!(
             "wrong credentials for {url}: check access_key_id and secret_access_key ({text})"
@@ -423,13 +491,19 @@ fn classify_by_source(
 ) -> BackendError {
     let mut next: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(current) = next {
-        if current
-            .downcast_ref::<object_store::client::HttpError>()
-            .is_some()
-        {
+        if let Some(http) = current.downcast_ref::<object_store::client::HttpError>() {
             // Connection refused or reset, timeouts, a body cut short: the
             // network, which may come back.
-            return BackendError::Transient(format!("network error talking to {url}: {text}"));
+            use object_store::client::HttpErrorKind as K;
+            let cause = match http.kind() {
+                K::Connect => format!(
+                    "cannot reach {url}: connecting failed (is the endpoint right and the \
+                     service running?)"
+                ),
+                K::Timeout => format!("{url} did not answer in time"),
+                _ => format!("network error talking to {url}"),
+            };
+            return BackendError::Transient(format!("{cause}: {text}"));
         }
         if let Some(io_error) = current.downcast_ref::<io::Error>() {
             return classify_io(io_error, name, url, text);
@@ -530,6 +604,19 @@ mod tests {
             source: Box::new(io::Error::other("<Code>InvalidAccessKeyId</Code>")),
         });
         assert!(matches!(&creds, BackendError::Permanent(m) if m.contains("wrong credentials")));
+        for garage in [
+            "<Code>AccessDenied</Code><Message>Forbidden: No such key: GK01</Message>",
+            "<Code>AccessDenied</Code><Message>Forbidden: Invalid signature</Message>",
+        ] {
+            let creds = classify(object_store::Error::PermissionDenied {
+                path: "p/abc".into(),
+                source: Box::new(io::Error::other(garage)),
+            });
+            assert!(
+                matches!(&creds, BackendError::Permanent(m) if m.contains("wrong credentials")),
+                "{garage}: {creds:?}"
+            );
+        }
         let slow = classify(text(
             "Server returned non-2xx status code: 503 Service Unavailable",
         ));

@@ -4,7 +4,8 @@
 //!   store, `memory://` alone a fresh anonymous one.
 //! - `file:///abs/path` or a plain path (relative to the current folder): a
 //!   local folder, created if missing; writes are atomic and fsynced.
-//! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service.
+//! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
+//!   (see `open_s3` for its options, and `docs/s3.md`).
 //! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..`:
 //!   the simulation wrapper ([`SimPadStore`]) around any of them.
 
@@ -13,13 +14,14 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::{ClientConfigKey, ObjectStore};
 
 use super::PadStore;
+use super::lease::{ConditionalWrites, LeaseConfig};
 use super::object::{Locking, ObjectPadStore};
 use super::sim::{SimConfig, SimPadStore};
 use crate::Error;
@@ -40,6 +42,12 @@ const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed"
 /// `object_store`'s `AmazonS3ConfigKey` names).
 const S3_MAX_RETRIES: &str = "max_retries";
 const S3_RETRY_TIMEOUT: &str = "retry_timeout_secs";
+/// `auto` (probe the service), `true` or `false`: see `lease.rs`.
+const S3_CONDITIONAL_WRITES: &str = "conditional_writes";
+/// Lifetime of the writer lease without renewal.
+const S3_LEASE_TTL: &str = "lease_ttl_secs";
+/// How long to wait for another writer's lease.
+const S3_LOCK_WAIT: &str = "lock_wait_secs";
 
 /// Retries inside one S3 call. The caller retries transient failures itself
 /// (with progress events and backoff), so a call gives up sooner than
@@ -303,6 +311,15 @@ fn open_folder(
     )))
 }
 
+/// Opens an S3 store. Settings come, later ones winning, from the `AWS_*`
+/// environment variables, the URL's query and `options`: any
+/// `object_store` S3 setting (`endpoint`, `region`, `access_key_id`,
+/// `secret_access_key`, `session_token`, `allow_http`, …) plus anthill's own
+/// `max_retries`, `retry_timeout_secs` (retries inside one request),
+/// `conditional_writes` (`auto`, `true`, `false`), `lease_ttl_secs` and
+/// `lock_wait_secs` (the writer lease). Requests are path-style, and an
+/// `http://` endpoint allows plain HTTP unless `allow_http` says otherwise.
+/// Opening sends no request: a wrong endpoint or key shows on first use.
 fn open_s3(
     url: &str,
     pairs: Vec<(String, String)>,
@@ -330,7 +347,20 @@ fn open_s3(
         retry_timeout: S3_DEFAULT_RETRY_TIMEOUT,
         ..Default::default()
     };
-    let mut endpoint = None;
+    let mut lease = LeaseConfig::default();
+    let mut allow_http_given = std::env::var_os("AWS_ALLOW_HTTP").is_some();
+    let seconds = |key: &str, value: &str| {
+        value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "S3 option {key}={value:?} is not a number of seconds"
+                ))
+            })
+    };
     for (key, value) in pairs.iter().chain(&options.options) {
         let key = key.trim().to_ascii_lowercase();
         match key.as_str() {
@@ -343,16 +373,28 @@ fn open_s3(
                 continue;
             }
             S3_RETRY_TIMEOUT => {
-                retry.retry_timeout = value
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "S3 option retry_timeout_secs={value:?} is not a number of seconds"
-                        ))
-                    })?;
+                retry.retry_timeout = seconds(&key, value)?;
+                continue;
+            }
+            S3_CONDITIONAL_WRITES => {
+                lease.conditional_writes = ConditionalWrites::parse(value).ok_or_else(|| {
+                    invalid(format!(
+                        "S3 option conditional_writes={value:?} is not auto, true or false"
+                    ))
+                })?;
+                continue;
+            }
+            S3_LEASE_TTL => {
+                lease.ttl = seconds(&key, value)?;
+                if lease.ttl < Duration::from_secs(1) {
+                    return Err(invalid(format!(
+                        "S3 option lease_ttl_secs={value:?} is below 1 second"
+                    )));
+                }
+                continue;
+            }
+            S3_LOCK_WAIT => {
+                lease.wait_limit = seconds(&key, value)?;
                 continue;
             }
             _ => {}
@@ -361,7 +403,8 @@ fn open_s3(
             invalid(format!(
                 "unknown S3 option {key:?}; accepted: endpoint, region, access_key_id, \
                  secret_access_key, session_token, allow_http, virtual_hosted_style_request, \
-                 {S3_MAX_RETRIES}, {S3_RETRY_TIMEOUT} and the other object_store S3 settings"
+                 {S3_MAX_RETRIES}, {S3_RETRY_TIMEOUT}, {S3_CONDITIONAL_WRITES}, {S3_LEASE_TTL}, \
+                 {S3_LOCK_WAIT} and the other object_store S3 settings"
             ))
         })?;
         match config_key {
@@ -370,10 +413,22 @@ fn open_s3(
                     "S3 option {key} is not accepted: the bucket comes from the URL s3://bucket/…"
                 )));
             }
-            AmazonS3ConfigKey::Endpoint => endpoint = Some(value.clone()),
+            AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp) => allow_http_given = true,
             _ => {}
         }
         builder = builder.with_config(config_key, value);
+    }
+    // The endpoint from any source (the environment included).
+    let endpoint = builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .filter(|endpoint| !endpoint.is_empty());
+    if !allow_http_given
+        && endpoint
+            .as_deref()
+            .is_some_and(|endpoint| endpoint.to_ascii_lowercase().starts_with("http://"))
+    {
+        // Asking for an http:// endpoint is asking for plain HTTP.
+        builder = builder.with_allow_http(true);
     }
     let s3 = builder
         .with_bucket_name(&bucket)
@@ -395,5 +450,6 @@ fn open_s3(
         bucket,
         prefix,
         description,
+        lease,
     )))
 }

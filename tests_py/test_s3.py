@@ -1,0 +1,199 @@
+"""End to end over S3 (a Garage cluster from ``scripts/garage.sh start``), and the
+same put/get/remove/summary/reopen scenario over memory and a local folder.
+
+The S3 cases need ``ANTHILL_TEST_S3_URL`` and the ``AWS_*`` credentials that
+``eval "$(scripts/garage.sh start 3)"`` exports; CI always sets them, and
+without them the S3 cases are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import anthill
+import pytest
+from anthill import (
+    DownloadFinished,
+    ScratchpadCommitComplete,
+    StartingDownload,
+    StartingUpload,
+    StoreComplete,
+)
+
+S3_URL = os.environ.get("ANTHILL_TEST_S3_URL", "")
+needs_s3 = pytest.mark.skipif(
+    not S3_URL,
+    reason="ANTHILL_TEST_S3_URL is unset: run `eval \"$(scripts/garage.sh start 3)\"` first "
+    "(CI always does)",
+)
+PAD = 64 * 1024
+SECRET = "s3 tests secret"
+
+
+def split(url: str) -> tuple[str, dict[str, str]]:
+    """``s3://bucket/prefix`` and its query options."""
+    base, _, query = url.partition("?")
+    return base.rstrip("/"), dict(parse_qsl(query))
+
+
+def join(base: str, options: dict[str, str]) -> str:
+    return f"{base}?{urlencode(options, safe=':/')}" if options else base
+
+
+def fresh_s3_url() -> str:
+    base, options = split(S3_URL)
+    return join(f"{base}/py-{uuid.uuid4().hex}", options)
+
+
+def data(size: int, seed: int) -> bytes:
+    return bytes((i * 31 + seed) % 251 for i in range(size))
+
+
+class Events:
+    """A callback recording every event (and confirming reservations)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> bool:
+        self.events.append(event)
+        return True
+
+    def of(self, kind: type) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+
+@pytest.fixture(params=["memory", "file", pytest.param("s3", marks=needs_s3)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each backend kind."""
+    if request.param == "memory":
+        return f"memory://s3-suite-{uuid.uuid4().hex}"
+    if request.param == "file":
+        return (tmp_path / "store").as_uri()
+    return fresh_s3_url()
+
+
+@pytest.fixture
+def s3_url() -> Iterator[str]:
+    if not S3_URL:
+        pytest.skip("ANTHILL_TEST_S3_URL is unset (CI always sets it)")
+    yield fresh_s3_url()
+
+
+def test_put_get_remove_summary_reopen(store_url: str) -> None:
+    big = data(3 * PAD + PAD // 2, 1)
+    small = data(1000, 2)
+    with anthill.open(store_url, secret=SECRET, pad_size=PAD) as store:
+        events = Events()
+        store.store_item("big", big, callback=events)
+        assert len(events.of(StartingUpload)) == 1
+        commits = events.of(ScratchpadCommitComplete)
+        assert len(commits) == 4
+        assert sorted(c.index for c in commits) == [1, 2, 3, 4]
+        assert isinstance(events.events[-1], StoreComplete)
+
+        store.store_item("small", small)
+        downloads = Events()
+        assert store.fetch_item("big", callback=downloads) == big
+        assert downloads.of(StartingDownload)[0].total_bytes == len(big)
+        assert isinstance(downloads.events[-1], DownloadFinished)
+        assert store["small"] == small
+
+        summary = store.summary()
+        assert summary.items == 2
+        assert summary.pad_size == PAD
+        assert summary.total_pads >= 4
+
+        store.remove_item("small")
+        assert "small" not in store
+        with pytest.raises(anthill.KeyNotFoundError):
+            store.fetch_item("small")
+
+    with anthill.open(store_url, secret=SECRET) as again:
+        assert list(again.keys()) == ["big"]
+        assert again.fetch_item("big") == big
+        assert again.summary().pad_size == PAD
+        # The freed space is reused: a small item needs no new pad.
+        assert again.check_allocation_possible(len(small)) is None
+
+
+def test_async_twins(store_url: str) -> None:
+    async def scenario() -> None:
+        with anthill.open(store_url, secret=SECRET, pad_size=PAD) as store:
+            items = {f"k{i}": data(PAD // 2 + i * 5000, i) for i in range(6)}
+            await asyncio.gather(
+                *(store.store_item_async(key, value) for key, value in items.items())
+            )
+            fetched = await asyncio.gather(*(store.fetch_item_async(key) for key in items))
+            assert fetched == list(items.values())
+            assert (await store.summary_async()).items == 6
+
+    asyncio.run(scenario())
+
+
+@needs_s3
+def test_backend_options_as_keywords(s3_url: str) -> None:
+    """Endpoint, region and credentials as ``anthill.open`` keywords, no query."""
+    base, options = split(s3_url)
+    keywords: dict[str, Any] = {
+        "endpoint": options["endpoint"],
+        "region": options.get("region", "garage"),
+        "allow_http": True,
+    }
+    if "AWS_ACCESS_KEY_ID" in os.environ:
+        keywords["access_key_id"] = os.environ["AWS_ACCESS_KEY_ID"]
+        keywords["secret_access_key"] = os.environ["AWS_SECRET_ACCESS_KEY"]
+    with anthill.open(base, secret=SECRET, pad_size=PAD, **keywords) as store:
+        store["k"] = b"v" * 100
+    with anthill.open(s3_url, secret=SECRET) as store:
+        assert store["k"] == b"v" * 100
+
+
+@needs_s3
+def test_wrong_credentials_raise_backend_error(s3_url: str) -> None:
+    with pytest.raises(anthill.BackendError, match="wrong credentials"):
+        anthill.open(
+            s3_url,
+            secret=SECRET,
+            pad_size=PAD,
+            retry_attempts=2,
+            access_key_id="GK0123456789abcdef01234567",
+            secret_access_key="not-the-secret",
+        )
+
+
+@needs_s3
+def test_missing_bucket_raises_backend_error_naming_it() -> None:
+    _, options = split(S3_URL)
+    bucket = f"anthill-missing-{uuid.uuid4().hex[:12]}"
+    with pytest.raises(anthill.BackendError, match=f"bucket {bucket} does not exist"):
+        anthill.open(join(f"s3://{bucket}/x", options), secret=SECRET, retry_attempts=2)
+
+
+@needs_s3
+def test_stopped_endpoint_raises_backend_error(s3_url: str) -> None:
+    base, options = split(s3_url)
+    options["endpoint"] = "http://127.0.0.1:1"
+    with pytest.raises(anthill.BackendError, match="cannot reach"):
+        anthill.open(join(base, options), secret=SECRET, retry_attempts=2)
+
+
+@needs_s3
+def test_two_handles_share_one_s3_store(s3_url: str) -> None:
+    """Two handles (as two processes) write one store in turn under the lease."""
+    with (
+        anthill.open(s3_url, secret=SECRET, pad_size=PAD) as first,
+        anthill.open(s3_url, secret=SECRET, pad_size=PAD) as second,
+    ):
+        first["a"] = data(2 * PAD, 3)
+        second["b"] = data(2 * PAD, 4)
+        first["c"] = data(10, 5)
+        assert sorted(second.keys()) == ["a", "b", "c"]
+        assert second["a"] == data(2 * PAD, 3)
+        assert first["b"] == data(2 * PAD, 4)
