@@ -35,6 +35,8 @@ pub struct MemoryAllocator {
     /// The address space. Held only for in-memory updates, never across I/O.
     map: Arc<Mutex<MemoryMap>>,
     next_data_id: AtomicU64,
+    /// Pads reserved and mapped (wholly taken) whose recording failed.
+    stray_pads: Mutex<Vec<PadRecord>>,
     /// Held by the one expansion under way (see `expansion_turn`).
     expansion: Arc<tokio::sync::Mutex<()>>,
     reservation_concurrency: usize,
@@ -75,8 +77,14 @@ struct Expansion {
 
 #[derive(Default)]
 struct Placed {
+    /// The ordinal of each new pad, once reserved.
     ordinals: Vec<Option<u64>>,
+    /// The bytes of the item each new pad holds.
+    bytes: Vec<u64>,
+    /// The put gave up its allocation.
     abandoned: bool,
+    /// The pads are in the index (and their unused space was freed).
+    recorded: bool,
 }
 
 impl MemoryAllocator {
@@ -95,6 +103,7 @@ impl MemoryAllocator {
             journal,
             map: Arc::new(Mutex::new(map)),
             next_data_id: AtomicU64::new(next_data_id),
+            stray_pads: Mutex::new(Vec::new()),
             expansion: Arc::new(tokio::sync::Mutex::new(())),
             reservation_concurrency,
             download_concurrency,
@@ -228,7 +237,9 @@ impl MemoryAllocator {
         let total = bytes.len();
         let placed = Arc::new(Mutex::new(Placed {
             ordinals: vec![None; total],
+            bytes: bytes.clone(),
             abandoned: false,
+            recorded: false,
         }));
         let (reserved_tx, reserved) = mpsc::unbounded_channel();
         let (complete_tx, complete) = oneshot::channel();
@@ -241,14 +252,13 @@ impl MemoryAllocator {
                 let reserve_one = |k: usize| {
                     let (this, events, placed) = (&this, &events, &placed);
                     let (cancel, progress, reserved_tx) = (&cancel, &progress, &reserved_tx);
-                    let len = bytes[k];
                     async move {
                         if cancel.load(Ordering::Acquire) {
                             return Err(Error::Cancelled("the put was abandoned".into()));
                         }
                         let id = PadId::random();
                         this.io.reserve(id).await?;
-                        let ordinal = this.map_new_pad(id, len, k, placed);
+                        let ordinal = this.map_new_pad(id, k, placed);
                         let record = PadRecord { ordinal, id };
                         let _ = reserved_tx.send(k);
                         events
@@ -267,10 +277,10 @@ impl MemoryAllocator {
                     .collect()
                     .await;
                 drop(reserved_tx);
-                // Every reserved pad is mapped: the next expansion may start.
-                drop(turn);
                 let outcome = this.record_expansion(results, &placed).await;
-                // Recorded: this process may let other writers in.
+                // Recorded and unused space freed: the next expansion may
+                // start, and this process may let other writers in.
+                drop(turn);
                 drop(writing);
                 let _ = complete_tx.send(outcome.clone());
                 outcome.map(|_| ())
@@ -306,10 +316,18 @@ impl MemoryAllocator {
             }
             records.sort_by_key(|r| r.ordinal);
             if !records.is_empty() {
-                self.journal
-                    .append(vec![Record::PadsAdded(records)])
-                    .await?;
+                // If this fails the pads stay wholly taken (never hand out
+                // unrecorded space) until a later put records them.
+                let appended = self
+                    .journal
+                    .append(vec![Record::PadsAdded(records.clone())])
+                    .await;
+                if let Err(error) = appended {
+                    self.stray_pads.lock().expect("stray pads lock").extend(records);
+                    return Err(error);
+                }
             }
+            self.release_unused(placed);
             if let Some(error) = first_error {
                 return Err(error);
             }
@@ -322,24 +340,78 @@ impl MemoryAllocator {
         }
     }
 
-    /// Adds a just-reserved pad to the map and gives its first `len` bytes to
-    /// new pad `k` of an allocation (or frees them if it was abandoned).
-    fn map_new_pad(&self, id: PadId, len: u64, k: usize, placed: &Mutex<Placed>) -> u64 {
+    /// Adds a just-reserved pad to the map, wholly taken: its leftover (and,
+    /// for an abandoned put, its part too) becomes free only once the pad is
+    /// recorded in the index, so no other put can commit data into a pad the
+    /// index does not know yet.
+    fn map_new_pad(&self, id: PadId, k: usize, placed: &Mutex<Placed>) -> u64 {
         let pad_size = self.io.pad_size;
         let mut map = self.map.lock().expect("map lock");
         let ordinal = map.next_ordinal();
         map.add_pad(ordinal).expect("next ordinal is new");
+        map.take(&[Extent {
+            start: ordinal * pad_size,
+            len: pad_size,
+        }])
+        .expect("a new pad is free");
         self.writer.add_pad(ordinal, id, 0, true);
-        let mut placed = placed.lock().expect("placed lock");
-        if !placed.abandoned {
-            map.take(&[Extent {
-                start: ordinal * pad_size,
-                len,
-            }])
-            .expect("a new pad is free");
-            placed.ordinals[k] = Some(ordinal);
-        }
+        placed.lock().expect("placed lock").ordinals[k] = Some(ordinal);
         ordinal
+    }
+
+    /// Records pads whose recording failed earlier (their put failed with
+    /// it), and frees them: they hold nothing. Call inside the writer gate.
+    pub async fn record_stray_pads(&self) -> Result<()> {
+        let stray = std::mem::take(&mut *self.stray_pads.lock().expect("stray pads lock"));
+        if stray.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self
+            .journal
+            .append(vec![Record::PadsAdded(stray.clone())])
+            .await
+        {
+            self.stray_pads.lock().expect("stray pads lock").extend(stray);
+            return Err(error);
+        }
+        let pad_size = self.io.pad_size;
+        let whole: Vec<Extent> = stray
+            .iter()
+            .map(|pad| Extent {
+                start: pad.ordinal * pad_size,
+                len: pad_size,
+            })
+            .collect();
+        if let Err(error) = self.map.lock().expect("map lock").free(&whole) {
+            log::error!("freeing recorded stray pads failed: {error}");
+        }
+        Ok(())
+    }
+
+    /// Once an expansion's pads are recorded: frees what its put does not
+    /// use (the leftovers, or everything if the put was abandoned).
+    fn release_unused(&self, placed: &Mutex<Placed>) {
+        let pad_size = self.io.pad_size;
+        let mut map = self.map.lock().expect("map lock");
+        let mut placed = placed.lock().expect("placed lock");
+        placed.recorded = true;
+        let used = |len: u64| if placed.abandoned { 0 } else { len };
+        let unused: Vec<Extent> = placed
+            .ordinals
+            .iter()
+            .zip(&placed.bytes)
+            .filter_map(|(ordinal, &len)| {
+                let ordinal = (*ordinal)?;
+                let used = used(len);
+                (used < pad_size).then_some(Extent {
+                    start: ordinal * pad_size + used,
+                    len: pad_size - used,
+                })
+            })
+            .collect();
+        if let Err(error) = map.free(&unused) {
+            log::error!("freeing the unused part of new pads failed: {error}");
+        }
     }
 
     /// Uploads `data` into the allocation and commits every pad, emitting
@@ -347,6 +419,20 @@ impl MemoryAllocator {
     /// `ScratchpadCommitComplete` and `UploadFinished`. Uploads to new pads
     /// start as each is reserved. Returns the item's pieces in data order.
     pub async fn write(
+        &self,
+        allocation: &mut Allocation,
+        data: &Bytes,
+        events: &EventSink<PutEvent>,
+    ) -> Result<Vec<Piece>> {
+        let result = self.write_all(allocation, data, events).await;
+        if result.is_err() {
+            // Reserve no more pads for a put that failed.
+            allocation.stop_expanding();
+        }
+        result
+    }
+
+    async fn write_all(
         &self,
         allocation: &mut Allocation,
         data: &Bytes,
@@ -682,6 +768,13 @@ fn writer_gone(_: oneshot::error::RecvError) -> Error {
 }
 
 impl Allocation {
+    /// Starts no further reservation for this allocation.
+    pub fn stop_expanding(&self) {
+        if let Some(expansion) = &self.expansion {
+            expansion.cancel.store(true, Ordering::Release);
+        }
+    }
+
     /// The flag that keeps the space on drop; the store sets it while the
     /// index refers to the space (a pending or committed entry).
     pub fn keeper(&self) -> Arc<AtomicBool> {
@@ -739,12 +832,16 @@ impl Drop for Allocation {
             expansion.cancel.store(true, Ordering::Release);
             let mut placed = expansion.placed.lock().expect("placed lock");
             placed.abandoned = true;
-            for (ordinal, len) in placed.ordinals.iter().zip(&self.new_pad_bytes) {
-                if let Some(ordinal) = ordinal {
-                    extents.push(Extent {
-                        start: ordinal * pad_size,
-                        len: *len,
-                    });
+            // Before the pads are recorded, the expansion task frees them
+            // whole once they are; after, their parts are ours to free.
+            if placed.recorded {
+                for (ordinal, len) in placed.ordinals.iter().zip(&self.new_pad_bytes) {
+                    if let Some(ordinal) = ordinal {
+                        extents.push(Extent {
+                            start: ordinal * pad_size,
+                            len: *len,
+                        });
+                    }
                 }
             }
         }

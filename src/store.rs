@@ -315,6 +315,7 @@ impl Store {
         validate_key(key)?;
         let _busy = self.claim_key(key)?;
         let writing = self.inner.gate.enter().await?;
+        self.inner.allocator.record_stray_pads().await?;
         let (exists, pending) = self.inner.journal.read(|index| {
             (
                 index.items.get(key).cloned(),
@@ -407,13 +408,17 @@ impl Store {
                     .await?;
                 pending.store(true, Ordering::Release);
             }
-            Ok(())
+            Ok::<(), Error>(())
         };
         let outcome = async {
-            let (pieces, ()) = tokio::try_join!(
+            // Both run to their end (no early drop of a half-made pending
+            // record), so `pending` tells exactly whether one was recorded.
+            let (written, recorded) = futures::join!(
                 allocator.write(&mut allocation, &data, events),
                 record_pending
-            )?;
+            );
+            let pieces = written?;
+            recorded?;
             self.commit(key, data_id, size, hash, pieces, exists.as_ref())
                 .await
         }

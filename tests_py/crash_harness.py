@@ -37,9 +37,9 @@ WRITER = r"""
 import hashlib, json, random, sys
 import anthill
 
-path, seed = sys.argv[1], int(sys.argv[2])
+path, seed, pad_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
-store = anthill.open(path, secret=%(secret)r, pad_size=%(pad)d)
+store = anthill.open(path, pad_size=pad_size)  # the secret: $ANTHILL_SECRET
 
 def value(tag, size):
     block = hashlib.sha256(tag.encode()).digest()
@@ -59,7 +59,7 @@ for i in range(10_000):
         print(json.dumps({"op": "put", "key": key, "tag": tag, "size": size}), flush=True)
         store.store_item(key, value(tag, size), overwrite=True)
     print(json.dumps({"op": "done"}), flush=True)
-""" % {"secret": SECRET, "pad": PAD_SIZE}
+"""
 
 
 def value(tag: str, size: int) -> bytes:
@@ -78,7 +78,6 @@ class Report:
 
 
 def run(kills: int, seed: int, folder: Path | None = None) -> Report:
-    import anthill
 
     rng = random.Random(seed)
     report = Report()
@@ -87,9 +86,17 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
         expected: dict[str, bytes] = {}
         for round_number in range(kills):
             writer = subprocess.Popen(
-                [sys.executable, "-c", WRITER, store_path, str(seed * 100_000 + round_number)],
+                [
+                    sys.executable,
+                    "-c",
+                    WRITER,
+                    store_path,
+                    str(seed * 100_000 + round_number),
+                    str(PAD_SIZE),
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
+                env={**os.environ, "ANTHILL_SECRET": SECRET},
             )
             assert writer.stdout is not None
             lines_before_kill = rng.randint(1, 60)
@@ -153,7 +160,9 @@ def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report:
     assert summary.used_space + summary.free_space == summary.total_space
     files = os.listdir(Path(path) / "p") if (Path(path) / "p").exists() else []
     pads = [name for name in files if len(name) == 32]
-    assert len(pads) == summary.total_pads, f"{len(pads)} pads on disk, map knows {summary.total_pads}"
+    assert len(pads) == summary.total_pads, (
+        f"{len(pads)} pads on disk, map knows {summary.total_pads}"
+    )
     assert len(files) == len(pads), f"partial writes left behind: {set(files) - set(pads)}"
     store.close()
 

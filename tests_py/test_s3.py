@@ -29,7 +29,7 @@ from anthill import (
 S3_URL = os.environ.get("ANTHILL_TEST_S3_URL", "")
 needs_s3 = pytest.mark.skipif(
     not S3_URL,
-    reason="ANTHILL_TEST_S3_URL is unset: run `eval \"$(scripts/garage.sh start 3)\"` first "
+    reason='ANTHILL_TEST_S3_URL is unset: run `eval "$(scripts/garage.sh start 3)"` first '
     "(CI always does)",
 )
 PAD = 64 * 1024

@@ -101,7 +101,10 @@ def test_ctrl_c_interrupts_a_blocking_call() -> None:
     import sys
 
     process = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED_PUT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", INTERRUPTED_PUT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "started"

@@ -24,20 +24,20 @@ import hashlib, random, sys
 import anthill
 path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(worker)
-store = anthill.open(path, secret=%(secret)r, pad_size=%(pad)d)
+store = anthill.open(path)  # the secret: $ANTHILL_SECRET
 for i in range(count):
     size = rng.choice([1, 200, 1500, 9000, 16384, 40000])
     key = f"w{worker}-{i}-{size}"
     block = hashlib.sha256(key.encode()).digest()
     store.store_item(key, (block * (size // 32 + 1))[:size])
 print("ok", flush=True)
-""" % {"secret": SECRET, "pad": PAD_SIZE}
+"""
 
 READER = r"""
 import hashlib, sys
 import anthill
 path, rounds = sys.argv[1], int(sys.argv[2])
-store = anthill.open(path, secret=%(secret)r, pad_size=%(pad)d)
+store = anthill.open(path)
 checked = 0
 for _ in range(rounds):
     for key in list(store.keys())[-20:]:
@@ -46,7 +46,7 @@ for _ in range(rounds):
         assert store.fetch_item(key) == (block * (size // 32 + 1))[:size], key
         checked += 1
 print("checked", checked, flush=True)
-""" % {"secret": SECRET, "pad": PAD_SIZE}
+"""
 
 
 def expected_value(key: str) -> bytes:
@@ -58,14 +58,14 @@ def expected_value(key: str) -> bytes:
 def test_four_writers_and_two_readers_share_one_store(tmp_path: Path) -> None:
     path = str(tmp_path / "store")
     anthill.open(path, secret=SECRET, pad_size=PAD_SIZE).close()
-    writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, path, str(w), "250"], stdout=subprocess.PIPE, text=True)
-        for w in range(4)
-    ]
-    readers = [
-        subprocess.Popen([sys.executable, "-c", READER, path, "30"], stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
+    env = {**os.environ, "ANTHILL_SECRET": SECRET}
+
+    def spawn(script: str, *args: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-c", script, path, *args]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+
+    writers = [spawn(WRITER, str(w), "250") for w in range(4)]
+    readers = [spawn(READER, "30") for _ in range(2)]
     checked = 0
     for process in writers + readers:
         out, _ = process.communicate(timeout=600)

@@ -7,9 +7,9 @@
 //! every test here. Run by hand without them, each test returns early and
 //! says why on stderr.
 //!
-//! `node_kill_mid_put` kills a Garage node, so it is `#[ignore]`d and run on
-//! its own, after everything else:
-//! `cargo test --test tests_rs s3::node_kill_mid_put -- --ignored --exact`.
+//! `node_kill_mid_put` kills a Garage node, so it runs only when asked for
+//! with `ANTHILL_TEST_KILL_NODE=1`, on its own, after everything else:
+//! `ANTHILL_TEST_KILL_NODE=1 cargo test --test tests_rs s3::node_kill`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,8 @@ use futures::FutureExt;
 const URL_VAR: &str = "ANTHILL_TEST_S3_URL";
 const ENDPOINTS_VAR: &str = "ANTHILL_TEST_S3_ENDPOINTS";
 const PIDS_VAR: &str = "GARAGE_PIDS";
+/// Set to 1 to run the test that kills a Garage node.
+const KILL_NODE_VAR: &str = "ANTHILL_TEST_KILL_NODE";
 const PAD: u64 = 64 * 1024;
 /// A guard against hangs, far above what any of these tests needs.
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -415,11 +417,17 @@ async fn s3_two_stores_writing_at_once_lose_nothing() {
 /// and every item reads back byte-identical through node 3. Leaves node 2
 /// dead: run it last (see the module documentation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "kills a Garage node: run alone and last, with --ignored"]
 async fn node_kill_mid_put() {
     let Some(base) = base_url("node_kill_mid_put") else {
         return;
     };
+    if std::env::var(KILL_NODE_VAR).as_deref() != Ok("1") {
+        eprintln!(
+            "node_kill_mid_put: skipped: it kills a Garage node, so it runs alone and last, \
+             with {KILL_NODE_VAR}=1 (CI does)"
+        );
+        return;
+    }
     let endpoints: Vec<String> = std::env::var(ENDPOINTS_VAR)
         .unwrap_or_default()
         .split_whitespace()

@@ -663,7 +663,8 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
     let store = open(sim.clone(), opts.clone()).await;
     let value = data(5 * PAD as usize, 8);
     // The callback interrupts the put once every pad is committed and the
-    // upload is recorded as pending, and takes the backend down with it.
+    // upload is recorded as pending, and makes the next write (the one that
+    // would drop the pending record) fail.
     let (watch, failing) = (store.clone(), Arc::clone(&sim));
     let callback: Callback<PutEvent> = Arc::new(move |event| {
         let (watch, failing) = (watch.clone(), Arc::clone(&failing));
@@ -674,7 +675,7 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
                 while watch.summary().await?.pending == 0 {
                     tokio::task::yield_now().await;
                 }
-                failing.set_fail_rate(1.0);
+                failing.fail_next(OpKind::Put, 1, true);
                 return Err(Error::Cancelled("interrupted".into()));
             }
             Ok(true)
@@ -686,7 +687,6 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
         .await;
     assert!(result.is_err());
     drop(store);
-    sim.set_fail_rate(0.0);
     let store = open(sim.clone(), opts).await;
     assert_eq!(store.summary().await.unwrap().pending, 1);
     assert!(!store.contains("big").await.unwrap());
@@ -781,4 +781,34 @@ async fn two_handles_on_one_memory_store_share_it_safely() {
 async fn two_handles_on_one_folder_share_it_safely() {
     let dir = tempfile::tempdir().unwrap();
     two_writers(dir.path().to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_never_commit_into_unrecorded_pads() {
+    // Large puts expand while small ones want the new pads' leftovers: a
+    // small put must not commit into a pad before the index records it.
+    let inner = memory().await;
+    let config = SimConfig {
+        latency_ms: 1.0,
+        jitter_ms: 3.0,
+        seed: Some(11),
+        ..SimConfig::default()
+    };
+    let sim = sim(&inner, config).await;
+    let store = open(sim.clone(), options()).await;
+    let values: Vec<Bytes> = (0..40)
+        .map(|i| data(if i % 4 == 0 { 2 * PAD as usize + 900 } else { 150 + i * 13 }, i as u8))
+        .collect();
+    futures::future::join_all(values.iter().enumerate().map(|(i, value)| {
+        let store = store.clone();
+        async move { put(&store, &format!("k{i}"), value).await }
+    }))
+    .await;
+    drop(store);
+    let reopened = open(inner, options()).await;
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(&reopened.fetch_item(&format!("k{i}"), None).await.unwrap(), value);
+    }
+    let summary = reopened.summary().await.unwrap();
+    assert_eq!(summary.used_space, values.iter().map(|v| v.len() as u64).sum::<u64>());
 }

@@ -9,6 +9,8 @@
 //! owner 4f1c…-pid-1234
 //! token 9ab0…
 //! expires_ms 1767225600000
+//! pid 1234
+//! host 6ffe50b0-…/pid:[4026531836]
 //! ```
 //!
 //! - **acquire**: wait until the lease is absent or expired, then write ours.
@@ -28,6 +30,10 @@
 //!   carries our token.
 //! - **release** (on drop, in the background): delete the object if it
 //!   still carries our token.
+//! - A lease whose holder ran on this machine (same boot, same PID
+//!   namespace: `host`) in a process that no longer exists is taken over at
+//!   once rather than after its expiry: a crashed or exited script does not
+//!   hold up the next one on the same machine.
 //!
 //! Whether the service honours conditional writes is probed once per handle,
 //! on first use (a create-if-absent twice, then an update with a stale ETag,
@@ -136,13 +142,17 @@ struct Record {
     owner: String,
     token: String,
     expires_ms: u64,
+    /// The holder's process id, and where that id means something (see
+    /// [`local_host`]; `-` if unknown).
+    pid: u32,
+    host: String,
 }
 
 impl Record {
     fn encode(&self) -> Bytes {
         Bytes::from(format!(
-            "{FORMAT}\nowner {}\ntoken {}\nexpires_ms {}\n",
-            self.owner, self.token, self.expires_ms
+            "{FORMAT}\nowner {}\ntoken {}\nexpires_ms {}\npid {}\nhost {}\n",
+            self.owner, self.token, self.expires_ms, self.pid, self.host
         ))
     }
 
@@ -161,8 +171,34 @@ impl Record {
             owner: field("owner")?,
             token: field("token")?,
             expires_ms: field("expires_ms")?.parse().ok()?,
+            pid: field("pid")?.parse().ok()?,
+            host: field("host")?,
         })
     }
+
+    /// Whether the holder is a process of this machine that has exited.
+    fn holder_has_exited(&self) -> bool {
+        let Some(host) = local_host() else {
+            return false;
+        };
+        self.host == *host
+            && self.pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+/// Where process ids of this process mean the same processes: the boot of
+/// this machine and the PID namespace (a container sharing the host name
+/// has its own). `None` where `/proc` does not tell (not Linux).
+fn local_host() -> Option<&'static String> {
+    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let namespace = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        let host = format!("{}/{}", boot.trim(), namespace.display());
+        (!host.contains(char::is_whitespace)).then_some(host)
+    })
+    .as_ref()
 }
 
 /// A lease object as read: its record (`None` if unreadable, which counts as
@@ -338,7 +374,11 @@ impl Lease {
             let holder = current
                 .as_ref()
                 .and_then(|current| current.record.as_ref())
-                .filter(|record| record.expires_ms > now && record.owner != self.owner);
+                .filter(|record| {
+                    record.expires_ms > now
+                        && record.owner != self.owner
+                        && !record.holder_has_exited()
+                });
             if let Some(holder) = holder {
                 if started.elapsed() >= self.config.wait_limit {
                     return Err(BackendError::Permanent(format!(
@@ -361,6 +401,8 @@ impl Lease {
                 owner: self.owner.clone(),
                 token: token.clone(),
                 expires_ms: now_ms() + self.config.ttl.as_millis() as u64,
+                pid: std::process::id(),
+                host: local_host().cloned().unwrap_or_else(|| "-".into()),
             };
             let e_tag = if conditional {
                 let mode = match current {
@@ -657,6 +699,8 @@ mod tests {
             owner: "abc-pid-7".into(),
             token: "0123".into(),
             expires_ms: 1_700_000_000_000,
+            pid: 7,
+            host: "boot/pid:[1]".into(),
         };
         assert_eq!(Record::decode(&record.encode()), Some(record));
         assert_eq!(Record::decode(b"not a lease"), None);
@@ -717,6 +761,8 @@ mod tests {
                 owner: "thief".into(),
                 token: "stolen".into(),
                 expires_ms: now_ms() + 60_000,
+                pid: 1,
+                host: "elsewhere".into(),
             };
             lease.write(&thief, PutMode::Overwrite).await.unwrap();
             if conditional == ConditionalWrites::Ignored {
@@ -734,6 +780,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_holder_that_exited_on_this_machine_is_gone() {
+        let Some(host) = local_host() else {
+            return; // not Linux: such leases wait for their expiry
+        };
+        // A child that has exited (and been reaped) is surely gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let record = |pid, host: &str| Record {
+            owner: "o".into(),
+            token: "t".into(),
+            expires_ms: u64::MAX,
+            pid,
+            host: host.into(),
+        };
+        assert!(record(pid, host).holder_has_exited());
+        assert!(!record(pid, "another-machine").holder_has_exited());
+        assert!(!record(std::process::id(), host).holder_has_exited());
+        assert!(!record(1, host).holder_has_exited(), "init is alive");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn release_now_deletes_the_lease_before_returning() {
         let lease = memory_lease(ConditionalWrites::Ignored, DEFAULT_TTL);
@@ -742,6 +810,8 @@ mod tests {
             owner: lease.owner.clone(),
             token: "t".into(),
             expires_ms: now_ms() + 60_000,
+            pid: std::process::id(),
+            host: "-".into(),
         };
         lease.write(&record, PutMode::Overwrite).await.unwrap();
         let held = lease.hold(guard, record, None, Instant::now(), false);
@@ -759,6 +829,8 @@ mod tests {
             owner: "crashed".into(),
             token: "old".into(),
             expires_ms: now_ms().saturating_sub(1),
+            pid: 1,
+            host: "elsewhere".into(),
         };
         lease.write(&stale, PutMode::Overwrite).await.unwrap();
         let held = lease.acquire().await.unwrap();
