@@ -155,6 +155,9 @@ cmd_start() {
         done
     done
 
+    if [[ -d $STATE_DIR && ! -f $STATE_DIR/$MARKER ]] && [[ -n $(ls -A "$STATE_DIR") ]]; then
+        die "$STATE_DIR exists and is not a garage.sh state folder; set GARAGE_STATE_DIR"
+    fi
     rm -rf "$STATE_DIR"
     mkdir -p "$STATE_DIR"
     chmod 700 "$STATE_DIR"

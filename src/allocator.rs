@@ -323,7 +323,10 @@ impl MemoryAllocator {
                     .append(vec![Record::PadsAdded(records.clone())])
                     .await;
                 if let Err(error) = appended {
-                    self.stray_pads.lock().expect("stray pads lock").extend(records);
+                    self.stray_pads
+                        .lock()
+                        .expect("stray pads lock")
+                        .extend(records);
                     return Err(error);
                 }
             }
@@ -371,7 +374,10 @@ impl MemoryAllocator {
             .append(vec![Record::PadsAdded(stray.clone())])
             .await
         {
-            self.stray_pads.lock().expect("stray pads lock").extend(stray);
+            self.stray_pads
+                .lock()
+                .expect("stray pads lock")
+                .extend(stray);
             return Err(error);
         }
         let pad_size = self.io.pad_size;

@@ -27,7 +27,7 @@ mod writer_gate;
 
 pub use error::{Error, Result};
 pub use events::{Callback, EventSink, GetEvent, PutEvent};
-pub use store::{PutOptions, StorageSummary, Store, StoreOptions};
+pub use store::{ItemInfo, PutOptions, StorageSummary, Store, StoreOptions};
 
 #[cfg(feature = "python")]
 mod python;

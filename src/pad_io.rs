@@ -276,6 +276,8 @@ impl PadWriter {
             let outcome = self
                 .flush_batch(&slot, &parts, content, min_version, &mut uploaded)
                 .await;
+            // Let go of the callers' data before telling them it is written.
+            drop(parts);
             let mut state = slot.state.lock().expect("slot lock");
             match outcome {
                 Ok((version, plaintext)) => {

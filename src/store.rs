@@ -92,6 +92,16 @@ pub struct StorageSummary {
     pub pending: u64,
 }
 
+/// One stored item, as `list_items` describes it (no data read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemInfo {
+    pub key: String,
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    pub modified: u64,
+}
+
 /// A handle on an open store; clones share it.
 #[derive(Clone)]
 pub struct Store {
@@ -630,6 +640,26 @@ impl Store {
         Ok(keys)
     }
 
+    /// Stored items with their sizes and times, sorted by key.
+    pub async fn list_items(&self) -> Result<Vec<ItemInfo>> {
+        self.check_open()?;
+        self.inner.gate.catch_up().await?;
+        let mut items: Vec<ItemInfo> = self.inner.journal.read(|index| {
+            index
+                .items
+                .iter()
+                .map(|(key, entry)| ItemInfo {
+                    key: key.clone(),
+                    size: entry.size,
+                    created: entry.created,
+                    modified: entry.modified,
+                })
+                .collect()
+        });
+        items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        Ok(items)
+    }
+
     pub async fn contains(&self, key: &str) -> Result<bool> {
         self.check_open()?;
         self.inner.gate.catch_up().await?;
@@ -646,9 +676,11 @@ impl Store {
     }
 
     /// Closes the handle: later calls fail with `InvalidInput`. Every
-    /// completed call is already durable, so there is nothing to flush.
+    /// completed call is already durable; closing also waits until the
+    /// writer lock is given back (an S3 lease deleted, not left to expire).
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.gate.released().await;
         Ok(())
     }
 }

@@ -22,6 +22,8 @@ pub struct WriterGate {
     entry: tokio::sync::Mutex<()>,
     /// How many callers are inside, and the lock they share.
     held: Mutex<Held>,
+    /// The release of the last lock held, running in the background.
+    releasing: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -47,6 +49,7 @@ impl WriterGate {
             allocator,
             entry: tokio::sync::Mutex::new(()),
             held: Mutex::new(Held::default()),
+            releasing: Mutex::new(None),
         })
     }
 
@@ -77,10 +80,36 @@ impl WriterGate {
         })
     }
 
-    /// Catches up with other writers (for reads that must see their work).
+    /// Catches up with other writers, for reads that must see their work.
+    /// Reading the log needs no lock (its objects appear whole and in
+    /// order); only if it looks inconsistent (a writer checkpointing and
+    /// deleting old objects right then) is it read again under the lock.
     pub async fn catch_up(self: &Arc<Self>) -> Result<()> {
-        drop(self.enter().await?);
-        Ok(())
+        let entry = self.entry.lock().await;
+        if self.held.lock().expect("gate lock").holders > 0 {
+            return Ok(()); // this process is the writer: its view is current
+        }
+        match self.journal.refresh().await {
+            Ok(changed) => {
+                if changed {
+                    self.allocator.rebuild()?;
+                }
+                Ok(())
+            }
+            Err(_) => {
+                drop(entry);
+                drop(self.enter().await?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until the last writer lock this process held is given back.
+    pub async fn released(&self) {
+        let task = self.releasing.lock().expect("gate lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 
@@ -107,10 +136,12 @@ impl Drop for WriterGuard {
         let writer_idle = self.gate.allocator.writer_idle();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move {
+                let task = runtime.spawn(async move {
                     writer_idle.await;
+                    lock.release().await;
                     drop(lock);
                 });
+                *self.gate.releasing.lock().expect("gate lock") = Some(task);
             }
             Err(_) => drop(lock),
         }

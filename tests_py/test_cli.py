@@ -139,7 +139,7 @@ def test_existing_key_needs_force(store_path: Path) -> None:
         again.stderr.decode()
         .strip()
         .splitlines()[-1]
-        .startswith('anthill: error: key "k" is already stored')
+        .startswith("anthill: error: key 'k' is already stored; pass --force")
     )
     forced = run("put", "k", "--yes", "--force", store=store_path, input=b"two")
     assert forced.returncode == 0, forced.stderr

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,29 +53,52 @@ def test_key_exists(store: anthill.Store) -> None:
     assert store["k"] == b"2"
 
 
-def test_upload_pending(store: anthill.Store) -> None:
-    def interrupt(event: object) -> None:
-        if isinstance(event, anthill.ScratchpadCommitComplete):
-            error = RuntimeError("interrupted")
-            raise error
+INTERRUPTED_PUT = r"""
+import sys, threading
+import anthill
 
+store = anthill.open(sys.argv[1], secret="s", pad_size=int(sys.argv[2]))
+
+def stop_once_pending(event):
+    if isinstance(event, anthill.ScratchpadCommitComplete) and event.index == event.total:
+        while store.summary().pending == 0:
+            pass
+        print("pending", flush=True)
+        threading.Event().wait()  # until killed
+
+store.store_item("k", b"p" * (4 * int(sys.argv[2])), callback=stop_once_pending)
+"""
+
+
+def test_upload_pending(tmp_path: Path) -> None:
+    # A process killed mid-way through a multi-pad put leaves the key pending.
+    url = f"sim+file://{tmp_path}/store?latency_ms=5"
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_PUT, url, str(PAD_SIZE)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "pending\n"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+
+    store = anthill.open(url, secret="s", pad_size=PAD_SIZE)
+    assert store.summary().pending == 1
+    assert "k" not in store
     data = b"p" * (4 * PAD_SIZE)
-    # An interrupted multi-pad upload may be discarded or left pending; try
-    # until one is left pending (the core decides which, racing the abort).
-    for _ in range(50):
-        with pytest.raises(RuntimeError):
-            store.store_item("k", data, callback=interrupt)
-        if store.summary().pending:
-            break
-    else:
-        pytest.skip("no interrupted upload was left pending in 50 tries")
     with pytest.raises(anthill.UploadPendingError, match="resume=True") as caught:
         store.store_item("k", data)
     assert caught.value.key == "k"
-    # Resuming with the same data finishes it.
+    with pytest.raises(anthill.InvalidInputError, match="same data"):
+        store.store_item("k", b"other data", resume=True)
+    # Resuming with the same data finishes it, without uploading pads again.
+    puts = store.backend_stats().put.calls
     store.store_item("k", data, resume=True)
     assert store["k"] == data
     assert store.summary().pending == 0
+    assert store.backend_stats().put.calls - puts == 1, "only the index write"
 
 
 async def test_upload_pending_while_another_call_stores_the_key(

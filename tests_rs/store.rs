@@ -765,8 +765,13 @@ async fn two_writers(url: &str) {
             );
         }
     }
-    let backend = pad_store::open(url, &BackendOptions::default()).await.unwrap();
-    assert!(!backend.list("c/").await.unwrap().is_empty(), "checkpoints were written");
+    let backend = pad_store::open(url, &BackendOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        !backend.list("c/").await.unwrap().is_empty(),
+        "checkpoints were written"
+    );
     let fresh = Store::open(url, options()).await.unwrap();
     assert_eq!(fresh.summary().await.unwrap(), a.summary().await.unwrap());
     assert_eq!(fresh.summary().await.unwrap(), b.summary().await.unwrap());
@@ -797,7 +802,16 @@ async fn concurrent_puts_never_commit_into_unrecorded_pads() {
     let sim = sim(&inner, config).await;
     let store = open(sim.clone(), options()).await;
     let values: Vec<Bytes> = (0..40)
-        .map(|i| data(if i % 4 == 0 { 2 * PAD as usize + 900 } else { 150 + i * 13 }, i as u8))
+        .map(|i| {
+            data(
+                if i % 4 == 0 {
+                    2 * PAD as usize + 900
+                } else {
+                    150 + i * 13
+                },
+                i as u8,
+            )
+        })
         .collect();
     futures::future::join_all(values.iter().enumerate().map(|(i, value)| {
         let store = store.clone();
@@ -807,8 +821,14 @@ async fn concurrent_puts_never_commit_into_unrecorded_pads() {
     drop(store);
     let reopened = open(inner, options()).await;
     for (i, value) in values.iter().enumerate() {
-        assert_eq!(&reopened.fetch_item(&format!("k{i}"), None).await.unwrap(), value);
+        assert_eq!(
+            &reopened.fetch_item(&format!("k{i}"), None).await.unwrap(),
+            value
+        );
     }
     let summary = reopened.summary().await.unwrap();
-    assert_eq!(summary.used_space, values.iter().map(|v| v.len() as u64).sum::<u64>());
+    assert_eq!(
+        summary.used_space,
+        values.iter().map(|v| v.len() as u64).sum::<u64>()
+    );
 }

@@ -54,7 +54,7 @@ from ._store import (
     StoreKeys,
     open,
 )
-from ._summary import BackendStats, OpStats, StorageSummary
+from ._summary import BackendStats, ItemInfo, OpStats, StorageSummary
 
 progress: Progress = Progress()
 """A ready callback: progress bars for puts and gets, and the cost question
@@ -76,6 +76,7 @@ __all__ = [
     "GetEvent",
     "IntegrityError",
     "InvalidInputError",
+    "ItemInfo",
     "KeyExistsError",
     "KeyNotFoundError",
     "OpStats",

@@ -103,6 +103,9 @@ class NativeStore:
     def keys(self) -> list[str]:
         """The committed keys, sorted."""
 
+    def list_items(self) -> list[tuple[str, int, int, int]]:
+        """``(key, size, created, modified)`` of every stored item, sorted by key."""
+
     def contains(self, key: str) -> bool:
         """Whether ``key`` is stored (committed)."""
 

@@ -75,6 +75,11 @@ def to_url(location: str | os.PathLike[str]) -> str:
         raise InvalidInputError("the store location is empty: pass a URL or a folder path")
     if "://" in text:
         return text
+    if text.startswith(("sim+", "memory:", "file:", "s3:")):
+        raise InvalidInputError(
+            f"malformed store URL {text!r}: expected file:///path, memory://NAME, "
+            "s3://bucket/prefix or sim+<url>"
+        )
     return str(Path(text).expanduser().absolute())
 
 

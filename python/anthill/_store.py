@@ -13,7 +13,7 @@ from ._config import default_store_url, resolve_secret, to_url
 from ._errors import InvalidInputError
 from ._events import GetEvent, PutEvent
 from ._progress import Progress
-from ._summary import BackendStats, StorageSummary
+from ._summary import BackendStats, ItemInfo, StorageSummary
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -147,12 +147,12 @@ class Store(MutableMapping[str, bytes]):
         """
         with _operation(callback):
             self._native.store_item(
-                key,
+                _key(key),
                 data,
                 callback,
-                overwrite=overwrite,
-                resume=resume,
-                max_new_pads=max_new_pads,
+                overwrite=_flag("overwrite", overwrite),
+                resume=_flag("resume", resume),
+                max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
             )
 
     def fetch_item(self, key: str, callback: GetCallback | None = None) -> bytes:
@@ -164,11 +164,11 @@ class Store(MutableMapping[str, bytes]):
         b'...'
         """
         with _operation(callback):
-            return self._native.fetch_item(key, callback)
+            return self._native.fetch_item(_key(key), callback)
 
     def remove_item(self, key: str) -> None:
         """Removes ``key``, freeing its space for reuse. Raises :class:`KeyNotFoundError`."""
-        self._native.remove_item(key)
+        self._native.remove_item(_key(key))
 
     async def store_item_async(
         self,
@@ -186,22 +186,22 @@ class Store(MutableMapping[str, bytes]):
         """
         with _operation(callback):
             await self._native.store_item_async(
-                key,
+                _key(key),
                 data,
                 callback,
-                overwrite=overwrite,
-                resume=resume,
-                max_new_pads=max_new_pads,
+                overwrite=_flag("overwrite", overwrite),
+                resume=_flag("resume", resume),
+                max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
             )
 
     async def fetch_item_async(self, key: str, callback: AsyncGetCallback | None = None) -> bytes:
         """The awaitable :meth:`fetch_item`; ``callback`` may be an ``async def``."""
         with _operation(callback):
-            return await self._native.fetch_item_async(key, callback)
+            return await self._native.fetch_item_async(_key(key), callback)
 
     async def remove_item_async(self, key: str) -> None:
         """The awaitable :meth:`remove_item`."""
-        await self._native.remove_item_async(key)
+        await self._native.remove_item_async(_key(key))
 
     # --- the allocator's view --------------------------------------------------
 
@@ -216,17 +216,21 @@ class Store(MutableMapping[str, bytes]):
     def check_allocation_possible(self, size: int) -> int | None:
         """``None`` if ``size`` bytes fit in free space, else the number of new
         pads a put of that size would reserve."""
-        return self._native.check_allocation_possible(size)
+        return self._native.check_allocation_possible(_count("size", size, 0))
 
     async def check_allocation_possible_async(self, size: int) -> int | None:
         """The awaitable :meth:`check_allocation_possible`."""
-        return await self._native.check_allocation_possible_async(size)
+        return await self._native.check_allocation_possible_async(_count("size", size, 0))
 
     def backend_stats(self) -> BackendStats | None:
         """Operation counters of a simulated (``sim+...``) backend, else ``None``."""
         return self._native.backend_stats()
 
     # --- the mapping protocol --------------------------------------------------
+
+    def list_items(self) -> list[ItemInfo]:
+        """Every stored item with its size and times, sorted by key (reads no data)."""
+        return [ItemInfo(*item) for item in self._native.list_items()]
 
     def keys(self) -> StoreKeys:
         """The stored keys (committed items only), sorted: a snapshot."""
@@ -236,13 +240,15 @@ class Store(MutableMapping[str, bytes]):
         return isinstance(key, str) and self._native.contains(key)
 
     def __getitem__(self, key: str) -> bytes:
-        return self._native.fetch_item(key, None)
+        return self._native.fetch_item(_key(key), None)
 
     def __setitem__(self, key: str, data: _Data) -> None:
-        self._native.store_item(key, data, None, overwrite=True, resume=False, max_new_pads=None)
+        self._native.store_item(
+            _key(key), data, None, overwrite=True, resume=False, max_new_pads=None
+        )
 
     def __delitem__(self, key: str) -> None:
-        self._native.remove_item(key)
+        self._native.remove_item(_key(key))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._native.keys())
@@ -267,6 +273,19 @@ class Store(MutableMapping[str, bytes]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _key(key: object) -> str:
+    """A key as the core takes it; any other type is an :class:`InvalidInputError`."""
+    if not isinstance(key, str):
+        raise InvalidInputError(f"key must be str, got {type(key).__name__}")
+    return key
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be True or False, got {type(value).__name__}")
+    return value
 
 
 def _count(name: str, value: int, minimum: int) -> int:

@@ -30,6 +30,22 @@ class StorageSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemInfo:
+    """One stored item, from :meth:`Store.list_items` (no data is read):
+    its ``key``, ``size`` in bytes, and ``created``/``modified`` times in
+    seconds since the Unix epoch.
+
+    >>> for item in store.list_items():
+    ...     print(item.size, item.key)
+    """
+
+    key: str
+    size: int
+    created: int
+    modified: int
+
+
+@dataclass(frozen=True, slots=True)
 class OpStats:
     """Counters of one kind of backend operation: ``calls`` made, ``failures``
     among them, ``in_flight`` now and at most (``peak_in_flight``), payload

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from . import __version__
-from ._errors import AnthillError, OperationCancelledError
+from ._errors import AnthillError, KeyExistsError, OperationCancelledError
 from ._progress import Progress, format_bytes
 from ._store import Store, open
 
@@ -76,6 +76,10 @@ def _cmd_put(args: argparse.Namespace) -> int:
         if progress.declined is not None:
             raise CommandError(f"not stored: {progress.declined}") from error
         raise
+    except KeyExistsError as error:
+        raise CommandError(
+            f"key {args.key!r} is already stored; pass --force to replace it"
+        ) from error
     finally:
         if isinstance(data, mmap.mmap):
             try:
@@ -111,14 +115,12 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     with _open(args) as store:
-        keys = list(store.keys())
         if not args.long:
-            for key in keys:
+            for key in store:
                 print(key)
             return 0
-        for key in keys:
-            size = len(store.fetch_item(key))
-            print(f"{size:>12}  {key}")
+        for item in store.list_items():
+            print(f"{item.size:>12}  {item.key}")
         summary = store.summary()
         print(
             f"{summary.items} item{'' if summary.items == 1 else 's'}, "

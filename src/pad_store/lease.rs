@@ -627,6 +627,10 @@ async fn release_then_unlock(lease: Arc<Lease>, token: String, guard: OwnedMutex
 
 #[async_trait]
 impl WriterLock for HeldLease {
+    async fn release(&self) {
+        self.release_now().await;
+    }
+
     async fn check(&self) -> Result<(), BackendError> {
         let lost = |why: String| {
             BackendError::Permanent(format!(

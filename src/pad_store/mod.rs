@@ -112,4 +112,8 @@ pub trait WriterLock: Send + Sync {
     async fn check(&self) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// Gives the lock back now (a lease is deleted rather than left to
+    /// expire); dropping without it releases in the background.
+    async fn release(&self) {}
 }

@@ -10,15 +10,57 @@ use pyo3::prelude::*;
 use pyo3_async_runtimes::TaskLocals;
 use pyo3_async_runtimes::tokio::{future_into_py_with_locals, get_runtime};
 
+use super::errors::invalid_input;
 use crate::error::Result;
 
 /// How often a blocked call looks for Ctrl-C (and other signal handlers).
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Runs `future` to completion with the GIL released. A signal handler that
-/// raises (Ctrl-C: `KeyboardInterrupt`) drops the future, which cancels the
-/// operation, and the exception is raised.
+/// Runs a call that changes a store (or opens one) to completion with the
+/// GIL released. A signal handler that raises (Ctrl-C: `KeyboardInterrupt`)
+/// drops the future, which cancels the operation, and the exception is raised.
+///
+/// From inside a callback (the thread is already driving an anthill call)
+/// it refuses: the outer call holds the store's writer lock and perhaps its
+/// expansion turn, so a nested change could wait on its own caller forever.
 pub(crate) fn block_on<F, T>(py: Python<'_>, future: F) -> PyResult<T>
+where
+    F: Future<Output = Result<T>> + Send,
+    T: Send,
+{
+    if inside_a_call() {
+        return Err(invalid_input(
+            py,
+            "a callback cannot store, remove, open or close while its own call runs \
+             (that call holds the store's writer lock); do it after the call returns",
+        ));
+    }
+    run(py, future)
+}
+
+/// Runs a call that only reads a store; also allowed from inside a callback
+/// (e.g. `summary()` to show the state in a progress display).
+pub(crate) fn block_on_read<F, T>(py: Python<'_>, future: F) -> PyResult<T>
+where
+    F: Future<Output = Result<T>> + Send,
+    T: Send,
+{
+    if inside_a_call() {
+        // Step out of the runtime context the callback runs in, then block.
+        return py
+            .detach(|| tokio::task::block_in_place(|| get_runtime().block_on(future)))
+            .map_err(PyErr::from);
+    }
+    run(py, future)
+}
+
+/// Whether this thread is already driving a future of the runtime (a sync
+/// callback called from inside an anthill call).
+fn inside_a_call() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+fn run<F, T>(py: Python<'_>, future: F) -> PyResult<T>
 where
     F: Future<Output = Result<T>> + Send,
     T: Send,

@@ -10,7 +10,7 @@ use pyo3_async_runtimes::tokio::get_current_locals;
 
 use super::buffer::bytes_from_py;
 use super::callback::{CallMode, bridge, check_callable};
-use super::runtime::{awaitable, block_on};
+use super::runtime::{awaitable, block_on, block_on_read};
 use super::summary::{SummaryOut, backend_stats};
 use crate::pad_store::BackendOptions;
 use crate::store::{PutOptions, Store, StoreOptions};
@@ -167,7 +167,7 @@ impl NativeStore {
         check_callable(&callback, py)?;
         let callback = bridge(callback, CallMode::Blocking);
         let store = self.store.clone();
-        let data = block_on(py, async move { store.fetch_item(&key, callback).await })?;
+        let data = block_on_read(py, async move { store.fetch_item(&key, callback).await })?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -201,7 +201,7 @@ impl NativeStore {
 
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let store = self.store.clone();
-        let summary = block_on(py, async move { store.summary().await })?;
+        let summary = block_on_read(py, async move { store.summary().await })?;
         SummaryOut(summary).into_pyobject(py)
     }
 
@@ -214,7 +214,7 @@ impl NativeStore {
 
     fn check_allocation_possible(&self, py: Python<'_>, size: u64) -> PyResult<Option<u64>> {
         let store = self.store.clone();
-        block_on(
+        block_on_read(
             py,
             async move { store.check_allocation_possible(size).await },
         )
@@ -233,17 +233,27 @@ impl NativeStore {
 
     fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let store = self.store.clone();
-        block_on(py, async move { store.keys().await })
+        block_on_read(py, async move { store.keys().await })
+    }
+
+    /// `(key, size, created, modified)` of every stored item, sorted by key.
+    fn list_items(&self, py: Python<'_>) -> PyResult<Vec<(String, u64, u64, u64)>> {
+        let store = self.store.clone();
+        let items = block_on_read(py, async move { store.list_items().await })?;
+        Ok(items
+            .into_iter()
+            .map(|item| (item.key, item.size, item.created, item.modified))
+            .collect())
     }
 
     fn contains(&self, py: Python<'_>, key: String) -> PyResult<bool> {
         let store = self.store.clone();
-        block_on(py, async move { store.contains(&key).await })
+        block_on_read(py, async move { store.contains(&key).await })
     }
 
     fn len(&self, py: Python<'_>) -> PyResult<u64> {
         let store = self.store.clone();
-        block_on(py, async move { store.len().await })
+        block_on_read(py, async move { store.len().await })
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {

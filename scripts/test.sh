@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything the tests need and runs every test: formatting and
+# lints, the Rust suite and the Python suite, with the S3 tests against a
+# real 3-node Garage cluster started (and stopped) here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+python -m pip install --quiet --upgrade pip
+# Builds the Rust extension (maturin) and installs the test tools.
+python -m pip install --quiet -e '.[test]'
+
+cargo fmt --check
+cargo clippy --all-targets --features python -- -D warnings
+ruff check python tests_py
+ruff format --check python tests_py
+
+bash scripts/garage.sh install
+garage_env=$(bash scripts/garage.sh start 3) # an assignment fails under set -e
+trap 'bash scripts/garage.sh stop' EXIT
+eval "$garage_env"
+
+cargo test
+python -m pytest tests_py
+# Kills a Garage node, so it runs last, on its own.
+ANTHILL_TEST_KILL_NODE=1 cargo test --test tests_rs s3::node_kill
