@@ -657,8 +657,11 @@ impl MemoryAllocator {
             for (at, piece) in pieces {
                 let (from, len) = (piece.offset as usize, piece.len as usize);
                 let target = &mut out[at as usize..at as usize + len];
+                // A pad stores only the prefix ever written; past it, zeros.
                 let available = content.len().saturating_sub(from).min(len);
-                target[..available].copy_from_slice(&content[from..from + available]);
+                if available > 0 {
+                    target[..available].copy_from_slice(&content[from..from + available]);
+                }
                 target[available..].fill(0);
                 n += piece.len;
             }
@@ -717,7 +720,11 @@ fn build_map(journal: &Journal, writer: &PadWriter, pad_size: u64) -> Result<(Me
                 .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
             writer.add_pad(*ordinal, *id, *version, false);
         }
-        let extents: Vec<Extent> = index.used_pieces().map(|p| p.extent(pad_size)).collect();
+        let mut extents = Vec::new();
+        for piece in index.used_pieces() {
+            piece.check(pad_size)?;
+            extents.push(piece.extent(pad_size));
+        }
         map.take(&extents).map_err(|e| {
             Error::integrity(format!("index places two items in the same space: {e}"))
         })?;

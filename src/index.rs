@@ -21,10 +21,35 @@ pub struct Piece {
 }
 
 impl Piece {
+    /// The piece's place in the address space. Call only on pieces that
+    /// passed [`Piece::check`] (the index checks every one it loads).
     pub fn extent(&self, pad_size: u64) -> Extent {
         Extent {
             start: self.pad * pad_size + self.offset,
             len: self.len,
+        }
+    }
+
+    /// Whether the piece lies inside one pad of the address space. The index
+    /// is authenticated, but a piece that does not fit is still refused
+    /// rather than trusted with arithmetic that could overflow.
+    pub fn check(&self, pad_size: u64) -> Result<()> {
+        let fits = self.len > 0
+            && self
+                .offset
+                .checked_add(self.len)
+                .is_some_and(|end| end <= pad_size)
+            && self
+                .pad
+                .checked_add(1)
+                .and_then(|pads| pads.checked_mul(pad_size))
+                .is_some();
+        if fits {
+            Ok(())
+        } else {
+            Err(Error::integrity(format!(
+                "index places a piece outside its pad: {self:?}"
+            )))
         }
     }
 }
@@ -145,7 +170,11 @@ impl Index {
             };
             *version = (*version).max(piece.version);
         }
-        self.next_data_id = self.next_data_id.max(entry.data_id + 1);
+        let next = entry
+            .data_id
+            .checked_add(1)
+            .ok_or_else(|| Error::integrity("index data id out of range"))?;
+        self.next_data_id = self.next_data_id.max(next);
         Ok(())
     }
 

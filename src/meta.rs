@@ -9,6 +9,9 @@ use crate::index;
 
 const FORMAT: &str = "anthill-store-1";
 
+/// The pad sizes a store may have, in bytes.
+pub const PAD_SIZES: std::ops::RangeInclusive<u64> = 512..=(1 << 30);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub format: String,
@@ -52,6 +55,12 @@ impl Meta {
             return Err(Error::integrity(format!(
                 "unknown store format {:?} (this anthill reads {FORMAT})",
                 meta.format
+            )));
+        }
+        if !PAD_SIZES.contains(&meta.pad_size) {
+            return Err(Error::integrity(format!(
+                "store metadata gives an impossible pad size ({} bytes)",
+                meta.pad_size
             )));
         }
         Ok(meta)

@@ -163,7 +163,7 @@ impl PadWriter {
                 flushing: false,
                 content: fresh.then(|| Arc::new(Vec::new())),
                 min_version: version,
-                next_version: version + 1,
+                next_version: version.saturating_add(1),
             }),
         });
         self.slots.lock().expect("slots lock").insert(ordinal, slot);
@@ -282,7 +282,7 @@ impl PadWriter {
             match outcome {
                 Ok((version, plaintext)) => {
                     state.min_version = version;
-                    state.next_version = state.next_version.max(version + 1);
+                    state.next_version = state.next_version.max(version.saturating_add(1));
                     self.replace_cache(&mut state, Some(plaintext));
                     for done in committed {
                         let _ = done.send(Ok(version));
@@ -291,7 +291,7 @@ impl PadWriter {
                 Err(error) => {
                     // The upload may or may not have landed: forget the
                     // content and never reuse the attempted version.
-                    state.next_version += 1;
+                    state.next_version = state.next_version.saturating_add(1);
                     self.replace_cache(&mut state, None);
                     for done in uploaded {
                         let _ = done.send(Err(error.clone()));
@@ -341,8 +341,14 @@ impl PadWriter {
         }
         let version = {
             let state = slot.state.lock().expect("slot lock");
-            state.next_version.max(base_version + 1)
+            state.next_version.max(base_version.saturating_add(1))
         };
+        if version == u64::MAX {
+            return Err(Error::integrity(format!(
+                "pad {} claims the last possible version",
+                slot.id.object_name()
+            )));
+        }
         self.io
             .upload(slot.id, version, &plaintext, || {
                 for done in uploaded.drain(..) {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Piece, Record};
 use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
-use crate::meta::Meta;
+use crate::meta::{Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
@@ -25,8 +25,6 @@ use crate::writer_gate::WriterGate;
 
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
-const MIN_PAD_SIZE: u64 = 512;
-const MAX_PAD_SIZE: u64 = 1 << 30;
 const MAX_KEY_BYTES: usize = 4096;
 const MAX_CONCURRENCY: usize = 1024;
 const META_NAME: &str = "meta";
@@ -132,10 +130,12 @@ fn validate_options(options: &StoreOptions) -> Result<()> {
         return Err(Error::invalid("the store secret must not be empty"));
     }
     if let Some(size) = options.pad_size
-        && !(MIN_PAD_SIZE..=MAX_PAD_SIZE).contains(&size)
+        && !PAD_SIZES.contains(&size)
     {
         return Err(Error::invalid(format!(
-            "pad_size must be between {MIN_PAD_SIZE} and {MAX_PAD_SIZE} bytes, got {size}"
+            "pad_size must be between {} and {} bytes, got {size}",
+            PAD_SIZES.start(),
+            PAD_SIZES.end()
         )));
     }
     for (name, value) in [

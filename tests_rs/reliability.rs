@@ -325,3 +325,55 @@ async fn tampered_index_objects_are_detected() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifth_of_all_calls_failing_still_stores_and_reads_everything() {
+    let inner = pad_store::open("memory://", &BackendOptions::default())
+        .await
+        .unwrap();
+    let config = SimConfig {
+        fail_rate: 0.2,
+        seed: Some(2026),
+        ..SimConfig::default()
+    };
+    let sim = Arc::new(SimPadStore::new(Arc::clone(&inner), config));
+    let options = StoreOptions {
+        retry_attempts: 12,
+        ..options()
+    };
+    let store = Store::open_with_backend("sim", sim.clone(), options.clone())
+        .await
+        .unwrap();
+    let values: Vec<Bytes> = (0..100)
+        .map(|i| data([10, 900, 4096, 9000, 3 * PAD as usize + 1][i % 5], i as u8))
+        .collect();
+    for (i, value) in values.iter().enumerate() {
+        put(&store, &format!("k{i}"), value).await.unwrap();
+    }
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(
+            &store.fetch_item(&format!("k{i}"), None).await.unwrap(),
+            value
+        );
+    }
+    let stats = sim.sim_stats();
+    for kind in [OpKind::Reserve, OpKind::Put, OpKind::Verify, OpKind::Get] {
+        assert!(
+            stats.op(kind).failures > 0,
+            "{kind:?} failures were injected"
+        );
+    }
+    drop(store);
+    let reopened = Store::open_with_backend("sim", sim, options).await.unwrap();
+    assert_consistent(
+        &reopened,
+        &inner,
+        &values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("k{i}"), v.clone()))
+            .collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+}
