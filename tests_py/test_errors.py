@@ -54,19 +54,24 @@ def test_key_exists(store: anthill.Store) -> None:
 
 
 INTERRUPTED_PUT = r"""
-import sys, threading
+import asyncio, sys
 import anthill
 
 store = anthill.open(sys.argv[1], secret="s", pad_size=int(sys.argv[2]))
 
-def stop_once_pending(event):
+async def stop_once_pending(event):
+    # An async callback suspends the put without blocking it: its pending
+    # record goes on being written meanwhile.
     if isinstance(event, anthill.ScratchpadCommitComplete) and event.index == event.total:
-        while store.summary().pending == 0:
-            pass
+        while (await store.summary_async()).pending == 0:
+            await asyncio.sleep(0.01)
         print("pending", flush=True)
-        threading.Event().wait()  # until killed
+        await asyncio.Event().wait()  # until killed
 
-store.store_item("k", b"p" * (4 * int(sys.argv[2])), callback=stop_once_pending)
+async def main():
+    await store.store_item_async("k", b"p" * (4 * int(sys.argv[2])), callback=stop_once_pending)
+
+asyncio.run(main())
 """
 
 
@@ -79,7 +84,7 @@ def test_upload_pending(tmp_path: Path) -> None:
         text=True,
     )
     assert child.stdout is not None
-    assert child.stdout.readline() == "pending\n"
+    assert child.stdout.readline() == "pending\n", "the child stopped early"
     child.send_signal(signal.SIGKILL)
     child.wait()
     child.stdout.close()
