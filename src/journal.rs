@@ -189,33 +189,29 @@ impl Journal {
     /// Returns whether the index changed.
     pub async fn refresh(&self) -> Result<bool> {
         let next_seq = self.log.lock().expect("journal lock").next_seq;
-        let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
-        if checkpoints.last().is_some_and(|&seq| seq >= next_seq) {
+        // Two requests, at once, however long the log: the checkpoints (few:
+        // older ones are deleted) and the next log object, if any.
+        let (checkpoints, next) = tokio::join!(
+            self.list_seqs(CHECKPOINT_PREFIX),
+            self.try_read_sealed("journal", LOG_PREFIX, next_seq)
+        );
+        if checkpoints?.last().is_some_and(|&seq| seq >= next_seq) {
             // Another writer checkpointed past us (and may have deleted the
             // log objects we lack): load from its checkpoint.
             self.load().await?;
             return Ok(true);
         }
-        let newer: Vec<u64> = self
-            .list_seqs(LOG_PREFIX)
-            .await?
-            .into_iter()
-            .filter(|&seq| seq >= next_seq)
-            .collect();
-        if newer.is_empty() {
-            return Ok(false);
-        }
-        let mut batches = Vec::with_capacity(newer.len());
-        for (expected, seq) in (next_seq..).zip(newer) {
-            if seq != expected {
-                return Err(Error::integrity(format!(
-                    "index log object {} is missing",
-                    object_name(LOG_PREFIX, expected)
-                )));
-            }
-            let plaintext = self.read_sealed("journal", LOG_PREFIX, seq).await?;
+        let mut batches = Vec::new();
+        let mut seq = next_seq;
+        let mut next = next?;
+        while let Some(plaintext) = next {
             let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
             batches.push((seq, plaintext.len() as u64, records));
+            seq += 1;
+            next = self.try_read_sealed("journal", LOG_PREFIX, seq).await?;
+        }
+        if batches.is_empty() {
+            return Ok(false);
         }
         let mut log = self.log.lock().expect("journal lock");
         for (seq, size, records) in batches {
@@ -227,6 +223,15 @@ impl Journal {
             log.next_seq = seq + 1;
         }
         Ok(true)
+    }
+
+    /// Like `read_sealed`, but `None` if the object does not exist.
+    async fn try_read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<Option<Vec<u8>>> {
+        match self.read_sealed(kind, prefix, seq).await {
+            Ok(plaintext) => Ok(Some(plaintext)),
+            Err(Error::Backend(BackendError::NotFound(_))) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     /// Sets (or clears) the writer lock checked before every write.

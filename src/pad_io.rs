@@ -283,7 +283,7 @@ impl PadWriter {
                 Ok((version, plaintext)) => {
                     state.min_version = version;
                     state.next_version = state.next_version.max(version.saturating_add(1));
-                    self.replace_cache(&mut state, Some(plaintext));
+                    self.replace_cache(&mut state, plaintext);
                     for done in committed {
                         let _ = done.send(Ok(version));
                     }
@@ -313,7 +313,7 @@ impl PadWriter {
         content: Option<Arc<Vec<u8>>>,
         min_version: u64,
         uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
-    ) -> Result<(u64, Vec<u8>)> {
+    ) -> Result<(u64, Option<Vec<u8>>)> {
         let _permit = self
             .io
             .upload_permits
@@ -325,19 +325,27 @@ impl PadWriter {
             .map(|(o, b)| o + b.len() as u64)
             .max()
             .unwrap_or(0);
-        let (base_version, mut plaintext) = if covers(parts, self.io.pad_size) {
+        // One part filling the whole pad (most pads of a large item): seal
+        // it straight from the caller's bytes, with no plaintext copy.
+        let whole = match parts {
+            [(0, bytes)] if bytes.len() as u64 == self.io.pad_size => Some(bytes.clone()),
+            _ => None,
+        };
+        let (base_version, mut plaintext) = if whole.is_some() || covers(parts, self.io.pad_size) {
             (min_version, Vec::new())
         } else if let Some(content) = content {
             (min_version, content.as_ref().clone())
         } else {
             self.io.read(slot.id, min_version).await?
         };
-        if (plaintext.len() as u64) < end {
-            plaintext.resize(end as usize, 0);
-        }
-        for (offset, bytes) in parts {
-            let offset = *offset as usize;
-            plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
+        if whole.is_none() {
+            if (plaintext.len() as u64) < end {
+                plaintext.resize(end as usize, 0);
+            }
+            for (offset, bytes) in parts {
+                let offset = *offset as usize;
+                plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
+            }
         }
         let version = {
             let state = slot.state.lock().expect("slot lock");
@@ -349,15 +357,17 @@ impl PadWriter {
                 slot.id.object_name()
             )));
         }
+        let content: &[u8] = whole.as_deref().unwrap_or(&plaintext);
         self.io
-            .upload(slot.id, version, &plaintext, || {
+            .upload(slot.id, version, content, || {
                 for done in uploaded.drain(..) {
                     // The receiver may be gone (a cancelled put); fine.
                     let _ = done.send(Ok(()));
                 }
             })
             .await?;
-        Ok((version, plaintext))
+        // A full pad is not worth caching (see `replace_cache`).
+        Ok((version, whole.is_none().then_some(plaintext)))
     }
 
     /// Keeps a partly filled pad's plaintext if the cache budget allows.
