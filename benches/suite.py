@@ -1,0 +1,509 @@
+"""The benchmark suite of anthill (issue 6): runs every benchmark, each in a
+process of its own, and rewrites docs/benchmarks.md with the machine it ran
+on and one table of ratios measured in this run.
+
+Run it through `bash scripts/bench.sh`, which builds what it needs first
+(the optimised Python extension, the Rust benchmark binary) and installs the
+peers (obstore, diskcache). `--quick` runs every benchmark small, to check
+the suite works; its figures are not the targets' figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = ROOT / "benches"
+RUST_BENCH = BENCHES / "target" / "release" / "anthill-bench"
+PYTHON_BENCHES = BENCHES / "python"
+#: The release build of anthill the Python benchmarks import (scripts/bench.sh).
+PYLIB = BENCHES / "target" / "pylib"
+OUTPUT = ROOT / "docs" / "benchmarks.md"
+QUICK = "--quick" in sys.argv
+MIB = 1 << 20
+
+
+# --- running ---------------------------------------------------------------
+
+
+def extension_path() -> Path:
+    found = sorted((PYLIB / "anthill").glob("_anthill*.so"))
+    if not found:
+        raise SystemExit(f"no release build of anthill in {PYLIB}: run scripts/bench.sh")
+    return found[0]
+
+
+def extension_fingerprint() -> tuple[str, bool]:
+    """The extension's digest, and whether it is an optimised build (a debug
+    build carries DWARF sections; `maturin develop --release` builds none)."""
+    content = extension_path().read_bytes()
+    return hashlib.sha256(content).hexdigest()[:16], ".debug_info" not in elf_sections(content)
+
+
+def elf_sections(elf: bytes) -> set[str]:
+    """Section names of a 64-bit little-endian ELF file."""
+    if elf[:4] != b"\x7fELF" or elf[4] != 2 or elf[5] != 1:
+        return set()
+    shoff = int.from_bytes(elf[0x28:0x30], "little")
+    entsize = int.from_bytes(elf[0x3A:0x3C], "little")
+    count = int.from_bytes(elf[0x3C:0x3E], "little")
+    names_index = int.from_bytes(elf[0x3E:0x40], "little")
+
+    def header(i: int) -> tuple[int, int]:  # (name offset, file offset of content)
+        at = shoff + i * entsize
+        return int.from_bytes(elf[at : at + 4], "little"), int.from_bytes(
+            elf[at + 0x18 : at + 0x20], "little"
+        )
+
+    names_at = header(names_index)[1]
+    sections = set()
+    for i in range(count):
+        start = names_at + header(i)[0]
+        sections.add(elf[start : elf.index(b"\0", start)].decode(errors="replace"))
+    return sections
+
+
+def run_json(
+    command: list[str], timeout: float, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Runs one benchmark process; its last stdout line is its JSON result."""
+    started = time.monotonic()
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["_wall_s"] = time.monotonic() - started
+    return result
+
+
+def rust(name: str, timeout: float = 900) -> dict[str, Any]:
+    args = [str(RUST_BENCH), name] + (["--quick"] if QUICK else [])
+    return run_json(args, timeout)
+
+
+EXTENSION: dict[str, Any] = {}
+
+
+def python(script: str, timeout: float = 900) -> dict[str, Any]:
+    digest, optimised = extension_fingerprint()
+    if not optimised or digest != EXTENSION["digest"]:
+        # Someone rebuilt the extension meanwhile (a debug build, or another
+        # version): the figures would not be comparable.
+        raise RuntimeError(
+            f"the anthill extension changed during the run (now {digest}, "
+            f"optimised: {optimised}); rerun scripts/bench.sh"
+        )
+    args = [sys.executable, str(PYTHON_BENCHES / script)] + (["--quick"] if QUICK else [])
+    result = run_json(args, timeout, env={"PYTHONPATH": str(PYLIB)})
+    if not Path(result["anthill_module"]).is_relative_to(PYLIB):
+        raise RuntimeError(f"{script} imported anthill from {result['anthill_module']}")
+    return result
+
+
+# --- what was measured ---------------------------------------------------------
+
+
+def source_digest() -> str:
+    """A digest of the sources anthill is built from, working tree included."""
+    paths = [ROOT / "Cargo.toml", ROOT / "Cargo.lock", ROOT / "pyproject.toml"]
+    paths += sorted((ROOT / "src").rglob("*.rs"))
+    paths += sorted((ROOT / "python" / "anthill").rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in paths:
+        if path.is_file():
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# --- the machine -------------------------------------------------------------
+
+
+def command_output(*args: str) -> str:
+    try:
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def memory_total() -> str:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            return f"{int(line.split()[1]) / (1 << 20):.1f} GiB"
+    return "unknown"
+
+
+def disk_of(path: Path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    fields = command_output("df", "-h", "--output=source,fstype,size", str(path)).splitlines()
+    source, fstype, size = (fields[-1].split() + ["?", "?", "?"])[:3]
+    virtual = ", virtual disk" if Path(source).name.startswith(("vd", "xvd")) else ""
+    return f"{source} ({fstype}, {size}{virtual}), folder {path}"
+
+
+def git_commit() -> str:
+    commit = command_output("git", "rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = command_output("git", "status", "--porcelain", "--untracked-files=no")
+    return f"{commit}{' with uncommitted changes' if dirty else ''}"
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- the table ---------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    figure: str
+    reference: str
+    ratio: float | None
+    target: str
+    met: bool | None
+
+    def cells(self) -> list[str]:
+        ratio = "—" if self.ratio is None else f"{self.ratio:.3g}"
+        met = {True: "yes", False: "**no**", None: "n/a"}[self.met]
+        return [self.name, self.figure, self.reference, ratio, self.target, met]
+
+
+def failed_row(name: str, error: Exception) -> Row:
+    reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else repr(error)
+    return Row(name, f"failed: {reason}", "—", None, "—", False)
+
+
+def seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.2f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.1f} ms"
+    return f"{value * 1e6:.1f} µs"
+
+
+def rate(per_s: float, unit: str) -> str:
+    return f"{per_s:,.0f} {unit}/s"
+
+
+def mib(value: float) -> str:
+    return f"{value / MIB:,.0f} MiB"
+
+
+# --- the suite ---------------------------------------------------------------
+
+
+def p1_rows(r: dict[str, Any]) -> list[Row]:
+    ratio = r["measured_s"] / r["bound_s"]
+    return [
+        Row(
+            "P1 pipelining: put needing 64 new pads, sim 50 ms, 20/20 in flight",
+            f"{seconds(r['measured_s'])} (median of {len(r['runs_s'])})",
+            f"critical path {seconds(r['bound_s'])} (two-phase: {seconds(r['two_phase_s'])})",
+            ratio,
+            "≤ 1.15",
+            ratio <= 1.15,
+        )
+    ]
+
+
+def p2_rows(r: dict[str, Any]) -> list[Row]:
+    size = r["bytes"]
+    rows = []
+    for direction in ("put", "get"):
+        ours, peer = r[f"anthill_{direction}_s"], r[f"obstore_{direction}_s"]
+        ratio = peer / ours  # throughput ratio
+        rows.append(
+            Row(
+                f"P2 throughput: {direction} of {mib(size)}, local folder",
+                f"{rate(size / ours / MIB, 'MiB')} ({seconds(ours)})",
+                f"obstore LocalStore {rate(size / peer / MIB, 'MiB')} ({seconds(peer)})",
+                ratio,
+                "≥ 0.7",
+                ratio >= 0.7,
+            )
+        )
+    durable = r["obstore_put_fsync_s"]
+    rows.append(
+        Row(
+            f"P2 throughput: put of {mib(size)}, against a durable peer",
+            f"{rate(size / r['anthill_put_s'] / MIB, 'MiB')}",
+            f"obstore put + fsync {rate(size / durable / MIB, 'MiB')} ({seconds(durable)})",
+            durable / r["anthill_put_s"],
+            "none (reported)",
+            None,
+        )
+    )
+    return rows
+
+
+def p3_rows(r: dict[str, Any]) -> list[Row]:
+    by_live = {x["live_blocks"]: x["ns_per_op"] for x in r["results"]}
+    worst_live, worst = max(by_live.items(), key=lambda kv: kv[1])
+    smallest, largest = min(by_live), max(by_live)
+    growth = by_live[largest] / by_live[smallest]
+    listing = ", ".join(
+        f"10^{round(math.log10(n))}: {ns / 1e3:.2f} µs" for n, ns in by_live.items()
+    )
+    return [
+        Row(
+            "P3 allocator: cost per allocate/free (worst of 10^3..10^6 live blocks)",
+            f"{worst / 1e3:.2f} µs at 10^{round(math.log10(worst_live))} ({listing})",
+            "budget 1 µs",
+            worst / 1e3,
+            "≤ 1",
+            worst <= 1e3,
+        ),
+        Row(
+            "P3 allocator: growth from 10^3 to 10^6 live blocks",
+            f"{by_live[largest] / 1e3:.2f} µs/op at 10^{round(math.log10(largest))}",
+            f"{by_live[smallest] / 1e3:.2f} µs/op at 10^{round(math.log10(smallest))}",
+            growth,
+            "≤ 1.5",
+            growth <= 1.5,
+        ),
+    ]
+
+
+def p4_rows(r: dict[str, Any]) -> list[Row]:
+    small, large = r["small"], r["large"]
+    ratio = large["per_put_s"] / small["per_put_s"]
+    return [
+        Row(
+            f"P4 index scaling: 1 KiB put with {large['keys']:,} keys stored",
+            f"{seconds(large['per_put_s'])}/put",
+            f"{seconds(small['per_put_s'])}/put with {small['keys']:,} keys",
+            ratio,
+            "≤ 1.2",
+            ratio <= 1.2,
+        )
+    ]
+
+
+def p5_rows(r: dict[str, Any]) -> list[Row]:
+    disk = r["diskcache"]["puts_per_s"]
+    gathered, sync = r["anthill_gathered"], r["anthill_sync"]
+    puts = f"{r['puts']:,}"
+    return [
+        Row(
+            f"P5 small items: {puts} puts of 1 KiB, gather(100)",
+            rate(gathered["puts_per_s"], "puts"),
+            f"diskcache {rate(disk, 'sets')}",
+            gathered["puts_per_s"] / disk,
+            "≥ 0.5",
+            gathered["puts_per_s"] / disk >= 0.5,
+        ),
+        Row(
+            f"P5 small items: {puts} puts of 1 KiB, sync loop",
+            rate(sync["puts_per_s"], "puts"),
+            f"diskcache {rate(disk, 'sets')}",
+            sync["puts_per_s"] / disk,
+            "none (reported)",
+            None,
+        ),
+        Row(
+            "P5 write requests per put, gather(100)",
+            f"{gathered['write_requests']:,} put+reserve calls / {puts} puts",
+            "target 0.1",
+            gathered["write_requests_per_put"],
+            "≤ 0.1",
+            gathered["write_requests_per_put"] <= 0.1,
+        ),
+        Row(
+            "P5 write requests per put, sync loop",
+            f"{sync['write_requests']:,} put+reserve calls / {puts} puts",
+            "—",
+            sync["write_requests_per_put"],
+            "none (reported)",
+            None,
+        ),
+        Row(
+            "P5 write amplification, gather(100)",
+            f"{mib(gathered['bytes_written'])} written to the backend",
+            f"{mib(r['puts'] * r['item_bytes'])} of data",
+            gathered["write_amplification"],
+            "none (reported)",
+            None,
+        ),
+        Row(
+            "P5 write amplification, sync loop",
+            f"{mib(sync['bytes_written'])} written to the backend",
+            f"{mib(r['puts'] * r['item_bytes'])} of data",
+            sync["write_amplification"],
+            "none (reported)",
+            None,
+        ),
+    ]
+
+
+def p6_rows(r: dict[str, Any]) -> list[Row]:
+    ratio = r["peak_rss"] / r["bound"]
+    return [
+        Row(
+            f"P6 memory: peak RSS of a {mib(r['input_bytes'])} put from bytes",
+            f"{mib(r['peak_rss'])} (before the put: {mib(r['rss_before_put'])})",
+            f"input + 40 pads + 50 MiB = {mib(r['bound'])}",
+            ratio,
+            "≤ 1",
+            ratio <= 1,
+        )
+    ]
+
+
+def c1_rows(r: dict[str, Any]) -> list[Row]:
+    ratio = r["pads_reserved"] / r["ideal_pads"]
+    per_key = r["pad_per_key_pads"]
+    return [
+        Row(
+            f"C1 cost: churn, {r['items_live']:,} live items, 4 MiB pads",
+            f"{r['pads_reserved']:,} pads reserved",
+            f"ideal ceil(live bytes / pad) = {r['ideal_pads']:,} "
+            f"(pad per key: {per_key:,}, {per_key / r['ideal_pads']:.1f}x)",
+            ratio,
+            "≤ 1.05",
+            ratio <= 1.05,
+        )
+    ]
+
+
+BENCHMARKS: list[
+    tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Row]]]
+] = [
+    ("P1", lambda: rust("p1"), p1_rows),
+    ("P2", lambda: python("p2_throughput.py"), p2_rows),
+    ("P3", lambda: rust("p3"), p3_rows),
+    ("P4", lambda: python("p4_index_scaling.py"), p4_rows),
+    ("P5", lambda: python("p5_small_items.py"), p5_rows),
+    ("P6", lambda: python("p6_memory.py"), p6_rows),
+    ("C1", lambda: rust("c1"), c1_rows),
+]
+
+
+def main() -> None:
+    if "--source-digest" in sys.argv:
+        print(source_digest())
+        return
+    started = time.monotonic()
+    built_from = os.environ.get("ANTHILL_BENCH_SOURCES", source_digest())
+    digest, optimised = extension_fingerprint()
+    if not optimised:
+        raise SystemExit("the anthill extension is a debug build: run scripts/bench.sh")
+    EXTENSION["digest"] = digest
+    scratch = Path(os.environ.get("ANTHILL_BENCH_SCRATCH", BENCHES / "target" / "scratch"))
+    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted run left
+    machine = {
+        "CPU": f"{cpu_model()}, {os.cpu_count()} cores",
+        "Memory": memory_total(),
+        "Disk (scratch folder)": disk_of(scratch),
+        "OS": f"{platform.system()} {platform.release()}",
+        "Date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "Commit": git_commit(),
+        "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
+        "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}",
+        "Load average at start (1, 5, 15 min)": load_average(),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    rows: list[Row] = []
+    for name, run, to_rows in BENCHMARKS:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            result = run()
+            results[name] = result
+            rows.extend(to_rows(result))
+            print(f"[bench] {name} done in {result['_wall_s']:.0f} s", file=sys.stderr, flush=True)
+        except Exception as error:  # noqa: BLE001 - a failed benchmark is a row, not the end
+            print(f"[bench] {name} failed: {error}", file=sys.stderr, flush=True)
+            rows.append(failed_row(name, error))
+    try:
+        results["cpu"] = rust("cpu")
+    except Exception as error:  # noqa: BLE001 - only a reference figure
+        print(f"[bench] cpu reference failed: {error}", file=sys.stderr)
+    machine["Load average at end"] = load_average()
+    now = source_digest()
+    machine["Sources"] = (
+        f"digest {built_from}, unchanged from the build to the end of the run"
+        if now == built_from
+        else f"**changed during the run** (built from {built_from}, now {now}): "
+        "the figures may mix versions; run again"
+    )
+    machine["Suite wall time"] = f"{time.monotonic() - started:.0f} s"
+    OUTPUT.write_text(render(machine, rows, results))
+    print(render_table(rows))
+    print(f"[bench] wrote {OUTPUT.relative_to(ROOT)}", file=sys.stderr)
+
+
+# --- the document -------------------------------------------------------------
+
+
+def render_table(rows: list[Row]) -> str:
+    header = ["row", "figure measured", "bound or peer (same run)", "ratio", "target", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row.cells()) + " |" for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def render(machine: dict[str, str], rows: list[Row], results: dict[str, dict[str, Any]]) -> str:
+    from report import details  # the per-benchmark explanations and figures
+
+    missed = [row.name for row in rows if row.met is False]
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `bash scripts/bench.sh` (benches/suite.py); do not edit by hand.",
+        "Every verdict is a ratio against a bound computed for this machine or a peer",
+        "measured in the same run; absolute figures are shown beside, not judged.",
+        "",
+    ]
+    if QUICK:
+        out += ["**Quick run (`--quick`): small sizes, not the targets' figures.**", ""]
+    out += ["## Machine", ""]
+    out += [f"- {key}: {value}" for key, value in machine.items()]
+    out += ["", "## Results", "", render_table(rows), ""]
+    if missed:
+        out += [f"Targets missed: {len(missed)} of {sum(r.met is not None for r in rows)}.", ""]
+    out += details(results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    main()

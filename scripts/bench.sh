@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The benchmark suite (issue 6): builds optimised anthill (the Python
+# extension and the Rust benchmark binary), installs the peers, runs every
+# benchmark and rewrites docs/benchmarks.md with the machine and one table.
+#
+#   bash scripts/bench.sh           # the whole suite (about 15 minutes)
+#   bash scripts/bench.sh --quick   # small sizes, to check the suite works
+#
+# The Python benchmarks import a release build of anthill installed in
+# benches/target/pylib (from `maturin build --release`), not the editable
+# install in .venv, so a debug `maturin develop` meanwhile cannot change
+# what is measured. Scratch data go under benches/target/scratch (the
+# repository's disk; ANTHILL_BENCH_SCRATCH moves them). Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=.venv/bin/python
+if [[ ! -x $python ]]; then
+    echo "bench.sh: no virtual environment at .venv (python -m venv .venv; pip install maturin)" >&2
+    exit 1
+fi
+pip_install() {
+    $python -m pip install --quiet --disable-pip-version-check "$@"
+}
+
+echo "[bench] installing the peers (obstore, diskcache) into .venv" >&2
+pip_install "obstore==0.12.1" "diskcache==5.6.3"
+
+# What the build is made from; the suite reports whether it changed meanwhile.
+ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
+export ANTHILL_BENCH_SOURCES
+
+echo "[bench] building anthill, optimised (maturin build --release)" >&2
+rm -rf benches/target/wheels benches/target/pylib
+.venv/bin/maturin build --release --quiet --out benches/target/wheels >&2
+pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthill-*.whl
+
+echo "[bench] building the Rust benchmarks (benches/, release)" >&2
+cargo build --release --quiet --manifest-path benches/Cargo.toml
+
+exec $python benches/suite.py "$@"
