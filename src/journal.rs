@@ -189,26 +189,26 @@ impl Journal {
     /// Returns whether the index changed.
     pub async fn refresh(&self) -> Result<bool> {
         let next_seq = self.log.lock().expect("journal lock").next_seq;
-        // Two requests, at once, however long the log: the checkpoints (few:
-        // older ones are deleted) and the next log object, if any.
-        let (checkpoints, next) = tokio::join!(
-            self.list_seqs(CHECKPOINT_PREFIX),
-            self.try_read_sealed("journal", LOG_PREFIX, next_seq)
-        );
-        if checkpoints?.last().is_some_and(|&seq| seq >= next_seq) {
-            // Another writer checkpointed past us (and may have deleted the
-            // log objects we lack): load from its checkpoint.
-            self.load().await?;
-            return Ok(true);
-        }
+        // Read the log on from where we are, then look at the checkpoints
+        // (few: older ones are deleted): two requests when nothing changed,
+        // however long the log. In that order, because a writer deletes log
+        // objects only after writing the checkpoint that absorbs them: a
+        // missing object then always shows as a newer checkpoint.
         let mut batches = Vec::new();
         let mut seq = next_seq;
-        let mut next = next?;
-        while let Some(plaintext) = next {
+        while let Some(plaintext) = self.try_read_sealed("journal", LOG_PREFIX, seq).await? {
             let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
             batches.push((seq, plaintext.len() as u64, records));
             seq += 1;
-            next = self.try_read_sealed("journal", LOG_PREFIX, seq).await?;
+        }
+        let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        if checkpoints
+            .last()
+            .is_some_and(|&checkpoint| checkpoint >= seq)
+        {
+            // Another writer checkpointed past what we read: load from it.
+            self.load().await?;
+            return Ok(true);
         }
         if batches.is_empty() {
             return Ok(false);

@@ -71,12 +71,15 @@ impl PadIo {
     }
 
     /// Uploads `plaintext` as `version` of pad `id`, then checks the backend
-    /// holds it. `on_uploaded` runs between the two.
+    /// holds it. `on_uploaded` runs between the two. The upload permit (one
+    /// of the store's upload slots) covers the upload only: the commit check
+    /// moves no data, and holding a slot through it would slow the pipeline.
     async fn upload(
         &self,
         id: PadId,
         version: u64,
         plaintext: &[u8],
+        permit: tokio::sync::SemaphorePermit<'_>,
         on_uploaded: impl FnOnce(),
     ) -> Result<()> {
         let name = id.object_name();
@@ -91,6 +94,8 @@ impl PadIo {
             .retry
             .run(|_| self.backend.put(&name, sealed.clone()))
             .await?;
+        drop(sealed);
+        drop(permit);
         on_uploaded();
         self.retry
             .run(|_| self.backend.verify(&name, &receipt))
@@ -314,7 +319,7 @@ impl PadWriter {
         min_version: u64,
         uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
     ) -> Result<(u64, Option<Vec<u8>>)> {
-        let _permit = self
+        let permit = self
             .io
             .upload_permits
             .acquire()
@@ -359,7 +364,7 @@ impl PadWriter {
         }
         let content: &[u8] = whole.as_deref().unwrap_or(&plaintext);
         self.io
-            .upload(slot.id, version, content, || {
+            .upload(slot.id, version, content, permit, || {
                 for done in uploaded.drain(..) {
                     // The receiver may be gone (a cancelled put); fine.
                     let _ = done.send(Ok(()));
