@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GetEvent, PutEvent};
-use crate::index::{Entry, PadRecord, Piece, Record};
+use crate::index::{Entry, Index, PadRecord, Piece, Record};
 use crate::journal::Journal;
 use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
 use crate::pad::PadId;
@@ -714,22 +714,31 @@ impl MemoryAllocator {
 /// The map and pad table the index describes, and the next data id.
 fn build_map(journal: &Journal, writer: &PadWriter, pad_size: u64) -> Result<(MemoryMap, u64)> {
     journal.read(|index| {
-        let mut map = MemoryMap::new(pad_size);
+        let map = map_from_index(index, pad_size)?;
         for (ordinal, (id, version)) in &index.pads {
-            map.add_pad(*ordinal)
-                .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
             writer.add_pad(*ordinal, *id, *version, false);
         }
-        let mut extents = Vec::new();
-        for piece in index.used_pieces() {
-            piece.check(pad_size)?;
-            extents.push(piece.extent(pad_size));
-        }
-        map.take(&extents).map_err(|e| {
-            Error::integrity(format!("index places two items in the same space: {e}"))
-        })?;
         Ok((map, index.next_data_id))
     })
+}
+
+/// The memory map an index describes: its pads as space, every item's and
+/// pending upload's pieces taken. An index that does not fit (a piece
+/// outside its pad, two items in one place) is an integrity error.
+pub fn map_from_index(index: &Index, pad_size: u64) -> Result<MemoryMap> {
+    let mut map = MemoryMap::new(pad_size);
+    for ordinal in index.pads.keys() {
+        map.add_pad(*ordinal)
+            .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
+    }
+    let mut extents = Vec::new();
+    for piece in index.used_pieces() {
+        piece.check(pad_size)?;
+        extents.push(piece.extent(pad_size));
+    }
+    map.take(&extents)
+        .map_err(|e| Error::integrity(format!("index places two items in the same space: {e}")))?;
+    Ok(map)
 }
 
 struct WriteProgress {

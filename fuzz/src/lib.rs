@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use anthill::crypto::{self, StoreKeys};
 use anthill::index::{self, Entry, Index, PadRecord, Piece, Record};
-use anthill::memory_map::{Extent, MemoryMap};
+use anthill::memory_map::MemoryMap;
 use anthill::pad::PadId;
 use arbitrary::{Result as ArbResult, Unstructured};
 
@@ -63,18 +63,12 @@ pub fn apply_all(index: &mut Index, records: &[Record]) -> Vec<Option<Vec<Piece>
     records.iter().map(|r| index.apply(r).ok()).collect()
 }
 
-/// What the allocator does with a loaded index (`allocator.rs`, `build_map`):
-/// every pad becomes free space, then every used piece is taken. Errors are
-/// allowed (a corrupt index is an integrity error); a panic is not, and an
-/// accepted map must satisfy the map's own invariants. `store_open` runs the
-/// real code path end to end; this mirror lets the faster targets cover it.
+/// What the allocator does with a loaded index
+/// (`anthill::allocator::map_from_index`). Errors are allowed (a corrupt
+/// index is an integrity error); a panic is not, and an accepted map must
+/// satisfy the map's own invariants.
 pub fn rebuild_map(index: &Index, pad_size: u64) -> Result<MemoryMap, String> {
-    let mut map = MemoryMap::new(pad_size);
-    for ordinal in index.pads.keys() {
-        map.add_pad(*ordinal).map_err(|e| e.to_string())?;
-    }
-    let extents: Vec<Extent> = index.used_pieces().map(|p| p.extent(pad_size)).collect();
-    map.take(&extents).map_err(|e| e.to_string())?;
+    let map = anthill::allocator::map_from_index(index, pad_size).map_err(|e| e.to_string())?;
     if let Err(broken) = map.check_invariants() {
         panic!("memory map rebuilt from an index breaks its invariants: {broken}");
     }
