@@ -327,50 +327,6 @@ async fn s3_http_endpoint_and_env_region_suffice() {
     store.delete("p/plain").await.unwrap();
 }
 
-/// Three handles each increment a counter object three times under the
-/// writer lock: every increment lands (no lost update) and no two holders
-/// are ever inside at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s3_lease_serialises_read_modify_write() {
-    let Some(base) = base_url("s3_lease_serialises_read_modify_write") else {
-        return;
-    };
-    let url = under(&base, &unique("counter"));
-    let none = BackendOptions::default();
-    let inside = Arc::new(AtomicU64::new(0));
-    let peak = Arc::new(AtomicU64::new(0));
-    let mut writers = Vec::new();
-    for _ in 0..3 {
-        let store = pad_store::open(&url, &none).await.unwrap();
-        let (inside, peak) = (Arc::clone(&inside), Arc::clone(&peak));
-        writers.push(tokio::spawn(async move {
-            for _ in 0..3 {
-                let lock = store.lock_writer().await?;
-                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(now, Ordering::SeqCst);
-                lock.check().await?;
-                let count: u64 = match store.get("counter").await {
-                    Ok(bytes) => String::from_utf8_lossy(&bytes).parse().unwrap(),
-                    Err(BackendError::NotFound(_)) => 0,
-                    Err(error) => return Err(error),
-                };
-                store
-                    .put("counter", Bytes::from((count + 1).to_string()))
-                    .await?;
-                inside.fetch_sub(1, Ordering::SeqCst);
-                drop(lock);
-            }
-            Ok::<_, BackendError>(())
-        }));
-    }
-    for writer in writers {
-        guarded("writer", writer).await.unwrap().unwrap();
-    }
-    let store = pad_store::open(&url, &none).await.unwrap();
-    assert_eq!(store.get("counter").await.unwrap(), Bytes::from("9"));
-    assert_eq!(peak.load(Ordering::SeqCst), 1);
-}
-
 /// Two stores on one S3 prefix (two processes, as far as the backend can
 /// tell) store items at the same time: a fresh open sees all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
