@@ -7,6 +7,7 @@
 //! simulation's own behaviour, URL parsing, and how S3 failures are
 //! classified (against a fake S3 server on loopback).
 
+use crate::unique;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -37,20 +38,6 @@ struct Backend {
 
 fn no_options() -> BackendOptions {
     BackendOptions::default()
-}
-
-/// A name no other test in this process (or earlier run) uses.
-fn unique(tag: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{tag}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Every backend the suite runs against, each empty.

@@ -11,6 +11,7 @@
 //! with `ANTHILL_TEST_KILL_NODE=1`, on its own, after everything else:
 //! `ANTHILL_TEST_KILL_NODE=1 cargo test --test tests_rs s3::node_kill`.
 
+use crate::unique;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,20 +42,6 @@ fn base_url(test: &str) -> Option<String> {
             None
         }
     }
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(tag: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "{tag}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// `base` with `sub` appended to its key prefix (the query kept).
