@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -24,6 +25,12 @@ use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
 use crate::pad::PadId;
 use crate::pad_io::{PadIo, PadWriter};
 use crate::writer_gate::WriterGuard;
+
+/// Makes a put's pending record (`Record::Pending`) from its data id and
+/// pieces, for the expansion to write in the same index write as the new
+/// pads it reserved: a put needing new pads then waits for one index write
+/// before its commit, not two.
+pub type PendingRecord = Box<dyn FnOnce(u64, Vec<Piece>) -> BoxFuture<'static, Record> + Send>;
 
 /// The right to reserve new pads; see [`MemoryAllocator::expansion_turn`].
 pub type ExpansionTurn = tokio::sync::OwnedMutexGuard<()>;
@@ -179,13 +186,15 @@ impl MemoryAllocator {
     /// expansion turn, starts reserving the new pads needed (never more than
     /// `max_new_pads`, which the caller has confirmed). Returns `None` if
     /// that is not enough, or if new pads are needed without the turn: the
-    /// caller asks again.
+    /// caller asks again. An expansion takes `pending` and records it with
+    /// its pads (then the allocation's keeper is set).
     pub async fn allocate(
         self: &Arc<Self>,
         size: u64,
         max_new_pads: u64,
         turn: &mut Option<ExpansionTurn>,
         writing: &WriterGuard,
+        pending: &mut Option<PendingRecord>,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<Option<Allocation>> {
         let pad_size = self.io.pad_size;
@@ -218,7 +227,13 @@ impl MemoryAllocator {
                 })
                 .await?;
             let bytes = allocation.new_pad_bytes.clone();
-            allocation.expansion = Some(self.expand(bytes, turn, writing.clone(), events));
+            let pending = pending.take().map(|make| PendingAlong {
+                make,
+                data_id: allocation.data_id,
+                existing: existing_pieces(&allocation.existing, pad_size),
+                kept: allocation.keeper(),
+            });
+            allocation.expansion = Some(self.expand(bytes, turn, writing.clone(), pending, events));
         }
         Ok(Some(allocation))
     }
@@ -232,6 +247,7 @@ impl MemoryAllocator {
         bytes: Vec<u64>,
         turn: ExpansionTurn,
         writing: WriterGuard,
+        pending: Option<PendingAlong>,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Expansion {
         let total = bytes.len();
@@ -277,7 +293,7 @@ impl MemoryAllocator {
                     .collect()
                     .await;
                 drop(reserved_tx);
-                let outcome = this.record_expansion(results, &placed).await;
+                let outcome = this.record_expansion(results, &placed, pending).await;
                 // Recorded and unused space freed: the next expansion may
                 // start, and this process may let other writers in.
                 drop(turn);
@@ -301,6 +317,7 @@ impl MemoryAllocator {
         &self,
         results: Vec<Result<PadRecord>>,
         placed: &Mutex<Placed>,
+        pending: Option<PendingAlong>,
     ) -> Result<Vec<u64>> {
         {
             let mut records = Vec::new();
@@ -316,12 +333,29 @@ impl MemoryAllocator {
             }
             records.sort_by_key(|r| r.ordinal);
             if !records.is_empty() {
+                let mut batch = vec![Record::PadsAdded(records.clone())];
+                // The put's pending record rides along if the put is still on.
+                let new_pieces = {
+                    let placed = placed.lock().expect("placed lock");
+                    let all: Option<Vec<u64>> = placed.ordinals.iter().copied().collect();
+                    all.filter(|_| first_error.is_none() && !placed.abandoned)
+                        .map(|ordinals| new_pieces(&ordinals, &placed.bytes))
+                };
+                let pending = match (pending, new_pieces) {
+                    (Some(pending), Some(new_pieces)) => {
+                        let mut pieces = pending.existing;
+                        pieces.extend(new_pieces);
+                        batch.push((pending.make)(pending.data_id, pieces).await);
+                        Some(pending.kept)
+                    }
+                    _ => None,
+                };
                 // If this fails the pads stay wholly taken (never hand out
                 // unrecorded space) until a later put records them.
-                let appended = self
-                    .journal
-                    .append(vec![Record::PadsAdded(records.clone())])
-                    .await;
+                let appended = self.journal.append(batch).await;
+                if let (Ok(_), Some(kept)) = (&appended, pending) {
+                    kept.store(true, Ordering::Release);
+                }
                 if let Err(error) = appended {
                     self.stray_pads
                         .lock()
@@ -623,8 +657,16 @@ impl MemoryAllocator {
         Ok((pad, version))
     }
 
-    /// Reads an item, fetching its pads concurrently, and checks its digest.
-    pub async fn read(&self, entry: &Entry, events: &EventSink<GetEvent>) -> Result<Bytes> {
+    /// Reads an item into `out` (of the item's size, in any state: every
+    /// byte is written), and checks its digest. Each pad is fetched, opened
+    /// and copied into place by a task of its own, so a large item is
+    /// decrypted and copied on every core.
+    pub async fn read<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        entry: &Entry,
+        out: B,
+        events: &EventSink<GetEvent>,
+    ) -> Result<B> {
         let total_bytes = entry.size;
         events
             .emit(|| GetEvent::StartingDownload { total_bytes })
@@ -643,60 +685,67 @@ impl MemoryAllocator {
                 "index entry pieces do not add up to its size",
             ));
         }
-        let mut out = BytesMut::zeroed(entry.size as usize);
+        let out = ItemBuffer::new(out, entry.size)?;
         let mut reads = futures::stream::iter(by_pad)
-            .map(|(pad, (min_version, pieces))| async move {
-                let content = self.read_pad(pad, min_version).await?;
-                Ok::<_, Error>((content, pieces))
+            .map(|(pad, (min_version, pieces))| {
+                let io = Arc::clone(&self.io);
+                let writer = Arc::clone(&self.writer);
+                let out = Arc::clone(&out);
+                let task = tokio::spawn(async move {
+                    let content = read_pad(&io, &writer, pad, min_version).await?;
+                    let bytes: u64 = pieces.iter().map(|(_, piece)| piece.len).sum();
+                    crypto::off_runtime(bytes as usize, move || {
+                        for (at, piece) in pieces {
+                            // SAFETY: pieces tile the item (offsets are the
+                            // running sum of lengths, checked above), and
+                            // each piece is written by this task alone.
+                            let target = unsafe { out.range(at, piece.len) };
+                            let from = piece.offset as usize;
+                            // A pad stores only the prefix ever written; past it, zeros.
+                            let available = content.len().saturating_sub(from).min(target.len());
+                            if available > 0 {
+                                target[..available]
+                                    .copy_from_slice(&content[from..from + available]);
+                            }
+                            target[available..].fill(0);
+                        }
+                    })
+                    .await;
+                    Ok::<_, Error>(bytes)
+                });
+                async move {
+                    match task.await {
+                        Ok(outcome) => outcome,
+                        Err(error) => std::panic::resume_unwind(error.into_panic()),
+                    }
+                }
             })
             .buffer_unordered(self.download_concurrency);
-        let bytes_read = AtomicU64::new(0);
+        let mut bytes_read = 0;
         while let Some(result) = reads.next().await {
-            let (content, pieces) = result?;
-            let mut n = 0;
-            for (at, piece) in pieces {
-                let (from, len) = (piece.offset as usize, piece.len as usize);
-                let target = &mut out[at as usize..at as usize + len];
-                // A pad stores only the prefix ever written; past it, zeros.
-                let available = content.len().saturating_sub(from).min(len);
-                if available > 0 {
-                    target[..available].copy_from_slice(&content[from..from + available]);
-                }
-                target[available..].fill(0);
-                n += piece.len;
-            }
+            bytes_read += result?;
             events
                 .emit(|| GetEvent::DownloadProgress {
-                    bytes_read: bytes_read.fetch_add(n, Ordering::Relaxed) + n,
+                    bytes_read,
                     total_bytes,
                 })
                 .await?;
         }
         drop(reads);
-        if crypto::content_hash(&out) != entry.hash {
+        let out = ItemBuffer::into_inner(out);
+        let (out, hash) = crypto::off_runtime(entry.size as usize, move || {
+            let mut out = out;
+            let hash = crypto::content_hash(out.as_mut());
+            (out, hash)
+        })
+        .await;
+        if hash != entry.hash {
             return Err(Error::integrity(
                 "item content does not match its digest: a pad was modified or rolled back",
             ));
         }
         events.finish(GetEvent::DownloadFinished).await?;
-        Ok(out.freeze())
-    }
-
-    async fn read_pad(&self, pad: u64, min_version: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some((version, content)) = self.writer.cached(pad)
-            && version >= min_version
-        {
-            return Ok(content);
-        }
-        let _permit = self
-            .io
-            .download_permits
-            .acquire()
-            .await
-            .map_err(|_| Error::invalid("store is closed"))?;
-        let id = self.writer.pad_id(pad)?;
-        let (_, content) = self.io.read(id, min_version).await?;
-        Ok(Arc::new(content))
+        Ok(out)
     }
 
     /// Returns pieces to free space (after the index released them).
@@ -706,6 +755,116 @@ impl MemoryAllocator {
         if let Err(error) = self.map.lock().expect("map lock").free(&extents) {
             log::error!("freeing released space failed: {error}");
         }
+    }
+}
+
+/// A put's pending record, handed to the expansion that reserves its pads.
+struct PendingAlong {
+    make: PendingRecord,
+    data_id: u64,
+    /// The item's pieces in free space it took at once.
+    existing: Vec<Piece>,
+    /// The allocation's keeper, set once the record is written.
+    kept: Arc<AtomicBool>,
+}
+
+/// The pieces of free space an allocation took, in data order.
+fn existing_pieces(existing: &[Extent], pad_size: u64) -> Vec<Piece> {
+    existing
+        .iter()
+        .flat_map(|e| split_by_pad(*e, pad_size))
+        .map(|(pad, offset, len)| Piece {
+            pad,
+            offset,
+            len,
+            version: 0,
+        })
+        .collect()
+}
+
+/// The pieces in new pads (each from its first byte), in data order.
+fn new_pieces(ordinals: &[u64], bytes: &[u64]) -> Vec<Piece> {
+    ordinals
+        .iter()
+        .zip(bytes)
+        .map(|(&pad, &len)| Piece {
+            pad,
+            offset: 0,
+            len,
+            version: 0,
+        })
+        .collect()
+}
+
+/// The committed plaintext of a pad: the writer's copy if it holds one at
+/// least as new as `min_version`, else the backend's.
+async fn read_pad(io: &PadIo, writer: &PadWriter, pad: u64, min_version: u64) -> Result<Bytes> {
+    if let Some((version, content)) = writer.cached(pad)
+        && version >= min_version
+    {
+        return Ok(content);
+    }
+    let _permit = io
+        .download_permits
+        .acquire()
+        .await
+        .map_err(|_| Error::invalid("store is closed"))?;
+    let id = writer.pad_id(pad)?;
+    let (_, content) = io.read(id, min_version).await?;
+    Ok(Bytes::from(content))
+}
+
+/// An item's output buffer while the tasks reading its pads fill it, each
+/// its own pieces. Shared by reference count, so the tasks of a cancelled
+/// read still write into live memory.
+struct ItemBuffer<B> {
+    buffer: std::cell::UnsafeCell<B>,
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the tasks only write disjoint ranges through `range` (its caller's
+// promise), and the buffer itself moves out only in `into_inner`, once no
+// task holds it.
+unsafe impl<B: Send> Send for ItemBuffer<B> {}
+unsafe impl<B: Send> Sync for ItemBuffer<B> {}
+
+impl<B: AsMut<[u8]>> ItemBuffer<B> {
+    fn new(buffer: B, size: u64) -> Result<Arc<Self>> {
+        let mut shared = Arc::new(Self {
+            buffer: std::cell::UnsafeCell::new(buffer),
+            start: std::ptr::null_mut(),
+            len: 0,
+        });
+        // Only now, with the buffer at its final address (a buffer may point
+        // into itself), take the pointer the tasks write through.
+        let this = Arc::get_mut(&mut shared).expect("not shared yet");
+        let bytes = this.buffer.get_mut().as_mut();
+        if bytes.len() as u64 != size {
+            return Err(Error::invalid("the output buffer is not the item's size"));
+        }
+        (this.start, this.len) = (bytes.as_mut_ptr(), bytes.len());
+        Ok(shared)
+    }
+
+    /// `len` bytes at `at`.
+    ///
+    /// # Safety
+    /// No two live slices of one buffer may overlap.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, at: u64, len: u64) -> &mut [u8] {
+        let (at, len) = (at as usize, len as usize);
+        assert!(at.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: in bounds (asserted); exclusive by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.start.add(at), len) }
+    }
+
+    /// The buffer, once every task has let go of it.
+    fn into_inner(shared: Arc<Self>) -> B {
+        let Ok(this) = Arc::try_unwrap(shared) else {
+            unreachable!("every read task has finished")
+        };
+        this.buffer.into_inner()
     }
 }
 
@@ -807,17 +966,7 @@ impl Allocation {
     /// pieces in data order (versions still 0). Can be taken once.
     pub fn placement(&mut self) -> impl std::future::Future<Output = Result<Vec<Piece>>> + use<> {
         let pad_size = self.map.lock().expect("map lock").pad_size();
-        let mut pieces: Vec<Piece> = self
-            .existing
-            .iter()
-            .flat_map(|e| split_by_pad(*e, pad_size))
-            .map(|(pad, offset, len)| Piece {
-                pad,
-                offset,
-                len,
-                version: 0,
-            })
-            .collect();
+        let mut pieces = existing_pieces(&self.existing, pad_size);
         let new_pad_bytes = self.new_pad_bytes.clone();
         let complete = self.expansion.as_mut().and_then(|e| e.complete.take());
         async move {
@@ -825,17 +974,7 @@ impl Allocation {
                 let ordinals = complete
                     .await
                     .map_err(|_| Error::Cancelled("pad reservation did not complete".into()))??;
-                pieces.extend(
-                    ordinals
-                        .into_iter()
-                        .zip(new_pad_bytes)
-                        .map(|(pad, len)| Piece {
-                            pad,
-                            offset: 0,
-                            len,
-                            version: 0,
-                        }),
-                );
+                pieces.extend(new_pieces(&ordinals, &new_pad_bytes));
             }
             Ok(pieces)
         }

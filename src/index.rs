@@ -59,8 +59,8 @@ impl Piece {
 pub struct Entry {
     pub data_id: u64,
     pub size: u64,
-    /// BLAKE3 of the plaintext, checked on every fetch.
-    pub hash: [u8; 32],
+    /// Digest of the plaintext (`crypto::content_hash`), checked on every fetch.
+    pub hash: [u8; crate::crypto::DIGEST_LEN],
     /// The item's bytes in order.
     pub pieces: Vec<Piece>,
     /// Seconds since the Unix epoch.

@@ -47,6 +47,9 @@ struct Log {
     uncheckpointed: Vec<u64>,
     log_bytes: u64,
     checkpoint_bytes: u64,
+    /// A log write failed and may have landed all the same: only a refresh
+    /// tells, so the next writer entry must not skip it.
+    in_doubt: bool,
 }
 
 struct Append {
@@ -94,6 +97,7 @@ impl Journal {
                 uncheckpointed: Vec::new(),
                 log_bytes: 0,
                 checkpoint_bytes: 0,
+                in_doubt: false,
             }),
         };
         journal.load().await?;
@@ -185,23 +189,51 @@ impl Journal {
     }
 
     /// Catches up with records other processes appended since this one last
-    /// looked. Call with the writer lock held and no append under way.
+    /// looked. Call with no append under way.
     /// Returns whether the index changed.
-    pub async fn refresh(&self) -> Result<bool> {
+    ///
+    /// `writer_locked`: the caller holds the writer lock, so nobody writes
+    /// meanwhile and both requests go out at once (one round trip, not two,
+    /// before a put's first reservation).
+    pub async fn refresh(&self, writer_locked: bool) -> Result<bool> {
+        let changed = self.read_news(writer_locked).await?;
+        self.log.lock().expect("journal lock").in_doubt = false;
+        Ok(changed)
+    }
+
+    /// Whether a log write failed that may have landed (see `refresh`).
+    pub fn in_doubt(&self) -> bool {
+        self.log.lock().expect("journal lock").in_doubt
+    }
+
+    async fn read_news(&self, writer_locked: bool) -> Result<bool> {
         let next_seq = self.log.lock().expect("journal lock").next_seq;
         // Read the log on from where we are, then look at the checkpoints
         // (few: older ones are deleted): two requests when nothing changed,
-        // however long the log. In that order, because a writer deletes log
-        // objects only after writing the checkpoint that absorbs them: a
-        // missing object then always shows as a newer checkpoint.
+        // however long the log. In that order when another writer may be
+        // at work, because a writer deletes log objects only after writing
+        // the checkpoint that absorbs them: a missing object then always
+        // shows as a newer checkpoint.
+        let first_log = self.try_read_sealed("journal", LOG_PREFIX, next_seq);
+        let (first_log, listed) = if writer_locked {
+            let (first_log, listed) = futures::join!(first_log, self.list_seqs(CHECKPOINT_PREFIX));
+            (first_log?, Some(listed?))
+        } else {
+            (first_log.await?, None)
+        };
         let mut batches = Vec::new();
         let mut seq = next_seq;
-        while let Some(plaintext) = self.try_read_sealed("journal", LOG_PREFIX, seq).await? {
+        let mut next = first_log;
+        while let Some(plaintext) = next {
             let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
             batches.push((seq, plaintext.len() as u64, records));
             seq += 1;
+            next = self.try_read_sealed("journal", LOG_PREFIX, seq).await?;
         }
-        let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        let checkpoints = match listed {
+            Some(listed) => listed,
+            None => self.list_seqs(CHECKPOINT_PREFIX).await?,
+        };
         if checkpoints
             .last()
             .is_some_and(|&checkpoint| checkpoint >= seq)
@@ -303,6 +335,7 @@ impl Journal {
                     }
                 }
                 Err(error) => {
+                    self.log.lock().expect("journal lock").in_doubt = true;
                     for append in batch {
                         let _ = append.done.send(Err(error.clone()));
                     }

@@ -7,7 +7,7 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::index;
 
-const FORMAT: &str = "anthill-store-1";
+const FORMAT: &str = "anthill-store-2";
 
 /// The pad sizes a store may have, in bytes.
 pub const PAD_SIZES: std::ops::RangeInclusive<u64> = 512..=(1 << 30);

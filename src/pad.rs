@@ -4,7 +4,7 @@
 //! the prefix up to the highest byte ever written (the rest reads as zeros),
 //! so a pad shared by a few small items costs little bandwidth:
 //!
-//! `"AHP1" | version (u64 LE) | nonce | ciphertext | tag`
+//! `"AHP2" | version (u64 LE) | nonce | ciphertext | tag`
 //!
 //! The associated data binds the store id, the pad id and the version: a pad
 //! swapped for another, or moved to another store, fails authentication, and a
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 4] = b"AHP1";
+const MAGIC: &[u8; 4] = b"AHP2";
 const HEADER_LEN: usize = 4 + 8;
 
 /// The random identity of a pad; its object name reveals nothing else.
@@ -89,6 +89,18 @@ pub fn decode(
     pad_size: u64,
     object: &[u8],
 ) -> Result<(u64, Vec<u8>)> {
+    decode_owned(keys, store_id, pad, min_version, pad_size, object.to_vec())
+}
+
+/// [`decode`], decrypting in place: the object's buffer becomes the plaintext.
+pub fn decode_owned(
+    keys: &StoreKeys,
+    store_id: &[u8; 16],
+    pad: PadId,
+    min_version: u64,
+    pad_size: u64,
+    object: Vec<u8>,
+) -> Result<(u64, Vec<u8>)> {
     let name = pad.object_name();
     if object.len() < HEADER_LEN || &object[..4] != MAGIC {
         return Err(Error::integrity(format!(
@@ -97,10 +109,11 @@ pub fn decode(
     }
     let version = u64::from_le_bytes(object[4..12].try_into().expect("8 header bytes"));
     let aad = associated_data(store_id, pad, version);
-    let plaintext = crypto::open(
+    let plaintext = crypto::open_owned(
         keys.pads(),
         &aad,
-        &object[HEADER_LEN..],
+        object,
+        HEADER_LEN,
         &format!("pad {name}"),
     )?;
     if version < min_version {

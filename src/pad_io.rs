@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::crypto::StoreKeys;
+use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::pad::{self, PadId};
 use crate::pad_store::{BackendError, PadStore};
@@ -60,14 +60,13 @@ impl PadIo {
     pub async fn read(&self, id: PadId, min_version: u64) -> Result<(u64, Vec<u8>)> {
         let name = id.object_name();
         let sealed = self.retry.run(|_| self.backend.get(&name)).await?;
-        pad::decode(
-            &self.keys,
-            &self.store_id,
-            id,
-            min_version,
-            self.pad_size,
-            &sealed,
-        )
+        let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
+        crypto::off_runtime(sealed.len(), move || {
+            // Without a copy when the backend handed over its own buffer.
+            let sealed = Vec::from(sealed);
+            pad::decode_owned(&keys, &store_id, id, min_version, pad_size, sealed)
+        })
+        .await
     }
 
     /// Uploads `plaintext` as `version` of pad `id`, then checks the backend
@@ -78,18 +77,17 @@ impl PadIo {
         &self,
         id: PadId,
         version: u64,
-        plaintext: &[u8],
+        plaintext: Bytes,
         permit: tokio::sync::SemaphorePermit<'_>,
         on_uploaded: impl FnOnce(),
     ) -> Result<()> {
         let name = id.object_name();
-        let sealed = Bytes::from(pad::encode(
-            &self.keys,
-            &self.store_id,
-            id,
-            version,
-            plaintext,
-        )?);
+        let (keys, store_id) = (Arc::clone(&self.keys), self.store_id);
+        let sealed = crypto::off_runtime(plaintext.len(), move || {
+            pad::encode(&keys, &store_id, id, version, &plaintext)
+        })
+        .await
+        .map(Bytes::from)?;
         let receipt = self
             .retry
             .run(|_| self.backend.put(&name, sealed.clone()))
@@ -129,7 +127,7 @@ struct SlotState {
     waiting: Vec<Patch>,
     flushing: bool,
     /// The pad's committed plaintext, when known (cached or fresh).
-    content: Option<Arc<Vec<u8>>>,
+    content: Option<Bytes>,
     /// Lowest version the backend may hold (what a read must accept).
     min_version: u64,
     /// Next version to write: above every version ever attempted.
@@ -166,7 +164,7 @@ impl PadWriter {
             state: Mutex::new(SlotState {
                 waiting: Vec::new(),
                 flushing: false,
-                content: fresh.then(|| Arc::new(Vec::new())),
+                content: fresh.then(Bytes::new),
                 min_version: version,
                 next_version: version.saturating_add(1),
             }),
@@ -241,7 +239,7 @@ impl PadWriter {
     }
 
     /// The committed plaintext and version of a pad, if the writer holds it.
-    pub fn cached(&self, ordinal: u64) -> Option<(u64, Arc<Vec<u8>>)> {
+    pub fn cached(&self, ordinal: u64) -> Option<(u64, Bytes)> {
         let slot = self
             .slots
             .lock()
@@ -315,10 +313,10 @@ impl PadWriter {
         &self,
         slot: &Slot,
         parts: &[(u64, Bytes)],
-        content: Option<Arc<Vec<u8>>>,
+        content: Option<Bytes>,
         min_version: u64,
         uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
-    ) -> Result<(u64, Option<Vec<u8>>)> {
+    ) -> Result<(u64, Option<Bytes>)> {
         let permit = self
             .io
             .upload_permits
@@ -339,7 +337,7 @@ impl PadWriter {
         let (base_version, mut plaintext) = if whole.is_some() || covers(parts, self.io.pad_size) {
             (min_version, Vec::new())
         } else if let Some(content) = content {
-            (min_version, content.as_ref().clone())
+            (min_version, content.to_vec())
         } else {
             self.io.read(slot.id, min_version).await?
         };
@@ -362,9 +360,10 @@ impl PadWriter {
                 slot.id.object_name()
             )));
         }
-        let content: &[u8] = whole.as_deref().unwrap_or(&plaintext);
+        let is_whole = whole.is_some();
+        let content = whole.unwrap_or_else(|| Bytes::from(plaintext));
         self.io
-            .upload(slot.id, version, content, permit, || {
+            .upload(slot.id, version, content.clone(), permit, || {
                 for done in uploaded.drain(..) {
                     // The receiver may be gone (a cancelled put); fine.
                     let _ = done.send(Ok(()));
@@ -372,11 +371,11 @@ impl PadWriter {
             })
             .await?;
         // A full pad is not worth caching (see `replace_cache`).
-        Ok((version, whole.is_none().then_some(plaintext)))
+        Ok((version, (!is_whole).then_some(content)))
     }
 
     /// Keeps a partly filled pad's plaintext if the cache budget allows.
-    fn replace_cache(&self, state: &mut SlotState, plaintext: Option<Vec<u8>>) {
+    fn replace_cache(&self, state: &mut SlotState, plaintext: Option<Bytes>) {
         if let Some(old) = state.content.take() {
             self.cached_bytes
                 .fetch_sub(old.len() as u64, Ordering::Relaxed);
@@ -387,7 +386,7 @@ impl PadWriter {
         if partly_filled
             && self.cached_bytes.fetch_add(len, Ordering::Relaxed) + len <= CACHE_BUDGET
         {
-            state.content = Some(Arc::new(plaintext));
+            state.content = Some(plaintext);
         } else if partly_filled {
             self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
         }

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 
-use crate::allocator::MemoryAllocator;
+use crate::allocator::{MemoryAllocator, PendingRecord};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
@@ -352,10 +353,30 @@ impl Store {
             return Err(Error::KeyExists(key.to_string()));
         }
         let size = data.len() as u64;
-        let hash = crypto::content_hash(&data);
+        // Hashed beside the allocation and upload; awaited when recorded.
+        let hash = crypto::start_content_hash(data.clone());
         let cap = options.max_new_pads.or(self.inner.max_new_pads);
         let allocator = &self.inner.allocator;
         let mut turn = None;
+        // A put spanning pads is recorded as pending once its space is known,
+        // so an interruption leaves it resumable rather than lost; with new
+        // pads, the expansion records it along with them.
+        let pending_entry = {
+            let (key, hash) = (key.to_string(), hash.clone());
+            move |data_id: u64, pieces: Vec<Piece>| async move {
+                let entry = Entry {
+                    data_id,
+                    size,
+                    hash: hash.await,
+                    pieces,
+                    created: now(),
+                    modified: now(),
+                };
+                Record::Pending { key, entry }
+            }
+        };
+        let mut pending_record: Option<PendingRecord> = (size > allocator.pad_size())
+            .then(|| Box::new(move |id, pieces| pending_entry(id, pieces).boxed()) as _);
         let mut allocation = loop {
             let summary = self.summary_now();
             let needed = allocator.check_allocation_possible(size).unwrap_or(0);
@@ -389,7 +410,14 @@ impl Store {
             // Free space may have shrunk since the confirmation (a concurrent
             // put took it); then ask again rather than spend unconfirmed.
             if let Some(allocation) = allocator
-                .allocate(size, needed, &mut turn, &writing, events)
+                .allocate(
+                    size,
+                    needed,
+                    &mut turn,
+                    &writing,
+                    &mut pending_record,
+                    events,
+                )
                 .await?
             {
                 break allocation;
@@ -397,26 +425,17 @@ impl Store {
         };
         drop(turn);
         let data_id = allocation.data_id;
-        // A put spanning pads is recorded as pending once its space is known,
-        // so an interruption leaves it resumable rather than lost.
         let placement = (size > allocator.pad_size()).then(|| allocation.placement());
         let pending = allocation.keeper();
         let record_pending = async {
             if let Some(placement) = placement {
-                let entry = Entry {
-                    data_id,
-                    size,
-                    hash,
-                    pieces: placement.await?,
-                    created: now(),
-                    modified: now(),
-                };
-                let key = key.to_string();
-                self.inner
-                    .journal
-                    .append(vec![Record::Pending { key, entry }])
-                    .await?;
-                pending.store(true, Ordering::Release);
+                let pieces = placement.await?;
+                if let Some(make) = pending_record.take() {
+                    // No expansion took it: record it on its own.
+                    let record = make(data_id, pieces).await;
+                    self.inner.journal.append(vec![record]).await?;
+                    pending.store(true, Ordering::Release);
+                }
             }
             Ok::<(), Error>(())
         };
@@ -429,8 +448,15 @@ impl Store {
             );
             let pieces = written?;
             recorded?;
-            self.commit(key, data_id, size, hash, pieces, exists.as_ref())
-                .await
+            self.commit(
+                key,
+                data_id,
+                size,
+                hash.clone().await,
+                pieces,
+                exists.as_ref(),
+            )
+            .await
         }
         .await;
         match outcome {
@@ -455,7 +481,7 @@ impl Store {
         key: &str,
         data_id: u64,
         size: u64,
-        hash: [u8; 32],
+        hash: [u8; crypto::DIGEST_LEN],
         pieces: Vec<Piece>,
         previous: Option<&Entry>,
     ) -> Result<Vec<Piece>> {
@@ -536,15 +562,37 @@ impl Store {
         key: &str,
         callback: Option<Callback<GetEvent>>,
     ) -> Result<Bytes> {
+        // calloc'ed: the pages are zeroed lazily, as the read first writes them.
+        let buffer = |size: usize| Ok(vec![0u8; size]);
+        self.fetch_item_into(key, buffer, callback)
+            .await
+            .map(Bytes::from)
+    }
+
+    /// Reads the item stored under `key` into a buffer of the item's size
+    /// made by `make_buffer`, emitting get events to `callback`. Every byte
+    /// of the buffer is written, so it need not be initialised: the Python
+    /// package reads straight into a new `bytes` object this way.
+    pub async fn fetch_item_into<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        key: &str,
+        mut make_buffer: impl FnMut(usize) -> Result<B>,
+        callback: Option<Callback<GetEvent>>,
+    ) -> Result<B> {
         self.check_open()?;
         validate_key(key)?;
         let events = EventSink::new(callback);
-        let result = self.fetch(key, &events).await;
+        let result = self.fetch(key, &mut make_buffer, &events).await;
         events.close();
         result
     }
 
-    async fn fetch(&self, key: &str, events: &EventSink<GetEvent>) -> Result<Bytes> {
+    async fn fetch<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        key: &str,
+        make_buffer: &mut impl FnMut(usize) -> Result<B>,
+        events: &EventSink<GetEvent>,
+    ) -> Result<B> {
         let lookup = || {
             self.inner
                 .journal
@@ -558,14 +606,17 @@ impl Store {
                 lookup().ok_or_else(|| Error::KeyNotFound(key.to_string()))?
             }
         };
-        match self.inner.allocator.read(&entry, events).await {
+        let allocator = &self.inner.allocator;
+        let buffer = make_buffer(usize_size(entry.size)?)?;
+        match allocator.read(&entry, buffer, events).await {
             Err(Error::Integrity(message)) => {
                 // Another process may have replaced or removed the item
                 // (and reused its space); only then is a second look right.
                 self.inner.gate.catch_up().await?;
                 match lookup() {
                     Some(fresh) if fresh != entry => {
-                        self.inner.allocator.read(&fresh, events).await
+                        let buffer = make_buffer(usize_size(fresh.size)?)?;
+                        allocator.read(&fresh, buffer, events).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
                     Some(_) => Err(Error::Integrity(message)),
@@ -723,4 +774,10 @@ async fn open_meta(
         )));
     }
     Ok((meta, keys))
+}
+
+/// An item's size as a buffer length.
+fn usize_size(size: u64) -> Result<usize> {
+    usize::try_from(size)
+        .map_err(|_| Error::invalid(format!("an item of {size} bytes does not fit in memory")))
 }

@@ -24,6 +24,9 @@ pub struct WriterGate {
     held: Mutex<Held>,
     /// The release of the last lock held, running in the background.
     releasing: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// This handle's random id, for the writer lock to tell whether anyone
+    /// else held it since.
+    holder: [u8; 16],
 }
 
 #[derive(Default)]
@@ -50,6 +53,7 @@ impl WriterGate {
             entry: tokio::sync::Mutex::new(()),
             held: Mutex::new(Held::default()),
             releasing: Mutex::new(None),
+            holder: rand::random(),
         })
     }
 
@@ -66,9 +70,12 @@ impl WriterGate {
                 });
             }
         }
-        let lock: Arc<dyn WriterLock> = Arc::from(self.backend.lock_writer().await?);
+        let lock: Arc<dyn WriterLock> = Arc::from(self.backend.lock_writer(&self.holder).await?);
         // Nothing of this process is in flight: safe to catch up and rebuild.
-        if self.journal.refresh().await? {
+        // Unless this handle held the lock last: then nobody else wrote, and
+        // the index it has is the store's (if its own writes are certain).
+        let current = lock.undisturbed() && !self.journal.in_doubt();
+        if !current && self.journal.refresh(true).await? {
             self.allocator.rebuild()?;
         }
         self.journal.set_writer_lock(Some(Arc::clone(&lock)));
@@ -89,7 +96,7 @@ impl WriterGate {
         if self.held.lock().expect("gate lock").holders > 0 {
             return Ok(()); // this process is the writer: its view is current
         }
-        match self.journal.refresh().await {
+        match self.journal.refresh(false).await {
             Ok(changed) => {
                 if changed {
                     self.allocator.rebuild()?;

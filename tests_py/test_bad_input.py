@@ -216,6 +216,8 @@ URL_CASES = [
     ("unknown scheme", "ftp://host/x", "scheme"),
     ("sim without a store", "sim+", "malformed"),
     ("memory with options", "memory://x?foo=1", "foo"),
+    ("fsync not a boolean", "file:///nonexistent/anthill?fsync=maybe", "fsync"),
+    ("folder with an unknown option", "file:///nonexistent/anthill?sync=1", "sync"),
     ("sim failure rate above 1", "sim+memory://x?fail_rate=2", "fail_rate"),
     ("negative latency", "sim+memory://x?latency_ms=-5", "latency_ms"),
     ("unknown sim parameter", "sim+memory://x?speed=9", "speed"),

@@ -98,6 +98,17 @@ def test_file_urls_and_paths_name_the_same_store(tmp_path: Path) -> None:
         assert store["k"] == b"v"
 
 
+def test_folder_stores_fsync_on_request(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with anthill.open(f"file://{path}?fsync=true", secret=SECRET, pad_size=PAD_SIZE) as store:
+        store["k"] = b"v" * (PAD_SIZE + 1)
+    with anthill.open(path, secret=SECRET, fsync=True) as store:
+        assert store["k"] == b"v" * (PAD_SIZE + 1)
+        store["k2"] = b"w"
+    with anthill.open(path, secret=SECRET) as store:
+        assert sorted(store) == ["k", "k2"]
+
+
 def test_memory_stores_are_shared_by_name(make_store: Callable[..., anthill.Store]) -> None:
     first = make_store("memory://shared-name-for-test")
     first["k"] = b"v"

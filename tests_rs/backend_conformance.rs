@@ -375,7 +375,7 @@ async fn writer_lock_serialises_handles() {
             let (inside, peak) = (Arc::clone(&inside), Arc::clone(&peak));
             writers.push(tokio::spawn(async move {
                 for _ in 0..2 {
-                    let lock = store.lock_writer().await?;
+                    let lock = store.lock_writer(&[1; 16]).await?;
                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     lock.check().await?;

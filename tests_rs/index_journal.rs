@@ -104,7 +104,7 @@ proptest! {
         let mut index = Index::default();
         let mut records = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let entry = index::Entry { data_id: i as u64, size: sizes[i], hash: [i as u8; 32], pieces: Vec::new(), created: 1, modified: 2 };
+            let entry = index::Entry { data_id: i as u64, size: sizes[i], hash: [i as u8; 16], pieces: Vec::new(), created: 1, modified: 2 };
             records.push(if i % 3 == 2 { Record::Remove { key: key.clone() } } else { Record::Put { key: key.clone(), entry } });
         }
         for record in &records {

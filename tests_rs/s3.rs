@@ -234,14 +234,16 @@ async fn s3_lease_keeps_a_second_writer_waiting() {
     let first = pad_store::open(&url, &none).await.unwrap();
     let second = pad_store::open(&url, &none).await.unwrap();
 
-    let held = guarded("first lock", first.lock_writer()).await.unwrap();
+    let held = guarded("first lock", first.lock_writer(&[1; 16]))
+        .await
+        .unwrap();
     let order = Arc::new(Mutex::new(vec!["first acquired"]));
     let waiter = {
         let second = Arc::clone(&second);
         let order = Arc::clone(&order);
         tokio::spawn(async move {
             order.lock().unwrap().push("second waiting");
-            let lock = second.lock_writer().await?;
+            let lock = second.lock_writer(&[2; 16]).await?;
             order.lock().unwrap().push("second acquired");
             lock.check().await?;
             Ok::<_, BackendError>(lock)
@@ -274,7 +276,7 @@ async fn s3_lease_keeps_a_second_writer_waiting() {
         ]
     );
     // Now the first waits until the second lets go.
-    let first_again = tokio::spawn(async move { first.lock_writer().await.map(|_| ()) });
+    let first_again = tokio::spawn(async move { first.lock_writer(&[1; 16]).await.map(|_| ()) });
     drop(lock);
     guarded("first lock again", first_again)
         .await

@@ -788,6 +788,57 @@ async fn two_handles_on_one_folder_share_it_safely() {
     two_writers(dir.path().to_str().unwrap()).await;
 }
 
+/// Index reads (`get` of a log object, `list` of checkpoints) in a sim log.
+fn index_reads(sim: &SimPadStore) -> usize {
+    sim.op_log()
+        .iter()
+        .filter(|op| op.phase == Phase::Start)
+        .filter(|op| matches!(op.kind, OpKind::Get | OpKind::List))
+        .filter(|op| op.name.starts_with("j/") || op.name.starts_with("c/"))
+        .count()
+}
+
+/// A handle that held the writer lock last skips the catch-up before its
+/// next change (nobody else can have written); once another handle took the
+/// lock, it catches up again.
+async fn catch_up_only_after_another_writer(url: &str) {
+    let backend = pad_store::open(url, &BackendOptions::default())
+        .await
+        .unwrap();
+    let counted = sim(&backend, SimConfig::default()).await;
+    let a = open(Arc::clone(&counted) as Arc<dyn PadStore>, options()).await;
+    let b = Store::open(url, options()).await.unwrap();
+    put(&a, "a1", &data(100, 1)).await;
+    counted.clear_log();
+    put(&a, "a2", &data(5000, 2)).await;
+    assert_eq!(
+        index_reads(&counted),
+        0,
+        "no catch-up: a held the lock last"
+    );
+
+    put(&b, "b1", &data(100, 3)).await;
+    counted.clear_log();
+    put(&a, "a3", &data(100, 4)).await;
+    assert!(index_reads(&counted) > 0, "b wrote meanwhile: a catches up");
+    counted.clear_log();
+    assert!(a.contains("b1").await.unwrap());
+    assert_eq!(a.len().await.unwrap(), 4);
+    assert_eq!(b.len().await.unwrap(), 4);
+    assert_eq!(a.summary().await.unwrap(), b.summary().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_store_catches_up_only_after_another_writer() {
+    catch_up_only_after_another_writer("memory://catch-up-skip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_store_catches_up_only_after_another_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    catch_up_only_after_another_writer(dir.path().to_str().unwrap()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_never_commit_into_unrecorded_pads() {
     // Large puts expand while small ones want the new pads' leftovers: a

@@ -110,8 +110,8 @@ impl PadStore for TimedPadStore {
         self.inner.describe()
     }
 
-    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
-        self.inner.lock_writer().await
+    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.inner.lock_writer(holder).await
     }
 
     async fn remove_partial_writes(&self) -> Result<usize, BackendError> {

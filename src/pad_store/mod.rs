@@ -92,9 +92,10 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 
     /// Waits for and takes the exclusive right to change this store (append
-    /// to its index, reserve pads), across processes and machines. Released
-    /// when the returned lock is dropped.
-    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError>;
+    /// to its index, reserve pads), across processes and machines, for the
+    /// store handle `holder` (a random id). Released when the returned lock
+    /// is dropped.
+    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError>;
 
     /// Deletes what interrupted writes left behind (a local folder's staging
     /// files after a crash). Call with the writer lock held. Returns how many
@@ -116,4 +117,12 @@ pub trait WriterLock: Send + Sync {
     /// Gives the lock back now (a lease is deleted rather than left to
     /// expire); dropping without it releases in the background.
     async fn release(&self) {}
+
+    /// Whether the holder that took this lock was also the last to hold it
+    /// before: then nobody else changed the store in between, and the holder
+    /// need not catch up (a round trip saved before a put's first
+    /// reservation). `false` where the lock cannot tell (S3 leases).
+    fn undisturbed(&self) -> bool {
+        false
+    }
 }

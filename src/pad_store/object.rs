@@ -6,7 +6,7 @@
 //! `object_store::Error` becomes a [`BackendError`] ([`classify_error`]).
 
 use std::error::Error as StdError;
-use std::io;
+use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -40,54 +40,93 @@ enum CreateCheck {
 #[derive(Debug, Clone)]
 pub enum Locking {
     /// Every handle on the store lives in this process (memory stores): an
-    /// async mutex shared by all handles on the same store.
-    InProcess(Arc<tokio::sync::Mutex<()>>),
+    /// async mutex shared by all handles on the same store, holding the id
+    /// of the last holder.
+    InProcess(Arc<tokio::sync::Mutex<Option<[u8; 16]>>>),
     /// A local folder: an OS file lock (`flock`) on this file, which also
-    /// excludes other handles in the same process.
-    Folder(PathBuf),
+    /// excludes other handles in the same process. The file holds the id of
+    /// the last holder (written, and with `fsync` flushed, before it writes
+    /// anything else).
+    Folder { file: PathBuf, fsync: bool },
     /// An S3 prefix: a lease object with expiry (see `lease.rs`).
     Lease(Arc<Lease>),
 }
 
 impl Locking {
     pub fn in_process() -> Self {
-        Locking::InProcess(Arc::new(tokio::sync::Mutex::new(())))
+        Locking::InProcess(Arc::new(tokio::sync::Mutex::new(None)))
     }
 
-    async fn lock(&self) -> Result<Box<dyn WriterLock>, BackendError> {
+    async fn lock(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
         match self {
-            Locking::InProcess(mutex) => Ok(Box::new(Arc::clone(mutex).lock_owned().await)),
-            Locking::Folder(path) => {
-                let path = path.clone();
+            Locking::InProcess(mutex) => {
+                let mut guard = Arc::clone(mutex).lock_owned().await;
+                let undisturbed = guard.replace(*holder) == Some(*holder);
+                Ok(Box::new(InProcessLock {
+                    _guard: guard,
+                    undisturbed,
+                }))
+            }
+            Locking::Folder { file, fsync } => {
+                let (path, fsync, holder) = (file.clone(), *fsync, *holder);
                 // `flock` blocks: wait for it on a thread of the blocking pool.
-                let file = tokio::task::spawn_blocking(move || {
-                    let file = std::fs::OpenOptions::new()
+                let (file, undisturbed) = tokio::task::spawn_blocking(move || {
+                    let mut file = std::fs::OpenOptions::new()
                         .create(true)
                         .truncate(false)
+                        .read(true)
                         .write(true)
                         .open(&path)?;
                     file.lock()?;
-                    Ok::<_, io::Error>(file)
+                    let mut last = [0u8; 16];
+                    let undisturbed = file.read_exact(&mut last).is_ok() && last == holder;
+                    if !undisturbed {
+                        file.seek(io::SeekFrom::Start(0))?;
+                        file.write_all(&holder)?;
+                        if fsync {
+                            file.sync_data()?;
+                        }
+                    }
+                    Ok::<_, io::Error>((file, undisturbed))
                 })
                 .await
                 .map_err(|e| BackendError::Permanent(format!("lock task failed: {e}")))?
                 .map_err(|e| {
                     BackendError::Permanent(format!("cannot lock the store folder: {e}"))
                 })?;
-                Ok(Box::new(FolderLock(file)))
+                Ok(Box::new(FolderLock {
+                    _file: file,
+                    undisturbed,
+                }))
             }
             Locking::Lease(lease) => lease.acquire().await,
         }
     }
 }
 
-impl WriterLock for tokio::sync::OwnedMutexGuard<()> {}
+struct InProcessLock {
+    _guard: tokio::sync::OwnedMutexGuard<Option<[u8; 16]>>,
+    undisturbed: bool,
+}
+
+impl WriterLock for InProcessLock {
+    fn undisturbed(&self) -> bool {
+        self.undisturbed
+    }
+}
 
 /// Holds an OS lock on the store folder's lock file until dropped (closing
 /// the file releases it).
-struct FolderLock(#[allow(dead_code)] std::fs::File);
+struct FolderLock {
+    _file: std::fs::File,
+    undisturbed: bool,
+}
 
-impl WriterLock for FolderLock {}
+impl WriterLock for FolderLock {
+    fn undisturbed(&self) -> bool {
+        self.undisturbed
+    }
+}
 
 /// A [`PadStore`] over any `object_store` client, with every object name
 /// placed under `prefix`.
@@ -316,12 +355,15 @@ impl PadStore for ObjectPadStore {
         }
     }
 
-    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
-        self.locking.lock().await
+    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.locking.lock(holder).await
     }
 
     async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
-        let Locking::Folder(lock_file) = &self.locking else {
+        let Locking::Folder {
+            file: lock_file, ..
+        } = &self.locking
+        else {
             return Ok(0);
         };
         let Some(root) = lock_file.parent().map(PathBuf::from) else {

@@ -503,8 +503,8 @@ impl PadStore for SimPadStore {
         Some(self.sim_stats())
     }
 
-    async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
-        self.inner.lock_writer().await
+    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.inner.lock_writer(holder).await
     }
 
     async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
@@ -570,7 +570,7 @@ mod tests {
             async fn delete(&self, _: &str) -> Result<(), BackendError> {
                 Ok(())
             }
-            async fn lock_writer(&self) -> Result<Box<dyn WriterLock>, BackendError> {
+            async fn lock_writer(&self, _: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
                 Err(BackendError::Permanent("no locks here".into()))
             }
             fn describe(&self) -> String {

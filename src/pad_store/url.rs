@@ -2,8 +2,11 @@
 //!
 //! - `memory://NAME`: in-process; the same NAME in one process is the same
 //!   store, `memory://` alone a fresh anonymous one.
-//! - `file:///abs/path` or a plain path (relative to the current folder): a
-//!   local folder, created if missing; writes are atomic and fsynced.
+//! - `file:///abs/path?fsync=true` or a plain path (relative to the current
+//!   folder): a local folder, created if missing. Writes are atomic (a
+//!   temporary file renamed into place), so a process crash never leaves a
+//!   torn object; `fsync=true` also flushes each write to the disk before it
+//!   returns, for changes that must survive an OS crash or power loss.
 //! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
 //!   (see `open_s3` for its options, and `docs/s3.md`).
 //! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..`:
@@ -125,6 +128,14 @@ fn scheme_of(url: &str) -> Option<&str> {
     valid.then_some(scheme)
 }
 
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
 fn parse_query(query: &str) -> Vec<(String, String)> {
     url::form_urlencoded::parse(query.as_bytes())
         .map(|(key, value)| (key.into_owned(), value.into_owned()))
@@ -150,8 +161,8 @@ fn no_options(
         return Ok(());
     }
     Err(invalid(format!(
-        "unknown option {} for {description}: memory and folder stores take no options \
-         (a sim+ URL accepts {SIM_PARAMETERS})",
+        "unknown option {} for {description}: a folder store takes only fsync, a memory \
+         store no options (a sim+ URL accepts {SIM_PARAMETERS})",
         keys.join(", ")
     )))
 }
@@ -267,7 +278,20 @@ fn open_folder(
     pairs: &[(String, String)],
     options: &BackendOptions,
 ) -> Result<Arc<dyn PadStore>, Error> {
-    no_options(given, pairs, options)?;
+    let mut fsync = false;
+    let mut others = Vec::new();
+    for (key, value) in pairs.iter().chain(&options.options) {
+        if key == "fsync" {
+            fsync = parse_bool(value).ok_or_else(|| {
+                invalid(format!(
+                    "folder option fsync={value:?} is not true or false"
+                ))
+            })?;
+        } else {
+            others.push((key.clone(), value.clone()));
+        }
+    }
+    no_options(given, &others, &BackendOptions::default())?;
     let path: PathBuf = std::path::absolute(path)
         .map_err(|error| invalid(format!("cannot resolve the path {given:?}: {error}")))?;
     match std::fs::metadata(&path) {
@@ -296,16 +320,20 @@ fn open_folder(
                 path.display()
             ))
         })?
-        // Puts write a temporary file and rename it (atomic); fsync makes
-        // the result durable before the put returns.
-        .with_fsync(true);
+        // Puts write a temporary file and rename it: atomic, and in the
+        // kernel's hands (safe from a process crash) once the put returns.
+        // fsync adds the disk's write time (1 GiB: 1.5 s here, 6x the write).
+        .with_fsync(fsync);
     let description = url::Url::from_file_path(&path)
         .map(String::from)
         .unwrap_or_else(|()| path.display().to_string());
     let store: Arc<dyn ObjectStore> = Arc::new(local);
     Ok(Arc::new(ObjectPadStore::new(
         store,
-        Locking::Folder(path.join(".lock")),
+        Locking::Folder {
+            file: path.join(".lock"),
+            fsync,
+        },
         Path::default(),
         description,
     )))

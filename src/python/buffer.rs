@@ -1,4 +1,6 @@
 //! Data in: any Python object with the buffer protocol, as `bytes::Bytes`.
+//! Data out: a new `bytes` object the core reads an item straight into
+//! ([`BytesOut`]).
 //!
 //! - `bytes` is used in place: the `Bytes` holds a reference to the (immutable)
 //!   Python object.
@@ -53,6 +55,63 @@ fn wrap_bytes(object: &Bound<'_, PyBytes>) -> Bytes {
         len: content.len(),
         _object: object.clone().unbind(),
     })
+}
+
+/// A new, not yet initialised `bytes` object of an item's size, which the
+/// core fills without the GIL (`Store::fetch_item_into`): no zero fill, and
+/// no copy from a Rust buffer into Python's.
+pub(crate) struct BytesOut {
+    object: Py<PyBytes>,
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the object was created here and no Python code sees it until
+// `into_pyobject` hands it over, after the core has written every byte; until
+// then the content is ours alone to write, from whichever thread.
+unsafe impl Send for BytesOut {}
+
+impl BytesOut {
+    pub(crate) fn new(len: usize) -> crate::Result<Self> {
+        let too_large =
+            || crate::Error::invalid(format!("cannot allocate {len} bytes for the item"));
+        let size = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| too_large())?;
+        Python::attach(|py| {
+            // SAFETY: a NULL source asks CPython for `size` uninitialised bytes
+            // (the documented way to build a bytes object in place); the new
+            // reference is owned by the `Bound`, or NULL with an exception set.
+            let object = unsafe {
+                let raw = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+                Bound::from_owned_ptr_or_err(py, raw)
+                    .map_err(|_| too_large())?
+                    .cast_into_unchecked::<PyBytes>()
+            };
+            // SAFETY: `object` is a bytes object; its buffer holds `len` bytes.
+            let start = unsafe { pyo3::ffi::PyBytes_AsString(object.as_ptr()) }.cast::<u8>();
+            Ok(Self {
+                object: object.unbind(),
+                start,
+                len,
+            })
+        })
+    }
+}
+
+impl AsMut<[u8]> for BytesOut {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: see the `Send` impl; `start..start+len` is the object's buffer.
+        unsafe { std::slice::from_raw_parts_mut(self.start, self.len) }
+    }
+}
+
+impl<'py> IntoPyObject<'py> for BytesOut {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(self.object.into_bound(py))
+    }
 }
 
 /// The bytes of `data`, without a copy where possible (see the module docs).

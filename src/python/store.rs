@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use pyo3_async_runtimes::tokio::get_current_locals;
 
-use super::buffer::bytes_from_py;
+use super::buffer::{BytesOut, bytes_from_py};
 use super::callback::{CallMode, bridge, check_callable};
 use super::runtime::{awaitable, block_on, block_on_read};
 use super::summary::{SummaryOut, backend_stats};
@@ -19,19 +19,6 @@ use crate::store::{PutOptions, Store, StoreOptions};
 #[pyclass(module = "anthill._anthill", frozen)]
 pub(crate) struct NativeStore {
     store: Store,
-}
-
-/// Fetched data on its way to Python, as `bytes`.
-struct BytesOut(Bytes);
-
-impl<'py> IntoPyObject<'py> for BytesOut {
-    type Target = PyBytes;
-    type Output = Bound<'py, PyBytes>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(PyBytes::new(py, &self.0))
-    }
 }
 
 /// The arguments of a put, converted while attached to Python.
@@ -167,8 +154,10 @@ impl NativeStore {
         check_callable(&callback, py)?;
         let callback = bridge(callback, CallMode::Blocking);
         let store = self.store.clone();
-        let data = block_on_read(py, async move { store.fetch_item(&key, callback).await })?;
-        Ok(PyBytes::new(py, &data))
+        let data = block_on_read(py, async move {
+            store.fetch_item_into(&key, BytesOut::new, callback).await
+        })?;
+        data.into_pyobject(py)
     }
 
     #[pyo3(signature = (key, callback = None))]
@@ -183,7 +172,7 @@ impl NativeStore {
         let callback = bridge(callback, CallMode::Async(locals.clone()));
         let store = self.store.clone();
         awaitable(py, locals, async move {
-            store.fetch_item(&key, callback).await.map(BytesOut)
+            store.fetch_item_into(&key, BytesOut::new, callback).await
         })
     }
 
