@@ -70,12 +70,26 @@ pub fn encode(
     version: u64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER_LEN + crypto::SEAL_OVERHEAD + plaintext.len());
+    let mut out = Vec::new();
+    encode_into(keys, store_id, pad, version, plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode`] into `out` (emptied first), reusing its allocation.
+pub fn encode_into(
+    keys: &StoreKeys,
+    store_id: &[u8; 16],
+    pad: PadId,
+    version: u64,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    out.reserve(HEADER_LEN + crypto::SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     let aad = associated_data(store_id, pad, version);
-    crypto::seal_into(keys.pads(), &aad, plaintext, &mut out)?;
-    Ok(out)
+    crypto::seal_into(keys.pads(), &aad, plaintext, out)
 }
 
 /// Opens a pad object: its version and plaintext prefix. Fails with

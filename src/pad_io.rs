@@ -22,6 +22,57 @@ use crate::retry::RetryPolicy;
 /// without reading them back.
 const CACHE_BUDGET: u64 = 64 << 20;
 
+/// Most bytes of idle buffers kept for sealing pads into.
+const BUFFER_POOL_BUDGET: usize = 64 << 20;
+
+/// Buffers for sealed pads, reused: a fresh 4 MiB buffer costs a thousand
+/// page faults and zeroed pages, as much CPU as sealing into it.
+#[derive(Default)]
+pub struct BufferPool {
+    idle: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// `buffer` as `Bytes` that go back to the pool once the last clone
+    /// is dropped (the backend is done with them).
+    fn share(self: &Arc<Self>, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buffer,
+            pool: Arc::clone(self),
+        })
+    }
+}
+
+struct Pooled {
+    buffer: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut idle = self.pool.idle.lock().expect("pool lock");
+        let held: usize = idle.iter().map(Vec::capacity).sum();
+        if held + buffer.capacity() <= BUFFER_POOL_BUDGET {
+            idle.push(buffer);
+        }
+    }
+}
+
 /// What every pad operation of a store needs.
 pub struct PadIo {
     pub backend: Arc<dyn PadStore>,
@@ -33,6 +84,7 @@ pub struct PadIo {
     pub upload_permits: Semaphore,
     /// Pad reads in flight.
     pub download_permits: Semaphore,
+    pub buffers: Arc<BufferPool>,
 }
 
 impl PadIo {
@@ -83,11 +135,13 @@ impl PadIo {
     ) -> Result<()> {
         let name = id.object_name();
         let (keys, store_id) = (Arc::clone(&self.keys), self.store_id);
-        let sealed = crypto::off_runtime(plaintext.len(), move || {
-            pad::encode(&keys, &store_id, id, version, &plaintext)
+        let mut buffer = self.buffers.take();
+        let buffer = crypto::off_runtime(plaintext.len(), move || {
+            pad::encode_into(&keys, &store_id, id, version, &plaintext, &mut buffer)
+                .map(|()| buffer)
         })
-        .await
-        .map(Bytes::from)?;
+        .await?;
+        let sealed = self.buffers.share(buffer);
         let receipt = self
             .retry
             .run(|_| self.backend.put(&name, sealed.clone()))

@@ -226,6 +226,7 @@ impl Store {
             retry,
             upload_permits: Semaphore::new(options.upload_concurrency),
             download_permits: Semaphore::new(options.download_concurrency),
+            buffers: Default::default(),
         });
         let allocator = MemoryAllocator::new(
             io,
