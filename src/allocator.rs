@@ -11,12 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::crypto;
+use crate::crypto::{self, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Index, PadRecord, Piece, Record};
@@ -30,7 +29,7 @@ use crate::writer_gate::WriterGuard;
 /// pieces, for the expansion to write in the same index write as the new
 /// pads it reserved: a put needing new pads then waits for one index write
 /// before its commit, not two.
-pub type PendingRecord = Box<dyn FnOnce(u64, Vec<Piece>) -> BoxFuture<'static, Record> + Send>;
+pub type PendingRecord = Box<dyn FnOnce(u64, Vec<Piece>) -> Record + Send>;
 
 /// The right to reserve new pads; see [`MemoryAllocator::expansion_turn`].
 pub type ExpansionTurn = tokio::sync::OwnedMutexGuard<()>;
@@ -345,7 +344,7 @@ impl MemoryAllocator {
                     (Some(pending), Some(new_pieces)) => {
                         let mut pieces = pending.existing;
                         pieces.extend(new_pieces);
-                        batch.push((pending.make)(pending.data_id, pieces).await);
+                        batch.push((pending.make)(pending.data_id, pieces));
                         Some(pending.kept)
                     }
                     _ => None,
@@ -458,12 +457,13 @@ impl MemoryAllocator {
     /// `StartingUpload`, `UploadProgress`, `ScratchpadUploadComplete`,
     /// `ScratchpadCommitComplete` and `UploadFinished`. Uploads to new pads
     /// start as each is reserved. Returns the item's pieces in data order.
+    /// Returns the item's pieces and digest.
     pub async fn write(
         &self,
         allocation: &mut Allocation,
         data: &Bytes,
         events: &EventSink<PutEvent>,
-    ) -> Result<Vec<Piece>> {
+    ) -> Result<(Vec<Piece>, Digest)> {
         let result = self.write_all(allocation, data, events).await;
         if result.is_err() {
             // Reserve no more pads for a put that failed.
@@ -477,17 +477,22 @@ impl MemoryAllocator {
         allocation: &mut Allocation,
         data: &Bytes,
         events: &EventSink<PutEvent>,
-    ) -> Result<Vec<Piece>> {
+    ) -> Result<(Vec<Piece>, Digest)> {
         let pad_size = self.io.pad_size;
         debug_assert_eq!(data.len() as u64, allocation.size);
         // The item's pieces in data order; new pads' ordinals fill in later.
         let mut pieces: Vec<Piece> = Vec::new();
-        let mut by_pad: BTreeMap<u64, Vec<(u64, Bytes)>> = BTreeMap::new();
+        let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut cursor = 0u64;
         for extent in &allocation.existing {
             for (pad, offset, len) in split_by_pad(*extent, pad_size) {
-                let part = data.slice(cursor as usize..(cursor + len) as usize);
-                by_pad.entry(pad).or_default().push((offset, part));
+                let bytes = data.slice(cursor as usize..(cursor + len) as usize);
+                let piece = pieces.len();
+                by_pad.entry(pad).or_default().push(Part {
+                    offset,
+                    bytes,
+                    piece,
+                });
                 pieces.push(Piece {
                     pad,
                     offset,
@@ -530,6 +535,7 @@ impl MemoryAllocator {
             uploads.push(self.write_pad(pad, parts, &progress, events));
         }
         let mut versions: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut digests = vec![Digest::default(); pieces.len()];
         let placed = allocation.expansion.as_ref().map(|e| Arc::clone(&e.placed));
         let mut reserving = allocation
             .expansion
@@ -547,12 +553,19 @@ impl MemoryAllocator {
                         .expect("sent after placing");
                     pieces[first_new_piece + k].pad = ordinal;
                     let start = new_start[k] as usize;
-                    let part = data.slice(start..start + allocation.new_pad_bytes[k] as usize);
-                    uploads.push(self.write_pad(ordinal, vec![(0, part)], &progress, events));
+                    let part = Part {
+                        offset: 0,
+                        bytes: data.slice(start..start + allocation.new_pad_bytes[k] as usize),
+                        piece: first_new_piece + k,
+                    };
+                    uploads.push(self.write_pad(ordinal, vec![part], &progress, events));
                 }
                 done = uploads.next(), if !uploads.is_empty() => {
-                    let (pad, version) = done.expect("not empty")?;
+                    let (pad, version, written) = done.expect("not empty")?;
                     versions.insert(pad, version);
+                    for (piece, digest) in written {
+                        digests[piece] = digest;
+                    }
                 }
                 else => break,
             }
@@ -567,23 +580,28 @@ impl MemoryAllocator {
             piece.version = versions[&piece.pad];
         }
         events.emit(|| PutEvent::UploadFinished).await?;
-        Ok(pieces)
+        Ok((pieces, crypto::item_digest(&digests)))
     }
 
+    /// Writes `parts` into pad `pad`; returns the pad, the version that
+    /// holds them and the digest of each part's piece. Each part is hashed
+    /// just before the pad writer seals it, so the sealing reads it from
+    /// the cache rather than from memory a second time.
     async fn write_pad(
         &self,
         pad: u64,
-        parts: Vec<(u64, Bytes)>,
+        parts: Vec<Part>,
         progress: &WriteProgress,
         events: &EventSink<PutEvent>,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<PadWritten> {
+        let (parts, digests) = hash_parts(parts).await;
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         let write = self.writer.write(pad, parts)?;
         write.uploaded.await.map_err(writer_gone)??;
         progress.report_uploaded(bytes, events).await?;
         let version = write.committed.await.map_err(writer_gone)??;
         progress.report_committed(events).await?;
-        Ok((pad, version))
+        Ok((pad, version, digests))
     }
 
     /// Writes `data` over pieces the index already holds for it (a resumed
@@ -594,15 +612,15 @@ impl MemoryAllocator {
         pieces: &[Piece],
         data: &Bytes,
         events: &EventSink<PutEvent>,
-    ) -> Result<Vec<Piece>> {
-        let mut by_pad: BTreeMap<u64, Vec<(u64, Bytes)>> = BTreeMap::new();
+    ) -> Result<(Vec<Piece>, Digest)> {
+        let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut cursor = 0u64;
-        for piece in pieces {
-            let part = data.slice(cursor as usize..(cursor + piece.len) as usize);
-            by_pad
-                .entry(piece.pad)
-                .or_default()
-                .push((piece.offset, part));
+        for (index, piece) in pieces.iter().enumerate() {
+            by_pad.entry(piece.pad).or_default().push(Part {
+                offset: piece.offset,
+                bytes: data.slice(cursor as usize..(cursor + piece.len) as usize),
+                piece: index,
+            });
             cursor += piece.len;
         }
         let progress = WriteProgress::new(data.len() as u64, by_pad.len() as u64);
@@ -612,7 +630,7 @@ impl MemoryAllocator {
                 total_pads: progress.total_pads,
             })
             .await?;
-        let versions: BTreeMap<u64, u64> = futures::stream::iter(by_pad)
+        let written: Vec<PadWritten> = futures::stream::iter(by_pad)
             .map(|(pad, parts)| self.rewrite_pad(pad, parts, &progress, events))
             .buffer_unordered(self.download_concurrency)
             .collect::<Vec<_>>()
@@ -620,29 +638,38 @@ impl MemoryAllocator {
             .into_iter()
             .collect::<Result<_>>()?;
         events.emit(|| PutEvent::UploadFinished).await?;
-        Ok(pieces
+        let mut versions = BTreeMap::new();
+        let mut digests = vec![Digest::default(); pieces.len()];
+        for (pad, version, written) in written {
+            versions.insert(pad, version);
+            for (piece, digest) in written {
+                digests[piece] = digest;
+            }
+        }
+        let pieces = pieces
             .iter()
             .map(|p| Piece {
                 version: versions[&p.pad],
                 ..*p
             })
-            .collect())
+            .collect();
+        Ok((pieces, crypto::item_digest(&digests)))
     }
 
     async fn rewrite_pad(
         &self,
         pad: u64,
-        parts: Vec<(u64, Bytes)>,
+        parts: Vec<Part>,
         progress: &WriteProgress,
         events: &EventSink<PutEvent>,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<PadWritten> {
         let id = self.writer.pad_id(pad)?;
         let holds_data = match self.io.read(id, 0).await {
             Ok((version, content)) => parts
                 .iter()
-                .all(|(offset, bytes)| {
-                    let (from, to) = (*offset as usize, *offset as usize + bytes.len());
-                    content.get(from..to) == Some(&bytes[..])
+                .all(|part| {
+                    let from = part.offset as usize;
+                    content.get(from..from + part.bytes.len()) == Some(&part.bytes[..])
                 })
                 .then_some(version),
             Err(Error::Integrity(_)) => None,
@@ -651,10 +678,11 @@ impl MemoryAllocator {
         let Some(version) = holds_data else {
             return self.write_pad(pad, parts, progress, events).await;
         };
+        let (parts, digests) = hash_parts(parts).await;
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         progress.report_uploaded(bytes, events).await?;
         progress.report_committed(events).await?;
-        Ok((pad, version))
+        Ok((pad, version, digests))
     }
 
     /// Reads an item into `out` (of the item's size, in any state: every
@@ -671,13 +699,13 @@ impl MemoryAllocator {
         events
             .emit(|| GetEvent::StartingDownload { total_bytes })
             .await?;
-        // pad -> (newest version its pieces need, [(data offset, piece)])
-        let mut by_pad: BTreeMap<u64, (u64, Vec<(u64, Piece)>)> = BTreeMap::new();
+        // pad -> (newest version its pieces need, [(data offset, piece, index)])
+        let mut by_pad: BTreeMap<u64, (u64, PiecesInPad)> = BTreeMap::new();
         let mut cursor = 0;
-        for piece in &entry.pieces {
+        for (index, piece) in entry.pieces.iter().enumerate() {
             let slot = by_pad.entry(piece.pad).or_default();
             slot.0 = slot.0.max(piece.version);
-            slot.1.push((cursor, *piece));
+            slot.1.push((cursor, *piece, index));
             cursor += piece.len;
         }
         if cursor != entry.size {
@@ -693,9 +721,10 @@ impl MemoryAllocator {
                 let out = Arc::clone(&out);
                 let task = tokio::spawn(async move {
                     let content = read_pad(&io, &writer, pad, min_version).await?;
-                    let bytes: u64 = pieces.iter().map(|(_, piece)| piece.len).sum();
-                    crypto::off_runtime(bytes as usize, move || {
-                        for (at, piece) in pieces {
+                    let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
+                    let digests = crypto::off_runtime(bytes as usize, move || {
+                        let mut digests = Vec::with_capacity(pieces.len());
+                        for (at, piece, index) in pieces {
                             // SAFETY: pieces tile the item (offsets are the
                             // running sum of lengths, checked above), and
                             // each piece is written by this task alone.
@@ -708,10 +737,13 @@ impl MemoryAllocator {
                                     .copy_from_slice(&content[from..from + available]);
                             }
                             target[available..].fill(0);
+                            // Hashed while the copy is still in the cache.
+                            digests.push((index, crypto::piece_digest(target)));
                         }
+                        digests
                     })
                     .await;
-                    Ok::<_, Error>(bytes)
+                    Ok::<_, Error>((bytes, digests))
                 });
                 async move {
                     match task.await {
@@ -722,8 +754,13 @@ impl MemoryAllocator {
             })
             .buffer_unordered(self.download_concurrency);
         let mut bytes_read = 0;
+        let mut digests = vec![Digest::default(); entry.pieces.len()];
         while let Some(result) = reads.next().await {
-            bytes_read += result?;
+            let (bytes, read) = result?;
+            bytes_read += bytes;
+            for (index, digest) in read {
+                digests[index] = digest;
+            }
             events
                 .emit(|| GetEvent::DownloadProgress {
                     bytes_read,
@@ -733,13 +770,7 @@ impl MemoryAllocator {
         }
         drop(reads);
         let out = ItemBuffer::into_inner(out);
-        let (out, hash) = crypto::off_runtime(entry.size as usize, move || {
-            let mut out = out;
-            let hash = crypto::content_hash(out.as_mut());
-            (out, hash)
-        })
-        .await;
-        if hash != entry.hash {
+        if crypto::item_digest(&digests) != entry.hash {
             return Err(Error::integrity(
                 "item content does not match its digest: a pad was modified or rolled back",
             ));
@@ -756,6 +787,36 @@ impl MemoryAllocator {
             log::error!("freeing released space failed: {error}");
         }
     }
+}
+
+/// A pad written for an item: its ordinal, the version that holds the
+/// item's parts, and each part's (piece index, digest).
+type PadWritten = (u64, u64, Vec<(usize, Digest)>);
+
+/// An item's pieces in one pad: (offset in the item, piece, piece index).
+type PiecesInPad = Vec<(u64, Piece, usize)>;
+
+/// A part of an item to write: its offset in its pad, its bytes, and the
+/// index of its piece in the item.
+struct Part {
+    offset: u64,
+    bytes: Bytes,
+    piece: usize,
+}
+
+/// Hashes each part's bytes (on the blocking pool if large), returning the
+/// parts as the pad writer takes them and the digest of each part's piece.
+async fn hash_parts(parts: Vec<Part>) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
+    let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
+    crypto::off_runtime(bytes, move || {
+        let digests = parts
+            .iter()
+            .map(|p| (p.piece, crypto::piece_digest(&p.bytes)))
+            .collect();
+        let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
+        (parts, digests)
+    })
+    .await
 }
 
 /// A put's pending record, handed to the expansion that reserves its pads.

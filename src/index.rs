@@ -59,8 +59,10 @@ impl Piece {
 pub struct Entry {
     pub data_id: u64,
     pub size: u64,
-    /// Digest of the plaintext (`crypto::content_hash`), checked on every fetch.
-    pub hash: [u8; crate::crypto::DIGEST_LEN],
+    /// A committed item's digest (`crypto::item_digest`), checked on every
+    /// fetch; a pending one's data fingerprint (`crypto::fingerprint`),
+    /// checked when it is resumed.
+    pub hash: crate::crypto::Digest,
     /// The item's bytes in order.
     pub pieces: Vec<Piece>,
     /// Seconds since the Unix epoch.

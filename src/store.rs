@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use tokio::sync::Semaphore;
 
 use crate::allocator::{MemoryAllocator, PendingRecord};
@@ -354,8 +353,9 @@ impl Store {
             return Err(Error::KeyExists(key.to_string()));
         }
         let size = data.len() as u64;
-        // Hashed beside the allocation and upload; awaited when recorded.
-        let hash = crypto::start_content_hash(data.clone());
+        // Pending, the item is known by its fingerprint; its digest comes
+        // from the pieces as they are written.
+        let fingerprint = crypto::fingerprint(&data);
         let cap = options.max_new_pads.or(self.inner.max_new_pads);
         let allocator = &self.inner.allocator;
         let mut turn = None;
@@ -363,12 +363,12 @@ impl Store {
         // so an interruption leaves it resumable rather than lost; with new
         // pads, the expansion records it along with them.
         let pending_entry = {
-            let (key, hash) = (key.to_string(), hash.clone());
-            move |data_id: u64, pieces: Vec<Piece>| async move {
+            let key = key.to_string();
+            move |data_id: u64, pieces: Vec<Piece>| {
                 let entry = Entry {
                     data_id,
                     size,
-                    hash: hash.await,
+                    hash: fingerprint,
                     pieces,
                     created: now(),
                     modified: now(),
@@ -376,8 +376,8 @@ impl Store {
                 Record::Pending { key, entry }
             }
         };
-        let mut pending_record: Option<PendingRecord> = (size > allocator.pad_size())
-            .then(|| Box::new(move |id, pieces| pending_entry(id, pieces).boxed()) as _);
+        let mut pending_record: Option<PendingRecord> =
+            (size > allocator.pad_size()).then(|| Box::new(pending_entry) as _);
         let mut allocation = loop {
             let summary = self.summary_now();
             let needed = allocator.check_allocation_possible(size).unwrap_or(0);
@@ -433,7 +433,7 @@ impl Store {
                 let pieces = placement.await?;
                 if let Some(make) = pending_record.take() {
                     // No expansion took it: record it on its own.
-                    let record = make(data_id, pieces).await;
+                    let record = make(data_id, pieces);
                     self.inner.journal.append(vec![record]).await?;
                     pending.store(true, Ordering::Release);
                 }
@@ -447,17 +447,10 @@ impl Store {
                 allocator.write(&mut allocation, &data, events),
                 record_pending
             );
-            let pieces = written?;
+            let (pieces, digest) = written?;
             recorded?;
-            self.commit(
-                key,
-                data_id,
-                size,
-                hash.clone().await,
-                pieces,
-                exists.as_ref(),
-            )
-            .await
+            self.commit(key, data_id, size, digest, pieces, exists.as_ref())
+                .await
         }
         .await;
         match outcome {
@@ -482,14 +475,14 @@ impl Store {
         key: &str,
         data_id: u64,
         size: u64,
-        hash: [u8; crypto::DIGEST_LEN],
+        digest: crypto::Digest,
         pieces: Vec<Piece>,
         previous: Option<&Entry>,
     ) -> Result<Vec<Piece>> {
         let entry = Entry {
             data_id,
             size,
-            hash,
+            hash: digest,
             pieces,
             created: previous.map_or_else(now, |e| e.created),
             modified: now(),
@@ -527,14 +520,14 @@ impl Store {
         pending: Entry,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<()> {
-        if data.len() as u64 != pending.size || crypto::content_hash(&data) != pending.hash {
+        if data.len() as u64 != pending.size || crypto::fingerprint(&data) != pending.hash {
             return Err(Error::invalid(format!(
                 "resume=True needs the same data as the interrupted upload of {key:?} \
                  ({} bytes); remove_item() discards that upload instead",
                 pending.size
             )));
         }
-        let pieces = self
+        let (pieces, digest) = self
             .inner
             .allocator
             .rewrite(&pending.pieces, &data, events)
@@ -548,7 +541,7 @@ impl Store {
                 key,
                 pending.data_id,
                 pending.size,
-                pending.hash,
+                digest,
                 pieces,
                 previous.as_ref(),
             )

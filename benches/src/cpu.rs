@@ -30,7 +30,7 @@ pub fn run() -> Value {
         }
     });
     let hash = rate(data.len(), || {
-        std::hint::black_box(crypto::content_hash(&data));
+        std::hint::black_box(crypto::piece_digest(&data));
     });
     let mut target = vec![0u8; data.len()];
     let copy = rate(data.len(), || {
