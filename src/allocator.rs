@@ -91,6 +91,21 @@ struct Placed {
     abandoned: bool,
     /// The pads are in the index (and their unused space was freed).
     recorded: bool,
+    /// Where the put's pending record stands, if the expansion writes it.
+    pending: PendingClaim,
+    /// Free space the put took, given up while its pending record was being
+    /// written: the expansion frees it if that write fails, and keeps it
+    /// (for the pending key) if it succeeds.
+    deferred: Vec<Extent>,
+}
+
+/// The expansion's writing of a put's pending record (see `Placed`).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum PendingClaim {
+    #[default]
+    None,
+    Writing,
+    Written,
 }
 
 impl MemoryAllocator {
@@ -253,8 +268,7 @@ impl MemoryAllocator {
         let placed = Arc::new(Mutex::new(Placed {
             ordinals: vec![None; total],
             bytes: bytes.clone(),
-            abandoned: false,
-            recorded: false,
+            ..Placed::default()
         }));
         let (reserved_tx, reserved) = mpsc::unbounded_channel();
         let (complete_tx, complete) = oneshot::channel();
@@ -333,12 +347,19 @@ impl MemoryAllocator {
             records.sort_by_key(|r| r.ordinal);
             if !records.is_empty() {
                 let mut batch = vec![Record::PadsAdded(records.clone())];
-                // The put's pending record rides along if the put is still on.
+                // The put's pending record rides along if the put is still
+                // on, claimed first so that a put given up meanwhile leaves
+                // its space to this task (see `Allocation::drop`).
                 let new_pieces = {
-                    let placed = placed.lock().expect("placed lock");
+                    let mut placed = placed.lock().expect("placed lock");
                     let all: Option<Vec<u64>> = placed.ordinals.iter().copied().collect();
-                    all.filter(|_| first_error.is_none() && !placed.abandoned)
-                        .map(|ordinals| new_pieces(&ordinals, &placed.bytes))
+                    let claimed = all
+                        .filter(|_| first_error.is_none() && !placed.abandoned && pending.is_some())
+                        .map(|ordinals| new_pieces(&ordinals, &placed.bytes));
+                    if claimed.is_some() {
+                        placed.pending = PendingClaim::Writing;
+                    }
+                    claimed
                 };
                 let pending = match (pending, new_pieces) {
                     (Some(pending), Some(new_pieces)) => {
@@ -352,8 +373,21 @@ impl MemoryAllocator {
                 // If this fails the pads stay wholly taken (never hand out
                 // unrecorded space) until a later put records them.
                 let appended = self.journal.append(batch).await;
-                if let (Ok(_), Some(kept)) = (&appended, pending) {
-                    kept.store(true, Ordering::Release);
+                if let Some(kept) = pending {
+                    let mut map = self.map.lock().expect("map lock");
+                    let mut placed = placed.lock().expect("placed lock");
+                    if appended.is_ok() {
+                        // Under the lock `Allocation::drop` checks it with.
+                        kept.store(true, Ordering::Release);
+                        placed.pending = PendingClaim::Written;
+                        placed.deferred.clear();
+                    } else {
+                        placed.pending = PendingClaim::None;
+                        let deferred = std::mem::take(&mut placed.deferred);
+                        if let Err(error) = map.free(&deferred) {
+                            log::error!("giving back an abandoned allocation failed: {error}");
+                        }
+                    }
                 }
                 if let Err(error) = appended {
                     self.stray_pads
@@ -434,7 +468,10 @@ impl MemoryAllocator {
         let mut map = self.map.lock().expect("map lock");
         let mut placed = placed.lock().expect("placed lock");
         placed.recorded = true;
-        let used = |len: u64| if placed.abandoned { 0 } else { len };
+        // An abandoned put's parts are free, unless its pending record
+        // holds them (the key is then resumable).
+        let keep = !placed.abandoned || placed.pending == PendingClaim::Written;
+        let used = |len: u64| if keep { len } else { 0 };
         let unused: Vec<Extent> = placed
             .ordinals
             .iter()
@@ -1053,7 +1090,17 @@ impl Drop for Allocation {
         if let Some(expansion) = &self.expansion {
             expansion.cancel.store(true, Ordering::Release);
             let mut placed = expansion.placed.lock().expect("placed lock");
+            if self.kept.load(Ordering::Acquire) {
+                // The expansion recorded the put as pending meanwhile.
+                return;
+            }
             placed.abandoned = true;
+            if placed.pending == PendingClaim::Writing {
+                // The expansion is recording the put as pending: it keeps
+                // or frees this space once it knows whether that landed.
+                placed.deferred = extents;
+                return;
+            }
             // Before the pads are recorded, the expansion task frees them
             // whole once they are; after, their parts are ours to free.
             if placed.recorded {

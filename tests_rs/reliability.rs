@@ -130,6 +130,71 @@ async fn a_fault_at_any_step_of_a_put_leaves_a_consistent_store() {
     );
 }
 
+/// A put dropped at any instant (a cancelled task, a timeout) leaves the
+/// handle's map agreeing with its index: a reopened store sees the same
+/// summary, and the key is absent, pending or whole. The put takes free
+/// space and new pads, so its pending record is written by the expansion,
+/// racing the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_dropped_at_any_instant_leaves_map_and_index_agreeing() {
+    let victim = data(3 * PAD as usize + 100, 3);
+    let mut outcomes = std::collections::BTreeMap::new();
+    for step in 0..40u64 {
+        let inner = pad_store::open("memory://", &BackendOptions::default())
+            .await
+            .unwrap();
+        let config = SimConfig {
+            latency_ms: 1.0,
+            jitter_ms: 1.0,
+            seed: Some(step),
+            ..SimConfig::default()
+        };
+        let sim = Arc::new(SimPadStore::new(Arc::clone(&inner), config));
+        let store = Store::open_with_backend("sim", sim.clone(), options())
+            .await
+            .unwrap();
+        // Free space in a pad for the victim to take first.
+        put(&store, "filler", &data(PAD as usize / 2, 1))
+            .await
+            .unwrap();
+        put(&store, "kept", &data(100, 2)).await.unwrap();
+        store.remove_item("filler").await.unwrap();
+        let cut = std::time::Duration::from_micros(step * 400);
+        let outcome = tokio::time::timeout(cut, put(&store, "victim", &victim)).await;
+        let summary = store.summary().await.unwrap();
+        *outcomes
+            .entry(match (&outcome, summary.pending) {
+                (Ok(_), _) => "stored",
+                (Err(_), 0) => "absent",
+                (Err(_), _) => "pending",
+            })
+            .or_insert(0) += 1;
+        // A put needing new pads waits for the expansion turn, so for the
+        // dropped put's expansion task to finish whatever it was doing.
+        let after = data(2 * PAD as usize, 5);
+        put(&store, "after", &after).await.unwrap();
+        let live = store.summary().await.unwrap();
+        let reopened = Store::open_with_backend("memory", Arc::clone(&inner), options())
+            .await
+            .unwrap();
+        assert_eq!(reopened.summary().await.unwrap(), live, "step {step}");
+        for store in [&store, &reopened] {
+            assert_eq!(store.fetch_item("kept", None).await.unwrap(), data(100, 2));
+            assert_eq!(store.fetch_item("after", None).await.unwrap(), after);
+            match store.fetch_item("victim", None).await {
+                Ok(found) => assert_eq!(found, victim),
+                Err(Error::KeyNotFound(_)) => {}
+                Err(other) => panic!("step {step}: {other:?}"),
+            }
+        }
+    }
+    eprintln!("dropped puts: {outcomes:?}");
+    assert!(
+        outcomes.len() >= 2,
+        "cuts landed in one phase only: {outcomes:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_failed_call_at_fail_rate_one_is_a_bounded_backend_error() {
     let inner = pad_store::open("memory://", &BackendOptions::default())
