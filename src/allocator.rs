@@ -621,9 +621,9 @@ impl MemoryAllocator {
     }
 
     /// Writes `parts` into pad `pad`; returns the pad, the version that
-    /// holds them and the digest of each part's piece. Each part is hashed
-    /// just before the pad writer seals it, so the sealing reads it from
-    /// the cache rather than from memory a second time.
+    /// holds them and the digest of each part's piece. A part filling the
+    /// pad (most of a large item) is hashed by the pad writer as it seals
+    /// it; others are hashed here, just before the writer copies them.
     async fn write_pad(
         &self,
         pad: u64,
@@ -631,12 +631,29 @@ impl MemoryAllocator {
         progress: &WriteProgress,
         events: &EventSink<PutEvent>,
     ) -> Result<PadWritten> {
-        let (parts, digests) = hash_parts(parts).await;
+        let fills_pad = match &parts[..] {
+            [part] => part.offset == 0 && part.bytes.len() as u64 == self.io.pad_size,
+            _ => false,
+        };
+        let (parts, mut digests) = if fills_pad {
+            let piece = parts[0].piece;
+            let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
+            (parts, vec![(piece, Digest::default())])
+        } else {
+            hash_parts(parts).await
+        };
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
+        let whole = fills_pad.then(|| parts[0].1.clone());
         let write = self.writer.write(pad, parts)?;
         write.uploaded.await.map_err(writer_gone)??;
         progress.report_uploaded(bytes, events).await?;
-        let version = write.committed.await.map_err(writer_gone)??;
+        let (version, sealed_digest) = write.committed.await.map_err(writer_gone)??;
+        if let Some(whole) = whole {
+            digests[0].1 = match sealed_digest {
+                Some(digest) => digest,
+                None => crypto::piece_digest(&whole),
+            };
+        }
         progress.report_committed(events).await?;
         Ok((pad, version, digests))
     }

@@ -75,17 +75,49 @@ impl StoreKeys {
 /// Appends `nonce || ciphertext(plaintext) || tag` to `out`, which may
 /// already hold a cleartext header (that the caller also puts in `aad`).
 pub fn seal_into(cipher: &Cipher, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    seal_with(cipher, aad, plaintext, out, false).map(|_| ())
+}
+
+/// [`seal_into`], also returning the plaintext's [`piece_digest`], hashed
+/// as it is copied: one read of the plaintext from memory, not two.
+pub fn seal_into_hashing(
+    cipher: &Cipher,
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Digest> {
+    seal_with(cipher, aad, plaintext, out, true).map(|digest| digest.expect("hashed"))
+}
+
+fn seal_with(
+    cipher: &Cipher,
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+    hash: bool,
+) -> Result<Option<Digest>> {
     let nonce: [u8; NONCE_LEN] = rand::random();
     out.reserve(SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(&nonce);
     let body = out.len();
-    out.extend_from_slice(plaintext);
+    let digest = if hash {
+        // In chunks that stay in L1 between the hash and the copy.
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for chunk in plaintext.chunks(32 << 10) {
+            hasher.update(chunk);
+            out.extend_from_slice(chunk);
+        }
+        Some(hasher.digest128().to_le_bytes())
+    } else {
+        out.extend_from_slice(plaintext);
+        None
+    };
     let (key, gcm_nonce) = cipher.object_key(&nonce);
     let tag = key
         .seal_in_place_separate_tag(gcm_nonce, Aad::from(aad), &mut out[body..])
         .map_err(|_| Error::invalid("object too large to encrypt"))?;
     out.extend_from_slice(tag.as_ref());
-    Ok(())
+    Ok(digest)
 }
 
 /// Seals `plaintext` into a new buffer.
@@ -235,6 +267,16 @@ mod tests {
             item_digest(&[a, piece_digest(b"secont")])
         );
         assert_eq!(item_digest(&[a, b]), item_digest(&[a, b]));
+    }
+
+    #[test]
+    fn sealing_while_hashing_gives_the_piece_digest_and_the_same_object() {
+        let keys = StoreKeys::derive(b"secret", &[7; 16]);
+        let plaintext: Vec<u8> = (0..100_000).map(|i| (i % 253) as u8).collect();
+        let mut out = Vec::new();
+        let digest = seal_into_hashing(keys.pads(), b"aad", &plaintext, &mut out).unwrap();
+        assert_eq!(digest, piece_digest(&plaintext));
+        assert_eq!(open(keys.pads(), b"aad", &out, "x").unwrap(), plaintext);
     }
 
     #[test]

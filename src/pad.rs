@@ -71,11 +71,13 @@ pub fn encode(
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    encode_into(keys, store_id, pad, version, plaintext, &mut out)?;
+    encode_into(keys, store_id, pad, version, plaintext, &mut out, false)?;
     Ok(out)
 }
 
-/// [`encode`] into `out` (emptied first), reusing its allocation.
+/// [`encode`] into `out` (emptied first), reusing its allocation; with
+/// `hash`, also returns the plaintext's digest (`crypto::piece_digest`),
+/// hashed as it is sealed.
 pub fn encode_into(
     keys: &StoreKeys,
     store_id: &[u8; 16],
@@ -83,13 +85,18 @@ pub fn encode_into(
     version: u64,
     plaintext: &[u8],
     out: &mut Vec<u8>,
-) -> Result<()> {
+    hash: bool,
+) -> Result<Option<crypto::Digest>> {
     out.clear();
     out.reserve(HEADER_LEN + crypto::SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     let aad = associated_data(store_id, pad, version);
-    crypto::seal_into(keys.pads(), &aad, plaintext, out)
+    if hash {
+        crypto::seal_into_hashing(keys.pads(), &aad, plaintext, out).map(Some)
+    } else {
+        crypto::seal_into(keys.pads(), &aad, plaintext, out).map(|()| None)
+    }
 }
 
 /// Opens a pad object: its version and plaintext prefix. Fails with

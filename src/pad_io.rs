@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::crypto::{self, StoreKeys};
+use crate::crypto::{self, Digest, StoreKeys};
 use crate::error::{Error, Result};
 use crate::pad::{self, PadId};
 use crate::pad_store::{BackendError, PadStore};
@@ -130,15 +130,16 @@ impl PadIo {
         id: PadId,
         version: u64,
         plaintext: Bytes,
+        hash: bool,
         permit: tokio::sync::SemaphorePermit<'_>,
         on_uploaded: impl FnOnce(),
-    ) -> Result<()> {
+    ) -> Result<Option<Digest>> {
         let name = id.object_name();
         let (keys, store_id) = (Arc::clone(&self.keys), self.store_id);
         let mut buffer = self.buffers.take();
-        let buffer = crypto::off_runtime(plaintext.len(), move || {
-            pad::encode_into(&keys, &store_id, id, version, &plaintext, &mut buffer)
-                .map(|()| buffer)
+        let (buffer, digest) = crypto::off_runtime(plaintext.len(), move || {
+            pad::encode_into(&keys, &store_id, id, version, &plaintext, &mut buffer, hash)
+                .map(|digest| (buffer, digest))
         })
         .await?;
         let sealed = self.buffers.share(buffer);
@@ -152,7 +153,7 @@ impl PadIo {
         self.retry
             .run(|_| self.backend.verify(&name, &receipt))
             .await?;
-        Ok(())
+        Ok(digest)
     }
 }
 
@@ -160,15 +161,17 @@ impl PadIo {
 pub struct PadWrite {
     /// Resolves when the upload is done (before its commit check).
     pub uploaded: oneshot::Receiver<Result<()>>,
-    /// Resolves with the pad version that holds the patches, once committed.
-    pub committed: oneshot::Receiver<Result<u64>>,
+    /// Resolves with the pad version that holds the patches, once
+    /// committed, and the digest of the patch if it filled the pad alone
+    /// (hashed while sealed).
+    pub committed: oneshot::Receiver<Result<(u64, Option<Digest>)>>,
 }
 
 struct Patch {
     /// `(offset in pad, bytes)`.
     parts: Vec<(u64, Bytes)>,
     uploaded: oneshot::Sender<Result<()>>,
-    committed: oneshot::Sender<Result<u64>>,
+    committed: oneshot::Sender<Result<(u64, Option<Digest>)>>,
 }
 
 struct Slot {
@@ -337,12 +340,12 @@ impl PadWriter {
             drop(parts);
             let mut state = slot.state.lock().expect("slot lock");
             match outcome {
-                Ok((version, plaintext)) => {
+                Ok((version, plaintext, digest)) => {
                     state.min_version = version;
                     state.next_version = state.next_version.max(version.saturating_add(1));
                     self.replace_cache(&mut state, plaintext);
                     for done in committed {
-                        let _ = done.send(Ok(version));
+                        let _ = done.send(Ok((version, digest)));
                     }
                 }
                 Err(error) => {
@@ -370,7 +373,7 @@ impl PadWriter {
         content: Option<Bytes>,
         min_version: u64,
         uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
-    ) -> Result<(u64, Option<Bytes>)> {
+    ) -> Result<(u64, Option<Bytes>, Option<Digest>)> {
         let permit = self
             .io
             .upload_permits
@@ -416,8 +419,9 @@ impl PadWriter {
         }
         let is_whole = whole.is_some();
         let content = whole.unwrap_or_else(|| Bytes::from(plaintext));
-        self.io
-            .upload(slot.id, version, content.clone(), permit, || {
+        let digest = self
+            .io
+            .upload(slot.id, version, content.clone(), is_whole, permit, || {
                 for done in uploaded.drain(..) {
                     // The receiver may be gone (a cancelled put); fine.
                     let _ = done.send(Ok(()));
@@ -425,7 +429,7 @@ impl PadWriter {
             })
             .await?;
         // A full pad is not worth caching (see `replace_cache`).
-        Ok((version, (!is_whole).then_some(content)))
+        Ok((version, (!is_whole).then_some(content), digest))
     }
 
     /// Keeps a partly filled pad's plaintext if the cache budget allows.
