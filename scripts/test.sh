@@ -14,6 +14,9 @@ python -m pip install --quiet -e '.[test]'
 
 cargo fmt --check
 cargo clippy --all-targets --features python -- -D warnings
+# The fuzz targets and the benchmarks use the library too: they must build.
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+cargo check --quiet --manifest-path benches/Cargo.toml
 ruff check python tests_py
 ruff format --check python tests_py
 

@@ -192,7 +192,7 @@ pub fn entry(u: &mut Unstructured, pad_size: u64) -> ArbResult<Entry> {
         hash: if u.ratio(1, 4)? {
             u.arbitrary()?
         } else {
-            [0; 32]
+            [0; crypto::DIGEST_LEN]
         },
         pieces,
         created: u.arbitrary()?,
@@ -247,7 +247,7 @@ pub fn sample_records() -> Vec<Record> {
     let entry = |data_id, pieces: Vec<Piece>| Entry {
         data_id,
         size: pieces.iter().map(|p| p.len).sum(),
-        hash: crypto::content_hash(b"fuzz"),
+        hash: crypto::piece_digest(b"fuzz"),
         pieces,
         created: 1_700_000_000,
         modified: 1_700_000_000,
