@@ -93,7 +93,7 @@ lines += [
     "committed pads).",
     "- Every pad the backend holds is in the index or adopted on the next open.",
     "- Tampered, swapped, rolled-back or foreign objects are `IntegrityError`; a missing pad is a "
-    "`BackendError` naming it. Wrong bytes are never returned: each item's BLAKE3 digest is checked.",
+    "`BackendError` naming it. Wrong bytes are never returned: the AEAD tag of every object and each item's digest are checked.",
     "- Several processes on one folder store: changes are serialised by an OS file lock; readers "
     "catch up without it.",
 ]
