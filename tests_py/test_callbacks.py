@@ -264,10 +264,17 @@ async def test_gather_many_puts_with_async_callbacks(store: anthill.Store) -> No
 
 async def test_cancelling_the_asyncio_task_leaves_the_store_usable(make_store: Any) -> None:
     slow = make_store("sim+memory://", pad_size=4096)
-    # The put takes at least 4 calls of 100 ms: cancelled well inside it.
+    # Each call takes 100 ms: the put is cancelled once it starts uploading,
+    # well before its last call ends.
     slow = make_store(f"sim+memory://slow-{id(slow)}?latency_ms=100")
-    task = asyncio.ensure_future(slow.store_item_async("k", b"k" * 40000))
-    await asyncio.sleep(0.15)
+    uploading = asyncio.Event()
+
+    async def watch(event: anthill.PutEvent) -> None:
+        if isinstance(event, anthill.StartingUpload):
+            uploading.set()
+
+    task = asyncio.ensure_future(slow.store_item_async("k", b"k" * 40000, callback=watch))
+    await uploading.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
