@@ -88,8 +88,12 @@ pub struct PadIo {
 }
 
 impl PadIo {
-    /// Creates a new, empty pad on the backend: the costly act.
+    /// Creates a new, empty pad on the backend: the costly act. Nothing to do
+    /// where pads are created by their first write.
     pub async fn reserve(&self, id: PadId) -> Result<()> {
+        if self.backend.pads_created_on_first_write() {
+            return Ok(());
+        }
         let name = id.object_name();
         let empty = Bytes::from(pad::encode(&self.keys, &self.store_id, id, 0, &[])?);
         self.retry
@@ -111,7 +115,16 @@ impl PadIo {
     /// Reads and opens a pad: its version and plaintext prefix.
     pub async fn read(&self, id: PadId, min_version: u64) -> Result<(u64, Vec<u8>)> {
         let name = id.object_name();
-        let sealed = self.retry.run(|_| self.backend.get(&name)).await?;
+        let sealed = match self.retry.run(|_| self.backend.get(&name)).await {
+            // Reserved without a call and never written: empty. A pad that
+            // was written (version >= 1) and is missing stays an error.
+            Err(BackendError::NotFound(_))
+                if min_version == 0 && self.backend.pads_created_on_first_write() =>
+            {
+                return Ok((0, Vec::new()));
+            }
+            other => other?,
+        };
         let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
         crypto::off_runtime(sealed.len(), move || {
             // Without a copy when the backend handed over its own buffer.

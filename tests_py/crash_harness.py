@@ -160,7 +160,10 @@ def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report:
     assert summary.used_space + summary.free_space == summary.total_space
     files = os.listdir(Path(path) / "p") if (Path(path) / "p").exists() else []
     pads = [name for name in files if len(name) == 32]
-    assert len(pads) == summary.total_pads, (
+    # A folder pad's file comes with its first write, so a pad reserved by a
+    # put killed before uploading is in the map without one. Files the map
+    # does not know were adopted when the store was opened.
+    assert len(pads) <= summary.total_pads, (
         f"{len(pads)} pads on disk, map knows {summary.total_pads}"
     )
     assert len(files) == len(pads), f"partial writes left behind: {set(files) - set(pads)}"

@@ -106,6 +106,10 @@ impl PadStore for TimedPadStore {
         self.inner.stats()
     }
 
+    fn pads_created_on_first_write(&self) -> bool {
+        self.inner.pads_created_on_first_write()
+    }
+
     fn describe(&self) -> String {
         self.inner.describe()
     }

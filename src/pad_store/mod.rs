@@ -83,6 +83,15 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether a pad costs nothing here until written (a local folder), so
+    /// anthill reserves it without a call and its first write creates it. A
+    /// file per reservation would cost an inode, and later a rename over it,
+    /// for nothing: on a folder that was a third of a large put's time. A
+    /// recorded pad without an object then holds nothing (version 0).
+    fn pads_created_on_first_write(&self) -> bool {
+        false
+    }
+
     /// Counters of a simulated backend (`sim+` URLs); `None` for real ones.
     fn stats(&self) -> Option<SimStats> {
         None

@@ -391,6 +391,10 @@ impl PadStore for ObjectPadStore {
         .map_err(|e| BackendError::Permanent(format!("clean-up task failed: {e}")))
     }
 
+    fn pads_created_on_first_write(&self) -> bool {
+        matches!(self.locking, Locking::Folder { .. })
+    }
+
     fn describe(&self) -> String {
         self.url.clone()
     }
