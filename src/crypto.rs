@@ -12,6 +12,7 @@
 //! bottleneck of a large put (docs/benchmarks.md, P2).
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+use twox_hash::XxHash3_128;
 
 use crate::error::{Error, Result};
 
@@ -102,12 +103,12 @@ fn seal_with(
     let body = out.len();
     let digest = if hash {
         // In chunks that stay in L1 between the hash and the copy.
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = XxHash3_128::new();
         for chunk in plaintext.chunks(32 << 10) {
-            hasher.update(chunk);
+            hasher.write(chunk);
             out.extend_from_slice(chunk);
         }
-        Some(hasher.digest128().to_le_bytes())
+        Some(hasher.finish_128().to_le_bytes())
     } else {
         out.extend_from_slice(plaintext);
         None
@@ -199,7 +200,7 @@ pub type Digest = [u8; DIGEST_LEN];
 
 /// The digest of one piece of an item; see [`item_digest`].
 pub fn piece_digest(bytes: &[u8]) -> Digest {
-    xxhash_rust::xxh3::xxh3_128(bytes).to_le_bytes()
+    XxHash3_128::oneshot(bytes).to_le_bytes()
 }
 
 /// An item's digest, kept in the (encrypted) index and checked on every
@@ -224,17 +225,17 @@ const FINGERPRINT_SAMPLE: usize = 4096;
 /// full hash. (A resume re-checks every pad against the data anyway, so
 /// what it stores is always the data it was given.)
 pub fn fingerprint(data: &[u8]) -> Digest {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(&(data.len() as u64).to_le_bytes());
+    let mut hasher = XxHash3_128::new();
+    hasher.write(&(data.len() as u64).to_le_bytes());
     if data.len() <= 4 << 20 {
-        hasher.update(data);
+        hasher.write(data);
     } else {
         for chunk in data.chunks(1 << 20) {
-            hasher.update(&chunk[..chunk.len().min(FINGERPRINT_SAMPLE)]);
+            hasher.write(&chunk[..chunk.len().min(FINGERPRINT_SAMPLE)]);
         }
-        hasher.update(&data[data.len() - FINGERPRINT_SAMPLE..]);
+        hasher.write(&data[data.len() - FINGERPRINT_SAMPLE..]);
     }
-    hasher.digest128().to_le_bytes()
+    hasher.finish_128().to_le_bytes()
 }
 
 #[cfg(test)]
@@ -267,6 +268,15 @@ mod tests {
             item_digest(&[a, piece_digest(b"secont")])
         );
         assert_eq!(item_digest(&[a, b]), item_digest(&[a, b]));
+    }
+
+    /// Digests are part of the store format: XXH3-128, little-endian.
+    #[test]
+    fn piece_digests_are_xxh3_128() {
+        let digest = |bytes: &[u8]| u128::from_le_bytes(piece_digest(bytes));
+        assert_eq!(digest(b""), 0x99aa06d3014798d86001c324468d497f);
+        let long: Vec<u8> = (0..100_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        assert_eq!(digest(&long), 0x8ce7a24d31cd94b1ccf90df7e7e37036);
     }
 
     #[test]
