@@ -15,13 +15,14 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::crypto::{self, Digest};
+use crate::crypto::{self, AuthTag, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Index, PadRecord, Piece, Record};
 use crate::journal::Journal;
 use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
 use crate::pad::PadId;
+use crate::pad::fills_pad;
 use crate::pad_io::{PadIo, PadWriter};
 use crate::writer_gate::WriterGuard;
 
@@ -622,8 +623,8 @@ impl MemoryAllocator {
 
     /// Writes `parts` into pad `pad`; returns the pad, the version that
     /// holds them and the digest of each part's piece. A part filling the
-    /// pad (most of a large item) is hashed by the pad writer as it seals
-    /// it; others are hashed here, just before the writer copies them.
+    /// pad (most of a large item) has the sealed object's tag for digest;
+    /// others are hashed here, just before the writer copies them.
     async fn write_pad(
         &self,
         pad: u64,
@@ -631,31 +632,34 @@ impl MemoryAllocator {
         progress: &WriteProgress,
         events: &EventSink<PutEvent>,
     ) -> Result<PadWritten> {
-        let fills_pad = match &parts[..] {
-            [part] => part.offset == 0 && part.bytes.len() as u64 == self.io.pad_size,
-            _ => false,
-        };
-        let (parts, mut digests) = if fills_pad {
-            let piece = parts[0].piece;
-            let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
-            (parts, vec![(piece, Digest::default())])
-        } else {
-            hash_parts(parts).await
+        let whole_piece = self.whole_piece(&parts);
+        let (parts, mut digests) = match whole_piece {
+            Some(piece) => {
+                let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
+                (parts, vec![(piece, Digest::default())])
+            }
+            None => hash_parts(parts).await,
         };
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
-        let whole = fills_pad.then(|| parts[0].1.clone());
         let write = self.writer.write(pad, parts)?;
         write.uploaded.await.map_err(writer_gone)??;
         progress.report_uploaded(bytes, events).await?;
-        let (version, sealed_digest) = write.committed.await.map_err(writer_gone)??;
-        if let Some(whole) = whole {
-            digests[0].1 = match sealed_digest {
-                Some(digest) => digest,
-                None => crypto::piece_digest(&whole),
-            };
+        let (version, tag) = write.committed.await.map_err(writer_gone)??;
+        if whole_piece.is_some() {
+            digests[0].1 = tag;
         }
         progress.report_committed(events).await?;
         Ok((pad, version, digests))
+    }
+
+    /// The piece of `parts` if it is their only one and fills its pad.
+    fn whole_piece(&self, parts: &[Part]) -> Option<usize> {
+        match parts {
+            [part] if fills_pad(part.offset, part.bytes.len() as u64, self.io.pad_size) => {
+                Some(part.piece)
+            }
+            _ => None,
+        }
     }
 
     /// Writes `data` over pieces the index already holds for it (a resumed
@@ -719,20 +723,29 @@ impl MemoryAllocator {
     ) -> Result<PadWritten> {
         let id = self.writer.pad_id(pad)?;
         let holds_data = match self.io.read(id, 0).await {
-            Ok((version, content)) => parts
+            Ok(read) => parts
                 .iter()
                 .all(|part| {
                     let from = part.offset as usize;
-                    content.get(from..from + part.bytes.len()) == Some(&part.bytes[..])
+                    read.plaintext.get(from..from + part.bytes.len()) == Some(&part.bytes[..])
                 })
-                .then_some(version),
+                .then_some(read),
             Err(Error::Integrity(_)) => None,
             Err(error) => return Err(error),
         };
-        let Some(version) = holds_data else {
+        let Some(read) = holds_data else {
             return self.write_pad(pad, parts, progress, events).await;
         };
-        let (parts, digests) = hash_parts(parts).await;
+        let version = read.version;
+        // A pad that holds a whole part was written, so it has a tag.
+        let (parts, digests) = match (self.whole_piece(&parts), read.tag) {
+            (Some(piece), Some(tag)) => {
+                let parts: Vec<(u64, Bytes)> =
+                    parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
+                (parts, vec![(piece, tag)])
+            }
+            _ => hash_parts(parts).await,
+        };
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         progress.report_uploaded(bytes, events).await?;
         progress.report_committed(events).await?;
@@ -774,7 +787,10 @@ impl MemoryAllocator {
                 let writer = Arc::clone(&self.writer);
                 let out = Arc::clone(&out);
                 let task = tokio::spawn(async move {
-                    let content = read_pad(&io, &writer, pad, min_version).await?;
+                    let pad_size = io.pad_size;
+                    let whole = move |piece: &Piece| fills_pad(piece.offset, piece.len, pad_size);
+                    let need_tag = pieces.iter().any(|(_, piece, _)| whole(piece));
+                    let (content, tag) = read_pad(&io, &writer, pad, min_version, need_tag).await?;
                     let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
                     let digests = crypto::off_runtime(bytes as usize, move || {
                         let mut digests = Vec::with_capacity(pieces.len());
@@ -791,12 +807,22 @@ impl MemoryAllocator {
                                     .copy_from_slice(&content[from..from + available]);
                             }
                             target[available..].fill(0);
-                            // Hashed while the copy is still in the cache.
-                            digests.push((index, crypto::piece_digest(target)));
+                            let digest = match (whole(&piece), tag) {
+                                // Opened, so the tag is authentic.
+                                (true, Some(tag)) => tag,
+                                (true, None) => {
+                                    return Err(Error::integrity(format!(
+                                        "pad {pad} holds a whole piece but was never written"
+                                    )));
+                                }
+                                // Hashed while the copy is still in the cache.
+                                (false, _) => crypto::piece_digest(target),
+                            };
+                            digests.push((index, digest));
                         }
-                        digests
+                        Ok(digests)
                     })
-                    .await;
+                    .await?;
                     Ok::<_, Error>((bytes, digests))
                 });
                 async move {
@@ -912,12 +938,20 @@ fn new_pieces(ordinals: &[u64], bytes: &[u64]) -> Vec<Piece> {
 }
 
 /// The committed plaintext of a pad: the writer's copy if it holds one at
-/// least as new as `min_version`, else the backend's.
-async fn read_pad(io: &PadIo, writer: &PadWriter, pad: u64, min_version: u64) -> Result<Bytes> {
-    if let Some((version, content)) = writer.cached(pad)
+/// least as new as `min_version` (and the object's tag is not needed), else
+/// the backend's, with its tag.
+async fn read_pad(
+    io: &PadIo,
+    writer: &PadWriter,
+    pad: u64,
+    min_version: u64,
+    need_tag: bool,
+) -> Result<(Bytes, Option<AuthTag>)> {
+    if !need_tag
+        && let Some((version, content)) = writer.cached(pad)
         && version >= min_version
     {
-        return Ok(content);
+        return Ok((content, None));
     }
     let _permit = io
         .download_permits
@@ -925,8 +959,8 @@ async fn read_pad(io: &PadIo, writer: &PadWriter, pad: u64, min_version: u64) ->
         .await
         .map_err(|_| Error::invalid("store is closed"))?;
     let id = writer.pad_id(pad)?;
-    let (_, content) = io.read(id, min_version).await?;
-    Ok(Bytes::from(content))
+    let read = io.read(id, min_version).await?;
+    Ok((Bytes::from(read.plaintext), read.tag))
 }
 
 /// An item's output buffer while the tasks reading its pads fill it, each

@@ -7,7 +7,8 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::index;
 
-const FORMAT: &str = "anthill-store-2";
+/// 3: a piece that fills its pad has the pad object's tag for digest.
+const FORMAT: &str = "anthill-store-3";
 
 /// The pad sizes a store may have, in bytes.
 pub const PAD_SIZES: std::ops::RangeInclusive<u64> = 512..=(1 << 30);

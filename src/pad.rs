@@ -71,13 +71,12 @@ pub fn encode(
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    encode_into(keys, store_id, pad, version, plaintext, &mut out, false)?;
+    encode_into(keys, store_id, pad, version, plaintext, &mut out)?;
     Ok(out)
 }
 
-/// [`encode`] into `out` (emptied first), reusing its allocation; with
-/// `hash`, also returns the plaintext's digest (`crypto::piece_digest`),
-/// hashed as it is sealed.
+/// [`encode`] into `out` (emptied first), reusing its allocation. Returns
+/// the object's authentication tag.
 pub fn encode_into(
     keys: &StoreKeys,
     store_id: &[u8; 16],
@@ -85,18 +84,18 @@ pub fn encode_into(
     version: u64,
     plaintext: &[u8],
     out: &mut Vec<u8>,
-    hash: bool,
-) -> Result<Option<crypto::Digest>> {
+) -> Result<crypto::AuthTag> {
     out.clear();
     out.reserve(HEADER_LEN + crypto::SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&version.to_le_bytes());
     let aad = associated_data(store_id, pad, version);
-    if hash {
-        crypto::seal_into_hashing(keys.pads(), &aad, plaintext, out).map(Some)
-    } else {
-        crypto::seal_into(keys.pads(), &aad, plaintext, out).map(|()| None)
-    }
+    crypto::seal_into(keys.pads(), &aad, plaintext, out)
+}
+
+/// Whether `len` bytes at `offset` are the whole of a pad of `pad_size`.
+pub fn fills_pad(offset: u64, len: u64, pad_size: u64) -> bool {
+    offset == 0 && len == pad_size
 }
 
 /// Opens a pad object: its version and plaintext prefix. Fails with

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::crypto::{self, Digest, StoreKeys};
+use crate::crypto::{self, AuthTag, StoreKeys};
 use crate::error::{Error, Result};
 use crate::pad::{self, PadId};
 use crate::pad_store::{BackendError, PadStore};
@@ -112,8 +112,8 @@ impl PadIo {
         Ok(())
     }
 
-    /// Reads and opens a pad: its version and plaintext prefix.
-    pub async fn read(&self, id: PadId, min_version: u64) -> Result<(u64, Vec<u8>)> {
+    /// Reads and opens a pad.
+    pub async fn read(&self, id: PadId, min_version: u64) -> Result<PadContent> {
         let name = id.object_name();
         let sealed = match self.retry.run(|_| self.backend.get(&name)).await {
             // Reserved without a call and never written: empty. A pad that
@@ -121,15 +121,26 @@ impl PadIo {
             Err(BackendError::NotFound(_))
                 if min_version == 0 && self.backend.pads_created_on_first_write() =>
             {
-                return Ok((0, Vec::new()));
+                return Ok(PadContent {
+                    version: 0,
+                    plaintext: Vec::new(),
+                    tag: None,
+                });
             }
             other => other?,
         };
         let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
         crypto::off_runtime(sealed.len(), move || {
+            let tag = crypto::auth_tag(&sealed);
             // Without a copy when the backend handed over its own buffer.
             let sealed = Vec::from(sealed);
-            pad::decode_owned(&keys, &store_id, id, min_version, pad_size, sealed)
+            let (version, plaintext) =
+                pad::decode_owned(&keys, &store_id, id, min_version, pad_size, sealed)?;
+            Ok(PadContent {
+                version,
+                plaintext,
+                tag,
+            })
         })
         .await
     }
@@ -143,16 +154,15 @@ impl PadIo {
         id: PadId,
         version: u64,
         plaintext: Bytes,
-        hash: bool,
         permit: tokio::sync::SemaphorePermit<'_>,
         on_uploaded: impl FnOnce(),
-    ) -> Result<Option<Digest>> {
+    ) -> Result<AuthTag> {
         let name = id.object_name();
         let (keys, store_id) = (Arc::clone(&self.keys), self.store_id);
         let mut buffer = self.buffers.take();
-        let (buffer, digest) = crypto::off_runtime(plaintext.len(), move || {
-            pad::encode_into(&keys, &store_id, id, version, &plaintext, &mut buffer, hash)
-                .map(|digest| (buffer, digest))
+        let (buffer, tag) = crypto::off_runtime(plaintext.len(), move || {
+            pad::encode_into(&keys, &store_id, id, version, &plaintext, &mut buffer)
+                .map(|tag| (buffer, tag))
         })
         .await?;
         let sealed = self.buffers.share(buffer);
@@ -166,8 +176,17 @@ impl PadIo {
         self.retry
             .run(|_| self.backend.verify(&name, &receipt))
             .await?;
-        Ok(digest)
+        Ok(tag)
     }
+}
+
+/// A pad as read.
+pub struct PadContent {
+    pub version: u64,
+    /// The plaintext prefix ever written.
+    pub plaintext: Vec<u8>,
+    /// The object's authentication tag; `None` for a pad never written.
+    pub tag: Option<AuthTag>,
 }
 
 /// Where a pad write stands, as seen by the put that asked for it.
@@ -175,16 +194,15 @@ pub struct PadWrite {
     /// Resolves when the upload is done (before its commit check).
     pub uploaded: oneshot::Receiver<Result<()>>,
     /// Resolves with the pad version that holds the patches, once
-    /// committed, and the digest of the patch if it filled the pad alone
-    /// (hashed while sealed).
-    pub committed: oneshot::Receiver<Result<(u64, Option<Digest>)>>,
+    /// committed, and the authentication tag of that version's object.
+    pub committed: oneshot::Receiver<Result<(u64, AuthTag)>>,
 }
 
 struct Patch {
     /// `(offset in pad, bytes)`.
     parts: Vec<(u64, Bytes)>,
     uploaded: oneshot::Sender<Result<()>>,
-    committed: oneshot::Sender<Result<(u64, Option<Digest>)>>,
+    committed: oneshot::Sender<Result<(u64, AuthTag)>>,
 }
 
 struct Slot {
@@ -353,12 +371,12 @@ impl PadWriter {
             drop(parts);
             let mut state = slot.state.lock().expect("slot lock");
             match outcome {
-                Ok((version, plaintext, digest)) => {
+                Ok((version, plaintext, tag)) => {
                     state.min_version = version;
                     state.next_version = state.next_version.max(version.saturating_add(1));
                     self.replace_cache(&mut state, plaintext);
                     for done in committed {
-                        let _ = done.send(Ok((version, digest)));
+                        let _ = done.send(Ok((version, tag)));
                     }
                 }
                 Err(error) => {
@@ -386,7 +404,7 @@ impl PadWriter {
         content: Option<Bytes>,
         min_version: u64,
         uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
-    ) -> Result<(u64, Option<Bytes>, Option<Digest>)> {
+    ) -> Result<(u64, Option<Bytes>, AuthTag)> {
         let permit = self
             .io
             .upload_permits
@@ -401,7 +419,9 @@ impl PadWriter {
         // One part filling the whole pad (most pads of a large item): seal
         // it straight from the caller's bytes, with no plaintext copy.
         let whole = match parts {
-            [(0, bytes)] if bytes.len() as u64 == self.io.pad_size => Some(bytes.clone()),
+            [(offset, bytes)] if pad::fills_pad(*offset, bytes.len() as u64, self.io.pad_size) => {
+                Some(bytes.clone())
+            }
             _ => None,
         };
         let (base_version, mut plaintext) = if whole.is_some() || covers(parts, self.io.pad_size) {
@@ -409,7 +429,8 @@ impl PadWriter {
         } else if let Some(content) = content {
             (min_version, content.to_vec())
         } else {
-            self.io.read(slot.id, min_version).await?
+            let read = self.io.read(slot.id, min_version).await?;
+            (read.version, read.plaintext)
         };
         if whole.is_none() {
             if (plaintext.len() as u64) < end {
@@ -432,9 +453,9 @@ impl PadWriter {
         }
         let is_whole = whole.is_some();
         let content = whole.unwrap_or_else(|| Bytes::from(plaintext));
-        let digest = self
+        let tag = self
             .io
-            .upload(slot.id, version, content.clone(), is_whole, permit, || {
+            .upload(slot.id, version, content.clone(), permit, || {
                 for done in uploaded.drain(..) {
                     // The receiver may be gone (a cancelled put); fine.
                     let _ = done.send(Ok(()));
@@ -442,7 +463,7 @@ impl PadWriter {
             })
             .await?;
         // A full pad is not worth caching (see `replace_cache`).
-        Ok((version, (!is_whole).then_some(content), digest))
+        Ok((version, (!is_whole).then_some(content), tag))
     }
 
     /// Keeps a partly filled pad's plaintext if the cache budget allows.

@@ -962,3 +962,43 @@ async fn a_folder_creates_each_pad_with_its_first_write() {
         "{failures:?}"
     );
 }
+
+/// A piece that fills its pad is checked against the very object its put
+/// committed (the object's tag is its digest): another object for the same
+/// pad and version, valid under the store's keys (a second writer's, say),
+/// is refused even though the AEAD accepts it, and even with equal bytes.
+#[tokio::test]
+async fn a_whole_pad_piece_is_checked_against_the_object_it_was_committed_in() {
+    use anthill::crypto::StoreKeys;
+    use anthill::meta::Meta;
+    use anthill::pad::{self, PadId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_string();
+    let store = Store::open(&url, options()).await.unwrap();
+    let value = data(2 * PAD as usize, 4);
+    put(&store, "big", &value).await;
+    drop(store);
+
+    let meta = Meta::decode(&std::fs::read(dir.path().join("meta")).unwrap()).unwrap();
+    let keys = StoreKeys::derive(&options().secret, &meta.store_id);
+    let pad_file = std::fs::read_dir(dir.path().join("p"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = format!("p/{}", pad_file.file_name().unwrap().to_str().unwrap());
+    let id = PadId::from_object_name(&name).unwrap();
+    let sealed = std::fs::read(&pad_file).unwrap();
+    let (version, plaintext) = pad::decode(&keys, &meta.store_id, id, 0, PAD, &sealed).unwrap();
+    let resealed = pad::encode(&keys, &meta.store_id, id, version, &plaintext).unwrap();
+    std::fs::write(&pad_file, resealed).unwrap();
+
+    let store = Store::open(&url, options()).await.unwrap();
+    let fetched = store.fetch_item("big", None).await;
+    assert!(
+        matches!(fetched, Err(Error::Integrity(ref m)) if m.contains("digest")),
+        "{fetched:?}"
+    );
+}
