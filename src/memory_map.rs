@@ -33,17 +33,24 @@
 //!
 //! **Cost.** Each free extent is recorded twice: in the list of the pad where it
 //! starts, sorted by address (pads are kept as runs of consecutive ordinals, each
-//! with a vector of per-pad lists and a bitset of the non-empty ones), and in the
-//! vector of its size class (with a bitset of the non-empty classes). Finding
-//! the free extent at an address is a direct index into the run plus a binary
-//! search in one pad's short list; finding a fitting class is a few bit
-//! operations. So [`MemoryMap::add_pad`], [`MemoryMap::take`] and
-//! [`MemoryMap::free`] cost O(1) per extent apart from that search and list
-//! insertions within one pad (and copying a run when a new pad joins two runs);
-//! [`MemoryMap::plan`] costs O(1) in case 1 unless it scans the item's own
-//! class, and walks the large fragments in cases 2 and 3. The layout is chosen
-//! for few cache misses: with 10^6 items no operation follows a chain of
-//! pointers, as B-tree indexes did.
+//! with a vector of per-pad lists and a bitset of the non-empty ones; an entry
+//! is 16 bytes, with the extent's slot in its class), and in the vector of its
+//! size class, in the order recorded (with a bitset of the non-empty classes).
+//! Finding the free extent at an address is a direct index into the run plus a
+//! scan of one pad's short list; finding a fitting class is a few bit
+//! operations, and case 1 takes the last extent of the class's vector, mostly
+//! the one recorded last and so likely still in cache. Removing an extent from
+//! its class leaves a tombstone, so nothing else moves or needs its slot
+//! rewritten; a class whose tombstones outnumber its extents is compacted,
+//! which costs O(1) per removal amortized. So [`MemoryMap::add_pad`], [`MemoryMap::take`] and
+//! [`MemoryMap::free`] cost O(1) per extent apart from that scan and list
+//! insertions within one pad (and copying a run when a new pad joins two runs):
+//! one pad list finds an extent's neighbours and checks it, and the lists of a
+//! batch's extents are fetched together. [`MemoryMap::plan`] costs O(1) in
+//! case 1 unless it scans the item's own class, and walks the large fragments
+//! in cases 2 and 3. With 10^6 items the map no longer fits in the CPU's
+//! caches, so the cost per operation is mostly one cache miss per pad list an
+//! operation touches.
 
 use std::collections::BTreeMap;
 
@@ -235,11 +242,23 @@ fn highest_bit(word: u64) -> usize {
     63 - word.leading_zeros() as usize
 }
 
-/// The free extents by size class: one vector per class, in no particular
-/// order, and a bitset of the classes that have any.
+/// Tombstones a size class may hold beyond one per free extent before it is
+/// compacted; spares classes of a few extents frequent compaction.
+const TOMBSTONE_SLACK: usize = 16;
+
+/// The free extents by size class: one vector per class, in the order they
+/// were recorded, and a bitset of the classes that have any.
+///
+/// Removing an extent leaves a tombstone (an empty extent) in its slot, so no
+/// other extent moves and no other record changes. Trailing tombstones are
+/// dropped at once, so the last entry of a class is a free extent; a class
+/// whose tombstones outnumber its extents (plus [`TOMBSTONE_SLACK`]) is
+/// compacted by the map, which also updates the moved extents' slots.
 #[derive(Debug, Clone)]
 struct SizeClasses {
     lists: Vec<Vec<Extent>>,
+    /// Per class, how many of its entries are free extents, not tombstones.
+    live: Vec<usize>,
     nonempty: Bitset,
 }
 
@@ -249,29 +268,59 @@ impl SizeClasses {
         nonempty.grow(CLASSES);
         Self {
             lists: vec![Vec::new(); CLASSES],
+            live: vec![0; CLASSES],
             nonempty,
         }
     }
 
-    /// Adds the extent to its class; returns its position there.
+    /// Adds the extent to its class; returns its slot there.
     fn push(&mut self, extent: Extent) -> usize {
         let class = size_class(extent.len);
         let list = &mut self.lists[class];
         list.push(extent);
+        self.live[class] += 1;
         self.nonempty.insert(class);
         list.len() - 1
     }
 
-    /// Removes the extent at `position` of `class`, moving the class's last
-    /// extent into its place; returns the moved extent, whose recorded position
-    /// must change, if there was one.
-    fn remove(&mut self, class: usize, position: usize) -> Option<Extent> {
+    /// Removes the extent in `slot` of `class`, leaving a tombstone.
+    fn remove(&mut self, class: usize, slot: usize) {
         let list = &mut self.lists[class];
-        list.swap_remove(position);
-        if list.is_empty() {
+        list[slot].len = 0;
+        self.live[class] -= 1;
+        if self.live[class] == 0 {
+            list.clear();
             self.nonempty.remove(class);
+        } else {
+            while list.last().is_some_and(|extent| extent.len == 0) {
+                list.pop();
+            }
         }
-        list.get(position).copied()
+    }
+
+    /// Records that the extent `old` in `slot` of its class is now `new`;
+    /// returns the slot of `new`. Within the same class it keeps its slot.
+    fn replace(&mut self, old: Extent, slot: usize, new: Extent) -> usize {
+        let class = size_class(old.len);
+        if class == size_class(new.len) {
+            self.lists[class][slot] = new;
+            slot
+        } else {
+            self.remove(class, slot);
+            self.push(new)
+        }
+    }
+
+    /// The free extents of a class, by slot.
+    fn extents(&self, class: usize) -> impl DoubleEndedIterator<Item = Extent> + '_ {
+        self.lists[class]
+            .iter()
+            .filter(|extent| extent.len > 0)
+            .copied()
+    }
+
+    fn needs_compaction(&self, class: usize) -> bool {
+        self.lists[class].len() > 2 * self.live[class] + TOMBSTONE_SLACK
     }
 
     /// The lowest class at or above `class` that has extents.
@@ -290,13 +339,30 @@ impl SizeClasses {
     }
 }
 
-/// A free extent as recorded in its pad's list.
+/// A free extent as recorded in its pad's list: 16 bytes, so that a pad's
+/// list spans few cache lines and all lists take less cache.
 #[derive(Debug, Clone, Copy)]
 struct FreeEntry {
-    extent: Extent,
-    /// Its position in its size class's vector.
-    position: usize,
+    start: u64,
+    /// The length, or [`LONG`] for one recorded in [`PadRun::long`].
+    len: u32,
+    /// Its slot in its size class's vector.
+    slot: u32,
 }
+
+/// The `len` of a [`FreeEntry`] whose length does not fit in it.
+const LONG: u32 = u32::MAX;
+
+/// A free extent with its slot in its size class, as read from a pad's list.
+#[derive(Debug, Clone, Copy)]
+struct Free {
+    extent: Extent,
+    slot: usize,
+}
+
+/// Where a free extent is recorded in a run: the pad's index in the run and
+/// the extent's position in the pad's list.
+type At = (usize, usize);
 
 /// A run of consecutive pads, with the free extents that start in each.
 ///
@@ -309,6 +375,8 @@ struct PadRun {
     free: Vec<Vec<FreeEntry>>,
     /// The pads whose list is not empty.
     starts: Bitset,
+    /// The lengths of the free extents of at least [`LONG`] bytes, by start.
+    long: BTreeMap<u64, u64>,
 }
 
 impl PadRun {
@@ -322,9 +390,10 @@ impl PadRun {
     }
 
     /// Appends the pads of the run that follows this one.
-    fn append(&mut self, next: PadRun) {
+    fn append(&mut self, mut next: PadRun) {
         let offset = self.free.len();
         self.free.extend(next.free);
+        self.long.append(&mut next.long);
         self.starts.grow(self.free.len());
         for (index, list) in self.free.iter().enumerate().skip(offset) {
             if !list.is_empty() {
@@ -335,15 +404,113 @@ impl PadRun {
 
     /// The free extent with the highest start at or below `address`, which lies
     /// in the pad `index` of the run.
-    fn free_at_or_before(&self, index: usize, address: u64) -> Option<Extent> {
+    fn at_or_before(&self, index: usize, address: u64) -> Option<At> {
+        // A linear scan: lists are short, and its loads do not wait for each
+        // other as a binary search's do, which matters when the list is not
+        // in cache.
         let list = &self.free[index];
-        let before = list.partition_point(|entry| entry.extent.start <= address);
+        let before = list
+            .iter()
+            .position(|entry| entry.start > address)
+            .unwrap_or(list.len());
         if before > 0 {
-            return Some(list[before - 1].extent);
+            return Some((index, before - 1));
         }
         let pad = self.starts.last_below(index)?;
-        self.free[pad].last().map(|entry| entry.extent)
+        Some((pad, self.free[pad].len() - 1))
     }
+
+    fn decode(&self, entry: &FreeEntry) -> Free {
+        let len = match entry.len {
+            LONG => self.long[&entry.start],
+            len => u64::from(len),
+        };
+        Free {
+            extent: Extent {
+                start: entry.start,
+                len,
+            },
+            slot: entry.slot as usize,
+        }
+    }
+
+    fn encode(&mut self, extent: Extent, slot: usize) -> FreeEntry {
+        let len = match u32::try_from(extent.len) {
+            Ok(len) if len < LONG => len,
+            _ => {
+                self.long.insert(extent.start, extent.len);
+                LONG
+            }
+        };
+        FreeEntry {
+            start: extent.start,
+            len,
+            slot: slot_u32(slot),
+        }
+    }
+
+    fn forget(&mut self, entry: FreeEntry) {
+        if entry.len == LONG {
+            self.long.remove(&entry.start);
+        }
+    }
+
+    fn get(&self, (pad, position): At) -> Free {
+        self.decode(&self.free[pad][position])
+    }
+
+    fn set(&mut self, (pad, position): At, extent: Extent, slot: usize) {
+        self.forget(self.free[pad][position]);
+        self.free[pad][position] = self.encode(extent, slot);
+    }
+
+    fn insert(&mut self, (pad, position): At, extent: Extent, slot: usize) {
+        let entry = self.encode(extent, slot);
+        self.free[pad].insert(position, entry);
+        self.starts.insert(pad);
+    }
+
+    fn remove(&mut self, (pad, position): At) {
+        let entry = self.free[pad].remove(position);
+        self.forget(entry);
+        if self.free[pad].is_empty() {
+            self.starts.remove(pad);
+        }
+    }
+
+    /// The free extents of the run, ascending.
+    fn extents(&self) -> impl Iterator<Item = Free> + '_ {
+        self.free.iter().flatten().map(|entry| self.decode(entry))
+    }
+}
+
+/// A slot as a list entry holds it.
+fn slot_u32(slot: usize) -> u32 {
+    // A class holds at most about twice as many slots as there are free
+    // extents, each of which took an allocation: far fewer than 2^32.
+    u32::try_from(slot).expect("fewer than 2^32 slots in a size class")
+}
+
+/// Asks the CPU to fetch the cache line holding `item`, without waiting.
+#[inline]
+fn prefetch<T>(item: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults, whatever the
+    // address, and changes nothing the program can observe.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(item.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = item;
+}
+
+/// The run holding the pad `ordinal`, with its first ordinal.
+fn run_of_mut(runs: &mut BTreeMap<u64, PadRun>, ordinal: u64) -> Option<(u64, &mut PadRun)> {
+    runs.range_mut(..=ordinal)
+        .next_back()
+        .filter(|(first, run)| ordinal < *first + run.pads())
+        .map(|(&first, run)| (first, run))
 }
 
 /// The pads of a store and which of their bytes are used or free.
@@ -432,8 +599,13 @@ impl MemoryMap {
             run.append(after);
         }
         self.pad_count += 1;
-        // The pad was absent, so no free extent overlaps it.
-        self.insert_free_merged(start, start + self.pad_size);
+        // The new pad holds no free extent yet, as if all used: freeing it
+        // merges it with its free neighbours.
+        self.free_one(Extent {
+            start,
+            len: self.pad_size,
+        })
+        .expect("a new pad is not free space yet");
         Ok(())
     }
 
@@ -522,6 +694,9 @@ impl MemoryMap {
         // even the order within size classes as it was. One extent is checked
         // by `take_one` itself.
         if extents.len() > 1 {
+            for extent in extents {
+                self.prefetch_list(extent.start);
+            }
             let clash = first_overlapping_an_earlier(extents);
             for (index, &extent) in extents.iter().enumerate() {
                 self.free_holding(extent)?;
@@ -542,6 +717,10 @@ impl MemoryMap {
     pub fn free(&mut self, extents: &[Extent]) -> Result<(), MapError> {
         // As in `take`: check all, then change.
         if extents.len() > 1 {
+            for extent in extents {
+                // `check_used` and `free_one` search the list of the last byte's pad.
+                self.prefetch_list(extent.end().saturating_sub(1));
+            }
             let clash = first_overlapping_an_earlier(extents);
             for (index, &extent) in extents.iter().enumerate() {
                 self.check_used(extent)?;
@@ -551,8 +730,7 @@ impl MemoryMap {
             }
         }
         for &extent in extents {
-            self.check_used(extent)?;
-            self.insert_free_merged(extent.start, extent.end());
+            self.free_one(extent)?;
         }
         Ok(())
     }
@@ -587,15 +765,16 @@ impl MemoryMap {
     pub fn free_extents(&self) -> Vec<Extent> {
         self.runs
             .values()
-            .flat_map(|run| run.free.iter().flatten())
-            .map(|entry| entry.extent)
+            .flat_map(PadRun::extents)
+            .map(|free| free.extent)
             .collect()
     }
 
     /// Checks the map's internal consistency (for tests; walks everything):
     /// pad runs maximal; free extents non-empty, disjoint, not adjacent,
     /// within existing pads and listed under the pad they start in; pad lists,
-    /// size classes, both bitsets and the counters agree.
+    /// size classes (slots, tombstones, counts), both bitsets and the counters
+    /// agree.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut pads = 0u64;
         let mut previous_run_end = None;
@@ -622,7 +801,7 @@ impl MemoryMap {
                     ));
                 }
                 for entry in list {
-                    let extent = entry.extent;
+                    let Free { extent, slot } = run.decode(entry);
                     let extent_end = extent
                         .checked_end()
                         .ok_or(format!("free {extent:?} passes u64::MAX"))?;
@@ -641,7 +820,7 @@ impl MemoryMap {
                         return Err(format!("free {extent:?} is not within existing pads"));
                     }
                     let class = size_class(extent.len);
-                    if self.classes.lists[class].get(entry.position) != Some(&extent) {
+                    if self.classes.lists[class].get(slot) != Some(&extent) {
                         return Err(format!("free {extent:?} is not where its size class says"));
                     }
                     listed += 1;
@@ -657,14 +836,31 @@ impl MemoryMap {
             return Err(format!("pad count {} but runs hold {pads}", self.pad_count));
         }
         for (class, list) in self.classes.lists.iter().enumerate() {
-            if self.classes.nonempty.contains(class) == list.is_empty() {
+            let live = self.classes.extents(class).count();
+            if live != self.classes.live[class] {
+                return Err(format!(
+                    "class {class} holds {live} extents but counts {}",
+                    self.classes.live[class]
+                ));
+            }
+            if self.classes.nonempty.contains(class) == (live == 0) {
                 return Err(format!("class bitset is wrong for class {class}"));
             }
-            if let Some(stray) = list.iter().find(|extent| size_class(extent.len) != class) {
+            if list.last().is_some_and(|extent| extent.len == 0) {
+                return Err(format!("class {class} ends in a tombstone"));
+            }
+            if self.classes.needs_compaction(class) {
+                return Err(format!("class {class} has too many tombstones"));
+            }
+            if let Some(stray) = self
+                .classes
+                .extents(class)
+                .find(|extent| size_class(extent.len) != class)
+            {
                 return Err(format!("free {stray:?} is in size class {class}"));
             }
         }
-        let classified: usize = self.classes.lists.iter().map(Vec::len).sum();
+        let classified: usize = self.classes.live.iter().sum();
         if classified != listed {
             return Err(format!(
                 "size classes hold {classified} extents, pad lists {listed}"
@@ -686,16 +882,15 @@ impl MemoryMap {
     /// Case 1 of the policy: a free extent that holds `size` bytes, if any.
     fn good_fit(&self, size: u64) -> Option<Extent> {
         // The classes above the one of `size - 1` hold only extents of at
-        // least `size` bytes.
+        // least `size` bytes. The last entry of a class is not a tombstone.
         let all_fit = size_class(size - 1) + 1;
         if let Some(class) = self.classes.first_from(all_fit) {
             return self.classes.lists[class].last().copied();
         }
-        self.classes.lists[size_class(size)]
-            .iter()
+        self.classes
+            .extents(size_class(size))
             .rev()
             .find(|extent| extent.len >= size)
-            .copied()
     }
 
     /// The free extents of at least [`MIN_FRAGMENT`] bytes, largest class first.
@@ -705,7 +900,22 @@ impl MemoryMap {
         self.classes
             .down_from(CLASSES - 1)
             .take_while(move |&class| class >= smallest)
-            .flat_map(|class| self.classes.lists[class].iter().rev().copied())
+            .flat_map(|class| self.classes.extents(class).rev())
+    }
+
+    /// Starts fetching the list of the pad of `address` into the cache, so
+    /// that the lists of a batch's extents arrive together rather than one
+    /// after another.
+    fn prefetch_list(&self, address: u64) {
+        let ordinal = address / self.pad_size;
+        if let Some((first, run)) = self.run_of(ordinal) {
+            let list = &run.free[(ordinal - first) as usize];
+            // Four entries a cache line; lists are short.
+            // The first few cache lines (four entries each): lists are short.
+            for entry in list.iter().step_by(4).take(4) {
+                prefetch(entry);
+            }
+        }
     }
 
     /// The run holding the pad `ordinal`, with its first ordinal.
@@ -715,16 +925,6 @@ impl MemoryMap {
             .next_back()
             .filter(|(first, run)| ordinal < *first + run.pads())
             .map(|(&first, run)| (first, run))
-    }
-
-    /// The run holding the pad of `address`, and the pad's index in it.
-    fn run_at_mut(&mut self, address: u64) -> Option<(&mut PadRun, usize)> {
-        let ordinal = address / self.pad_size;
-        self.runs
-            .range_mut(..=ordinal)
-            .next_back()
-            .filter(|(first, run)| ordinal < *first + run.pads())
-            .map(|(&first, run)| (run, (ordinal - first) as usize))
     }
 
     /// Whether `[start, end)` lies within one run of existing pads (and so
@@ -739,17 +939,8 @@ impl MemoryMap {
     fn free_at_or_before(&self, address: u64) -> Option<Extent> {
         let ordinal = address / self.pad_size;
         let (first, run) = self.run_of(ordinal)?;
-        run.free_at_or_before((ordinal - first) as usize, address)
-    }
-
-    /// The free extent that starts at `address`, if any.
-    fn free_starting_at(&self, address: u64) -> Option<Extent> {
-        let ordinal = address / self.pad_size;
-        let (first, run) = self.run_of(ordinal)?;
-        let list = &run.free[(ordinal - first) as usize];
-        list.binary_search_by_key(&address, |entry| entry.extent.start)
-            .ok()
-            .map(|at| list[at].extent)
+        let at = run.at_or_before((ordinal - first) as usize, address)?;
+        Some(run.get(at).extent)
     }
 
     /// The free extent that holds the range, or why it cannot be taken.
@@ -781,99 +972,192 @@ impl MemoryMap {
         Ok(())
     }
 
+    /// Marks one range as used, or says why it cannot; on error nothing
+    /// changes. One search of one pad's list finds the free extent holding it.
     fn take_one(&mut self, range: Extent) -> Result<(), MapError> {
-        let free = self.free_holding(range)?;
-        // The remainders touch the taken range, so they merge with nothing.
-        self.remove_free(free);
-        if free.start < range.start {
-            self.insert_free(Extent {
-                start: free.start,
-                len: range.start - free.start,
-            });
+        let not_free = MapError::NotFree(range);
+        if range.len == 0 {
+            return Err(MapError::ZeroLength);
         }
-        if range.end() < free.end() {
-            self.insert_free(Extent {
-                start: range.end(),
-                len: free.end() - range.end(),
-            });
+        let end = range.checked_end().ok_or(not_free.clone())?;
+        let pad_size = self.pad_size;
+        let (first, run) =
+            run_of_mut(&mut self.runs, range.start / pad_size).ok_or(not_free.clone())?;
+        let pad_of = |address: u64| (address / pad_size - first) as usize;
+        let at = run
+            .at_or_before(pad_of(range.start), range.start)
+            .ok_or(not_free.clone())?;
+        let Free { extent: free, slot } = run.get(at);
+        if end > free.end() {
+            return Err(not_free);
+        }
+
+        // The remainders touch the taken range, so they merge with nothing.
+        // The one before keeps the free extent's record (same start); the one
+        // after starts either in the same pad, right after it, or first in a
+        // later pad (no other free extent starts within `free`).
+        let before = Extent {
+            start: free.start,
+            len: range.start - free.start,
+        };
+        let after = Extent {
+            start: end,
+            len: free.end() - end,
+        };
+        self.free_bytes -= range.len;
+        if free.len >= MIN_FRAGMENT {
+            self.large_free_bytes -= free.len;
+        }
+        for rest in [before, after] {
+            if rest.len >= MIN_FRAGMENT {
+                self.large_free_bytes += rest.len;
+            }
+        }
+        let after_at = (pad_of(end), if pad_of(end) == at.0 { at.1 + 1 } else { 0 });
+        if before.len > 0 {
+            let slot = self.classes.replace(free, slot, before);
+            run.set(at, before, slot);
+            if after.len > 0 {
+                let slot = self.classes.push(after);
+                run.insert(after_at, after, slot);
+            }
+        } else if after.len > 0 && after_at.0 == at.0 {
+            let slot = self.classes.replace(free, slot, after);
+            run.set(at, after, slot);
+        } else {
+            self.classes.remove(size_class(free.len), slot);
+            run.remove(at);
+            if after.len > 0 {
+                let slot = self.classes.push(after);
+                run.insert(after_at, after, slot);
+            }
+        }
+        self.compact_if_needed(size_class(free.len));
+        Ok(())
+    }
+
+    /// Marks one range as free, merged with the free extents that end where
+    /// it starts and start where it ends; or says why it cannot, and then
+    /// nothing changes. One search of one pad's list finds both neighbours
+    /// and checks that no free extent overlaps the range.
+    fn free_one(&mut self, range: Extent) -> Result<(), MapError> {
+        let not_used = MapError::NotUsed(range);
+        if range.len == 0 {
+            return Err(MapError::ZeroLength);
+        }
+        let end = range.checked_end().ok_or(not_used.clone())?;
+        let pad_size = self.pad_size;
+        let (first, run) =
+            run_of_mut(&mut self.runs, range.start / pad_size).ok_or(not_used.clone())?;
+        let pad_of = |address: u64| (address / pad_size - first) as usize;
+        let last = pad_of(end - 1);
+        if last >= run.free.len() {
+            return Err(not_used);
+        }
+        // Free extents are disjoint and sorted: the one starting last before
+        // `end` is the only one that can overlap the range, and the only one
+        // that can end where it starts. The next one may start at `end`.
+        let last_before = run.at_or_before(last, end - 1);
+        let mut before = None;
+        if let Some(at) = last_before {
+            let extent = run.get(at).extent;
+            if extent.end() > range.start {
+                return Err(not_used);
+            }
+            before = (extent.end() == range.start).then_some(at);
+        }
+        let next = match last_before {
+            Some((pad, position)) if pad == last && pad_of(end) == last => (last, position + 1),
+            _ => (pad_of(end), 0),
+        };
+        let after = run
+            .free
+            .get(next.0)
+            .and_then(|list| list.get(next.1))
+            .filter(|entry| entry.start == end)
+            .map(|_| next);
+
+        let before_entry = before.map(|at| run.get(at));
+        let after_entry = after.map(|at| run.get(at));
+        let merged_start = before_entry.map_or(range.start, |entry| entry.extent.start);
+        let merged_end = after_entry.map_or(end, |entry| entry.extent.end());
+        let merged = Extent {
+            start: merged_start,
+            len: merged_end - merged_start,
+        };
+        self.free_bytes += range.len;
+        for entry in before_entry.iter().chain(&after_entry) {
+            if entry.extent.len >= MIN_FRAGMENT {
+                self.large_free_bytes -= entry.extent.len;
+            }
+        }
+        if merged.len >= MIN_FRAGMENT {
+            self.large_free_bytes += merged.len;
+        }
+        // `merged` takes over the record of the extent before, or else of the
+        // one after if that starts in the same pad as the range; a record
+        // left over is removed (it follows the kept one in its list).
+        let start_pad = pad_of(range.start);
+        match (before.zip(before_entry), after.zip(after_entry)) {
+            (Some((at, kept)), after) => {
+                if let Some((after_at, gone)) = after {
+                    self.classes.remove(size_class(gone.extent.len), gone.slot);
+                    run.remove(after_at);
+                }
+                let slot = self.classes.replace(kept.extent, kept.slot, merged);
+                run.set(at, merged, slot);
+            }
+            (None, Some((at, kept))) if at.0 == start_pad => {
+                let slot = self.classes.replace(kept.extent, kept.slot, merged);
+                run.set(at, merged, slot);
+            }
+            (None, after) => {
+                if let Some((after_at, gone)) = after {
+                    self.classes.remove(size_class(gone.extent.len), gone.slot);
+                    run.remove(after_at);
+                }
+                let position = run.free[start_pad].partition_point(|e| e.start < range.start);
+                let slot = self.classes.push(merged);
+                run.insert((start_pad, position), merged, slot);
+            }
+        }
+        for entry in before_entry.iter().chain(&after_entry) {
+            self.compact_if_needed(size_class(entry.extent.len));
         }
         Ok(())
     }
 
-    /// Adds the free range `[start, end)`, which lies in existing pads and
-    /// overlaps no free extent, merged with the free extents that end at
-    /// `start` and start at `end`.
-    fn insert_free_merged(&mut self, start: u64, end: u64) {
-        let mut merged = Extent {
-            start,
-            len: end - start,
-        };
-        if let Some(before) = start
-            .checked_sub(1)
-            .and_then(|last| self.free_at_or_before(last))
-            .filter(|before| before.end() == start)
-        {
-            self.remove_free(before);
-            merged = Extent {
-                start: before.start,
-                len: end - before.start,
-            };
-        }
-        if let Some(after) = self.free_starting_at(end) {
-            self.remove_free(after);
-            merged.len += after.len;
-        }
-        self.insert_free(merged);
-    }
-
-    /// Records a free extent in its pad's list and its size class.
-    fn insert_free(&mut self, extent: Extent) {
-        let position = self.classes.push(extent);
-        let (run, index) = self
-            .run_at_mut(extent.start)
-            .expect("free space lies in existing pads");
-        let list = &mut run.free[index];
-        let at = list.partition_point(|entry| entry.extent.start < extent.start);
-        list.insert(at, FreeEntry { extent, position });
-        run.starts.insert(index);
-        self.free_bytes += extent.len;
-        if extent.len >= MIN_FRAGMENT {
-            self.large_free_bytes += extent.len;
+    fn compact_if_needed(&mut self, class: usize) {
+        if self.classes.needs_compaction(class) {
+            self.compact(class);
         }
     }
 
-    /// Removes a recorded free extent from its pad's list and its size class.
-    fn remove_free(&mut self, extent: Extent) {
-        let (run, index) = self
-            .run_at_mut(extent.start)
-            .expect("free space lies in existing pads");
-        let list = &mut run.free[index];
-        let at = list
-            .binary_search_by_key(&extent.start, |entry| entry.extent.start)
-            .expect("a recorded free extent is in its pad's list");
-        let position = list.remove(at).position;
-        if list.is_empty() {
-            run.starts.remove(index);
+    /// Drops the tombstones of a class, moving its extents down, and records
+    /// their new slots in the pad lists.
+    fn compact(&mut self, class: usize) {
+        let pad_size = self.pad_size;
+        let list = &mut self.classes.lists[class];
+        let mut kept = 0;
+        for slot in 0..list.len() {
+            let extent = list[slot];
+            if extent.len == 0 {
+                continue;
+            }
+            if slot != kept {
+                list[kept] = extent;
+                let ordinal = extent.start / pad_size;
+                let (first, run) =
+                    run_of_mut(&mut self.runs, ordinal).expect("free space lies in pads");
+                let entries = &mut run.free[(ordinal - first) as usize];
+                let position = entries
+                    .binary_search_by_key(&extent.start, |entry| entry.start)
+                    .expect("a recorded free extent is in its pad's list");
+                entries[position].slot = slot_u32(kept);
+            }
+            kept += 1;
         }
-        if let Some(moved) = self.classes.remove(size_class(extent.len), position) {
-            self.entry_mut(moved.start).position = position;
-        }
-        self.free_bytes -= extent.len;
-        if extent.len >= MIN_FRAGMENT {
-            self.large_free_bytes -= extent.len;
-        }
-    }
-
-    /// The pad list entry of the free extent starting at `start`.
-    fn entry_mut(&mut self, start: u64) -> &mut FreeEntry {
-        let (run, index) = self
-            .run_at_mut(start)
-            .expect("free space lies in existing pads");
-        let list = &mut run.free[index];
-        let at = list
-            .binary_search_by_key(&start, |entry| entry.extent.start)
-            .expect("a recorded free extent is in its pad's list");
-        &mut list[at]
+        list.truncate(kept);
     }
 }
 
@@ -1043,6 +1327,37 @@ mod tests {
         assert!(!map.within_pads(15, 21));
         assert!(map.within_pads(30, 40));
         assert!(!map.within_pads(30, 41));
+    }
+
+    #[test]
+    fn long_free_extents_keep_their_length() {
+        // Whole 4 GiB pads give free extents too long for a list entry.
+        let pad = 1 << 32;
+        let mut map = MemoryMap::new(pad);
+        for ordinal in [0, 1, 3, 2] {
+            map.add_pad(ordinal).unwrap();
+        }
+        assert_eq!(map.free_extents(), vec![extent(0, 4 * pad)]);
+        map.take(&[extent(100, 50), extent(pad + 7, pad)]).unwrap();
+        map.check_invariants().unwrap();
+        assert_eq!(
+            map.free_extents(),
+            vec![
+                extent(0, 100),
+                extent(150, pad + 7 - 150),
+                extent(2 * pad + 7, 2 * pad - 7)
+            ]
+        );
+        assert_eq!(
+            map.plan(3 * pad / 2).from_free,
+            vec![extent(2 * pad + 7, 3 * pad / 2)]
+        );
+        map.free(&[extent(pad + 7, pad)]).unwrap();
+        map.check_invariants().unwrap();
+        map.free(&[extent(100, 50)]).unwrap();
+        map.check_invariants().unwrap();
+        assert_eq!(map.free_extents(), vec![extent(0, 4 * pad)]);
+        assert_eq!(map.runs[&0].long.len(), 1);
     }
 
     #[test]
