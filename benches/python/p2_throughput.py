@@ -4,9 +4,9 @@ disk, in the same run.
 
 Both sides start from a fresh folder under the same scratch directory, with
 the disk flushed (`os.sync`) before each timed put so that neither pays for
-the other's writeback. By default neither side fsyncs: anthill encrypts,
-authenticates and hashes every pad and writes it atomically (temp file +
-rename, which survives a process crash), and obstore writes the file and
+the other's writeback. By default neither side fsyncs: anthill encrypts and
+authenticates every pad and writes it atomically (temp file + rename, which
+survives a process crash), and obstore writes the file and
 renames it (its default). The fsync figures compare the two in durable mode:
 anthill's put into a fresh store opened with `fsync=True`, against obstore's
 put followed by an fsync of the file and its folder. Gets read what the put
