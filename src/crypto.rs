@@ -169,6 +169,11 @@ pub async fn off_runtime<T: Send + 'static>(
     if len < OFF_RUNTIME_BYTES {
         return work();
     }
+    on_blocking_pool(work).await
+}
+
+/// Runs `work` on tokio's blocking pool, passing on its panic.
+pub async fn on_blocking_pool<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(error) => std::panic::resume_unwind(error.into_panic()),

@@ -158,18 +158,38 @@ impl PadIo {
         on_uploaded: impl FnOnce(),
     ) -> Result<AuthTag> {
         let name = id.object_name();
-        let (keys, store_id) = (Arc::clone(&self.keys), self.store_id);
+        let (keys, store_id, len) = (Arc::clone(&self.keys), self.store_id, plaintext.len());
         let mut buffer = self.buffers.take();
-        let (buffer, tag) = crypto::off_runtime(plaintext.len(), move || {
-            pad::encode_into(&keys, &store_id, id, version, &plaintext, &mut buffer)
-                .map(|tag| (buffer, tag))
-        })
-        .await?;
+        let seal = move |buffer: &mut Vec<u8>| {
+            pad::encode_into(&keys, &store_id, id, version, &plaintext, buffer)
+        };
+        let (buffer, tag, written) = match self.backend.folder_writer() {
+            // A local folder: sealed and written by one call on one thread,
+            // while the sealed bytes are still in that core's cache.
+            Some(folder) => {
+                let name = name.clone();
+                crypto::on_blocking_pool(move || {
+                    let tag = seal(&mut buffer)?;
+                    let written = folder.put(&name, &buffer);
+                    Ok::<_, Error>((buffer, tag, Some(written)))
+                })
+                .await?
+            }
+            None => crypto::off_runtime(len, move || Ok::<_, Error>((seal(&mut buffer)?, buffer)))
+                .await
+                .map(|(tag, buffer)| (buffer, tag, None))?,
+        };
         let sealed = self.buffers.share(buffer);
-        let receipt = self
-            .retry
-            .run(|_| self.backend.put(&name, sealed.clone()))
-            .await?;
+        let receipt = match written {
+            Some(Ok(receipt)) => receipt,
+            Some(Err(error)) if !error.is_transient() => return Err(error.into()),
+            // Not yet written, or a transient failure: (re)tried as any put.
+            _ => {
+                self.retry
+                    .run(|_| self.backend.put(&name, sealed.clone()))
+                    .await?
+            }
+        };
         drop(sealed);
         drop(permit);
         on_uploaded();

@@ -8,11 +8,13 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod folder;
 mod lease;
 pub mod object;
 pub mod sim;
 mod url;
 
+pub use self::folder::FolderWriter;
 pub use self::url::{BackendOptions, open};
 pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
 
@@ -90,6 +92,13 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// recorded pad without an object then holds nothing (version 0).
     fn pads_created_on_first_write(&self) -> bool {
         false
+    }
+
+    /// A local folder's writer, whose blocking `put` lets a pad be sealed
+    /// and written by one call on one thread (see `folder.rs`); `None` for
+    /// every other backend, and for wrappers that must see each put.
+    fn folder_writer(&self) -> Option<FolderWriter> {
+        None
     }
 
     /// Counters of a simulated backend (`sim+` URLs); `None` for real ones.

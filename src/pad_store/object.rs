@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use std::path::PathBuf;
 
+use super::folder::FolderWriter;
 use super::lease::{Lease, LeaseConfig};
 use super::{BackendError, PadStore, PutReceipt, WriterLock};
 
@@ -140,6 +141,8 @@ pub struct ObjectPadStore {
     bucket: Option<String>,
     create_check: CreateCheck,
     locking: Locking,
+    /// A local folder's writes, which bypass `object_store` (see `folder.rs`).
+    folder: Option<FolderWriter>,
 }
 
 impl ObjectPadStore {
@@ -157,6 +160,25 @@ impl ObjectPadStore {
             bucket: None,
             create_check: CreateCheck::Conditional,
             locking,
+            folder: None,
+        }
+    }
+
+    /// A local folder store: `store` is a `LocalFileSystem` rooted at `root`.
+    pub fn new_folder(
+        store: Arc<dyn ObjectStore>,
+        root: PathBuf,
+        fsync: bool,
+        url: impl Into<String>,
+    ) -> Self {
+        let url = url.into();
+        let locking = Locking::Folder {
+            file: root.join(".lock"),
+            fsync,
+        };
+        ObjectPadStore {
+            folder: Some(FolderWriter::new(root, fsync, url.clone())),
+            ..Self::new(store, locking, Path::default(), url)
         }
     }
 
@@ -187,6 +209,7 @@ impl ObjectPadStore {
             bucket: Some(bucket),
             create_check: CreateCheck::HeadThenPut,
             locking: Locking::Lease(Arc::new(lease)),
+            folder: None,
         }
     }
 
@@ -266,6 +289,12 @@ impl PadStore for ObjectPadStore {
 
     async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         let path = self.path_of(name)?;
+        if let Some(folder) = self.folder.clone() {
+            let name = name.to_owned();
+            return tokio::task::spawn_blocking(move || folder.put(&name, &content))
+                .await
+                .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?;
+        }
         let size = content.len() as u64;
         let result = self
             .store
@@ -360,13 +389,7 @@ impl PadStore for ObjectPadStore {
     }
 
     async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
-        let Locking::Folder {
-            file: lock_file, ..
-        } = &self.locking
-        else {
-            return Ok(0);
-        };
-        let Some(root) = lock_file.parent().map(PathBuf::from) else {
+        let Some(root) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
             return Ok(0);
         };
         // A local put writes `<name>#<n>` and renames it; a crash between the
@@ -392,7 +415,11 @@ impl PadStore for ObjectPadStore {
     }
 
     fn pads_created_on_first_write(&self) -> bool {
-        matches!(self.locking, Locking::Folder { .. })
+        self.folder.is_some()
+    }
+
+    fn folder_writer(&self) -> Option<FolderWriter> {
+        self.folder.clone()
     }
 
     fn describe(&self) -> String {
@@ -562,7 +589,7 @@ fn classify_by_source(
 /// Local disk problems a retry will not fix are Permanent with their cause
 /// named; everything else (timeouts, interruptions, too many open files, …)
 /// is Transient.
-fn classify_io(error: &io::Error, name: &str, url: &str, text: &str) -> BackendError {
+pub(super) fn classify_io(error: &io::Error, name: &str, url: &str, text: &str) -> BackendError {
     use io::ErrorKind as K;
     let cause = match error.kind() {
         K::StorageFull => "disk full",

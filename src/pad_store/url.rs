@@ -328,13 +328,10 @@ fn open_folder(
         .map(String::from)
         .unwrap_or_else(|()| path.display().to_string());
     let store: Arc<dyn ObjectStore> = Arc::new(local);
-    Ok(Arc::new(ObjectPadStore::new(
+    Ok(Arc::new(ObjectPadStore::new_folder(
         store,
-        Locking::Folder {
-            file: path.join(".lock"),
-            fsync,
-        },
-        Path::default(),
+        path,
+        fsync,
         description,
     )))
 }
