@@ -188,6 +188,30 @@ def p3(r: dict[str, Any]) -> list[str]:
             f"{x['free_extents']:,} | {x['extents_per_item']:.2f} | {x['pads']:,} | "
             f"{x['used_fraction']:.1%} |"
         )
+    results = r["results"]
+    small, second, large = results[0], results[1], results[-1]
+    read = r.get("read_ns")
+    out += [
+        "",
+        (
+            "Where the growth comes from. The churn gets harder as the store grows: the pads "
+            f"are {small['used_fraction']:.0%} used at {small['live_blocks']:,} items and "
+            f"{large['used_fraction']:.1%} at {large['live_blocks']:,}, so more items are split "
+            f"over free fragments ({small['extents_per_item']:.2f} extents per item against "
+            f"{large['extents_per_item']:.2f}) and every operation handles more extents. At "
+            f"{second['live_blocks']:,} items, where the map still fits in the cores' caches, an "
+            f"operation already costs {second['ns_per_op'] / small['ns_per_op']:.2f}x as much "
+            f"as at {small['live_blocks']:,}. The rest is memory: with random victims, a free "
+            "reads the list of a pad it has not touched for long."
+        ),
+    ]
+    if read:
+        out[-1] += (
+            f" A dependent read costs {read['cached']:.0f} ns from the cache and "
+            f"{read['lists']:.0f} ns in a buffer of {read['list_bytes'] / MIB:.1f} MiB, the "
+            f"size of the free extents' records at {large['live_blocks']:,} items, on this "
+            "machine (benches/src/allocator.rs, `dependent_read_ns`)."
+        )
     return out + [""]
 
 

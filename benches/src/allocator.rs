@@ -193,9 +193,52 @@ fn measure(live: usize, steps: usize, rounds: usize) -> Value {
     })
 }
 
+/// Nanoseconds per read when each read's address depends on the one before,
+/// in a random cycle over the cache lines of a `bytes`-byte buffer (best of
+/// 3): what one cache miss costs when the data is that large.
+fn dependent_read_ns(bytes: usize) -> f64 {
+    const LINE: usize = 64 / std::mem::size_of::<usize>();
+    let lines = bytes / 64;
+    let mut rng = Rng::new(lines as u64);
+    // A random cyclic order of the lines (Sattolo's shuffle).
+    let mut order: Vec<usize> = (0..lines).collect();
+    for i in (1..lines).rev() {
+        order.swap(i, rng.below(i));
+    }
+    let mut next = vec![0usize; lines * LINE];
+    for (i, &line) in order.iter().enumerate() {
+        next[line * LINE] = order[(i + 1) % lines] * LINE;
+    }
+    let reads = 4_000_000;
+    (0..3)
+        .map(|_| {
+            let mut at = 0;
+            let started = Instant::now();
+            for _ in 0..reads {
+                at = next[at];
+            }
+            std::hint::black_box(at);
+            started.elapsed().as_secs_f64() * 1e9 / reads as f64
+        })
+        .fold(f64::MAX, f64::min)
+}
+
 pub fn run(quick: bool) -> Value {
     let steps = if quick { 20_000 } else { 100_000 };
     let sizes = [1_000, 10_000, 100_000, 1_000_000];
     let results: Vec<Value> = sizes.iter().map(|&n| measure(n, steps, 7)).collect();
-    json!({ "pad_size": PAD_SIZE, "steps": steps, "results": results })
+    // The free extents of the largest map, at 16 bytes each: what a free of
+    // a random item reads from (at least its pad's list).
+    let free_extents = results.last().map_or(0, |r| r["free_extents"].as_u64().unwrap_or(0));
+    let list_bytes = (free_extents as usize * 16).max(64 << 10);
+    json!({
+        "pad_size": PAD_SIZE,
+        "steps": steps,
+        "results": results,
+        "read_ns": {
+            "cached": dependent_read_ns(64 << 10),
+            "lists": dependent_read_ns(list_bytes),
+            "list_bytes": list_bytes,
+        },
+    })
 }
