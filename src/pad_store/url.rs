@@ -320,9 +320,11 @@ fn open_folder(
                 path.display()
             ))
         })?
-        // Puts write a temporary file and rename it: atomic, and in the
-        // kernel's hands (safe from a process crash) once the put returns.
-        // fsync adds the disk's write time (a 1 GiB put: ~1.1 s, not ~0.26 s, here).
+        // Reads, lists, deletes and reserves; puts go through FolderWriter
+        // (folder.rs). Both write a temporary file and move it into place:
+        // atomic, and in the kernel's hands (safe from a process crash) once
+        // the call returns. fsync adds the disk's write time (a 1 GiB put:
+        // ~1.1 s, not ~0.26 s, here).
         .with_fsync(fsync);
     let description = url::Url::from_file_path(&path)
         .map(String::from)
