@@ -42,8 +42,9 @@
 //! the one recorded last and so likely still in cache. Removing an extent from
 //! its class leaves a tombstone, so nothing else moves or needs its slot
 //! rewritten; a class whose tombstones outnumber its extents is compacted,
-//! which costs O(1) per removal amortized. So [`MemoryMap::add_pad`], [`MemoryMap::take`] and
-//! [`MemoryMap::free`] cost O(1) per extent apart from that scan and list
+//! which costs O(1) per removal amortized (the moved extents lie in random
+//! pads, so their pad lists are fetched a few extents ahead). So
+//! [`MemoryMap::add_pad`], [`MemoryMap::take`] and [`MemoryMap::free`] cost O(1) per extent apart from that scan and list
 //! insertions within one pad (and copying a run when a new pad joins two runs):
 //! one pad list finds an extent's neighbours and checks it, and the lists of a
 //! batch's extents are fetched together. [`MemoryMap::plan`] costs O(1) in
@@ -478,6 +479,21 @@ impl PadRun {
         }
     }
 
+    /// Starts fetching the entry of pad `index` (where its list is) into the
+    /// cache, without waiting for it.
+    fn prefetch_pad(&self, index: usize) {
+        prefetch(self.free.as_ptr().wrapping_add(index));
+    }
+
+    /// Starts fetching the list of pad `index` into the cache, without
+    /// waiting for it.
+    fn prefetch_list(&self, index: usize) {
+        // The first few cache lines (four entries each): lists are short.
+        for entry in self.free[index].iter().step_by(4).take(4) {
+            prefetch(entry);
+        }
+    }
+
     /// The free extents of the run, ascending.
     fn extents(&self) -> impl Iterator<Item = Free> + '_ {
         self.free.iter().flatten().map(|entry| self.decode(entry))
@@ -503,6 +519,14 @@ fn prefetch<T>(item: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = item;
+}
+
+/// The run holding the pad `ordinal`, with its first ordinal.
+fn run_of(runs: &BTreeMap<u64, PadRun>, ordinal: u64) -> Option<(u64, &PadRun)> {
+    runs.range(..=ordinal)
+        .next_back()
+        .filter(|(first, run)| ordinal < *first + run.pads())
+        .map(|(&first, run)| (first, run))
 }
 
 /// The run holding the pad `ordinal`, with its first ordinal.
@@ -909,22 +933,13 @@ impl MemoryMap {
     fn prefetch_list(&self, address: u64) {
         let ordinal = address / self.pad_size;
         if let Some((first, run)) = self.run_of(ordinal) {
-            let list = &run.free[(ordinal - first) as usize];
-            // Four entries a cache line; lists are short.
-            // The first few cache lines (four entries each): lists are short.
-            for entry in list.iter().step_by(4).take(4) {
-                prefetch(entry);
-            }
+            run.prefetch_list((ordinal - first) as usize);
         }
     }
 
     /// The run holding the pad `ordinal`, with its first ordinal.
     fn run_of(&self, ordinal: u64) -> Option<(u64, &PadRun)> {
-        self.runs
-            .range(..=ordinal)
-            .next_back()
-            .filter(|(first, run)| ordinal < *first + run.pads())
-            .map(|(&first, run)| (first, run))
+        run_of(&self.runs, ordinal)
     }
 
     /// Whether `[start, end)` lies within one run of existing pads (and so
@@ -1136,10 +1151,29 @@ impl MemoryMap {
     /// Drops the tombstones of a class, moving its extents down, and records
     /// their new slots in the pad lists.
     fn compact(&mut self, class: usize) {
+        /// How many extents ahead the pad lists are fetched: enough to keep
+        /// several cache misses in flight at once.
+        const AHEAD: usize = 8;
         let pad_size = self.pad_size;
         let list = &mut self.classes.lists[class];
         let mut kept = 0;
         for slot in 0..list.len() {
+            // Moved extents lie in random pads: fetch what updating the
+            // extents a few slots on will read while this one is updated.
+            // A pad's list hangs off its entry in the run, so that entry is
+            // fetched first, and its list once the entry has arrived.
+            let pad_of = |slot: usize| {
+                let extent = list.get(slot).filter(|extent| extent.len > 0)?;
+                let ordinal = extent.start / pad_size;
+                let (first, run) = run_of(&self.runs, ordinal)?;
+                Some((run, (ordinal - first) as usize))
+            };
+            if let Some((run, index)) = pad_of(slot + 2 * AHEAD) {
+                run.prefetch_pad(index);
+            }
+            if let Some((run, index)) = pad_of(slot + AHEAD) {
+                run.prefetch_list(index);
+            }
             let extent = list[slot];
             if extent.len == 0 {
                 continue;
@@ -1225,6 +1259,47 @@ mod tests {
 
     fn extent(start: u64, len: u64) -> Extent {
         Extent { start, len }
+    }
+
+    #[test]
+    fn compaction_moves_extents_of_many_pads_to_slots_their_lists_know() {
+        // 8 holes of one class in each of 64 pads, recorded in address order.
+        let (pads, per_pad) = (64, 8);
+        let mut map = MemoryMap::new(4096);
+        for ordinal in 0..pads {
+            map.add_pad(ordinal).unwrap();
+        }
+        map.take(&[extent(0, pads * 4096)]).unwrap();
+        let holes: Vec<Extent> = (0..pads)
+            .flat_map(|pad| (0..per_pad).map(move |k| extent(pad * 4096 + k * 500, 100)))
+            .collect();
+        for &hole in &holes {
+            map.free(&[hole]).unwrap();
+        }
+        let class = size_class(100);
+        assert_eq!(map.classes.lists[class].len(), holes.len());
+
+        // Taking all but the last hole of each pad leaves tombstones before
+        // every survivor, until the class is compacted and the survivors move.
+        for (i, &hole) in holes.iter().enumerate() {
+            if i as u64 % per_pad != per_pad - 1 {
+                map.take(&[hole]).unwrap();
+            }
+        }
+        let survivors: Vec<Extent> = holes
+            .iter()
+            .skip(per_pad as usize - 1)
+            .step_by(per_pad as usize)
+            .copied()
+            .collect();
+        assert!(map.classes.lists[class].len() < holes.len() / 2);
+        assert_eq!(map.free_extents(), survivors);
+        map.check_invariants().unwrap();
+        // Each survivor is found through its new slot: taking it leaves the
+        // class empty and the map true.
+        map.take(&survivors).unwrap();
+        assert!(map.classes.lists[class].is_empty());
+        map.check_invariants().unwrap();
     }
 
     #[test]
