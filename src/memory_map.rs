@@ -44,10 +44,11 @@
 //! rewritten; a class whose tombstones outnumber its extents is compacted,
 //! which costs O(1) per removal amortized (the moved extents lie in random
 //! pads, so their pad lists are fetched a few extents ahead). So
-//! [`MemoryMap::add_pad`], [`MemoryMap::take`] and [`MemoryMap::free`] cost O(1) per extent apart from that scan and list
-//! insertions within one pad (and copying a run when a new pad joins two runs):
-//! one pad list finds an extent's neighbours and checks it, and the lists of a
-//! batch's extents are fetched together. [`MemoryMap::plan`] costs O(1) in
+//! [`MemoryMap::add_pad`], [`MemoryMap::take`] and [`MemoryMap::free`] cost
+//! O(1) per extent apart from that scan and list insertions within one pad
+//! (and copying a run when a new pad joins two runs): one pad list finds an
+//! extent's neighbours and checks it, and the lists of a batch's extents are
+//! fetched together. [`MemoryMap::plan`] costs O(1) in
 //! case 1 unless it scans the item's own class, and walks the large fragments
 //! in cases 2 and 3. With 10^6 items the map no longer fits in the CPU's
 //! caches, so the cost per operation is mostly one cache miss per pad list an
