@@ -293,7 +293,7 @@ def p3_rows(r: dict[str, Any]) -> list[Row]:
             worst <= 1e3,
         ),
         Row(
-            "P3 allocator: growth from 10^3 to 10^6 live blocks",
+            f"P3 allocator: growth from 10^3 to 10^6 live blocks ({r['fill']:.0%} full)",
             f"{by_live[largest] / 1e3:.2f} µs/op at 10^{round(math.log10(largest))}",
             f"{by_live[smallest] / 1e3:.2f} µs/op at 10^{round(math.log10(smallest))}",
             growth,

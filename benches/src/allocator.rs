@@ -1,24 +1,37 @@
 //! P3 allocator: allocate and free operations per second on the memory map
 //! holding 10^3 .. 10^6 live blocks.
 //!
-//! A steady-state churn, as a store lives: the map is filled with `live`
-//! items (not timed), then each step frees a random live item and allocates a
-//! new one, so the number of live blocks stays put. Item sizes are
-//! log-uniform from 100 B to 1 MiB (as in C1), pads 4 MiB. An allocation is
-//! what the allocator does: `plan`, `take` the free extents, and when the
+//! A steady churn at a fixed fill, as a store lives once its pads are mostly
+//! used: each operation frees a random live item while more than [`FILL`] of
+//! the pads' bytes are used, and allocates a new item otherwise. So the fill
+//! stays at [`FILL`] and the number of live items near N, at every N: the
+//! levels differ only in how many blocks the map holds.
+//!
+//! The fill has to be held. Left to itself it drifts with the length of the
+//! run, not with N: pads are only ever added (when a new item does not fit),
+//! so they follow the largest the data has ever been, and that keeps growing
+//! as sizes wander. 95% is what C1's target promises (pads at most 1.05x the
+//! ideal).
+//!
+//! Setup, not timed: N / [`FILL`] items allocated one after another, then
+//! random ones freed until the pads are [`FILL`] used, which leaves holes of
+//! every item size across all pads; then [`WARM_UP`] operations per live
+//! item, which fragment the free space as a long-lived store's. Item sizes
+//! are log-uniform from 100 B to 1 MiB (as in C1), pads 4 MiB. An allocation
+//! is what the allocator does: `plan`, `take` the free extents, and when the
 //! plan needs new pads, `add_pad` them and `take` their share. A free gives
 //! back every extent of the item. One operation = one allocation or one free.
 //!
 //! Only the map is timed, not the harness's own bookkeeping: finding a
 //! random item in a table of 10^6 (about 40 MB) would cost a cache miss per
-//! step. So steps run in batches. Before a batch's clock starts, its victims
-//! are chosen (distinct, uniform among the items live at the batch's start)
-//! and their extents copied into one sequential vector, and the new items'
-//! sizes are drawn; the timed loop frees from that vector in order and
-//! appends the new items' extents to another; after the clock stops, the new
-//! items replace the victims in the live table. A batch frees at most half
-//! the live items, so with few live items a round is several batches, their
-//! times summed.
+//! free. So operations run in batches. Before a batch's clock starts, its
+//! possible victims are chosen (distinct, uniform among the items live at the
+//! batch's start) and their extents copied into one sequential vector, and
+//! the new items' sizes are drawn; the timed loop frees from that vector in
+//! order and appends the new items' extents to another; after the clock
+//! stops, the live table drops the freed items and takes the new ones. A
+//! batch has at most a quarter as many operations as there are live items,
+//! so at 10^3 a round is many batches, their times summed.
 
 use std::time::{Duration, Instant};
 
@@ -91,10 +104,20 @@ impl ExtentList {
     }
 }
 
+/// The share of the pads' bytes held by items, at every level.
+const FILL: f64 = 0.95;
+/// Other fills measured at the smallest and largest level, to show how much
+/// the growth depends on the fill.
+const OTHER_FILLS: [f64; 2] = [0.90, 0.97];
+/// Untimed operations per live item before the rounds: enough for the
+/// fragmentation to settle (the extents per item stop growing).
+const WARM_UP: usize = 40;
+
 struct Churn {
     map: MemoryMap,
     live: Vec<ItemExtents>,
     rng: Rng,
+    fill: f64,
 }
 
 impl Churn {
@@ -115,42 +138,60 @@ impl Churn {
         out.push(&extents);
     }
 
-    /// Replaces `steps` random live items (distinct, `steps <= live`) with
-    /// new ones; returns the time spent in the map.
-    fn batch(&mut self, steps: usize) -> Duration {
+    fn overfull(map: &MemoryMap, fill: f64) -> bool {
+        map.used_space() as f64 > fill * map.total_space() as f64
+    }
+
+    /// Runs `ops` operations (`ops <= live`); returns the time spent in the
+    /// map.
+    fn batch(&mut self, ops: usize) -> Duration {
         let live = self.live.len();
         // A partial shuffle puts a uniform sample of distinct items first.
-        let mut victims = ExtentList::with_capacity(steps);
-        for i in 0..steps {
+        let mut victims = ExtentList::with_capacity(ops);
+        for i in 0..ops {
             let j = i + self.rng.below(live - i);
             self.live.swap(i, j);
             victims.push(self.live[i].as_slice());
         }
-        let sizes: Vec<u64> = (0..steps)
+        let sizes: Vec<u64> = (0..ops)
             .map(|_| self.rng.log_uniform(MIN_SIZE, MAX_SIZE))
             .collect();
-        let mut born = ExtentList::with_capacity(steps);
-        let map = &mut self.map;
+        let mut born = ExtentList::with_capacity(ops);
+        let mut victims = victims.items();
+        let mut sizes = sizes.iter();
+        let mut freed = 0;
+        let (map, fill) = (&mut self.map, self.fill);
         let started = Instant::now();
-        for (extents, &size) in victims.items().zip(&sizes) {
-            map.free(extents).expect("live extents are used");
-            Self::allocate(map, size, &mut born);
+        for _ in 0..ops {
+            if Self::overfull(map, fill) {
+                let extents = victims.next().expect("one victim per operation");
+                map.free(extents).expect("live extents are used");
+                freed += 1;
+            } else {
+                let &size = sizes.next().expect("one size per operation");
+                Self::allocate(map, size, &mut born);
+            }
         }
         let elapsed = started.elapsed();
-        for (slot, extents) in self.live.iter_mut().zip(born.items()) {
-            *slot = ItemExtents::new(extents);
+        // The freed items are the first `freed` of the table: the new items
+        // take their places, and places left over go.
+        let mut born = born.items().map(ItemExtents::new);
+        let mut reused = 0;
+        for (slot, item) in self.live[..freed].iter_mut().zip(born.by_ref()) {
+            *slot = item;
+            reused += 1;
         }
+        self.live.drain(reused..freed);
+        self.live.extend(born);
         elapsed
     }
 
-    /// Replaces `steps` random live items, in batches that free at most half
-    /// the live items each; returns the time spent in the map.
-    fn churn(&mut self, steps: usize) -> Duration {
-        let most = (self.live.len() / 2).max(1);
+    /// Runs `ops` operations in batches; returns the time spent in the map.
+    fn churn(&mut self, ops: usize) -> Duration {
         let mut elapsed = Duration::ZERO;
-        let mut left = steps;
+        let mut left = ops;
         while left > 0 {
-            let batch = left.min(most);
+            let batch = left.min((self.live.len() / 4).max(1));
             elapsed += self.batch(batch);
             left -= batch;
         }
@@ -158,30 +199,36 @@ impl Churn {
     }
 }
 
-/// Nanoseconds per operation with `live` blocks, over `steps` free+allocate
-/// pairs (the median of `rounds` rounds).
-fn measure(live: usize, steps: usize, rounds: usize) -> Value {
+/// Nanoseconds per operation with about `live` blocks at `fill`, over `ops`
+/// operations (the median of `rounds` rounds).
+fn measure(live: usize, fill: f64, ops: usize, rounds: usize) -> Value {
     let mut churn = Churn {
         map: MemoryMap::new(PAD_SIZE),
-        live: Vec::with_capacity(live),
+        live: Vec::new(),
         rng: Rng::new(live as u64),
+        fill,
     };
-    let mut filled = ExtentList::with_capacity(live);
-    for _ in 0..live {
+    let filled_items = (live as f64 / fill).round() as usize;
+    let mut filled = ExtentList::with_capacity(filled_items);
+    for _ in 0..filled_items {
         let size = churn.rng.log_uniform(MIN_SIZE, MAX_SIZE);
         Churn::allocate(&mut churn.map, size, &mut filled);
     }
-    churn.live.extend(filled.items().map(ItemExtents::new));
-    // Warm up to the steady state's fragmentation before timing: replace
-    // every live item twice on average (and at least `steps` times).
-    churn.churn((2 * live).max(steps));
+    churn.live = filled.items().map(ItemExtents::new).collect();
+    while Churn::overfull(&churn.map, fill) {
+        let victim = churn.rng.below(churn.live.len());
+        let item = churn.live.swap_remove(victim);
+        churn.map.free(item.as_slice()).expect("live extents are used");
+    }
+    churn.churn((WARM_UP * live).max(ops));
     let per_round: Vec<f64> = (0..rounds)
-        .map(|_| churn.churn(steps).as_secs_f64() * 1e9 / (2 * steps) as f64)
+        .map(|_| churn.churn(ops).as_secs_f64() * 1e9 / ops as f64)
         .collect();
     let mut sorted = per_round.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let summary = churn.map.summary();
+    let live = churn.live.len();
     json!({
         "live_blocks": live,
         "ns_per_op": median,
@@ -224,17 +271,27 @@ fn dependent_read_ns(bytes: usize) -> f64 {
 }
 
 pub fn run(quick: bool) -> Value {
-    let steps = if quick { 20_000 } else { 100_000 };
+    let ops = if quick { 40_000 } else { 200_000 };
     let sizes = [1_000, 10_000, 100_000, 1_000_000];
-    let results: Vec<Value> = sizes.iter().map(|&n| measure(n, steps, 7)).collect();
+    let results: Vec<Value> = sizes.iter().map(|&n| measure(n, FILL, ops, 7)).collect();
+    let other_fills: Vec<Value> = OTHER_FILLS
+        .iter()
+        .map(|&fill| {
+            let ends = [sizes[0], sizes[sizes.len() - 1]];
+            json!({"fill": fill, "results": ends.map(|n| measure(n, fill, ops, 7))})
+        })
+        .collect();
     // The free extents of the largest map, at 16 bytes each: what a free of
     // a random item reads from (at least its pad's list).
     let free_extents = results.last().map_or(0, |r| r["free_extents"].as_u64().unwrap_or(0));
     let list_bytes = (free_extents as usize * 16).max(64 << 10);
     json!({
         "pad_size": PAD_SIZE,
-        "steps": steps,
+        "fill": FILL,
+        "warm_up": WARM_UP,
+        "ops": ops,
         "results": results,
+        "other_fills": other_fills,
         "read_ns": {
             "cached": dependent_read_ns(64 << 10),
             "lists": dependent_read_ns(list_bytes),
