@@ -1152,47 +1152,42 @@ impl MemoryMap {
     /// Drops the tombstones of a class, moving its extents down, and records
     /// their new slots in the pad lists.
     fn compact(&mut self, class: usize) {
-        /// How many extents ahead the pad lists are fetched: enough to keep
+        /// How many extents ahead pad lists are fetched: enough to keep
         /// several cache misses in flight at once.
         const AHEAD: usize = 8;
-        let pad_size = self.pad_size;
         let list = &mut self.classes.lists[class];
-        let mut kept = 0;
-        for slot in 0..list.len() {
-            // Moved extents lie in random pads: fetch what updating the
-            // extents a few slots on will read while this one is updated.
-            // A pad's list hangs off its entry in the run, so that entry is
-            // fetched first, and its list once the entry has arrived.
-            let pad_of = |slot: usize| {
-                let extent = list.get(slot).filter(|extent| extent.len > 0)?;
-                let ordinal = extent.start / pad_size;
-                let (first, run) = run_of(&self.runs, ordinal)?;
-                Some((run, (ordinal - first) as usize))
-            };
-            if let Some((run, index)) = pad_of(slot + 2 * AHEAD) {
-                run.prefetch_pad(index);
+        // Every extent after the first tombstone moves down.
+        let first_moved = list
+            .iter()
+            .position(|extent| extent.len == 0)
+            .unwrap_or(list.len());
+        list.retain(|extent| extent.len > 0);
+        let (list, pad_size) = (&self.classes.lists[class], self.pad_size);
+        let pad_of = |runs: &BTreeMap<u64, PadRun>, extent: &Extent| {
+            let ordinal = extent.start / pad_size;
+            let (first, _) = run_of(runs, ordinal).expect("free space lies in pads");
+            (first, (ordinal - first) as usize)
+        };
+        for slot in first_moved..list.len() {
+            // The moved extents lie in random pads. A pad's list hangs off
+            // its entry in the run: fetch that entry first, and the list
+            // once the entry has arrived.
+            if let Some(ahead) = list.get(slot + 2 * AHEAD) {
+                let (first, index) = pad_of(&self.runs, ahead);
+                self.runs[&first].prefetch_pad(index);
             }
-            if let Some((run, index)) = pad_of(slot + AHEAD) {
-                run.prefetch_list(index);
+            if let Some(ahead) = list.get(slot + AHEAD) {
+                let (first, index) = pad_of(&self.runs, ahead);
+                self.runs[&first].prefetch_list(index);
             }
             let extent = list[slot];
-            if extent.len == 0 {
-                continue;
-            }
-            if slot != kept {
-                list[kept] = extent;
-                let ordinal = extent.start / pad_size;
-                let (first, run) =
-                    run_of_mut(&mut self.runs, ordinal).expect("free space lies in pads");
-                let entries = &mut run.free[(ordinal - first) as usize];
-                let position = entries
-                    .binary_search_by_key(&extent.start, |entry| entry.start)
-                    .expect("a recorded free extent is in its pad's list");
-                entries[position].slot = slot_u32(kept);
-            }
-            kept += 1;
+            let (first, index) = pad_of(&self.runs, &extent);
+            let entries = &mut self.runs.get_mut(&first).expect("run").free[index];
+            let position = entries
+                .binary_search_by_key(&extent.start, |entry| entry.start)
+                .expect("a recorded free extent is in its pad's list");
+            entries[position].slot = slot_u32(slot);
         }
-        list.truncate(kept);
     }
 }
 
