@@ -9,6 +9,11 @@ mod pipelining;
 mod rng;
 mod timing;
 
+/// The allocator the Python package uses (src/python/mod.rs), so that the
+/// figures are those of what users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");

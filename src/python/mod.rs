@@ -59,6 +59,14 @@ impl<const N: usize> ClassCache<N> {
     }
 }
 
+/// The extension's own allocations (not Python's) go through mimalloc. It
+/// keeps blocks of one size together, which the memory map of a large store
+/// (many short lists, one per pad) reads faster: with 10^6 items an
+/// allocation or free costs about 15% less than with the system allocator
+/// (P3 in docs/benchmarks.md; the benchmarks use it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
     // Rust `log` records go to Python's `logging` (logger names are the Rust
