@@ -270,6 +270,9 @@ fn dependent_read_ns(bytes: usize) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
+/// A buffer far larger than the caches, for what a read from memory costs.
+const MEMORY_BYTES: usize = 256 << 20;
+
 pub fn run(quick: bool) -> Value {
     let ops = if quick { 40_000 } else { 200_000 };
     let sizes = [1_000, 10_000, 100_000, 1_000_000];
@@ -296,6 +299,8 @@ pub fn run(quick: bool) -> Value {
             "cached": dependent_read_ns(64 << 10),
             "lists": dependent_read_ns(list_bytes),
             "list_bytes": list_bytes,
+            "memory": dependent_read_ns(MEMORY_BYTES),
+            "memory_bytes": MEMORY_BYTES,
         },
     })
 }
