@@ -199,9 +199,10 @@ impl Churn {
     }
 }
 
-/// Nanoseconds per operation with about `live` blocks at `fill`, over `ops`
-/// operations (the median of `rounds` rounds).
-fn measure(live: usize, fill: f64, ops: usize, rounds: usize) -> Value {
+/// Nanoseconds per operation with about `live` blocks at `fill`, after
+/// `warm_up` operations per live item, over `ops` operations (the median of
+/// `rounds` rounds).
+fn measure(live: usize, fill: f64, warm_up: usize, ops: usize, rounds: usize) -> Value {
     let mut churn = Churn {
         map: MemoryMap::new(PAD_SIZE),
         live: Vec::new(),
@@ -218,9 +219,12 @@ fn measure(live: usize, fill: f64, ops: usize, rounds: usize) -> Value {
     while Churn::overfull(&churn.map, fill) {
         let victim = churn.rng.below(churn.live.len());
         let item = churn.live.swap_remove(victim);
-        churn.map.free(item.as_slice()).expect("live extents are used");
+        churn
+            .map
+            .free(item.as_slice())
+            .expect("live extents are used");
     }
-    churn.churn((WARM_UP * live).max(ops));
+    churn.churn((warm_up * live).max(ops));
     let per_round: Vec<f64> = (0..rounds)
         .map(|_| churn.churn(ops).as_secs_f64() * 1e9 / ops as f64)
         .collect();
@@ -274,24 +278,34 @@ fn dependent_read_ns(bytes: usize) -> f64 {
 const MEMORY_BYTES: usize = 256 << 20;
 
 pub fn run(quick: bool) -> Value {
-    let ops = if quick { 40_000 } else { 200_000 };
+    // A quick run only checks that the suite works: a short warm-up.
+    let (ops, warm_up) = if quick {
+        (40_000, WARM_UP / 10)
+    } else {
+        (200_000, WARM_UP)
+    };
     let sizes = [1_000, 10_000, 100_000, 1_000_000];
-    let results: Vec<Value> = sizes.iter().map(|&n| measure(n, FILL, ops, 7)).collect();
+    let results: Vec<Value> = sizes
+        .iter()
+        .map(|&n| measure(n, FILL, warm_up, ops, 7))
+        .collect();
     let other_fills: Vec<Value> = OTHER_FILLS
         .iter()
         .map(|&fill| {
             let ends = [sizes[0], sizes[sizes.len() - 1]];
-            json!({"fill": fill, "results": ends.map(|n| measure(n, fill, ops, 7))})
+            json!({"fill": fill, "results": ends.map(|n| measure(n, fill, warm_up, ops, 7))})
         })
         .collect();
     // The free extents of the largest map, at 16 bytes each: what a free of
     // a random item reads from (at least its pad's list).
-    let free_extents = results.last().map_or(0, |r| r["free_extents"].as_u64().unwrap_or(0));
+    let free_extents = results
+        .last()
+        .map_or(0, |r| r["free_extents"].as_u64().unwrap_or(0));
     let list_bytes = (free_extents as usize * 16).max(64 << 10);
     json!({
         "pad_size": PAD_SIZE,
         "fill": FILL,
-        "warm_up": WARM_UP,
+        "warm_up": warm_up,
         "ops": ops,
         "results": results,
         "other_fills": other_fills,
