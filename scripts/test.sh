@@ -14,11 +14,14 @@ python -m pip install --quiet -e '.[test]'
 
 cargo fmt --check
 cargo clippy --all-targets --features python -- -D warnings
-# The fuzz targets and the benchmarks use the library too: they must build.
+# The fuzz targets and the benchmarks use the library too: they must build,
+# and are kept to the same formatting.
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 cargo check --quiet --manifest-path benches/Cargo.toml
-ruff check python tests_py
-ruff format --check python tests_py
+cargo fmt --check --manifest-path fuzz/Cargo.toml
+cargo fmt --check --manifest-path benches/Cargo.toml
+ruff check python tests_py benches
+ruff format --check python tests_py benches
 
 bash scripts/garage.sh install
 garage_env=$(bash scripts/garage.sh start 3) # an assignment fails under set -e
