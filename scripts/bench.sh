@@ -3,7 +3,7 @@
 # extension and the Rust benchmark binary), installs the peers, runs every
 # benchmark and rewrites docs/benchmarks.md with the machine and one table.
 #
-#   bash scripts/bench.sh           # the whole suite (about 4 minutes when built)
+#   bash scripts/bench.sh           # the whole suite (about 3 minutes when built)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
 #
 # The Python benchmarks import a release build of anthill installed in
