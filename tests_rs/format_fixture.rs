@@ -1,0 +1,131 @@
+//! Stores written by earlier releases keep opening: a small folder store made
+//! by the last landed format is kept in `tests_rs/fixtures/` and read here.
+
+use anthill::{PutOptions, Store, StoreOptions};
+use bytes::Bytes;
+
+const SECRET: &[u8] = b"fixture secret";
+/// Made by commit 574bc9b (store format 3) with `write` below.
+const FIXTURE: &str = "tests_rs/fixtures/store-3";
+
+fn data(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The items `write` stores, as they read after it.
+fn expected() -> Vec<(String, Bytes)> {
+    let mut items: Vec<(String, Bytes)> = (0..12u8)
+        .map(|i| (format!("small/{i}"), data(100 + i as usize * 37, i)))
+        .collect();
+    items.push(("multi".into(), data(10_000, 7)));
+    items.push(("overwritten".into(), data(500, 2)));
+    items.push(("last".into(), data(50, 9)));
+    items.sort();
+    items
+}
+
+/// Copies the fixture into a scratch folder (opening a store writes to it).
+fn fixture_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    for entry in walk(&source) {
+        let target = dir.path().join(entry.strip_prefix(&source).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+    dir
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_of_format_3_opens_reads_and_takes_writes() {
+    let dir = fixture_copy();
+    let url = format!("file://{}", dir.path().display());
+    let options = || StoreOptions {
+        secret: SECRET.to_vec(),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&url, options()).await.unwrap();
+    let mut keys = store.keys().await.unwrap();
+    keys.sort();
+    let expected = expected();
+    assert_eq!(
+        keys,
+        expected.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
+    for (key, value) in &expected {
+        assert_eq!(
+            &store.fetch_item(key, None).await.unwrap()[..],
+            &value[..],
+            "{key}"
+        );
+    }
+    store
+        .store_item("new", data(3000, 5), PutOptions::default(), None)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let reopened = Store::open(&url, options()).await.unwrap();
+    assert_eq!(
+        &reopened.fetch_item("new", None).await.unwrap()[..],
+        &data(3000, 5)[..]
+    );
+    assert_eq!(reopened.len().await.unwrap(), expected.len() as u64 + 1);
+}
+
+/// Writes the fixture with this build's format (run once, when the format
+/// is about to change): `cargo test --test tests_rs format_fixture::write -- --ignored`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "writes a fixture; run by hand"]
+async fn write() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("file://{}", dir.display());
+    let options = StoreOptions {
+        secret: SECRET.to_vec(),
+        pad_size: Some(4096),
+        checkpoint_interval: 512,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&url, options).await.unwrap();
+    let put = |key: &'static str, value: Bytes, overwrite: bool| {
+        let store = store.clone();
+        async move {
+            let options = PutOptions {
+                overwrite,
+                ..PutOptions::default()
+            };
+            store.store_item(key, value, options, None).await.unwrap();
+        }
+    };
+    for i in 0..12u8 {
+        put(
+            Box::leak(format!("small/{i}").into_boxed_str()),
+            data(100 + i as usize * 37, i),
+            false,
+        )
+        .await;
+    }
+    put("multi", data(10_000, 7), false).await;
+    put("overwritten", data(300, 1), false).await;
+    put("overwritten", data(500, 2), true).await;
+    put("removed", data(200, 3), false).await;
+    store.remove_item("removed").await.unwrap();
+    put("last", data(50, 9), false).await;
+    store.close().await.unwrap();
+}
