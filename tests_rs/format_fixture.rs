@@ -5,7 +5,9 @@ use anthill::{PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 
 const SECRET: &[u8] = b"fixture secret";
-/// Made by commit 574bc9b (store format 3) with `write` below.
+/// Made at commit 574bc9b (store format 3) by the test `write` of the commit
+/// that added this file: 12 small items, one over 2 pads, one overwritten, one
+/// removed, with a checkpoint and a log object after it.
 const FIXTURE: &str = "tests_rs/fixtures/store-3";
 
 fn data(len: usize, seed: u8) -> Bytes {
@@ -85,47 +87,4 @@ async fn a_store_of_format_3_opens_reads_and_takes_writes() {
         &data(3000, 5)[..]
     );
     assert_eq!(reopened.len().await.unwrap(), expected.len() as u64 + 1);
-}
-
-/// Writes the fixture with this build's format (run once, when the format
-/// is about to change): `cargo test --test tests_rs format_fixture::write -- --ignored`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "writes a fixture; run by hand"]
-async fn write() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("file://{}", dir.display());
-    let options = StoreOptions {
-        secret: SECRET.to_vec(),
-        pad_size: Some(4096),
-        checkpoint_interval: 512,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&url, options).await.unwrap();
-    let put = |key: &'static str, value: Bytes, overwrite: bool| {
-        let store = store.clone();
-        async move {
-            let options = PutOptions {
-                overwrite,
-                ..PutOptions::default()
-            };
-            store.store_item(key, value, options, None).await.unwrap();
-        }
-    };
-    for i in 0..12u8 {
-        put(
-            Box::leak(format!("small/{i}").into_boxed_str()),
-            data(100 + i as usize * 37, i),
-            false,
-        )
-        .await;
-    }
-    put("multi", data(10_000, 7), false).await;
-    put("overwritten", data(300, 1), false).await;
-    put("overwritten", data(500, 2), true).await;
-    put("removed", data(200, 3), false).await;
-    store.remove_item("removed").await.unwrap();
-    put("last", data(50, 9), false).await;
-    store.close().await.unwrap();
 }
