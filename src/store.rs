@@ -737,25 +737,9 @@ async fn open_meta(
     options: &StoreOptions,
     retry: &RetryPolicy,
 ) -> Result<(Meta, StoreKeys)> {
-    let bytes = match retry.run(|_| backend.get(META_NAME)).await {
-        Ok(bytes) => bytes,
-        Err(BackendError::NotFound(_)) => {
-            let meta = Meta::new(
-                &options.secret,
-                options.pad_size.unwrap_or(DEFAULT_PAD_SIZE),
-            )?;
-            let bytes = Bytes::from(meta.encode()?);
-            // Not `reserve`: the metadata is no pad. Two processes creating
-            // one store at once both read back the last write and agree.
-            retry
-                .run(|_| async {
-                    let receipt = backend.put(META_NAME, bytes.clone()).await?;
-                    backend.verify(META_NAME, &receipt).await
-                })
-                .await?;
-            retry.run(|_| backend.get(META_NAME)).await?
-        }
-        Err(error) => return Err(error.into()),
+    let bytes = match read_meta(backend, retry).await? {
+        Some(bytes) => bytes,
+        None => create_meta(backend, options, retry).await?,
     };
     let meta = Meta::decode(&bytes)?;
     let keys = meta.unlock(&options.secret)?;
@@ -768,6 +752,62 @@ async fn open_meta(
         )));
     }
     Ok((meta, keys))
+}
+
+/// The store's metadata object, or `None` if the store does not exist yet.
+async fn read_meta(backend: &Arc<dyn PadStore>, retry: &RetryPolicy) -> Result<Option<Bytes>> {
+    match retry.run(|_| backend.get(META_NAME)).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(BackendError::NotFound(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Creates a new store's metadata, unless another process creating the same
+/// store at this moment wins: then its metadata (its store id) is the
+/// store's, and is returned instead. Two ids would mean two stores under one
+/// name, each unable to read what the other wrote.
+///
+/// The creation runs under the writer lock, and the metadata is written only
+/// if absent: either alone decides the race where it is reliable (a folder's
+/// lock and atomic create, a memory store's, an S3 service honouring
+/// conditional writes); on a service that ignores conditions (Garage), the
+/// lease is what keeps a second creator out (best-effort, see docs/s3.md).
+async fn create_meta(
+    backend: &Arc<dyn PadStore>,
+    options: &StoreOptions,
+    retry: &RetryPolicy,
+) -> Result<Bytes> {
+    let holder: [u8; 16] = rand::random();
+    let lock = backend.lock_writer(&holder).await?;
+    let created = async {
+        if let Some(bytes) = read_meta(backend, retry).await? {
+            return Ok(bytes); // created while we waited for the lock
+        }
+        let meta = Meta::new(
+            &options.secret,
+            options.pad_size.unwrap_or(DEFAULT_PAD_SIZE),
+        )?;
+        let bytes = Bytes::from(meta.encode()?);
+        lock.check().await?;
+        match retry
+            .run(|_| backend.reserve(META_NAME, bytes.clone()))
+            .await
+        {
+            Ok(()) | Err(BackendError::AlreadyExists(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        // Read back, whoever won: what the backend holds is the store.
+        read_meta(backend, retry).await?.ok_or_else(|| {
+            Error::Backend(BackendError::Transient(format!(
+                "the metadata of the new store {} vanished right after it was created",
+                backend.describe()
+            )))
+        })
+    }
+    .await;
+    lock.release().await;
+    created
 }
 
 /// An item's size as a buffer length.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import stat
+import threading
 from pathlib import Path
 
 import anthill
@@ -54,14 +56,50 @@ def test_key_file_readable_by_others_is_refused(monkeypatch: pytest.MonkeyPatch)
     assert _config.resolve_secret(None) == b"a" * 64
 
 
-def test_empty_key_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_empty_key_file_is_refused_without_advice_to_delete_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("ANTHILL_SECRET")
+    monkeypatch.setattr(_config, "KEY_FILE_WAIT", 0.2)
     path = _config.secret_key_path()
     path.parent.mkdir(parents=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
-    with pytest.raises(anthill.InvalidInputError, match="empty"):
+    with pytest.raises(anthill.InvalidInputError, match="empty") as raised:
         _config.resolve_secret(None)
+    # Deleting it would lose every store made with the key it should hold.
+    assert "delete" not in str(raised.value)
+
+
+def test_a_key_file_being_written_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty key file is another process's write under way: its key is
+    used once written, not refused."""
+    monkeypatch.delenv("ANTHILL_SECRET")
+    path = _config.secret_key_path()
+    path.parent.mkdir(parents=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    writer = threading.Timer(0.3, lambda: (os.write(fd, b"b" * 64 + b"\n"), os.close(fd)))
+    writer.start()
+    try:
+        assert _config.resolve_secret(None) == b"b" * 64
+    finally:
+        writer.join()
+
+
+def test_concurrent_first_uses_agree_on_one_key_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHILL_SECRET")
+    barrier = threading.Barrier(8)
+
+    def first_use() -> bytes:
+        barrier.wait()
+        return _config.resolve_secret(None)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        keys = list(pool.map(lambda _: first_use(), range(8)))
+    assert len(set(keys)) == 1
+    assert _config.secret_key_path().read_text().strip().encode() == keys[0]
+    # No temporary file is left beside it.
+    assert os.listdir(_config.secret_key_path().parent) == ["secret.key"]
 
 
 def test_default_store_is_in_the_data_folder(isolated_user_folders: Path) -> None:

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import stat
 import sys
+import time
 from pathlib import Path
 
 from ._errors import InvalidInputError
@@ -28,6 +30,8 @@ _log = logging.getLogger("anthill")
 
 SECRET_ENV = "ANTHILL_SECRET"
 STORE_ENV = "ANTHILL_STORE"
+# How long to wait for a key file another process is writing.
+KEY_FILE_WAIT = 5.0
 
 
 def _xdg(variable: str, fallback: Path) -> Path:
@@ -120,8 +124,18 @@ def _read_or_create_key_file(path: Path) -> bytes:
         pass
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_hex(32)
+    # Written whole and flushed under a temporary name, then linked into
+    # place: a link never replaces an existing file, so of several processes
+    # creating the key at once exactly one wins, and nobody ever sees the
+    # key file half-written.
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as key_file:
+            key_file.write(key + "\n")
+            key_file.flush()
+            os.fsync(key_file.fileno())
+        os.link(staging, path)
     except FileExistsError:
         # Another process created it first: use theirs.
         return _read_key_file(path)
@@ -130,15 +144,41 @@ def _read_or_create_key_file(path: Path) -> bytes:
             f"cannot create the secret key file {path}: {error.strerror}; "
             f"pass secret= or set {SECRET_ENV}"
         ) from error
-    with os.fdopen(descriptor, "w") as key_file:
-        key_file.write(key + "\n")
-        key_file.flush()
-        os.fsync(key_file.fileno())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(staging)
+    _sync_folder(path.parent)
     _log.warning(
         "anthill created a new secret key in %s; back it up: without it your stores cannot be read",
         path,
     )
     return key.encode()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flushes a folder's entries to the disk, where the platform allows."""
+    if sys.platform == "win32":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _wait_for_key(path: Path) -> str:
+    """The key file's text once another process has finished writing it."""
+    deadline = time.monotonic() + KEY_FILE_WAIT
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            text = path.read_text().strip()
+            if text:
+                return text
+    raise InvalidInputError(
+        f"the secret key file {path} is empty: it holds no key. If you have a backup "
+        f"of it, restore it; otherwise pass secret= or set {SECRET_ENV}"
+    )
 
 
 def _read_key_file(path: Path) -> bytes:
@@ -168,8 +208,7 @@ def _read_key_file(path: Path) -> bytes:
             f"cannot read the secret key file {path}: {error.strerror}"
         ) from error
     if not text:
-        raise InvalidInputError(
-            f"the secret key file {path} is empty; delete it to have a new one "
-            f"created (stores made with the old key become unreadable)"
-        )
+        # Only an older anthill, writing the file in place, left a moment
+        # when it was empty: give such a writer time to finish.
+        text = _wait_for_key(path)
     return text.encode()

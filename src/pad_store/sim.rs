@@ -85,8 +85,10 @@ pub struct SimStats {
     pub get: OpStats,
     pub list: OpStats,
     pub delete: OpStats,
-    /// Pads the backend created: reserves that reached it, including those
-    /// whose acknowledgement was lost (the network charged for them).
+    /// Pads the backend created: reserves of pad objects that reached it,
+    /// including those whose acknowledgement was lost (the network charged
+    /// for them). A create-if-absent of another object (a new store's
+    /// metadata) is a `reserve` request but no pad.
     pub pads_reserved: u64,
     /// `pads_reserved` times the pad price (0 without a price).
     pub cost: f64,
@@ -387,7 +389,7 @@ impl SimPadStore {
                     let mut state = self.lock();
                     let bytes = sent + result.as_ref().map_or(0, &received);
                     state.stats.op_mut(kind).bytes += bytes;
-                    if kind == OpKind::Reserve {
+                    if kind == OpKind::Reserve && is_pad(name) {
                         state.stats.pads_reserved += 1;
                     }
                 }
@@ -429,6 +431,12 @@ impl Drop for InFlight<'_> {
             ok: self.ok,
         });
     }
+}
+
+/// Whether `name` is a pad object (`p/…`, see `PadId`), which is what a
+/// network charges for.
+fn is_pad(name: &str) -> bool {
+    name.starts_with("p/")
 }
 
 fn simulated(kind: OpKind, name: &str, fault: Fault) -> BackendError {
