@@ -187,6 +187,9 @@ def test_four_processes_create_one_folder_store(workers: Workers, tmp_path: Path
 
 
 @needs_s3
+# Four lease hand-overs a trial, each with Garage's settling pause: about
+# 6 s a trial here.
+@pytest.mark.timeout(60 + 20 * TRIALS)
 def test_four_processes_create_one_s3_store(workers: Workers) -> None:
     assert S3_URL
     race(
