@@ -22,6 +22,19 @@ const TAG_LEN: usize = 16;
 /// Bytes a sealed object adds to its plaintext.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
+/// `N` random bytes from the operating system's generator. Nonces and ids
+/// never come from a generator kept in the process (like `rand`'s thread
+/// RNG): after a `fork()` parent and child would hold the same state and
+/// draw the same nonces, ids and keys.
+pub fn os_random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if let Err(error) = getrandom::fill(&mut bytes) {
+        // Nothing sound can be sealed or named without randomness.
+        panic!("the operating system's random generator failed: {error}");
+    }
+    bytes
+}
+
 /// A store key: it never encrypts anything itself, it derives the subkey of
 /// each object.
 pub struct Cipher {
@@ -85,7 +98,7 @@ pub fn seal_into(
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<AuthTag> {
-    let nonce: [u8; NONCE_LEN] = rand::random();
+    let nonce: [u8; NONCE_LEN] = os_random();
     out.reserve(SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(&nonce);
     let body = out.len();

@@ -33,7 +33,7 @@ fn associated_data(store_id: &[u8; 16], pad_size: u64) -> Vec<u8> {
 impl Meta {
     /// The metadata of a new store with a fresh random id.
     pub fn new(secret: &[u8], pad_size: u64) -> Result<Self> {
-        let store_id: [u8; 16] = rand::random();
+        let store_id: [u8; 16] = crypto::os_random();
         let keys = StoreKeys::derive(secret, &store_id);
         let aad = associated_data(&store_id, pad_size);
         Ok(Self {

@@ -7,6 +7,7 @@ mod index_journal;
 mod memory_map;
 mod reliability;
 mod s3;
+mod secrets;
 mod store;
 
 /// A name no other test (or earlier run) uses: for objects and stores that
