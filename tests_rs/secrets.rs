@@ -67,3 +67,87 @@ fn a_forked_child_draws_other_nonces_and_ids_than_its_parent() {
         "parent and child drew the same nonce"
     );
 }
+
+#[test]
+fn a_shown_url_hides_every_credential() {
+    use anthill::pad_store::redact_url;
+    let url = "s3://KEYID:SECRETVALUE@bucket/prefix?endpoint=http://USER:PASS@host:9000\
+               &region=garage&access_key_id=QKEY&secret_access_key=QSECRET\
+               &AWS_SESSION_TOKEN=QTOKEN&token=QTOKEN2&sse_customer_key_base64=QSSE";
+    let shown = redact_url(url);
+    for secret in [
+        "KEYID",
+        "SECRETVALUE",
+        "USER",
+        "PASS",
+        "QKEY",
+        "QSECRET",
+        "QTOKEN",
+        "QSSE",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shows in {shown}");
+    }
+    assert_eq!(
+        shown,
+        "s3://***@bucket/prefix?endpoint=http://***@host:9000&region=garage\
+         &access_key_id=***&secret_access_key=***&AWS_SESSION_TOKEN=***&token=***\
+         &sse_customer_key_base64=***"
+    );
+    // Under sim+, and percent-encoded values.
+    assert_eq!(
+        redact_url("sim+s3://b/p?latency_ms=5&secret_access_key=a%2Fb%3D"),
+        "sim+s3://b/p?latency_ms=5&secret_access_key=***"
+    );
+    // Nothing to hide: unchanged, and a plain path is never parsed.
+    for plain in [
+        "memory://demo",
+        "file:///data/store?fsync=true",
+        "s3://b/p?endpoint=http://host:9000&region=r",
+        "/home/me/user:pass@store?secret_access_key=x",
+    ] {
+        assert_eq!(redact_url(plain), plain);
+    }
+}
+
+#[test]
+fn store_options_debug_shows_no_secret_or_credential() {
+    use anthill::StoreOptions;
+    use anthill::pad_store::BackendOptions;
+    let options = StoreOptions {
+        secret: b"STORESECRET".to_vec(),
+        backend: BackendOptions {
+            options: vec![
+                ("secret_access_key".into(), "KEYSECRET".into()),
+                ("aws_session_token".into(), "TOKEN".into()),
+                ("endpoint".into(), "http://USER:PASS@host".into()),
+                ("region".into(), "garage".into()),
+            ],
+        },
+        ..StoreOptions::default()
+    };
+    let shown = format!("{options:?} {options:#?}");
+    for secret in ["STORESECRET", "KEYSECRET", "TOKEN", "USER", "PASS"] {
+        assert!(!shown.contains(secret), "{secret} shows in {shown}");
+    }
+    assert!(shown.contains("garage") && shown.contains("retry_attempts"));
+}
+
+#[tokio::test]
+async fn an_s3_endpoint_with_userinfo_is_refused_without_showing_it() {
+    use anthill::pad_store::{BackendOptions, open};
+    let url = "s3://b/p?endpoint=http://USER:PASSWORD@127.0.0.1:9&region=r";
+    let error = match open(url, &BackendOptions::default()).await {
+        Ok(_) => panic!("an endpoint with a password opened"),
+        Err(error) => error,
+    };
+    let message = error.to_string();
+    assert!(
+        matches!(error, anthill::Error::InvalidInput(_)),
+        "{message}"
+    );
+    assert!(message.contains("access_key_id"), "{message}");
+    assert!(
+        !message.contains("USER") && !message.contains("PASSWORD"),
+        "{message}"
+    );
+}
