@@ -151,3 +151,86 @@ async fn an_s3_endpoint_with_userinfo_is_refused_without_showing_it() {
         "{message}"
     );
 }
+
+/// A passphrase protects a store only if guessing it offline is slow: the
+/// store's keys come from the passphrase stretched with Argon2id, not from
+/// the passphrase itself, and the parameters are in the metadata.
+#[test]
+fn a_passphrase_is_stretched_with_argon2id() {
+    use anthill::meta::{ARGON2_PARAMS, Kdf, Meta};
+    let meta = Meta::new(b"correct horse battery staple", 4096).unwrap();
+    assert_eq!(
+        meta.kdf,
+        Kdf::Argon2id {
+            memory_kib: ARGON2_PARAMS.memory_kib,
+            iterations: ARGON2_PARAMS.iterations,
+            lanes: ARGON2_PARAMS.lanes,
+        }
+    );
+    assert_eq!(ARGON2_PARAMS.memory_kib, 19 * 1024);
+    let decoded = Meta::decode(&meta.encode().unwrap()).unwrap();
+    assert_eq!(decoded, meta);
+    let keys = decoded.unlock(b"correct horse battery staple").unwrap();
+    // The unstretched passphrase gives other keys: what they seal, the
+    // store's keys do not open.
+    let unstretched = StoreKeys::derive(b"correct horse battery staple", &meta.store_id);
+    let sealed = crypto::seal(unstretched.index(), b"aad", b"x").unwrap();
+    assert!(crypto::open(keys.index(), b"aad", &sealed, "x").is_err());
+    assert!(matches!(
+        decoded.unlock(b"correct horse battery stapler"),
+        Err(anthill::Error::Integrity(_))
+    ));
+}
+
+/// A key (64 hex digits, as in the key file, or 32 random bytes) has all
+/// the entropy it needs: it is not stretched.
+#[test]
+fn a_key_secret_is_not_stretched() {
+    use anthill::meta::{Kdf, Meta};
+    let hex_key = b"0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef";
+    let mut raw_key = [0u8; 32];
+    raw_key[0] = 0xff; // not text
+    raw_key[1..].copy_from_slice(&crypto::os_random::<31>());
+    for secret in [&hex_key[..], &raw_key[..]] {
+        assert!(crypto::is_key(secret));
+        let meta = Meta::decode(&Meta::new(secret, 4096).unwrap().encode().unwrap()).unwrap();
+        assert_eq!(meta.kdf, Kdf::None);
+        let keys = meta.unlock(secret).unwrap();
+        let direct = StoreKeys::derive(secret, &meta.store_id);
+        let sealed = crypto::seal(direct.index(), b"aad", b"x").unwrap();
+        assert_eq!(
+            crypto::open(keys.index(), b"aad", &sealed, "x").unwrap(),
+            b"x"
+        );
+        assert!(meta.unlock(b"another secret").is_err());
+    }
+    // Text of 32 characters is a passphrase; so is a short secret.
+    assert!(!crypto::is_key(b"a passphrase of 32 characters!!!"));
+    assert!(!crypto::is_key(b"s"));
+}
+
+/// Metadata asking for absurd stretching (a crafted object) is refused
+/// before any memory is allocated for it.
+#[test]
+fn metadata_asking_for_huge_argon2_memory_is_refused() {
+    use anthill::meta::{Kdf, Meta};
+    let meta = Meta::new(b"passphrase", 4096).unwrap();
+    let kdf = Kdf::Argon2id {
+        memory_kib: 64 << 20,
+        iterations: 2,
+        lanes: 1,
+    };
+    // Format 4's fields in order, the KDF replaced.
+    let bytes = anthill::index::to_bytes(&(
+        &meta.format,
+        meta.store_id,
+        meta.pad_size,
+        kdf,
+        vec![0u8; 40],
+    ))
+    .unwrap();
+    assert!(matches!(
+        Meta::decode(&bytes),
+        Err(anthill::Error::Integrity(_))
+    ));
+}
