@@ -163,7 +163,28 @@ impl MemoryAllocator {
 
     /// Adopts pads found on the backend that the index does not know (from a
     /// crash between reservation and record): they join as free space.
+    ///
+    /// Only an object that opens with this store's keys is one of its pads:
+    /// anything else under a pad's name (another store's, garbage) is left
+    /// alone with a warning, since adopting it would give the store space
+    /// it cannot read back.
     pub async fn adopt_pads(&self, ids: Vec<PadId>) -> Result<()> {
+        let mut checks = futures::stream::iter(ids)
+            .map(|id| async move { (id, self.io.read(id, 0).await) })
+            .buffered(self.download_concurrency);
+        let mut authentic = Vec::new();
+        while let Some((id, read)) = checks.next().await {
+            match read {
+                Ok(_) => authentic.push(id),
+                Err(Error::Integrity(message)) => log::warn!(
+                    "left {} alone: it is not a pad of this store ({message})",
+                    id.object_name()
+                ),
+                Err(other) => return Err(other),
+            }
+        }
+        drop(checks);
+        let ids = authentic;
         if ids.is_empty() {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 mod backend_conformance;
 mod format_fixture;
 mod fuzz_regressions;
+mod hardening;
 mod index_journal;
 mod memory_map;
 mod reliability;
