@@ -26,7 +26,9 @@ const FORMAT: &str = "anthill-store-4";
 pub const PAD_SIZES: std::ops::RangeInclusive<u64> = 512..=(1 << 30);
 
 /// Argon2id parameters of new stores: OWASP's recommended 19 MiB, 2 passes,
-/// 1 lane (an open pays it once per process; see docs/benchmarks.md).
+/// 1 lane. A process pays them once per store and passphrase (the stretched
+/// key is kept, see `crypto::stretch_passphrase`), which tests that create
+/// many stores can afford.
 pub const ARGON2_PARAMS: Argon2Params = Argon2Params {
     memory_kib: 19 * 1024,
     iterations: 2,
