@@ -99,13 +99,18 @@ def failing_url(*, endpoint_userinfo: bool = False) -> str:
     )
 
 
-def environment(**extra: str) -> dict[str, str]:
+def environment(*, working: bool = False, **extra: str) -> dict[str, str]:
+    """This process's environment without its ``AWS_*`` and ``ANTHILL_*``
+    variables, with the decoy credentials (but no decoy session token for a
+    working service, which would refuse the requests)."""
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("AWS_", "ANTHILL_"))
     }
     env.update(IN_ENVIRONMENT)
+    if working:
+        del env["AWS_SESSION_TOKEN"]
     env.update(extra)
     return env
 
@@ -174,11 +179,12 @@ def test_a_working_s3_store_shows_no_credential() -> None:
     url, real = working_url()
     # Credentials in the query (the real ones), plus decoys in the
     # environment that must not show either.
-    output = run(["-c", SCRIPT, url, "{}", "good"], environment())
+    output = run(["-c", SCRIPT, url, "{}", "good"], environment(working=True))
     assert "REPR Store(" in output, output
     assert_no_credentials(output, [*real, STORE_SECRET, *IN_ENVIRONMENT.values()])
     stats = run(
-        ["-m", "anthill", "--store", url, "stats"], environment(ANTHILL_SECRET=STORE_SECRET)
+        ["-m", "anthill", "--store", url, "stats"],
+        environment(working=True, ANTHILL_SECRET=STORE_SECRET),
     )
     assert "pads" in stats, stats
     assert_no_credentials(stats, [*real, STORE_SECRET])
@@ -195,7 +201,7 @@ def test_credentials_from_keywords_and_environment_do_not_show() -> None:
         if name not in ("access_key_id", "secret_access_key")
     }
     keywords["secret_access_key"] = options["secret_access_key"]
-    env = environment(AWS_ACCESS_KEY_ID=options["access_key_id"])
+    env = environment(working=True, AWS_ACCESS_KEY_ID=options["access_key_id"])
     output = run(["-c", SCRIPT, base, repr(keywords), "good"], env)
     assert "REPR Store(" in output, output
     assert_no_credentials(output, [*real, STORE_SECRET])
