@@ -163,7 +163,28 @@ impl MemoryAllocator {
 
     /// Adopts pads found on the backend that the index does not know (from a
     /// crash between reservation and record): they join as free space.
+    ///
+    /// Only an object that opens with this store's keys is one of its pads:
+    /// anything else under a pad's name (another store's, garbage) is left
+    /// alone with a warning, since adopting it would give the store space
+    /// it cannot read back.
     pub async fn adopt_pads(&self, ids: Vec<PadId>) -> Result<()> {
+        let mut checks = futures::stream::iter(ids)
+            .map(|id| async move { (id, self.io.read(id, 0).await) })
+            .buffered(self.download_concurrency);
+        let mut authentic = Vec::new();
+        while let Some((id, read)) = checks.next().await {
+            match read {
+                Ok(_) => authentic.push(id),
+                Err(Error::Integrity(message)) => log::warn!(
+                    "left {} alone: it is not a pad of this store ({message})",
+                    id.object_name()
+                ),
+                Err(other) => return Err(other),
+            }
+        }
+        drop(checks);
+        let ids = authentic;
         if ids.is_empty() {
             return Ok(());
         }
@@ -768,12 +789,19 @@ impl MemoryAllocator {
             .await?;
         // pad -> (newest version its pieces need, [(data offset, piece, index)])
         let mut by_pad: BTreeMap<u64, (u64, PiecesInPad)> = BTreeMap::new();
-        let mut cursor = 0;
+        let pad_size = self.io.pad_size;
+        let mut cursor: u64 = 0;
         for (index, piece) in entry.pieces.iter().enumerate() {
+            // The index is authenticated, but an entry applied from the log
+            // may not have been through the map's checks yet: nothing below
+            // computes with or slices by a piece that does not fit its pad.
+            piece.check(pad_size)?;
             let slot = by_pad.entry(piece.pad).or_default();
             slot.0 = slot.0.max(piece.version);
             slot.1.push((cursor, *piece, index));
-            cursor += piece.len;
+            cursor = cursor.checked_add(piece.len).ok_or_else(|| {
+                Error::integrity("index entry pieces add up to more bytes than any item has")
+            })?;
         }
         if cursor != entry.size {
             return Err(Error::integrity(
@@ -798,7 +826,7 @@ impl MemoryAllocator {
                             // SAFETY: pieces tile the item (offsets are the
                             // running sum of lengths, checked above), and
                             // each piece is written by this task alone.
-                            let target = unsafe { out.range(at, piece.len) };
+                            let target = unsafe { out.range(at, piece.len) }?;
                             let from = piece.offset as usize;
                             // A pad stores only the prefix ever written; past it, zeros.
                             let available = content.len().saturating_sub(from).min(target.len());
@@ -862,7 +890,17 @@ impl MemoryAllocator {
     /// Returns pieces to free space (after the index released them).
     pub fn free(&self, pieces: &[Piece]) {
         let pad_size = self.io.pad_size;
-        let extents: Vec<Extent> = pieces.iter().map(|p| p.extent(pad_size)).collect();
+        let extents: Vec<Extent> = pieces
+            .iter()
+            .filter(|p| match p.check(pad_size) {
+                Ok(()) => true,
+                Err(error) => {
+                    log::error!("not freeing a released piece: {error}");
+                    false
+                }
+            })
+            .map(|p| p.extent(pad_size))
+            .collect();
         if let Err(error) = self.map.lock().expect("map lock").free(&extents) {
             log::error!("freeing released space failed: {error}");
         }
@@ -996,16 +1034,25 @@ impl<B: AsMut<[u8]>> ItemBuffer<B> {
         Ok(shared)
     }
 
-    /// `len` bytes at `at`.
+    /// `len` bytes at `at`; an integrity error if they are not all inside
+    /// the buffer (an index entry whose pieces do not tile the item).
     ///
     /// # Safety
     /// No two live slices of one buffer may overlap.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, at: u64, len: u64) -> &mut [u8] {
-        let (at, len) = (at as usize, len as usize);
-        assert!(at.checked_add(len).is_some_and(|end| end <= self.len));
-        // SAFETY: in bounds (asserted); exclusive by the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.start.add(at), len) }
+    unsafe fn range(&self, at: u64, len: u64) -> Result<&mut [u8]> {
+        let inside = usize::try_from(at)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .filter(|&(at, len)| at.checked_add(len).is_some_and(|end| end <= self.len));
+        let Some((at, len)) = inside else {
+            return Err(Error::integrity(format!(
+                "an index entry places {len} bytes at {at} of a {}-byte item",
+                self.len
+            )));
+        };
+        // SAFETY: in bounds (checked); exclusive by the caller's promise.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.start.add(at), len) })
     }
 
     /// The buffer, once every task has let go of it.
@@ -1167,6 +1214,101 @@ impl Drop for Allocation {
         }
         if let Err(error) = map.free(&extents) {
             log::error!("giving back an abandoned allocation failed: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::StoreKeys;
+    use crate::pad_store::{self, BackendOptions};
+    use crate::retry::RetryPolicy;
+    use tokio::sync::Semaphore;
+
+    const PAD: u64 = 4096;
+
+    async fn allocator() -> Arc<MemoryAllocator> {
+        let backend = pad_store::open("memory://", &BackendOptions::default())
+            .await
+            .unwrap();
+        let keys = Arc::new(StoreKeys::derive(b"secret", &[1; 16]));
+        let retry = RetryPolicy::default();
+        let journal = Journal::open(
+            Arc::clone(&backend),
+            Arc::clone(&keys),
+            [1; 16],
+            retry,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        let io = Arc::new(PadIo {
+            backend,
+            keys,
+            store_id: [1; 16],
+            pad_size: PAD,
+            retry,
+            upload_permits: Semaphore::new(4),
+            download_permits: Semaphore::new(4),
+            buffers: Default::default(),
+        });
+        MemoryAllocator::new(io, journal, 4, 4).unwrap()
+    }
+
+    fn entry(size: u64, pieces: &[(u64, u64)]) -> Entry {
+        Entry {
+            data_id: 0,
+            size,
+            hash: [0; 16],
+            pieces: pieces
+                .iter()
+                .map(|&(offset, len)| Piece {
+                    pad: 0,
+                    offset,
+                    len,
+                    version: 0,
+                })
+                .collect(),
+            created: 0,
+            modified: 0,
+        }
+    }
+
+    /// An entry whose piece lengths overflow when summed (and wrap to its
+    /// size), or whose pieces do not fit their pad, is an integrity error
+    /// before any byte of the output is sliced: never a panic.
+    #[tokio::test]
+    async fn a_read_of_pieces_that_do_not_fit_is_an_integrity_error() {
+        let allocator = allocator().await;
+        let events = EventSink::new(None);
+        for bad in [
+            entry(1, &[(0, u64::MAX), (0, 2)]),
+            entry(u64::MAX, &[(0, u64::MAX)]),
+            entry(10, &[(PAD - 5, 10)]),
+            entry(0, &[(0, 0)]),
+        ] {
+            let size = usize::try_from(bad.size).unwrap_or(0).min(64);
+            let result = allocator.read(&bad, vec![0u8; size], &events).await;
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::Integrity(_)) | Err(Error::InvalidInput(_))
+                ),
+                "{bad:?}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_item_buffer_refuses_a_range_outside_it() {
+        let buffer = ItemBuffer::new(vec![0u8; 10], 10).unwrap();
+        // SAFETY: no slice of the buffer is alive while these are taken.
+        unsafe {
+            assert_eq!(buffer.range(2, 8).unwrap().len(), 8);
+            assert!(buffer.range(3, 8).is_err());
+            assert!(buffer.range(u64::MAX, 2).is_err());
+            assert!(buffer.range(1, u64::MAX).is_err());
         }
     }
 }

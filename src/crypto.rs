@@ -22,6 +22,19 @@ const TAG_LEN: usize = 16;
 /// Bytes a sealed object adds to its plaintext.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
+/// `N` random bytes from the operating system's generator. Nonces and ids
+/// never come from a generator kept in the process (like `rand`'s thread
+/// RNG): after a `fork()` parent and child would hold the same state and
+/// draw the same nonces, ids and keys.
+pub fn os_random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    if let Err(error) = getrandom::fill(&mut bytes) {
+        // Nothing sound can be sealed or named without randomness.
+        panic!("the operating system's random generator failed: {error}");
+    }
+    bytes
+}
+
 /// A store key: it never encrypts anything itself, it derives the subkey of
 /// each object.
 pub struct Cipher {
@@ -39,6 +52,85 @@ impl Cipher {
     }
 }
 
+/// Whether `secret` is a key rather than a passphrase: 64 hex digits (what
+/// the key file anthill creates holds) or 32 bytes that are not text (random
+/// bytes; a 32-character passphrase is text). A key has the full 256 bits of
+/// entropy and is used as it is; anything else is stretched with
+/// [`stretch_passphrase`] first.
+pub fn is_key(secret: &[u8]) -> bool {
+    let hex_key = secret.len() == 64 && secret.iter().all(u8::is_ascii_hexdigit);
+    let raw_key = secret.len() == 32
+        && std::str::from_utf8(secret).map_or(true, |text| text.chars().any(char::is_control));
+    hex_key || raw_key
+}
+
+/// Argon2id parameters: memory in KiB, passes, lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub lanes: u32,
+}
+
+/// Passphrases stretched in this process, so reopening a store does not pay
+/// the stretching again: (digest of secret, salt and parameters) -> key.
+/// Bounded; the oldest goes first.
+type StretchedKeys = std::sync::Mutex<std::collections::VecDeque<([u8; 32], [u8; 32])>>;
+const STRETCHED_KEPT: usize = 32;
+
+/// A passphrase stretched with Argon2id (salt: the store id) into a 32-byte
+/// key, so that each guess of an offline attacker costs the same memory
+/// and time. `Err` only for parameters Argon2 refuses (a crafted metadata
+/// object).
+pub fn stretch_passphrase(
+    secret: &[u8],
+    store_id: &[u8; 16],
+    params: Argon2Params,
+) -> Result<[u8; 32]> {
+    static STRETCHED: std::sync::OnceLock<StretchedKeys> = std::sync::OnceLock::new();
+    let mut lookup = blake3::Hasher::new_derive_key("anthill 2026-11 stretched passphrase cache");
+    lookup.update(store_id);
+    for value in [params.memory_kib, params.iterations, params.lanes] {
+        lookup.update(&value.to_le_bytes());
+    }
+    lookup.update(secret);
+    let lookup: [u8; 32] = lookup.finalize().into();
+    let stretched = STRETCHED.get_or_init(Default::default);
+    let cached = |stretched: &StretchedKeys| {
+        stretched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .find(|(id, _)| *id == lookup)
+            .map(|(_, key)| *key)
+    };
+    if let Some(key) = cached(stretched) {
+        return Ok(key);
+    }
+    let argon_params =
+        argon2::Params::new(params.memory_kib, params.iterations, params.lanes, Some(32))
+            .map_err(|error| Error::integrity(format!("unusable Argon2id parameters: {error}")))?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
+    let mut key = [0u8; 32];
+    argon
+        .hash_password_into(secret, store_id, &mut key)
+        .map_err(|error| Error::integrity(format!("cannot stretch the secret: {error}")))?;
+    // Protects only the cache; held for a lookup or an insert, never for
+    // the stretching itself.
+    let mut kept = stretched
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if kept.len() == STRETCHED_KEPT {
+        kept.pop_front();
+    }
+    kept.push_back((lookup, key));
+    Ok(key)
+}
+
 /// The keys of one store.
 pub struct StoreKeys {
     pads: Cipher,
@@ -49,8 +141,9 @@ impl StoreKeys {
     /// Derives the keys from the user's secret and the store's random id, so
     /// one secret used for two stores gives unrelated keys.
     ///
-    /// The secret is expected to be high-entropy (the default key file holds
-    /// 32 random bytes); a passphrase would want a slow KDF in front.
+    /// `secret` is a key (see [`is_key`]) or a passphrase already
+    /// stretched by [`stretch_passphrase`] (the store's metadata says which);
+    /// stores of format 3 used any secret as it is.
     pub fn derive(secret: &[u8], store_id: &[u8; 16]) -> Self {
         let mut material = Vec::with_capacity(secret.len() + store_id.len());
         material.extend_from_slice(store_id);
@@ -85,7 +178,7 @@ pub fn seal_into(
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<AuthTag> {
-    let nonce: [u8; NONCE_LEN] = rand::random();
+    let nonce: [u8; NONCE_LEN] = os_random();
     out.reserve(SEAL_OVERHEAD + plaintext.len());
     out.extend_from_slice(&nonce);
     let body = out.len();

@@ -24,7 +24,7 @@ pub struct PadId(pub [u8; 16]);
 
 impl PadId {
     pub fn random() -> Self {
-        PadId(rand::random())
+        PadId(crypto::os_random())
     }
 
     pub const PREFIX: &'static str = "p/";

@@ -30,7 +30,7 @@ const MAX_CONCURRENCY: usize = 1024;
 const META_NAME: &str = "meta";
 
 /// How to open a store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreOptions {
     /// The secret all keys derive from (required).
     pub secret: Vec<u8>,
@@ -64,6 +64,24 @@ impl Default for StoreOptions {
             backend: BackendOptions::default(),
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         }
+    }
+}
+
+/// The secret redacted (and the backend's credentials, by
+/// `BackendOptions`'s own `Debug`): debug output ends up in logs.
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("secret", &pad_store::REDACTED)
+            .field("pad_size", &self.pad_size)
+            .field("max_new_pads", &self.max_new_pads)
+            .field("reservation_concurrency", &self.reservation_concurrency)
+            .field("upload_concurrency", &self.upload_concurrency)
+            .field("download_concurrency", &self.download_concurrency)
+            .field("retry_attempts", &self.retry_attempts)
+            .field("backend", &self.backend)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish_non_exhaustive()
     }
 }
 
@@ -259,7 +277,8 @@ impl Store {
         }
         Ok(Store {
             inner: Arc::new(Inner {
-                url: url.to_string(),
+                // Shown in reprs, messages and logs: never its credentials.
+                url: pad_store::redact_url(url),
                 backend,
                 allocator,
                 journal,
@@ -271,6 +290,8 @@ impl Store {
         })
     }
 
+    /// The URL the store was opened with, credentials redacted
+    /// (`pad_store::redact_url`).
     pub fn url(&self) -> &str {
         &self.inner.url
     }

@@ -53,7 +53,7 @@ impl WriterGate {
             entry: tokio::sync::Mutex::new(()),
             held: Mutex::new(Held::default()),
             releasing: Mutex::new(None),
-            holder: rand::random(),
+            holder: crate::crypto::os_random(),
         })
     }
 

@@ -88,3 +88,21 @@ async fn a_store_of_format_3_opens_reads_and_takes_writes() {
     );
     assert_eq!(reopened.len().await.unwrap(), expected.len() as u64 + 1);
 }
+
+/// The fixture's metadata is of format 3, which used the secret as it is:
+/// it keeps that derivation (no stretching) and still unlocks, while a new
+/// store records how its passphrase is stretched (format 4).
+#[test]
+fn format_3_metadata_keeps_its_unstretched_secret() {
+    use anthill::meta::{Kdf, Meta};
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(FIXTURE);
+    let meta = Meta::decode(&std::fs::read(source.join("meta")).unwrap()).unwrap();
+    assert_eq!(meta.format, "anthill-store-3");
+    assert_eq!(meta.kdf, Kdf::None);
+    assert!(meta.unlock(SECRET).is_ok());
+    assert!(meta.unlock(b"another secret").is_err());
+    assert_eq!(Meta::decode(&meta.encode().unwrap()).unwrap(), meta);
+    let new = Meta::new(SECRET, 4096).unwrap();
+    assert_eq!(new.format, "anthill-store-4");
+    assert!(matches!(new.kdf, Kdf::Argon2id { .. }));
+}

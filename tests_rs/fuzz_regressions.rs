@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anthill::crypto::{self, StoreKeys};
+use anthill::crypto;
 use anthill::index::{self, Entry, Index, PadRecord, Piece, Record};
 use anthill::meta::Meta;
 use anthill::pad::PadId;
@@ -41,7 +41,7 @@ async fn open_store_with_pads(
     let backend: Arc<dyn PadStore> =
         pad_store::open("memory://", &BackendOptions::default()).await?;
     let meta = Meta::new(SECRET, 4096)?;
-    let keys = StoreKeys::derive(SECRET, &meta.store_id);
+    let keys = meta.unlock(SECRET)?;
     backend.put("meta", Bytes::from(meta.encode()?)).await?;
     let seal = |kind: &str, plaintext: Vec<u8>| {
         let mut aad = format!("anthill {kind}").into_bytes();

@@ -3,10 +3,12 @@
 mod backend_conformance;
 mod format_fixture;
 mod fuzz_regressions;
+mod hardening;
 mod index_journal;
 mod memory_map;
 mod reliability;
 mod s3;
+mod secrets;
 mod store;
 
 /// A name no other test (or earlier run) uses: for objects and stores that

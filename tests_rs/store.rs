@@ -969,7 +969,6 @@ async fn a_folder_creates_each_pad_with_its_first_write() {
 /// is refused even though the AEAD accepts it, and even with equal bytes.
 #[tokio::test]
 async fn a_whole_pad_piece_is_checked_against_the_object_it_was_committed_in() {
-    use anthill::crypto::StoreKeys;
     use anthill::meta::Meta;
     use anthill::pad::{self, PadId};
 
@@ -981,7 +980,7 @@ async fn a_whole_pad_piece_is_checked_against_the_object_it_was_committed_in() {
     drop(store);
 
     let meta = Meta::decode(&std::fs::read(dir.path().join("meta")).unwrap()).unwrap();
-    let keys = StoreKeys::derive(&options().secret, &meta.store_id);
+    let keys = meta.unlock(&options().secret).unwrap();
     let pad_file = std::fs::read_dir(dir.path().join("p"))
         .unwrap()
         .next()

@@ -14,7 +14,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use anthill::crypto::StoreKeys;
 use anthill::index::{self, Index, Record};
 use anthill::meta::Meta;
 use anthill::pad;
@@ -88,7 +87,7 @@ async fn write_store(layout: &Layout) -> Arc<dyn PadStore> {
         .await
         .expect("memory backend");
     let meta = Meta::new(SECRET, layout.pad_size).expect("meta");
-    let keys = StoreKeys::derive(SECRET, &meta.store_id);
+    let keys = meta.unlock(SECRET).expect("unlock");
     let mut objects = vec![("meta".to_string(), meta.encode().expect("encode meta"))];
     let mut index = Index::default();
     for (seq, batch) in layout.batches.iter().enumerate() {

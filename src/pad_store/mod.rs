@@ -15,7 +15,9 @@ pub mod sim;
 mod url;
 
 pub use self::folder::FolderWriter;
-pub use self::url::{BackendOptions, open};
+pub use self::url::{
+    BackendOptions, CREDENTIAL_OPTIONS, REDACTED, is_credential, open, redact_url,
+};
 pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
 
 /// What a backend failure was, which decides whether to retry it.

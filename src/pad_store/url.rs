@@ -33,9 +33,121 @@ use crate::Error;
 /// by `s3://` URLs: `endpoint`, `region`, `access_key_id`,
 /// `secret_access_key`, `session_token`, `allow_http`, … They are applied
 /// after the URL's query, so they win over it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct BackendOptions {
     pub options: Vec<(String, String)>,
+}
+
+/// Credentials redacted: debug output ends up in logs and bug reports.
+impl std::fmt::Debug for BackendOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: Vec<(&str, String)> = self
+            .options
+            .iter()
+            .map(|(key, value)| (key.as_str(), redact_value(key, value)))
+            .collect();
+        f.debug_struct("BackendOptions")
+            .field("options", &shown)
+            .finish()
+    }
+}
+
+/// The options whose values are credentials, named as `object_store` names
+/// them without their optional `aws_` prefix. The access key id is no
+/// secret by itself, but it is half of a credential pair and tells nothing
+/// a user needs to read back, so it is hidden too.
+pub const CREDENTIAL_OPTIONS: &[&str] = &[
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "token",
+    "sse_customer_key_base64",
+];
+
+/// What a redacted credential shows instead of its value.
+pub const REDACTED: &str = "***";
+
+/// Whether the option `name` (any case, `aws_` prefix or not) holds a
+/// credential.
+pub fn is_credential(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    let name = name.strip_prefix("aws_").unwrap_or(&name);
+    CREDENTIAL_OPTIONS.contains(&name)
+}
+
+/// The value of option `name` as it may be shown: a credential is
+/// [`REDACTED`], a URL (an endpoint) loses its userinfo.
+pub fn redact_value(name: &str, value: &str) -> String {
+    if is_credential(name) {
+        REDACTED.to_owned()
+    } else {
+        redact_userinfo(value)
+    }
+}
+
+/// `url` as it may be shown in a repr, a message or a log line: the
+/// `user:password@` of a URL and of any URL in its query (an endpoint) is
+/// replaced by `***@`, and the value of every credential option in its
+/// query by `***`. A plain path is returned as it is (it has no query, and
+/// an `@` in it is part of a file name). The one place that decides what a
+/// shown URL hides.
+pub fn redact_url(url: &str) -> String {
+    let has_query = url.trim_start().starts_with("sim+") || scheme_of(url.trim()).is_some();
+    if !has_query {
+        return url.to_owned();
+    }
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = redact_userinfo(base);
+    if let Some(query) = query {
+        shown.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let mut decoded = url::form_urlencoded::parse(pair.as_bytes());
+                match decoded.next() {
+                    Some((key, value)) => {
+                        let redacted = redact_value(&key, &value);
+                        if redacted == value {
+                            pair.to_owned()
+                        } else {
+                            let raw_key = pair.split_once('=').map_or(pair, |(key, _)| key);
+                            format!("{raw_key}={redacted}")
+                        }
+                    }
+                    None => pair.to_owned(),
+                }
+            })
+            .collect();
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
+}
+
+/// `text` with the userinfo of every `scheme://user:password@host` in it
+/// replaced by `***`.
+fn redact_userinfo(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let authority_start = at + 3;
+        shown.push_str(&rest[..authority_start]);
+        let after = &rest[authority_start..];
+        let authority_len = after.find(['/', '?', '#', '&']).unwrap_or(after.len());
+        let authority = &after[..authority_len];
+        match authority.rfind('@') {
+            Some(user_end) => {
+                shown.push_str(REDACTED);
+                shown.push_str(&authority[user_end..]);
+            }
+            None => shown.push_str(authority),
+        }
+        rest = &after[authority_len..];
+    }
+    shown.push_str(rest);
+    shown
 }
 
 /// The query parameters a `sim+` URL takes for itself.
@@ -75,7 +187,13 @@ pub async fn open(url: &str, options: &BackendOptions) -> Result<Arc<dyn PadStor
         Some((base, query)) if has_query => (base, parse_query(query)),
         _ => (url, Vec::new()),
     };
-    open_target(base, query, options).await
+    // Messages quote the URL, which may carry userinfo.
+    open_target(base, query, options)
+        .await
+        .map_err(|error| match error {
+            Error::InvalidInput(message) => Error::InvalidInput(redact_userinfo(&message)),
+            other => other,
+        })
 }
 
 /// Opens `base` (a URL without its query) with the query `pairs`.
@@ -449,6 +567,17 @@ fn open_s3(
     let endpoint = builder
         .get_config_value(&AmazonS3ConfigKey::Endpoint)
         .filter(|endpoint| !endpoint.is_empty());
+    if let Some(endpoint) = &endpoint
+        && redact_userinfo(endpoint) != *endpoint
+    {
+        // S3 signs requests with the access key; a user:password@ in the
+        // endpoint would only end up in every request URL and error text.
+        return Err(invalid(format!(
+            "the S3 endpoint {} carries a user name or password: give credentials as \
+             access_key_id and secret_access_key instead",
+            redact_userinfo(endpoint)
+        )));
+    }
     if !allow_http_given
         && endpoint
             .as_deref()
@@ -469,7 +598,7 @@ fn open_s3(
         description = format!("{description}/{prefix}");
     }
     if let Some(endpoint) = endpoint {
-        description = format!("{description}?endpoint={endpoint}");
+        description = format!("{description}?endpoint={}", redact_userinfo(&endpoint));
     }
     let store: Arc<dyn ObjectStore> = Arc::new(s3);
     Ok(Arc::new(ObjectPadStore::new_s3(
