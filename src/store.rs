@@ -799,7 +799,7 @@ async fn create_meta(
     options: &StoreOptions,
     retry: &RetryPolicy,
 ) -> Result<Bytes> {
-    let holder: [u8; 16] = rand::random();
+    let holder: [u8; 16] = crypto::os_random();
     let lock = backend.lock_writer(&holder).await?;
     let created = async {
         if let Some(bytes) = read_meta(backend, retry).await? {

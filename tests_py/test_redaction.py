@@ -205,3 +205,11 @@ def test_credentials_from_keywords_and_environment_do_not_show() -> None:
     output = run(["-c", SCRIPT, base, repr(keywords), "good"], env)
     assert "REPR Store(" in output, output
     assert_no_credentials(output, [*real, STORE_SECRET])
+
+
+def test_a_malformed_url_is_refused_without_showing_it() -> None:
+    import anthill
+
+    with pytest.raises(anthill.InvalidInputError, match="malformed store URL") as raised:
+        anthill.open("s3:bucket?secret_access_key=MALFORMEDSECRET123")
+    assert "MALFORMEDSECRET123" not in str(raised.value)

@@ -80,9 +80,11 @@ def to_url(location: str | os.PathLike[str]) -> str:
     if "://" in text:
         return text
     if text.startswith(("sim+", "memory:", "file:", "s3:")):
+        # Only the scheme: the rest may hold credentials.
+        scheme = text.split(":", 1)[0]
         raise InvalidInputError(
-            f"malformed store URL {text!r}: expected file:///path, memory://NAME, "
-            "s3://bucket/prefix or sim+<url>"
+            f"malformed store URL (starting {scheme + ':'!r}): expected file:///path, "
+            "memory://NAME, s3://bucket/prefix or sim+<url>"
         )
     return str(Path(text).expanduser().absolute())
 
