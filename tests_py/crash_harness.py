@@ -101,10 +101,9 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
             assert writer.stdout is not None
             lines_before_kill = rng.randint(1, 60)
             in_flight: dict | None = None
-            for _ in range(lines_before_kill):
-                line = writer.stdout.readline()
-                if not line:
-                    break
+
+            def follow(line: str) -> None:
+                nonlocal in_flight
                 event = json.loads(line)
                 if event["op"] == "done":
                     apply(expected, in_flight)
@@ -112,8 +111,20 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
                     in_flight = None
                 else:
                     in_flight = event
+
+            for _ in range(lines_before_kill):
+                line = writer.stdout.readline()
+                if not line:
+                    break
+                follow(line)
             writer.send_signal(signal.SIGKILL)
             writer.wait()
+            # The writer ran on until the signal landed: what it printed
+            # meanwhile happened too (a busy machine leaves it several
+            # operations ahead of this reader).
+            for line in writer.stdout:
+                if line.endswith("\n"):  # not cut short by the kill
+                    follow(line)
             writer.stdout.close()
             report.kills += 1
             report.kills_mid_operation += in_flight is not None
