@@ -21,6 +21,14 @@ use crate::retry::RetryPolicy;
 
 const LOG_PREFIX: &str = "j/";
 const CHECKPOINT_PREFIX: &str = "c/";
+/// The largest index object (log or checkpoint), sealed: reads are capped at
+/// it, so a foreign object under `j/` or `c/` cannot make anthill allocate
+/// its size, and writes above it are refused, so anthill never writes one it
+/// would not read. At about 100 bytes per item a checkpoint this size holds
+/// ten million items, whose index would need several GiB of memory; a log
+/// object holds one batch of records, far smaller. A checkpoint refused for
+/// its size only postpones it (the log keeps the records).
+const MAX_OBJECT_LEN: u64 = 1 << 30;
 /// The log may grow to this many bytes before a checkpoint is considered.
 pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1 << 20;
 
@@ -158,7 +166,10 @@ impl Journal {
 
     async fn read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<Vec<u8>> {
         let name = object_name(prefix, seq);
-        let sealed = self.retry.run(|_| self.backend.get(&name)).await?;
+        let sealed = self
+            .retry
+            .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
+            .await?;
         let aad = associated_data(kind, &self.store_id, seq);
         crypto::open(
             self.keys.index(),
@@ -179,6 +190,12 @@ impl Journal {
         let aad = associated_data(kind, &self.store_id, seq);
         let sealed = Bytes::from(crypto::seal(self.keys.index(), &aad, plaintext)?);
         let size = sealed.len() as u64;
+        if size > MAX_OBJECT_LEN {
+            return Err(Error::invalid(format!(
+                "index object {name} would hold {size} bytes, more than the {MAX_OBJECT_LEN} \
+                 anthill reads back: not written"
+            )));
+        }
         self.retry
             .run(|_| async {
                 let receipt = self.backend.put(&name, sealed.clone()).await?;

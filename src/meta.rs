@@ -10,6 +10,10 @@ use crate::index;
 /// 3: a piece that fills its pad has the pad object's tag for digest.
 const FORMAT: &str = "anthill-store-3";
 
+/// Reads of the metadata object are capped at this: it holds a few short
+/// fields and a sealed check, well under a kilobyte.
+pub const MAX_OBJECT_LEN: u64 = 64 << 10;
+
 /// The pad sizes a store may have, in bytes.
 pub const PAD_SIZES: std::ops::RangeInclusive<u64> = 512..=(1 << 30);
 

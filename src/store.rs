@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Piece, Record};
 use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
-use crate::meta::{Meta, PAD_SIZES};
+use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
@@ -737,7 +737,10 @@ async fn open_meta(
     options: &StoreOptions,
     retry: &RetryPolicy,
 ) -> Result<(Meta, StoreKeys)> {
-    let bytes = match retry.run(|_| backend.get(META_NAME)).await {
+    let bytes = match retry
+        .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
+        .await
+    {
         Ok(bytes) => bytes,
         Err(BackendError::NotFound(_)) => {
             let meta = Meta::new(
@@ -753,7 +756,9 @@ async fn open_meta(
                     backend.verify(META_NAME, &receipt).await
                 })
                 .await?;
-            retry.run(|_| backend.get(META_NAME)).await?
+            retry
+                .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
+                .await?
         }
         Err(error) => return Err(error.into()),
     };

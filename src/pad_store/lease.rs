@@ -70,6 +70,9 @@ const POLL_JITTER_MS: u64 = 200;
 /// How long a release on drop may take before it is left to expire.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 const FORMAT: &str = "anthill-lease 1";
+/// A lease object is a few short lines; a larger one is not a lease and is
+/// not read.
+const MAX_LEASE_LEN: u64 = 4096;
 
 /// Whether to rely on the service's conditional writes (`If-None-Match: *`,
 /// `If-Match`): the `conditional_writes` option of `s3://` URLs.
@@ -340,8 +343,12 @@ impl Lease {
             Err(error) => return Err(self.error(error)),
         };
         let e_tag = result.meta.e_tag.clone();
-        let content = result.bytes().await.map_err(|error| self.error(error))?;
-        let record = Record::decode(&content);
+        let record = if result.meta.size > MAX_LEASE_LEN {
+            None
+        } else {
+            let content = result.bytes().await.map_err(|error| self.error(error))?;
+            Record::decode(&content)
+        };
         if record.is_none() {
             log::warn!(
                 "{}: the lease object {} is not an anthill lease; treating it as expired",

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use super::folder::FolderWriter;
 use super::lease::{Lease, LeaseConfig};
-use super::{BackendError, PadStore, PutReceipt, WriterLock};
+use super::{BackendError, PadStore, PutReceipt, WriterLock, check_size};
 
 /// How `reserve` makes sure it does not overwrite an existing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,6 +342,23 @@ impl PadStore for ObjectPadStore {
             .get(&path)
             .await
             .map_err(|error| self.error(error, name))?;
+        result
+            .bytes()
+            .await
+            .map_err(|error| self.error(error, name))
+    }
+
+    async fn get_capped(&self, name: &str, max_size: u64) -> Result<Bytes, BackendError> {
+        let path = self.path_of(name)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|error| self.error(error, name))?;
+        // The size comes with the answer (a file's length, an HTTP
+        // Content-Length) before any content: refuse before reading, and
+        // `bytes()` then reads no more than that size.
+        check_size(name, result.meta.size, max_size)?;
         result
             .bytes()
             .await
