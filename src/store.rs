@@ -743,22 +743,12 @@ async fn open_meta(
     {
         Ok(bytes) => bytes,
         Err(BackendError::NotFound(_)) => {
-            let meta = Meta::new(
-                &options.secret,
-                options.pad_size.unwrap_or(DEFAULT_PAD_SIZE),
-            )?;
-            let bytes = Bytes::from(meta.encode()?);
-            // Not `reserve`: the metadata is no pad. Two processes creating
-            // one store at once both read back the last write and agree.
-            retry
-                .run(|_| async {
-                    let receipt = backend.put(META_NAME, bytes.clone()).await?;
-                    backend.verify(META_NAME, &receipt).await
-                })
-                .await?;
-            retry
-                .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
-                .await?
+            // Under the writer lock, which every S3 write needs; re-read
+            // under it, as another process may have created the store.
+            let lock = backend.lock_writer(&rand::random()).await?;
+            let created = create_meta(backend, options, retry).await;
+            lock.release().await;
+            created?
         }
         Err(error) => return Err(error.into()),
     };
@@ -773,6 +763,38 @@ async fn open_meta(
         )));
     }
     Ok((meta, keys))
+}
+
+/// Creates the metadata of a new store unless it is there already; returns
+/// what the backend holds. Call with the writer lock held.
+async fn create_meta(
+    backend: &Arc<dyn PadStore>,
+    options: &StoreOptions,
+    retry: &RetryPolicy,
+) -> Result<Bytes> {
+    match retry
+        .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
+        .await
+    {
+        Ok(bytes) => return Ok(bytes),
+        Err(BackendError::NotFound(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let meta = Meta::new(
+        &options.secret,
+        options.pad_size.unwrap_or(DEFAULT_PAD_SIZE),
+    )?;
+    let bytes = Bytes::from(meta.encode()?);
+    // Not `reserve`: the metadata is no pad.
+    retry
+        .run(|_| async {
+            let receipt = backend.put(META_NAME, bytes.clone()).await?;
+            backend.verify(META_NAME, &receipt).await
+        })
+        .await?;
+    Ok(retry
+        .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
+        .await?)
 }
 
 /// An item's size as a buffer length.
