@@ -44,6 +44,8 @@ pub struct Journal {
     /// The index as of the last durable record, and the queue of appends.
     /// Held only for short in-memory updates, never across backend I/O.
     log: Mutex<Log>,
+    /// Told when the flush loop ends (`Log::flushing` turns false).
+    flushed: tokio::sync::Notify,
 }
 
 struct Log {
@@ -97,6 +99,7 @@ impl Journal {
             retry,
             checkpoint_interval,
             writer_lock: Mutex::new(None),
+            flushed: tokio::sync::Notify::new(),
             log: Mutex::new(Log {
                 index: Index::default(),
                 waiting: Vec::new(),
@@ -283,6 +286,21 @@ impl Journal {
         }
     }
 
+    /// Waits until no index write of this handle is under way: the batch of
+    /// a (possibly cancelled) append, or the checkpoint and deletes after
+    /// it. The writer lock must outlive them, as every write needs it.
+    pub async fn flushed(&self) {
+        loop {
+            let notified = self.flushed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.log.lock().expect("journal lock").flushing {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Sets (or clears) the writer lock checked before every write.
     pub fn set_writer_lock(&self, lock: Option<Arc<dyn WriterLock>>) {
         *self.writer_lock.lock().expect("writer lock slot") = lock;
@@ -318,6 +336,8 @@ impl Journal {
                 let mut log = self.log.lock().expect("journal lock");
                 if log.waiting.is_empty() {
                     log.flushing = false;
+                    drop(log);
+                    self.flushed.notify_waiters();
                     return;
                 }
                 (std::mem::take(&mut log.waiting), log.next_seq)
