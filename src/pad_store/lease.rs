@@ -283,7 +283,8 @@ impl Lease {
     /// Until when a write of this handle to `name` may still be sent (see the
     /// fence in the module documentation), or why none may: no lease held,
     /// the lease lost, or renewals too long overdue. Never a round trip.
-    pub fn write_deadline(&self, name: &str) -> Result<Instant, BackendError> {
+    /// `started`: the write is under way already, and a refusal abandons it.
+    pub fn write_deadline(&self, name: &str, started: bool) -> Result<Instant, BackendError> {
         let held = self.held.lock().expect("lease slot").clone();
         let Some(state) = held else {
             return Err(BackendError::Permanent(format!(
@@ -294,9 +295,14 @@ impl Lease {
         };
         let deadline = state.lock().expect("lease state").write_deadline(self);
         deadline.map_err(|why| {
+            let outcome = if started {
+                "the write of it was abandoned and may or may not have landed"
+            } else {
+                "it was not written"
+            };
             BackendError::Permanent(format!(
-                "lost the writer lease: {why}; {name:?} was not written, as another writer may \
-                 have taken over: retry the operation"
+                "lost the writer lease while writing {name:?}: {why}; {outcome}, as another \
+                 writer may have taken over: retry the operation"
             ))
         })
     }
@@ -916,11 +922,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_fence_refuses_writes_unless_the_lease_is_provably_ours() {
         let lease = memory_lease(ConditionalWrites::Honoured, Duration::from_secs(6));
-        let refused = |lease: &Lease| lease.write_deadline("p/x").unwrap_err().to_string();
+        let refused = |lease: &Lease| lease.write_deadline("p/x", false).unwrap_err().to_string();
         assert!(refused(&lease).contains("does not hold the writer lease"));
 
         let held = lease.acquire().await.unwrap();
-        let deadline = lease.write_deadline("p/x").unwrap();
+        let deadline = lease.write_deadline("p/x", false).unwrap();
         // The lifetime less the margin, from the write of the lease.
         assert!(deadline <= Instant::now() + Duration::from_secs(5));
         assert!(deadline > Instant::now() + Duration::from_secs(4));
@@ -936,7 +942,7 @@ mod tests {
         );
         assert!(held.check().await.is_err());
         state.lock().unwrap().valid_until = renewed;
-        lease.write_deadline("p/x").unwrap();
+        lease.write_deadline("p/x", false).unwrap();
 
         // The machine slept (the monotonic clock stood still): the expiry
         // others read, by the wall clock, is what counts.
@@ -944,7 +950,7 @@ mod tests {
         state.lock().unwrap().expires_ms = now_ms() + 500;
         assert!(refused(&lease).contains("lost the writer lease"));
         state.lock().unwrap().expires_ms = expires_ms;
-        lease.write_deadline("p/x").unwrap();
+        lease.write_deadline("p/x", false).unwrap();
 
         state.lock().unwrap().lost = Some("another writer took over".into());
         assert!(refused(&lease).contains("another writer took over"));

@@ -270,20 +270,14 @@ impl ObjectPadStore {
         let Locking::Lease(lease) = &self.locking else {
             return write.await;
         };
-        let mut deadline = lease.write_deadline(name)?;
+        let mut deadline = lease.write_deadline(name, false)?;
         let mut write = std::pin::pin!(write);
         loop {
             let until = tokio::time::Instant::from_std(deadline);
             match tokio::time::timeout_at(until, write.as_mut()).await {
                 Ok(result) => return result,
                 // Renewals may have moved the deadline meanwhile.
-                Err(_) => {
-                    deadline = lease.write_deadline(name).map_err(|refused| {
-                        BackendError::Permanent(format!(
-                            "{refused} (the write was abandoned and may or may not have landed)"
-                        ))
-                    })?
-                }
+                Err(_) => deadline = lease.write_deadline(name, true)?,
             }
         }
     }
