@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,10 +232,6 @@ def test_a_writer_paused_past_its_lease_writes_nothing_after(s3_url: str) -> Non
     """Its pad uploads are refused once the lease may have passed to another
     writer, which then filled the same pads: every item of that writer reads
     back intact."""
-    import signal
-    import subprocess
-    import sys
-
     pads = 8
     lease = {"lease_ttl_secs": "2"}
     base, options = split(s3_url)
