@@ -87,10 +87,10 @@ async fn an_oversized_pad_object_is_refused_unread() {
     let before = bytes_read();
     let error = store.fetch_item("a", None).await.unwrap_err();
     let after = bytes_read();
-    assert_refused(&error, &name);
     if let (Some(before), Some(after)) = (before, after) {
         assert!(after - before < READ_BOUND, "read {} bytes", after - before);
     }
+    assert_refused(&error, &name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,10 +111,10 @@ async fn an_oversized_log_object_is_refused_unread() {
     let before = bytes_read();
     let error = Store::open(&url, options()).await.err().expect("opened");
     let after = bytes_read();
-    assert_refused(&error, &name);
     if let (Some(before), Some(after)) = (before, after) {
         assert!(after - before < READ_BOUND, "read {} bytes", after - before);
     }
+    assert_refused(&error, &name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,8 +124,8 @@ async fn an_oversized_meta_object_is_refused_unread() {
     let before = bytes_read();
     let error = Store::open(&url, options()).await.err().expect("opened");
     let after = bytes_read();
-    assert_refused(&error, "meta");
     if let (Some(before), Some(after)) = (before, after) {
         assert!(after - before < READ_BOUND, "read {} bytes", after - before);
     }
+    assert_refused(&error, "meta");
 }
