@@ -24,7 +24,7 @@ pub enum Error {
     Cancelled(String),
     /// The backend is unreachable or kept failing after retries.
     #[error("backend error: {0}")]
-    Backend(#[from] BackendError),
+    Backend(BackendError),
     /// Content failed authentication: tampering, wrong secret or corruption.
     #[error("integrity error: {0}")]
     Integrity(String),
@@ -43,6 +43,16 @@ impl Error {
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())
+    }
+}
+
+impl From<BackendError> for Error {
+    fn from(error: BackendError) -> Self {
+        match error {
+            // The backend answered; what it holds is not ours.
+            BackendError::TooLarge { .. } => Error::Integrity(error.to_string()),
+            error => Error::Backend(error),
+        }
     }
 }
 

@@ -21,6 +21,14 @@ use crate::retry::RetryPolicy;
 
 const LOG_PREFIX: &str = "j/";
 const CHECKPOINT_PREFIX: &str = "c/";
+/// The largest index object (log or checkpoint), sealed: reads are capped at
+/// it, so a foreign object under `j/` or `c/` cannot make anthill allocate
+/// its size, and writes above it are refused, so anthill never writes one it
+/// would not read. At about 100 bytes per item a checkpoint this size holds
+/// ten million items, whose index would need several GiB of memory; a log
+/// object holds one batch of records, far smaller. A checkpoint refused for
+/// its size only postpones it (the log keeps the records).
+const MAX_OBJECT_LEN: u64 = 1 << 30;
 /// The log may grow to this many bytes before a checkpoint is considered.
 pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1 << 20;
 
@@ -36,6 +44,8 @@ pub struct Journal {
     /// The index as of the last durable record, and the queue of appends.
     /// Held only for short in-memory updates, never across backend I/O.
     log: Mutex<Log>,
+    /// Told when the flush loop ends (`Log::flushing` turns false).
+    flushed: tokio::sync::Notify,
 }
 
 struct Log {
@@ -89,6 +99,7 @@ impl Journal {
             retry,
             checkpoint_interval,
             writer_lock: Mutex::new(None),
+            flushed: tokio::sync::Notify::new(),
             log: Mutex::new(Log {
                 index: Index::default(),
                 waiting: Vec::new(),
@@ -158,7 +169,10 @@ impl Journal {
 
     async fn read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<Vec<u8>> {
         let name = object_name(prefix, seq);
-        let sealed = self.retry.run(|_| self.backend.get(&name)).await?;
+        let sealed = self
+            .retry
+            .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
+            .await?;
         let aad = associated_data(kind, &self.store_id, seq);
         crypto::open(
             self.keys.index(),
@@ -179,6 +193,12 @@ impl Journal {
         let aad = associated_data(kind, &self.store_id, seq);
         let sealed = Bytes::from(crypto::seal(self.keys.index(), &aad, plaintext)?);
         let size = sealed.len() as u64;
+        if size > MAX_OBJECT_LEN {
+            return Err(Error::invalid(format!(
+                "index object {name} would hold {size} bytes, more than the {MAX_OBJECT_LEN} \
+                 anthill reads back: not written"
+            )));
+        }
         self.retry
             .run(|_| async {
                 let receipt = self.backend.put(&name, sealed.clone()).await?;
@@ -266,6 +286,21 @@ impl Journal {
         }
     }
 
+    /// Waits until no index write of this handle is under way: the batch of
+    /// a (possibly cancelled) append, or the checkpoint and deletes after
+    /// it. The writer lock must outlive them, as every write needs it.
+    pub async fn flushed(&self) {
+        loop {
+            let notified = self.flushed.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.log.lock().expect("journal lock").flushing {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Sets (or clears) the writer lock checked before every write.
     pub fn set_writer_lock(&self, lock: Option<Arc<dyn WriterLock>>) {
         *self.writer_lock.lock().expect("writer lock slot") = lock;
@@ -301,6 +336,8 @@ impl Journal {
                 let mut log = self.log.lock().expect("journal lock");
                 if log.waiting.is_empty() {
                     log.flushing = false;
+                    drop(log);
+                    self.flushed.notify_waiters();
                     return;
                 }
                 (std::mem::take(&mut log.waiting), log.next_seq)

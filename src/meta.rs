@@ -22,6 +22,10 @@ const FORMAT_3: &str = "anthill-store-3";
 /// 4: the metadata records how the secret is stretched ([`Kdf`]).
 const FORMAT: &str = "anthill-store-4";
 
+/// Reads of the metadata object are capped at this: it holds a few short
+/// fields and a sealed check, well under a kilobyte.
+pub const MAX_OBJECT_LEN: u64 = 64 << 10;
+
 /// The pad sizes a store may have, in bytes.
 pub const PAD_SIZES: std::ops::RangeInclusive<u64> = 512..=(1 << 30);
 

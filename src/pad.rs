@@ -93,6 +93,12 @@ pub fn encode_into(
     crypto::seal_into(keys.pads(), &aad, plaintext, out)
 }
 
+/// The largest pad object of a store with `pad_size`-byte pads: a full pad
+/// sealed, with its header. Reads of pad objects are capped at it.
+pub fn max_object_len(pad_size: u64) -> u64 {
+    pad_size + (HEADER_LEN + crypto::SEAL_OVERHEAD) as u64
+}
+
 /// Whether `len` bytes at `offset` are the whole of a pad of `pad_size`.
 pub fn fills_pad(offset: u64, len: u64, pad_size: u64) -> bool {
     offset == 0 && len == pad_size

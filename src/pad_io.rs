@@ -115,7 +115,12 @@ impl PadIo {
     /// Reads and opens a pad.
     pub async fn read(&self, id: PadId, min_version: u64) -> Result<PadContent> {
         let name = id.object_name();
-        let sealed = match self.retry.run(|_| self.backend.get(&name)).await {
+        let max_size = pad::max_object_len(self.pad_size);
+        let sealed = match self
+            .retry
+            .run(|_| self.backend.get_capped(&name, max_size))
+            .await
+        {
             // Reserved without a call and never written: empty. A pad that
             // was written (version >= 1) and is missing stays an error.
             Err(BackendError::NotFound(_))

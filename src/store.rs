@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Piece, Record};
 use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
-use crate::meta::{Meta, PAD_SIZES};
+use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
@@ -777,7 +777,10 @@ async fn open_meta(
 
 /// The store's metadata object, or `None` if the store does not exist yet.
 async fn read_meta(backend: &Arc<dyn PadStore>, retry: &RetryPolicy) -> Result<Option<Bytes>> {
-    match retry.run(|_| backend.get(META_NAME)).await {
+    match retry
+        .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
+        .await
+    {
         Ok(bytes) => Ok(Some(bytes)),
         Err(BackendError::NotFound(_)) => Ok(None),
         Err(error) => Err(error.into()),

@@ -139,12 +139,15 @@ impl Drop for WriterGuard {
         let Some(lock) = held.lock.take() else { return };
         self.gate.journal.set_writer_lock(None);
         // A failed put may leave pad uploads in flight; they must land
-        // before another process may write those pads.
+        // before another process may write those pads. So must the index
+        // write after the last append (a checkpoint, deletes).
         let writer_idle = self.gate.allocator.writer_idle();
+        let journal = Arc::clone(&self.gate.journal);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = runtime.spawn(async move {
                     writer_idle.await;
+                    journal.flushed().await;
                     lock.release().await;
                     drop(lock);
                 });

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +200,79 @@ def test_two_handles_share_one_s3_store(s3_url: str) -> None:
         assert sorted(second.keys()) == ["a", "b", "c"]
         assert second["a"] == data(2 * PAD, 3)
         assert first["b"] == data(2 * PAD, 4)
+
+
+# A writer paused past its lease (a closed laptop lid, SIGSTOP, a long GC
+# pause) must not write over what the next holder of the lease wrote. The
+# writer stores one item over every free pad through a slow backend, one pad
+# upload at a time, and reports when its upload starts; it is stopped there.
+PAUSED_WRITER = r"""
+import sys
+import anthill
+from anthill import StartingUpload
+
+url, secret, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def report(event):
+    if isinstance(event, StartingUpload):
+        print("uploading", flush=True)
+
+store = anthill.open(url, secret=secret, upload_concurrency=1, retry_attempts=2)
+try:
+    store.store_item("paused", bytes(range(256)) * (size // 256), callback=report)
+except anthill.BackendError as error:
+    print("BackendError:", error, flush=True)
+    sys.exit(3)
+print("stored", flush=True)
+"""
+
+
+@needs_s3
+def test_a_writer_paused_past_its_lease_writes_nothing_after(s3_url: str) -> None:
+    """Its pad uploads are refused once the lease may have passed to another
+    writer, which then filled the same pads: every item of that writer reads
+    back intact."""
+    pads = 8
+    lease = {"lease_ttl_secs": "2"}
+    base, options = split(s3_url)
+    url = join(base, {**options, **lease})
+    # Free space of `pads` whole pads and no more, so both writers use it.
+    with anthill.open(url, secret=SECRET, pad_size=PAD) as store:
+        store.store_item("filler", data(pads * PAD, 9))
+        store.remove_item("filler")
+        assert store.summary().free_space == pads * PAD
+
+    # Each pad write of the paused writer waits 500 ms first: it is stopped
+    # while its first ones wait, before any of them (or its pending record)
+    # reaches the service.
+    slow = "sim+" + join(base, {**options, **lease, "latency_ms": "500"})
+    writer = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_WRITER, slow, SECRET, str(pads * PAD)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        line = writer.stdout.readline()
+        assert line == "uploading\n", (line, writer.stderr and writer.stderr.read())
+        writer.send_signal(signal.SIGSTOP)
+
+        # This process waits for the stopped writer's lease to expire, takes
+        # it, and fills the same pads.
+        items = {f"b{i}": data(PAD, 20 + i) for i in range(pads)}
+        with anthill.open(url, secret=SECRET) as store:
+            for key, value in items.items():
+                store.store_item(key, value)
+            assert store.summary().total_pads == pads
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    out, err = writer.communicate(timeout=60)
+
+    with anthill.open(url, secret=SECRET) as store:
+        assert sorted(store.keys()) == sorted(items)
+        for key, value in items.items():
+            assert store.fetch_item(key) == value, key
+        assert store.summary().pending == 0
+    assert writer.returncode == 3, (writer.returncode, out, err)
+    assert "lost the writer lease" in out, out

@@ -1,6 +1,7 @@
 //! Behaviour tests of the anthill core: one test binary, one module per area.
 
 mod backend_conformance;
+mod capped_reads;
 mod format_fixture;
 mod fuzz_regressions;
 mod hardening;

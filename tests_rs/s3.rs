@@ -305,6 +305,7 @@ async fn s3_http_endpoint_and_env_region_suffice() {
     let store = pad_store::open(&url, &BackendOptions::default())
         .await
         .unwrap();
+    let lock = store.lock_writer(&[1; 16]).await.unwrap();
     store
         .put("p/plain", Bytes::from_static(b"over http"))
         .await
@@ -314,6 +315,7 @@ async fn s3_http_endpoint_and_env_region_suffice() {
         Bytes::from_static(b"over http")
     );
     store.delete("p/plain").await.unwrap();
+    lock.release().await;
 }
 
 /// Two stores on one S3 prefix (two processes, as far as the backend can
@@ -495,5 +497,59 @@ async fn node_kill_mid_put() {
             .await
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         assert!(back == content, "{key} differs when read through node 3");
+    }
+}
+
+/// Checkpoints (and the deletes of the log objects they absorb) are writes
+/// like any other, made only under the writer lease: a store that puts one
+/// item at a time, letting go of the lease after each, still checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_checkpoints_are_written_between_single_puts() {
+    let Some(base) = base_url("s3_checkpoints_are_written_between_single_puts") else {
+        return;
+    };
+    let url = under(&base, &unique("checkpoints"));
+    let options = || StoreOptions {
+        checkpoint_interval: 1,
+        ..options()
+    };
+    let store = Store::open(&url, options()).await.unwrap();
+    for i in 0..6u8 {
+        guarded(
+            "store_item",
+            store.store_item(&format!("k{i}"), data(100, i), PutOptions::default(), None),
+        )
+        .await
+        .unwrap();
+    }
+    store.close().await.unwrap();
+    let backend = pad_store::open(&url, &BackendOptions::default())
+        .await
+        .unwrap();
+    let seqs = |names: Vec<String>| -> Vec<u64> {
+        let mut seqs: Vec<u64> = names
+            .iter()
+            .map(|name| u64::from_str_radix(&name[2..], 16).unwrap())
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    };
+    let checkpoints = seqs(backend.list("c/").await.unwrap());
+    let logs = seqs(backend.list("j/").await.unwrap());
+    // One checkpoint, the older ones deleted, and with them every log
+    // object it absorbed.
+    assert_eq!(
+        checkpoints.len(),
+        1,
+        "checkpoints {checkpoints:?}, log {logs:?}"
+    );
+    assert!(
+        logs.iter().all(|&seq| seq > checkpoints[0]),
+        "checkpoints {checkpoints:?}, log {logs:?}"
+    );
+    let fresh = Store::open(&url, options()).await.unwrap();
+    for i in 0..6u8 {
+        let back = fresh.fetch_item(&format!("k{i}"), None).await.unwrap();
+        assert!(back == data(100, i));
     }
 }

@@ -24,10 +24,15 @@
 //! - **renew**: a background task rewrites the expiry every third of the
 //!   lease's lifetime while the lock is held; a renewal that finds another
 //!   token marks the lease lost.
-//! - **check** (before every index write): fails if the lease was lost, if
-//!   renewals have not succeeded for long enough that others may see it
-//!   expired, and (without conditional writes) if the object no longer
-//!   carries our token.
+//! - **fence** (every write of the store, see [`Lease::write_deadline`]):
+//!   a write is sent only while this handle holds the lease and can prove,
+//!   by its own clocks, that nobody else can see it expired yet: the last
+//!   successful write of the lease, plus its lifetime, minus a margin
+//!   ([`margin`]), is still ahead on the monotonic clock and on the wall
+//!   clock. That is a local check, no round trip; a write still running at
+//!   that deadline (unless renewals moved it) is abandoned.
+//! - **check** (before every index write): the fence, plus (without
+//!   conditional writes) a read that the object still carries our token.
 //! - **release** (on drop, in the background): delete the object if it
 //!   still carries our token.
 //! - A lease whose holder ran on this machine (same boot, same PID
@@ -67,9 +72,19 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// Polling a held lease: every 100–300 ms.
 const POLL_MIN_MS: u64 = 100;
 const POLL_JITTER_MS: u64 = 200;
+/// The part of a lease's lifetime its holder leaves unused: what may pass
+/// between the fence's check and the request reaching the service, plus the
+/// skew between this machine's clock and other writers' (they judge expiry
+/// by the wall clock against the expiry we wrote).
+pub fn margin(ttl: Duration) -> Duration {
+    ttl / 6
+}
 /// How long a release on drop may take before it is left to expire.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 const FORMAT: &str = "anthill-lease 1";
+/// A lease object is a few short lines; a larger one is not a lease and is
+/// not read.
+const MAX_LEASE_LEN: u64 = 4096;
 
 /// Whether to rely on the service's conditional writes (`If-None-Match: *`,
 /// `If-Match`): the `conditional_writes` option of `s3://` URLs.
@@ -134,6 +149,9 @@ pub struct Lease {
     in_process: Arc<tokio::sync::Mutex<()>>,
     /// Whether the service honours conditional writes, once known.
     conditional: OnceCell<bool>,
+    /// The state of the lease this handle holds, if any: what the fence
+    /// checks every write against. The mutex guards only the slot.
+    held: std::sync::Mutex<Option<Arc<std::sync::Mutex<HeldState>>>>,
 }
 
 /// What a lease object says.
@@ -258,7 +276,48 @@ impl Lease {
             owner: format!("{}-pid-{}", random_hex(), std::process::id()),
             in_process: Arc::new(tokio::sync::Mutex::new(())),
             conditional,
+            held: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Until when a write of this handle to `name` may still be sent (see the
+    /// fence in the module documentation), or why none may: no lease held,
+    /// the lease lost, or renewals too long overdue. Never a round trip.
+    /// `started`: the write is under way already, and a refusal abandons it.
+    pub fn write_deadline(&self, name: &str, started: bool) -> Result<Instant, BackendError> {
+        let held = self.held.lock().expect("lease slot").clone();
+        let Some(state) = held else {
+            return Err(BackendError::Permanent(format!(
+                "{name:?} was not written: this handle does not hold the writer lease of {}, \
+                 and writes to the store are made only under it",
+                self.url
+            )));
+        };
+        let deadline = state.lock().expect("lease state").write_deadline(self);
+        deadline.map_err(|why| {
+            let outcome = if started {
+                "the write of it was abandoned and may or may not have landed"
+            } else {
+                "it was not written"
+            };
+            BackendError::Permanent(format!(
+                "lost the writer lease while writing {name:?}: {why}; {outcome}, as another \
+                 writer may have taken over: retry the operation"
+            ))
+        })
+    }
+
+    /// Marks the held lease lost, as a renewal finding another writer's does.
+    #[cfg(test)]
+    pub fn mark_lost_for_test(&self) {
+        if let Some(state) = self.held.lock().expect("lease slot").as_ref() {
+            state.lock().expect("lease state").lost = Some("taken over (test)".into());
+        }
+    }
+
+    /// Forgets the held lease: from now on the fence refuses every write.
+    fn forget_held(&self) {
+        *self.held.lock().expect("lease slot") = None;
     }
 
     /// Whether the service honours conditional writes, if known yet.
@@ -340,8 +399,12 @@ impl Lease {
             Err(error) => return Err(self.error(error)),
         };
         let e_tag = result.meta.e_tag.clone();
-        let content = result.bytes().await.map_err(|error| self.error(error))?;
-        let record = Record::decode(&content);
+        let record = if result.meta.size > MAX_LEASE_LEN {
+            None
+        } else {
+            let content = result.bytes().await.map_err(|error| self.error(error))?;
+            Record::decode(&content)
+        };
         if record.is_none() {
             log::warn!(
                 "{}: the lease object {} is not an anthill lease; treating it as expired",
@@ -455,9 +518,11 @@ impl Lease {
     ) -> HeldLease {
         let state = Arc::new(std::sync::Mutex::new(HeldState {
             valid_until: renewed_at + self.config.ttl,
+            expires_ms: record.expires_ms,
             e_tag,
             lost: None,
         }));
+        *self.held.lock().expect("lease slot") = Some(Arc::clone(&state));
         let renewal = tokio::spawn(renew_forever(
             Arc::clone(self),
             record.clone(),
@@ -536,13 +601,43 @@ impl Lease {
 
 /// What the holder and its renewal task share. The mutex protects only
 /// these fields and is never held across I/O.
+#[derive(Debug)]
 struct HeldState {
     /// Until when the lease is surely ours: the start of the last successful
     /// write plus the lifetime.
     valid_until: Instant,
+    /// The expiry that write put in the object (wall-clock milliseconds),
+    /// which other writers compare with their clocks. Checked as well as
+    /// `valid_until` because the monotonic clock stops while the machine
+    /// sleeps (a closed laptop lid) and the wall clock does not.
+    expires_ms: u64,
     e_tag: Option<String>,
     /// Why the lease is no longer ours, once it is not.
     lost: Option<String>,
+}
+
+impl HeldState {
+    /// Until when a write may be sent under this lease, or why none may.
+    fn write_deadline(&self, lease: &Lease) -> Result<Instant, String> {
+        if let Some(why) = &self.lost {
+            return Err(why.clone());
+        }
+        let now = Instant::now();
+        let by_wall_clock = Duration::from_millis(self.expires_ms.saturating_sub(now_ms()));
+        let left = self
+            .valid_until
+            .saturating_duration_since(now)
+            .min(by_wall_clock);
+        let margin = margin(lease.config.ttl);
+        if left <= margin {
+            return Err(format!(
+                "the writer lease of {} was not renewed in time (the process was paused, or \
+                 the service unreachable) and may have expired",
+                lease.url
+            ));
+        }
+        Ok(now + (left - margin))
+    }
 }
 
 /// Renews the lease every third of its lifetime (every second after a
@@ -563,6 +658,7 @@ async fn renew_forever(
             Ok(e_tag) => {
                 let mut state = state.lock().expect("lease state");
                 state.valid_until = started + lease.config.ttl;
+                state.expires_ms = record.expires_ms;
                 state.e_tag = e_tag;
                 pause = period;
             }
@@ -605,6 +701,7 @@ impl HeldLease {
             return;
         };
         self.renewal.abort();
+        self.lease.forget_held();
         release_then_unlock(Arc::clone(&self.lease), self.token.clone(), guard).await;
     }
 }
@@ -638,22 +735,12 @@ impl WriterLock for HeldLease {
                  changing the store): retry the operation"
             ))
         };
-        {
-            let state = self.state.lock().expect("lease state");
-            if let Some(why) = &state.lost {
-                return Err(lost(why.clone()));
-            }
-            // Others judge expiry by the clock; keep a sixth of the lifetime
-            // as margin for their clocks and our next request's travel time.
-            let margin = self.lease.config.ttl / 6;
-            if Instant::now() + margin >= state.valid_until {
-                return Err(lost(format!(
-                    "the writer lease of {} could not be renewed in time (is the service \
-                     reachable?) and may have expired",
-                    self.lease.url
-                )));
-            }
-        }
+        let deadline = self
+            .state
+            .lock()
+            .expect("lease state")
+            .write_deadline(&self.lease);
+        deadline.map_err(lost)?;
         if self.conditional {
             // Only a conditional write after expiry could have replaced it.
             return Ok(());
@@ -681,6 +768,7 @@ impl Drop for HeldLease {
             return;
         };
         self.renewal.abort();
+        self.lease.forget_held();
         // In the background: a drop may run under the caller's locks, where
         // blocking on I/O could stall the very runtime the I/O needs. The
         // in-process lock is let go after the release, so this handle's next
@@ -824,6 +912,51 @@ mod tests {
         assert!(lease.in_process.try_lock().is_ok(), "unlocked");
         held.release_now().await;
         drop(held);
+    }
+
+    /// The state the fence checks, as the renewal task sees it.
+    fn held_state(lease: &Lease) -> Arc<std::sync::Mutex<HeldState>> {
+        lease.held.lock().unwrap().clone().expect("a lease is held")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_fence_refuses_writes_unless_the_lease_is_provably_ours() {
+        let lease = memory_lease(ConditionalWrites::Honoured, Duration::from_secs(6));
+        let refused = |lease: &Lease| lease.write_deadline("p/x", false).unwrap_err().to_string();
+        assert!(refused(&lease).contains("does not hold the writer lease"));
+
+        let held = lease.acquire().await.unwrap();
+        let deadline = lease.write_deadline("p/x", false).unwrap();
+        // The lifetime less the margin, from the write of the lease.
+        assert!(deadline <= Instant::now() + Duration::from_secs(5));
+        assert!(deadline > Instant::now() + Duration::from_secs(4));
+
+        // Paused past the lifetime: the last renewal is too long ago.
+        let state = held_state(&lease);
+        let renewed = state.lock().unwrap().valid_until;
+        state.lock().unwrap().valid_until = Instant::now() + margin(lease.config.ttl);
+        assert!(
+            refused(&lease).contains("lost the writer lease"),
+            "{}",
+            refused(&lease)
+        );
+        assert!(held.check().await.is_err());
+        state.lock().unwrap().valid_until = renewed;
+        lease.write_deadline("p/x", false).unwrap();
+
+        // The machine slept (the monotonic clock stood still): the expiry
+        // others read, by the wall clock, is what counts.
+        let expires_ms = state.lock().unwrap().expires_ms;
+        state.lock().unwrap().expires_ms = now_ms() + 500;
+        assert!(refused(&lease).contains("lost the writer lease"));
+        state.lock().unwrap().expires_ms = expires_ms;
+        lease.write_deadline("p/x", false).unwrap();
+
+        state.lock().unwrap().lost = Some("another writer took over".into());
+        assert!(refused(&lease).contains("another writer took over"));
+
+        drop(held);
+        assert!(refused(&lease).contains("does not hold the writer lease"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,12 +36,32 @@ pub enum BackendError {
     /// permission denied, disk full.
     #[error("{0}")]
     Permanent(String),
+    /// [`PadStore::get_capped`] found the object larger than anything anthill
+    /// writes under that name, and did not read it: not this store's object
+    /// (or damaged). An integrity failure, not a backend one.
+    #[error(
+        "object {name:?} holds {size} bytes, more than the {max} anthill ever writes there: \
+         it is not this store's (or it was damaged), and was not read"
+    )]
+    TooLarge { name: String, size: u64, max: u64 },
 }
 
 impl BackendError {
     pub fn is_transient(&self) -> bool {
         matches!(self, BackendError::Transient(_))
     }
+}
+
+/// [`BackendError::TooLarge`] if `size` exceeds `max_size`.
+pub fn check_size(name: &str, size: u64, max_size: u64) -> Result<(), BackendError> {
+    if size > max_size {
+        return Err(BackendError::TooLarge {
+            name: name.to_owned(),
+            size,
+            max: max_size,
+        });
+    }
+    Ok(())
 }
 
 /// What a backend answered to a `put`, to verify the commit against.
@@ -75,6 +95,17 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
 
     /// Reads the whole content of `name`.
     async fn get(&self, name: &str) -> Result<Bytes, BackendError>;
+
+    /// Reads the whole content of `name` if it holds at most `max_size`
+    /// bytes; [`BackendError::TooLarge`] if it holds more. A backend that
+    /// learns the size before the content overrides this to refuse without
+    /// reading (a foreign object of any size must not make anthill allocate
+    /// its size); this default reads first, and a wrapper passes it on.
+    async fn get_capped(&self, name: &str, max_size: u64) -> Result<Bytes, BackendError> {
+        let content = self.get(name).await?;
+        check_size(name, content.len() as u64, max_size)?;
+        Ok(content)
+    }
 
     /// Names of all objects whose name starts with `prefix`, in no order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use super::folder::FolderWriter;
 use super::lease::{Lease, LeaseConfig};
-use super::{BackendError, PadStore, PutReceipt, WriterLock};
+use super::{BackendError, PadStore, PutReceipt, WriterLock, check_size};
 
 /// How `reserve` makes sure it does not overwrite an existing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,11 +255,34 @@ impl ObjectPadStore {
     fn error(&self, error: object_store::Error, name: &str) -> BackendError {
         classify_error(error, name, &self.url, self.bucket.as_deref())
     }
-}
 
-#[async_trait]
-impl PadStore for ObjectPadStore {
-    async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+    /// Runs `write` (of `name`) only while this handle provably holds the
+    /// writer lease, where writers are fenced by one (S3): refused unless
+    /// the lease is held and valid by this process's clocks, and abandoned
+    /// (dropped, so nothing more is sent) once that stops being true before
+    /// it completes. Here rather than in the callers, so no write path can
+    /// forget it. The lease object's own writes do not come through here.
+    async fn fenced<T>(
+        &self,
+        name: &str,
+        write: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        let Locking::Lease(lease) = &self.locking else {
+            return write.await;
+        };
+        let mut deadline = lease.write_deadline(name, false)?;
+        let mut write = std::pin::pin!(write);
+        loop {
+            let until = tokio::time::Instant::from_std(deadline);
+            match tokio::time::timeout_at(until, write.as_mut()).await {
+                Ok(result) => return result,
+                // Renewals may have moved the deadline meanwhile.
+                Err(_) => deadline = lease.write_deadline(name, true)?,
+            }
+        }
+    }
+
+    async fn reserve_unfenced(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
         let path = self.path_of(name)?;
         let conditional = self.conditional_writes_known();
         if self.create_check == CreateCheck::HeadThenPut && conditional != Some(true) {
@@ -287,7 +310,7 @@ impl PadStore for ObjectPadStore {
             .map_err(|error| self.error(error, name))
     }
 
-    async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+    async fn put_unfenced(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         let path = self.path_of(name)?;
         if let Some(folder) = self.folder.clone() {
             let name = name.to_owned();
@@ -305,6 +328,18 @@ impl PadStore for ObjectPadStore {
             e_tag: result.e_tag,
             size,
         })
+    }
+}
+
+#[async_trait]
+impl PadStore for ObjectPadStore {
+    async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        self.fenced(name, self.reserve_unfenced(name, content))
+            .await
+    }
+
+    async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        self.fenced(name, self.put_unfenced(name, content)).await
     }
 
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
@@ -348,6 +383,23 @@ impl PadStore for ObjectPadStore {
             .map_err(|error| self.error(error, name))
     }
 
+    async fn get_capped(&self, name: &str, max_size: u64) -> Result<Bytes, BackendError> {
+        let path = self.path_of(name)?;
+        let result = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|error| self.error(error, name))?;
+        // The size comes with the answer (a file's length, an HTTP
+        // Content-Length) before any content: refuse before reading, and
+        // `bytes()` then reads no more than that size.
+        check_size(name, result.meta.size, max_size)?;
+        result
+            .bytes()
+            .await
+            .map_err(|error| self.error(error, name))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
         // `object_store` lists by whole path segments ("p/a" lists "p/a/…",
         // not "p/abc"), while our prefix is a plain string prefix: list the
@@ -378,10 +430,13 @@ impl PadStore for ObjectPadStore {
 
     async fn delete(&self, name: &str) -> Result<(), BackendError> {
         let path = self.path_of(name)?;
-        match self.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(self.error(error, name)),
-        }
+        self.fenced(name, async {
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(error) => Err(self.error(error, name)),
+            }
+        })
+        .await
     }
 
     async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
@@ -612,6 +667,7 @@ pub(super) fn classify_io(error: &io::Error, name: &str, url: &str, text: &str) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn generic(source: impl StdError + Send + Sync + 'static) -> object_store::Error {
         object_store::Error::Generic {
@@ -703,6 +759,108 @@ mod tests {
             source: Box::new(io::Error::other("Server returned non-2xx status code: 404")),
         });
         assert_eq!(not_found, BackendError::NotFound("p/abc".into()));
+    }
+
+    fn fenced_store(ttl: Duration) -> ObjectPadStore {
+        let lease = LeaseConfig {
+            conditional_writes: super::super::lease::ConditionalWrites::Honoured,
+            ttl,
+            wait_limit: Duration::from_secs(5),
+        };
+        let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        ObjectPadStore::new_s3(
+            memory,
+            "bucket",
+            Path::from("pre"),
+            "s3://bucket/pre",
+            lease,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_write_is_fenced_by_the_lease() {
+        let store = fenced_store(Duration::from_secs(30));
+        let content = || Bytes::from_static(b"content");
+        let refused = |result: Result<(), BackendError>| match result {
+            Err(BackendError::Permanent(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        // No lease held: nothing is written.
+        refused(store.put("p/a", content()).await.map(drop));
+        refused(store.reserve("p/b", content()).await);
+        refused(store.delete("p/a").await);
+        assert!(store.list("").await.unwrap().is_empty());
+
+        let lock = store.lock_writer(&[1; 16]).await.unwrap();
+        store.put("p/a", content()).await.unwrap();
+        store.reserve("p/b", content()).await.unwrap();
+        store.delete("p/b").await.unwrap();
+        lock.release().await;
+        drop(lock);
+
+        let message = refused(
+            store
+                .put("p/a", Bytes::from_static(b"late"))
+                .await
+                .map(drop),
+        );
+        assert!(
+            message.contains("does not hold the writer lease"),
+            "{message}"
+        );
+        assert_eq!(store.get("p/a").await.unwrap(), content());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reserve_on_s3_checks_for_an_existing_object_first() {
+        // A service that ignores conditional puts gets a plain put: the head
+        // before it must find the object and refuse.
+        let lease = LeaseConfig {
+            conditional_writes: super::super::lease::ConditionalWrites::Ignored,
+            ttl: Duration::from_secs(30),
+            wait_limit: Duration::from_secs(5),
+        };
+        let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store = ObjectPadStore::new_s3(memory, "bucket", Path::from("pre"), "s3://b/p", lease);
+        let lock = store.lock_writer(&[1; 16]).await.unwrap();
+        store
+            .put("p/a", Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.reserve("p/a", Bytes::from_static(b"second")).await,
+            Err(BackendError::AlreadyExists("p/a".into()))
+        );
+        assert_eq!(
+            store.get("p/a").await.unwrap(),
+            Bytes::from_static(b"first")
+        );
+        drop(lock);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_outliving_the_lease_is_abandoned() {
+        let store = fenced_store(Duration::from_secs(1));
+        let Locking::Lease(lease) = &store.locking else {
+            unreachable!()
+        };
+        let lock = store.lock_writer(&[1; 16]).await.unwrap();
+        let sent = std::sync::atomic::AtomicBool::new(false);
+        let slow_write = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            sent.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        };
+        // The renewal finds the lease taken (as after a pause) while the
+        // write waits: at its deadline the write is dropped, never sent.
+        let (result, ()) = tokio::join!(store.fenced("p/a", slow_write), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            lease.mark_lost_for_test();
+        });
+        let error = result.unwrap_err();
+        assert!(error.to_string().contains("abandoned"), "{error}");
+        assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
+        drop(lock);
     }
 
     #[test]

@@ -493,6 +493,12 @@ impl PadStore for SimPadStore {
             .await
     }
 
+    async fn get_capped(&self, name: &str, max_size: u64) -> Result<Bytes, BackendError> {
+        let op = self.inner.get_capped(name, max_size);
+        self.run(OpKind::Get, name, 0, |data: &Bytes| data.len() as u64, op)
+            .await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
         let op = self.inner.list(prefix);
         self.run(OpKind::List, prefix, 0, |_| 0, op).await
