@@ -233,12 +233,14 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A lease token: from the OS generator, so a process forked from a holder
+/// never draws the same one.
 fn random_hex() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
+    let mut bytes = [0u8; 16];
+    if let Err(error) = getrandom::fill(&mut bytes) {
+        panic!("the operating system's random generator failed: {error}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn is_refused_condition(error: &object_store::Error) -> bool {
