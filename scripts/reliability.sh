@@ -107,6 +107,9 @@ lines += [
     "store ids under one name), losing the store in 8 of 20 trials on a folder: a new store's "
     "metadata is now created only if absent, under the writer lock, and the loser adopts the "
     "winner's; the key file is linked into place whole.",
+    "- The crash harness itself stopped reading a writer's output at the kill, so on a busy "
+    "machine it missed operations the writer finished before the signal landed and reported "
+    "sound items as gone or changed: it now reads everything the writer printed.",
     "",
     "## Guarantees, as tested",
     "",
