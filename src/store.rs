@@ -3,6 +3,7 @@
 //! leaves space to the allocator and durability to the journal.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,12 +16,13 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Piece, Record};
-use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
+use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal, RollbackCheck};
 use crate::meta::{Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
 use crate::retry::RetryPolicy;
+use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
 
 /// The Autonomi scratchpad payload.
@@ -49,6 +51,13 @@ pub struct StoreOptions {
     /// Least bytes of index log between two index checkpoints (a checkpoint
     /// is also never smaller than the log it replaces).
     pub checkpoint_interval: u64,
+    /// Where this machine remembers the newest index log position it has
+    /// seen of each store, to detect a store rolled back to an older state
+    /// (`None`: no memory, no check; memory stores are never checked).
+    pub state_dir: Option<PathBuf>,
+    /// Open a store that is behind what this machine has seen (a backup
+    /// restored on purpose), and remember its state from now on.
+    pub allow_rollback: bool,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +72,8 @@ impl Default for StoreOptions {
             retry_attempts: RetryPolicy::default().attempts,
             backend: BackendOptions::default(),
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            state_dir: None,
+            allow_rollback: false,
         }
     }
 }
@@ -215,6 +226,14 @@ impl Store {
             store_id,
             retry,
             options.checkpoint_interval,
+            RollbackCheck {
+                seen: SeenLogs::for_store(
+                    options.state_dir.as_deref(),
+                    &backend.describe(),
+                    &store_id,
+                ),
+                allow_rollback: options.allow_rollback,
+            },
         )
         .await?;
         let io = Arc::new(PadIo {
@@ -461,6 +480,11 @@ impl Store {
             Err(error) => {
                 if pending.load(Ordering::Acquire) {
                     self.abandon_pending(key, &pending).await;
+                }
+                if self.inner.journal.in_doubt() {
+                    // Its record may have landed: the space may be live
+                    // until the journal knows (the next rebuild frees it).
+                    pending.store(true, Ordering::Release);
                 }
                 return Err(error);
             }

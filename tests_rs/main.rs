@@ -4,6 +4,7 @@ mod backend_conformance;
 mod format_fixture;
 mod fuzz_regressions;
 mod index_journal;
+mod log_history;
 mod memory_map;
 mod reliability;
 mod s3;
