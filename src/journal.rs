@@ -618,10 +618,9 @@ impl Journal {
                     let (at, answers) = self.apply_batch(batch, seq, &sealed);
                     if let Some(seen) = self.seen.clone() {
                         // At every write, before its callers return: then
-                        // a rollback to any state before a completed call
-                        // is caught, and the memory is as durable as the
-                        // log write (a put costs one small file write
-                        // more, see docs/benchmarks.md).
+                        // a rollback to any state a completed call saw is
+                        // caught. It costs a put one small local file
+                        // write and rename, no backend request.
                         self.remember(seen, at, false).await;
                     }
                     for (done, released) in answers {
@@ -676,17 +675,16 @@ impl Journal {
             Err(error) => Some(error),
         };
         // Something is there, or the write failed and may have landed.
-        match self.landed(seq, &sealed).await {
-            Landed::Ours => Ok((seq, sealed)),
-            Landed::Nothing if failure.is_some() => {
-                Err(failure.unwrap_or_else(|| taken_error(seq)))
-            }
-            // There a moment ago and gone: another writer checkpointed it.
-            Landed::Nothing | Landed::Other => {
+        match (self.landed(seq, &sealed).await, failure) {
+            (Landed::Ours, _) => Ok((seq, sealed)),
+            (Landed::Nothing, Some(failure)) => Err(failure),
+            // Another write's, or there a moment ago and gone (another
+            // writer checkpointed it).
+            (Landed::Nothing | Landed::Other, _) => {
                 self.log.lock().expect("journal lock").stale = true;
                 Err(taken_error(seq))
             }
-            Landed::Unknown(_) => {
+            (Landed::Unknown(_), failure) => {
                 self.log.lock().expect("journal lock").doubt = Some(Doubt {
                     seq,
                     sealed,
