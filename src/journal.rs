@@ -74,6 +74,17 @@ pub struct Journal {
     log: Mutex<Log>,
     /// This machine's memory of the store's log position (`None`: off).
     seen: Option<SeenLogs>,
+    /// Updates of the memory after log writes (see `remember_later`).
+    remembering: Arc<Mutex<Remembering>>,
+    /// The task making them, while one runs.
+    remembering_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The newest position not yet remembered, and whether a task is at it.
+#[derive(Default)]
+struct Remembering {
+    waiting: Option<LogPosition>,
+    running: bool,
 }
 
 /// How opening checks the store against this machine's memory of it.
@@ -175,6 +186,16 @@ fn taken_error(seq: u64) -> Error {
     )))
 }
 
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // A position left by a task that could not run (no runtime).
+        let queue = self.remembering.lock().map(|mut q| q.waiting.take());
+        if let (Some(seen), Ok(Some(at))) = (&self.seen, queue) {
+            seen.advance(at);
+        }
+    }
+}
+
 impl Log {
     /// Notes that log object `seq` of `size` bytes, sealed as `sealed`, is
     /// applied to the index.
@@ -243,6 +264,8 @@ impl Journal {
                 rebuild_due: false,
             }),
             seen: rollback.seen.clone(),
+            remembering: Arc::default(),
+            remembering_task: Mutex::new(None),
         };
         journal.load().await?;
         journal.check_rollback(rollback.allow_rollback).await?;
@@ -317,6 +340,56 @@ impl Journal {
             None => self.remember(seen, now, false).await,
         }
         Ok(())
+    }
+
+    /// Remembers position `at` after a log write, in the background: the
+    /// update (a small file replaced under a file lock) takes longer than a
+    /// small put itself, so the put does not wait for it. Updates coalesce:
+    /// under a stream of puts, each writes the newest position. A process
+    /// that dies right after a put may leave the memory a few writes behind;
+    /// `settled` (called by `close`) and dropping the journal catch up.
+    fn remember_later(&self, at: LogPosition) {
+        let Some(seen) = self.seen.clone() else {
+            return;
+        };
+        {
+            let mut queue = self.remembering.lock().expect("memory queue");
+            if queue.waiting.is_none_or(|w| w.position < at.position) {
+                queue.waiting = Some(at);
+            }
+            if std::mem::replace(&mut queue.running, true) {
+                return; // the running task takes it
+            }
+        }
+        let queue = Arc::clone(&self.remembering);
+        let task = tokio::task::spawn_blocking(move || {
+            loop {
+                let next = {
+                    let mut queue = queue.lock().expect("memory queue");
+                    let next = queue.waiting.take();
+                    queue.running = next.is_some();
+                    next
+                };
+                match next {
+                    Some(at) => seen.advance(at),
+                    None => return,
+                }
+            }
+        });
+        *self.remembering_task.lock().expect("memory task") = Some(task);
+    }
+
+    /// Waits until this machine's memory holds every log write made so far.
+    pub async fn settled(&self) {
+        loop {
+            let task = self.remembering_task.lock().expect("memory task").take();
+            match task {
+                Some(task) => {
+                    let _ = task.await;
+                }
+                None => return,
+            }
+        }
     }
 
     /// Updates this machine's memory of the store's log position (on a
@@ -616,13 +689,7 @@ impl Journal {
             match self.write_batch(&batch).await {
                 Ok((seq, sealed)) => {
                     let (at, answers) = self.apply_batch(batch, seq, &sealed);
-                    if let Some(seen) = self.seen.clone() {
-                        // At every write, before its callers return: then
-                        // a rollback to any state a completed call saw is
-                        // caught. It costs a put one small local file
-                        // write and rename, no backend request.
-                        self.remember(seen, at, false).await;
-                    }
+                    self.remember_later(at);
                     for (done, released) in answers {
                         let _ = done.send(released);
                     }

@@ -15,6 +15,9 @@
 //!    machine, each at its own position, never move it back.
 //! 3. `allow_rollback=True` moves it to wherever the store is (`reset`).
 //!
+//! The file is replaced the way a folder store replaces its objects
+//! (`replace_file`: a swap, not a rename over it, which on ext4 would write
+//! the new file out at once and make every small put several times slower).
 //! No fsync: losing the newest update in a power loss only makes the check
 //! weaker for the writes just before it, and an fsync would cost more than
 //! the small put that triggers the update. A file that cannot be read is
@@ -24,6 +27,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use crate::pad_store::replace_file;
 
 /// First line of a memory file; a later format gets a new one.
 const FORMAT: &str = "anthill-seen-log-1";
@@ -136,7 +141,7 @@ impl SeenLogs {
         let staging = PathBuf::from(staging);
         let written = File::create(&staging)
             .and_then(|mut file| file.write_all(render(&seen).as_bytes()))
-            .and_then(|()| std::fs::rename(&staging, &self.file));
+            .and_then(|()| replace_file(&staging, &self.file));
         if written.is_err() {
             let _ = std::fs::remove_file(&staging);
         }

@@ -750,6 +750,7 @@ impl Store {
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.gate.released().await;
+        self.inner.journal.settled().await;
         Ok(())
     }
 }

@@ -357,7 +357,7 @@ async fn deleting_the_newest_log_objects_is_a_rollback() {
     for i in 0..12u8 {
         put(&store, &format!("k{i}"), &data(150, i)).await.unwrap();
     }
-    drop(store);
+    store.close().await.unwrap();
     let mut logs: Vec<_> = std::fs::read_dir(dir.path().join("j"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -401,20 +401,20 @@ async fn a_history_that_diverged_is_a_rollback() {
         .await
         .unwrap();
     put(&store, "shared", &data(100, 1)).await.unwrap();
-    drop(store);
+    store.close().await.unwrap();
     copy_folder(dir.path(), fork.path());
     let store = Store::open(&url, no_checkpoints(state.path()))
         .await
         .unwrap();
     put(&store, "ours", &data(100, 2)).await.unwrap();
-    drop(store);
+    store.close().await.unwrap();
     // The fork takes one write of its own, seen only by another machine.
     let fork_url = folder_url(fork.path());
     let forked = Store::open(&fork_url, no_checkpoints(other_machine.path()))
         .await
         .unwrap();
     put(&forked, "theirs", &data(100, 3)).await.unwrap();
-    drop(forked);
+    forked.close().await.unwrap();
     replace_folder(dir.path(), fork.path());
     let refused = Store::open(&url, no_checkpoints(state.path())).await;
     assert!(

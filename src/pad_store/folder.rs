@@ -119,7 +119,7 @@ fn sync_parent(path: &Path, fsync: bool) -> io::Result<()> {
 /// into new pads. On Linux the two files are swapped instead, as atomic,
 /// and the old one deleted: a crash in between leaves a staging file, which
 /// the next open removes.
-fn publish(staging: &Path, path: &Path) -> io::Result<()> {
+pub(crate) fn publish(staging: &Path, path: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{CWD, RenameFlags, renameat_with};

@@ -15,6 +15,7 @@ pub mod sim;
 mod url;
 
 pub use self::folder::FolderWriter;
+pub(crate) use self::folder::publish as replace_file;
 pub use self::url::{BackendOptions, open};
 pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
 
