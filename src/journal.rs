@@ -406,21 +406,43 @@ impl Journal {
     }
 
     /// Replaces the in-memory index with what the backend holds.
+    ///
+    /// A writer checkpointing meanwhile (a reader loads without the writer
+    /// lock) deletes the log objects it absorbed: an object listed a moment ago can be gone,
+    /// or the log listing can miss objects the checkpoint listed before it
+    /// absorbed. Either way that checkpoint exists by then (it is written
+    /// before the deletes), so loading again starts from it. Without this,
+    /// a load could stop at an older checkpoint with no log after it, and
+    /// its writer would append after a stale index, losing what the newer
+    /// checkpoint held once it checkpointed in turn.
     async fn load(&self) -> Result<()> {
-        // A writer checkpointing meanwhile deletes what it absorbed, so an
-        // object listed a moment ago can be gone: then its checkpoint is
-        // there, and loading again starts from it.
         let mut attempts = 0;
         loop {
+            attempts += 1;
             match self.load_once().await {
-                Err(Error::Backend(BackendError::NotFound(_))) if attempts < 4 => attempts += 1,
-                result => return result,
+                Ok(true) => return Ok(()),
+                Ok(false) if attempts < 8 => {}
+                Err(Error::Backend(BackendError::NotFound(_))) if attempts < 8 => {}
+                Ok(false) => {
+                    return Err(Error::Backend(BackendError::Transient(
+                        "the index kept changing while it was read".into(),
+                    )));
+                }
+                Err(error) => return Err(error),
             }
         }
     }
 
-    async fn load_once(&self) -> Result<()> {
+    /// Whether a checkpoint newer than `loaded` exists now.
+    async fn checkpointed_since(&self, loaded: Option<u64>) -> Result<bool> {
+        Ok(self.list_seqs(CHECKPOINT_PREFIX).await?.last().copied() > loaded)
+    }
+
+    /// One attempt of `load`: `false` if another writer checkpointed
+    /// meanwhile and it must start again.
+    async fn load_once(&self) -> Result<bool> {
         let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        let loaded = checkpoints.last().copied();
         let mut index = Index::default();
         let mut next_seq = 0;
         let mut checkpoint_bytes = 0;
@@ -438,6 +460,9 @@ impl Journal {
                 continue; // absorbed by the checkpoint; left over from a crash
             }
             if seq != next_seq {
+                if self.checkpointed_since(loaded).await? {
+                    return Ok(false);
+                }
                 return Err(Error::integrity(format!(
                     "index log object {} is missing (found {} next)",
                     object_name(LOG_PREFIX, next_seq),
@@ -455,6 +480,9 @@ impl Journal {
             chain = chain_next(&chain, seq, &sealed);
             chains.insert(next_seq, chain);
         }
+        if self.checkpointed_since(loaded).await? {
+            return Ok(false);
+        }
         let mut log = self.log.lock().expect("journal lock");
         log.index = index;
         log.next_seq = next_seq;
@@ -463,7 +491,7 @@ impl Journal {
         log.checkpoint_bytes = checkpoint_bytes;
         log.chain = chain;
         log.chains = chains;
-        Ok(())
+        Ok(true)
     }
 
     /// Reads checkpoint `c/<seq>`: the index, its plaintext size and the
@@ -690,6 +718,12 @@ impl Journal {
                 Ok((seq, sealed)) => {
                     let (at, answers) = self.apply_batch(batch, seq, &sealed);
                     self.remember_later(at);
+                    // Before answering: the callers hold the writer lock
+                    // until then. A checkpoint deletes log objects, which
+                    // must not happen while another writer catches up (it
+                    // lists checkpoints and probes the log at once, trusting
+                    // that nobody writes meanwhile); that race lost items.
+                    self.checkpoint_if_due().await;
                     for (done, released) in answers {
                         let _ = done.send(released);
                     }
@@ -700,7 +734,6 @@ impl Journal {
                     }
                 }
             }
-            self.checkpoint_if_due().await;
         }
     }
 
@@ -831,7 +864,8 @@ impl Journal {
 
     /// Writes a checkpoint once the log since the last one is larger than it
     /// (and than a floor), then deletes the absorbed log objects. Runs inside
-    /// the flush loop, so no append interleaves. A failure only postpones it.
+    /// the flush loop before the batch's callers are answered, so no append
+    /// interleaves and the writer lock is held. A failure only postpones it.
     async fn checkpoint_if_due(&self) {
         let (seq, plaintext, absorbed) = {
             let log = self.log.lock().expect("journal lock");
