@@ -267,8 +267,22 @@ impl Journal {
             remembering: Arc::default(),
             remembering_task: Mutex::new(None),
         };
+        // The memory first: it only ever holds positions whose log writes
+        // had landed, so a store read after it is at least there unless it
+        // was rolled back, however other processes write meanwhile.
+        let remembered = match &journal.seen {
+            Some(seen) => {
+                let seen = seen.clone();
+                tokio::task::spawn_blocking(move || seen.load())
+                    .await
+                    .map_err(|e| Error::invalid(format!("state folder task failed: {e}")))?
+            }
+            None => None,
+        };
         journal.load().await?;
-        journal.check_rollback(rollback.allow_rollback).await?;
+        journal
+            .check_rollback(remembered, rollback.allow_rollback)
+            .await?;
         Ok(Arc::new(journal))
     }
 
@@ -283,17 +297,15 @@ impl Journal {
 
     /// Compares the store with the newest position this machine has seen
     /// (see the module header), then remembers where it is.
-    async fn check_rollback(&self, allow_rollback: bool) -> Result<()> {
+    async fn check_rollback(
+        &self,
+        remembered: Option<LogPosition>,
+        allow_rollback: bool,
+    ) -> Result<()> {
         let Some(seen) = self.seen.clone() else {
             return Ok(());
         };
         let now = self.position();
-        let remembered = {
-            let seen = seen.clone();
-            tokio::task::spawn_blocking(move || seen.load())
-                .await
-                .map_err(|e| Error::invalid(format!("state folder task failed: {e}")))?
-        };
         let problem = remembered.and_then(|known| {
             let chain_there = self
                 .log
