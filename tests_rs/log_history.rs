@@ -445,3 +445,29 @@ async fn writers_taking_turns_are_not_a_rollback() {
     let reopened = Store::open(&url, remembering(state.path())).await.unwrap();
     assert_eq!(reopened.len().await.unwrap(), 30);
 }
+
+/// Opening while another handle writes never sees a rollback: the memory
+/// may move past the store as this open loaded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_while_another_handle_writes_is_not_a_rollback() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = folder_url(dir.path());
+    let writer = Store::open(&url, remembering(state.path())).await.unwrap();
+    let writing = {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            for i in 0..80u8 {
+                put(&writer, &format!("k{i}"), &data(100, i)).await.unwrap();
+            }
+        })
+    };
+    let mut opens = 0;
+    while !writing.is_finished() {
+        let opened = Store::open(&url, remembering(state.path())).await;
+        assert!(opened.is_ok(), "{:?}", opened.err());
+        opens += 1;
+    }
+    writing.await.unwrap();
+    assert!(opens > 0);
+    writer.close().await.unwrap();
+}
