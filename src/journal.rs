@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::crypto::{self, StoreKeys};
@@ -55,6 +56,8 @@ const LOG_KIND: &str = "journal";
 const CHECKPOINT_KIND: &str = "checkpoint-2";
 /// Checkpoints of store format 3, the index alone; still read.
 const CHECKPOINT_KIND_1: &str = "checkpoint";
+/// Deletes of absorbed objects in flight at once after a checkpoint.
+const DELETE_CONCURRENCY: usize = 16;
 /// The chain value before the first log object.
 const CHAIN_START: [u8; 32] = [0; 32];
 /// The log may grow to this many bytes before a checkpoint is considered.
@@ -909,16 +912,26 @@ impl Journal {
             log.chains = log.chains.split_off(&(seq + 1));
         }
         // Older objects are now garbage; leftovers are skipped on load.
-        for old in absorbed {
-            let _ = self.backend.delete(&object_name(LOG_PREFIX, old)).await;
-        }
+        // Deleted concurrently: a checkpoint absorbs thousands of small log
+        // objects, and the caller that made it due waits for this.
+        let mut garbage: Vec<String> = absorbed
+            .into_iter()
+            .map(|old| object_name(LOG_PREFIX, old))
+            .collect();
         if let Ok(checkpoints) = self.list_seqs(CHECKPOINT_PREFIX).await {
-            for old in checkpoints.into_iter().filter(|s| *s < seq) {
-                let _ = self
-                    .backend
-                    .delete(&object_name(CHECKPOINT_PREFIX, old))
-                    .await;
-            }
+            garbage.extend(
+                checkpoints
+                    .into_iter()
+                    .filter(|s| *s < seq)
+                    .map(|old| object_name(CHECKPOINT_PREFIX, old)),
+            );
         }
+        futures::stream::iter(garbage)
+            .map(|name| async move {
+                let _ = self.backend.delete(&name).await;
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect::<()>()
+            .await;
     }
 }
