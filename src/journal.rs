@@ -7,20 +7,59 @@
 //! put stays constant however many keys the store holds. Objects are sealed
 //! with the index key; the associated data binds their kind and sequence
 //! number, so a swapped or reordered object fails to open.
+//!
+//! A sequence number names one content forever:
+//! 1. Log objects are created only if absent (`PadStore::reserve`; atomic on
+//!    memory, folders and S3 services that honour `If-None-Match`), so a
+//!    write never replaces one another write made.
+//! 2. A log write that fails may still have landed. The writer reads the
+//!    object back at once: its own bytes there mean success, nothing there
+//!    means nothing was written. If even that read fails, the write stays
+//!    in doubt: the store keeps the put's space (it may be live), and the
+//!    next write first settles the doubt (applying the batch if it landed).
+//! 3. Anything else at the number (another writer's batch) is never
+//!    overwritten: the append fails, and appends are refused until a
+//!    refresh under the writer lock has read it and the allocator rebuilt.
+//!
+//! Rollback: the log is a hash chain. The chain value after log object `n`
+//! covers the value before it, `n` and the object's sealed bytes, so it
+//! names the whole history up to `n`; a checkpoint carries the value at its
+//! sequence number, so the chain survives the deletion of the log objects
+//! it absorbs. Opening compares the store with the newest position this
+//! machine has seen (`seen_logs.rs`): a store behind it, or whose chain
+//! there differs, has been rolled back. Where the remembered position has
+//! since been absorbed into a checkpoint, only "behind" can be checked.
+//!
+//! Checkpoints are written to stable storage (`PadStore::put_durable`)
+//! before any log object they absorb is deleted, whatever the store's
+//! fsync setting: otherwise a power loss could lose both.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::index::{self, Index, Piece, Record};
-use crate::pad_store::{BackendError, PadStore, WriterLock};
+use crate::pad_store::{BackendError, PadStore, PutReceipt, WriterLock};
 use crate::retry::RetryPolicy;
+use crate::seen_logs::{LogPosition, SeenLogs};
 
 const LOG_PREFIX: &str = "j/";
 const CHECKPOINT_PREFIX: &str = "c/";
+/// Log objects: their sealing kind (associated data).
+const LOG_KIND: &str = "journal";
+/// Checkpoints carrying the chain value (postcard of [`CheckpointOut`]).
+const CHECKPOINT_KIND: &str = "checkpoint-2";
+/// Checkpoints of store format 3, the index alone; still read.
+const CHECKPOINT_KIND_1: &str = "checkpoint";
+/// Deletes of absorbed objects in flight at once after a checkpoint.
+const DELETE_CONCURRENCY: usize = 16;
+/// The chain value before the first log object.
+const CHAIN_START: [u8; 32] = [0; 32];
 /// The largest index object (log or checkpoint), sealed: reads are capped at
 /// it, so a foreign object under `j/` or `c/` cannot make anthill allocate
 /// its size, and writes above it are refused, so anthill never writes one it
@@ -46,6 +85,28 @@ pub struct Journal {
     log: Mutex<Log>,
     /// Told when the flush loop ends (`Log::flushing` turns false).
     flushed: tokio::sync::Notify,
+    /// This machine's memory of the store's log position (`None`: off).
+    seen: Option<SeenLogs>,
+    /// Updates of the memory after log writes (see `remember_later`).
+    remembering: Arc<Mutex<Remembering>>,
+    /// The task making them, while one runs.
+    remembering_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The newest position not yet remembered, and whether a task is at it.
+#[derive(Default)]
+struct Remembering {
+    waiting: Option<LogPosition>,
+    running: bool,
+}
+
+/// How opening checks the store against this machine's memory of it.
+#[derive(Debug, Clone, Default)]
+pub struct RollbackCheck {
+    /// The memory; `None` checks nothing (memory stores, tests).
+    pub seen: Option<SeenLogs>,
+    /// Open a store that is behind the memory, and move the memory to it.
+    pub allow_rollback: bool,
 }
 
 struct Log {
@@ -57,10 +118,111 @@ struct Log {
     uncheckpointed: Vec<u64>,
     log_bytes: u64,
     checkpoint_bytes: u64,
-    /// A log write failed and may have landed all the same: only a refresh
-    /// tells, so the next writer entry must not skip it.
-    in_doubt: bool,
+    /// The chain value after log object `next_seq - 1`.
+    chain: [u8; 32],
+    /// Chain values at each position from the newest checkpoint's on, to
+    /// check a remembered position against.
+    chains: BTreeMap<u64, [u8; 32]>,
+    /// A log write that failed, may have landed, and could not be checked.
+    doubt: Option<Doubt>,
+    /// The backend holds a log object at `next_seq` that this index has not
+    /// applied: appends are refused until a refresh reads it.
+    stale: bool,
+    /// The index changed without the allocator seeing it (a batch that
+    /// landed in doubt), or the space of a doubtful put was kept: the next
+    /// entry of the writer gate must refresh and rebuild.
+    rebuild_due: bool,
 }
+
+/// A log write that may have landed (see the module header).
+struct Doubt {
+    seq: u64,
+    sealed: Bytes,
+    records: Vec<Record>,
+}
+
+/// What a log write left at its sequence number, as far as can be told.
+enum Landed {
+    /// This write's bytes.
+    Ours,
+    /// Nothing: the write never took effect.
+    Nothing,
+    /// Another write's bytes.
+    Other,
+    /// The backend could not be read.
+    Unknown(Error),
+}
+
+#[derive(serde::Serialize)]
+struct CheckpointOut<'a> {
+    chain: [u8; 32],
+    index: &'a Index,
+}
+
+#[derive(serde::Deserialize)]
+struct CheckpointIn {
+    chain: [u8; 32],
+    index: Index,
+}
+
+/// The chain value after log object `seq` whose sealed bytes are `sealed`,
+/// given the value before it.
+fn chain_next(previous: &[u8; 32], seq: u64, sealed: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("anthill index log chain 1");
+    hasher.update(previous);
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(sealed);
+    *hasher.finalize().as_bytes()
+}
+
+/// The chain value a format-3 checkpoint (which has none) stands for: its
+/// own bytes, the same for every reader.
+fn chain_of_old_checkpoint(seq: u64, sealed: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_derive_key("anthill format 3 checkpoint chain");
+    hasher.update(&seq.to_le_bytes());
+    hasher.update(sealed);
+    *hasher.finalize().as_bytes()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The error of an append that found another write at its sequence number.
+fn taken_error(seq: u64) -> Error {
+    Error::Backend(BackendError::Permanent(format!(
+        "index log object {} holds a write this process has not read (another \
+         writer's, or an earlier write of this process that reported failure but \
+         landed); this change was not recorded, and the index is reloaded before the \
+         next one: retry it",
+        object_name(LOG_PREFIX, seq)
+    )))
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // A position left by a task that could not run (no runtime).
+        let queue = self.remembering.lock().map(|mut q| q.waiting.take());
+        if let (Some(seen), Ok(Some(at))) = (&self.seen, queue) {
+            seen.advance(at);
+        }
+    }
+}
+
+impl Log {
+    /// Notes that log object `seq` of `size` bytes, sealed as `sealed`, is
+    /// applied to the index.
+    fn applied(&mut self, seq: u64, size: u64, sealed: &[u8]) {
+        self.uncheckpointed.push(seq);
+        self.log_bytes += size;
+        self.next_seq = seq + 1;
+        self.chain = chain_next(&self.chain, seq, sealed);
+        self.chains.insert(self.next_seq, self.chain);
+    }
+}
+
+/// What each caller of a batch is answered.
+type Answers = Vec<(oneshot::Sender<Result<Vec<Piece>>>, Result<Vec<Piece>>)>;
 
 struct Append {
     records: Vec<Record>,
@@ -91,6 +253,7 @@ impl Journal {
         store_id: [u8; 16],
         retry: RetryPolicy,
         checkpoint_interval: u64,
+        rollback: RollbackCheck,
     ) -> Result<Arc<Self>> {
         let journal = Journal {
             backend,
@@ -108,27 +271,214 @@ impl Journal {
                 uncheckpointed: Vec::new(),
                 log_bytes: 0,
                 checkpoint_bytes: 0,
-                in_doubt: false,
+                chain: CHAIN_START,
+                chains: BTreeMap::from([(0, CHAIN_START)]),
+                doubt: None,
+                stale: false,
+                rebuild_due: false,
             }),
+            seen: rollback.seen.clone(),
+            remembering: Arc::default(),
+            remembering_task: Mutex::new(None),
+        };
+        // The memory first: it only ever holds positions whose log writes
+        // had landed, so a store read after it is at least there unless it
+        // was rolled back, however other processes write meanwhile.
+        let remembered = match &journal.seen {
+            Some(seen) => {
+                let seen = seen.clone();
+                tokio::task::spawn_blocking(move || seen.load())
+                    .await
+                    .map_err(|e| Error::invalid(format!("state folder task failed: {e}")))?
+            }
+            None => None,
         };
         journal.load().await?;
+        journal
+            .check_rollback(remembered, rollback.allow_rollback)
+            .await?;
         Ok(Arc::new(journal))
     }
 
+    /// Where the store's log is now.
+    fn position(&self) -> LogPosition {
+        let log = self.log.lock().expect("journal lock");
+        LogPosition {
+            position: log.next_seq,
+            chain: log.chain,
+        }
+    }
+
+    /// Compares the store with the newest position this machine has seen
+    /// (see the module header), then remembers where it is.
+    async fn check_rollback(
+        &self,
+        remembered: Option<LogPosition>,
+        allow_rollback: bool,
+    ) -> Result<()> {
+        let Some(seen) = self.seen.clone() else {
+            return Ok(());
+        };
+        let now = self.position();
+        let problem = remembered.and_then(|known| {
+            let chain_there = self
+                .log
+                .lock()
+                .expect("journal lock")
+                .chains
+                .get(&known.position)
+                .copied();
+            if now.position < known.position {
+                Some(format!(
+                    "this machine has seen its index log at position {}, but the store's log \
+                     ends at position {} (an older copy of the store was restored, or its \
+                     newest log objects were deleted)",
+                    known.position, now.position
+                ))
+            } else if chain_there.is_some_and(|chain| chain != known.chain) {
+                Some(format!(
+                    "its index log at position {} is not the one this machine has seen there \
+                     (chain {} expected, {} found): the store was replaced by another copy of \
+                     its history",
+                    known.position,
+                    hex(&known.chain),
+                    hex(&chain_there.unwrap_or_default())
+                ))
+            } else {
+                None
+            }
+        });
+        match problem {
+            Some(problem) if !allow_rollback => {
+                return Err(Error::integrity(format!(
+                    "rollback detected in store {}: {problem}. Opening it would bring back \
+                     removed items and old values. If you restored an older copy on purpose, \
+                     open it with allow_rollback=True (this machine then accepts its state; \
+                     the memory is {})",
+                    hex(&self.store_id),
+                    seen.path().display()
+                )));
+            }
+            Some(problem) => {
+                log::warn!("opening a rolled-back store as asked (allow_rollback): {problem}");
+                self.remember(seen, now, true).await;
+            }
+            None => self.remember(seen, now, false).await,
+        }
+        Ok(())
+    }
+
+    /// Remembers position `at` after a log write, in the background: the
+    /// update (a small file replaced under a file lock) takes longer than a
+    /// small put itself, so the put does not wait for it. Updates coalesce:
+    /// under a stream of puts, each writes the newest position. A process
+    /// that dies right after a put may leave the memory a few writes behind;
+    /// `settled` (called by `close`) and dropping the journal catch up.
+    fn remember_later(&self, at: LogPosition) {
+        let Some(seen) = self.seen.clone() else {
+            return;
+        };
+        {
+            let mut queue = self.remembering.lock().expect("memory queue");
+            if queue.waiting.is_none_or(|w| w.position < at.position) {
+                queue.waiting = Some(at);
+            }
+            if std::mem::replace(&mut queue.running, true) {
+                return; // the running task takes it
+            }
+        }
+        let queue = Arc::clone(&self.remembering);
+        let task = tokio::task::spawn_blocking(move || {
+            loop {
+                let next = {
+                    let mut queue = queue.lock().expect("memory queue");
+                    let next = queue.waiting.take();
+                    queue.running = next.is_some();
+                    next
+                };
+                match next {
+                    Some(at) => seen.advance(at),
+                    None => return,
+                }
+            }
+        });
+        *self.remembering_task.lock().expect("memory task") = Some(task);
+    }
+
+    /// Waits until this machine's memory holds every log write made so far.
+    pub async fn settled(&self) {
+        loop {
+            let task = self.remembering_task.lock().expect("memory task").take();
+            match task {
+                Some(task) => {
+                    let _ = task.await;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Updates this machine's memory of the store's log position (on a
+    /// blocking thread: it is file I/O under a lock).
+    async fn remember(&self, seen: SeenLogs, at: LogPosition, reset: bool) {
+        let _ = tokio::task::spawn_blocking(move || {
+            if reset {
+                seen.reset(at);
+            } else {
+                seen.advance(at);
+            }
+        })
+        .await;
+    }
+
     /// Replaces the in-memory index with what the backend holds.
+    ///
+    /// A writer checkpointing meanwhile (a reader loads without the writer
+    /// lock) deletes the log objects it absorbed: an object listed a moment ago can be gone,
+    /// or the log listing can miss objects the checkpoint listed before it
+    /// absorbed. Either way that checkpoint exists by then (it is written
+    /// before the deletes), so loading again starts from it. Without this,
+    /// a load could stop at an older checkpoint with no log after it, and
+    /// its writer would append after a stale index, losing what the newer
+    /// checkpoint held once it checkpointed in turn.
     async fn load(&self) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.load_once().await {
+                Ok(true) => return Ok(()),
+                Ok(false) if attempts < 8 => {}
+                Err(Error::Backend(BackendError::NotFound(_))) if attempts < 8 => {}
+                Ok(false) => {
+                    return Err(Error::Backend(BackendError::Transient(
+                        "the index kept changing while it was read".into(),
+                    )));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Whether a checkpoint newer than `loaded` exists now.
+    async fn checkpointed_since(&self, loaded: Option<u64>) -> Result<bool> {
+        Ok(self.list_seqs(CHECKPOINT_PREFIX).await?.last().copied() > loaded)
+    }
+
+    /// One attempt of `load`: `false` if another writer checkpointed
+    /// meanwhile and it must start again.
+    async fn load_once(&self) -> Result<bool> {
         let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        let loaded = checkpoints.last().copied();
         let mut index = Index::default();
         let mut next_seq = 0;
         let mut checkpoint_bytes = 0;
+        let mut chain = CHAIN_START;
         if let Some(&seq) = checkpoints.last() {
-            let plaintext = self
-                .read_sealed("checkpoint", CHECKPOINT_PREFIX, seq)
-                .await?;
-            checkpoint_bytes = plaintext.len() as u64;
-            index = index::from_bytes(&plaintext, "index checkpoint")?;
+            let (loaded, size, loaded_chain) = self.read_checkpoint(seq).await?;
+            (index, checkpoint_bytes, chain) = (loaded, size, loaded_chain);
             next_seq = seq + 1;
         }
+        let mut chains = BTreeMap::from([(next_seq, chain)]);
         let mut uncheckpointed = Vec::new();
         let mut log_bytes = 0;
         for seq in self.list_seqs(LOG_PREFIX).await? {
@@ -136,13 +486,16 @@ impl Journal {
                 continue; // absorbed by the checkpoint; left over from a crash
             }
             if seq != next_seq {
+                if self.checkpointed_since(loaded).await? {
+                    return Ok(false);
+                }
                 return Err(Error::integrity(format!(
                     "index log object {} is missing (found {} next)",
                     object_name(LOG_PREFIX, next_seq),
                     object_name(LOG_PREFIX, seq)
                 )));
             }
-            let plaintext = self.read_sealed("journal", LOG_PREFIX, seq).await?;
+            let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
             log_bytes += plaintext.len() as u64;
             let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
             for record in &records {
@@ -150,6 +503,11 @@ impl Journal {
             }
             uncheckpointed.push(seq);
             next_seq = seq + 1;
+            chain = chain_next(&chain, seq, &sealed);
+            chains.insert(next_seq, chain);
+        }
+        if self.checkpointed_since(loaded).await? {
+            return Ok(false);
         }
         let mut log = self.log.lock().expect("journal lock");
         log.index = index;
@@ -157,7 +515,39 @@ impl Journal {
         log.uncheckpointed = uncheckpointed;
         log.log_bytes = log_bytes;
         log.checkpoint_bytes = checkpoint_bytes;
-        Ok(())
+        log.chain = chain;
+        log.chains = chains;
+        Ok(true)
+    }
+
+    /// Reads checkpoint `c/<seq>`: the index, its plaintext size and the
+    /// chain value after log object `seq`. A checkpoint of store format 3
+    /// (the index alone) stands for a chain value of its own bytes.
+    async fn read_checkpoint(&self, seq: u64) -> Result<(Index, u64, [u8; 32])> {
+        let name = object_name(CHECKPOINT_PREFIX, seq);
+        let sealed = self
+            .retry
+            .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
+            .await?;
+        let what = format!("index object {name}");
+        let open = |kind: &str| {
+            let aad = associated_data(kind, &self.store_id, seq);
+            crypto::open(self.keys.index(), &aad, &sealed, &what)
+        };
+        match open(CHECKPOINT_KIND) {
+            Ok(plaintext) => {
+                let checkpoint: CheckpointIn = index::from_bytes(&plaintext, "index checkpoint")?;
+                Ok((checkpoint.index, plaintext.len() as u64, checkpoint.chain))
+            }
+            Err(error) => match open(CHECKPOINT_KIND_1) {
+                Ok(plaintext) => {
+                    let index = index::from_bytes(&plaintext, "index checkpoint")?;
+                    let chain = chain_of_old_checkpoint(seq, &sealed);
+                    Ok((index, plaintext.len() as u64, chain))
+                }
+                Err(_) => Err(error),
+            },
+        }
     }
 
     async fn list_seqs(&self, prefix: &str) -> Result<Vec<u64>> {
@@ -167,45 +557,71 @@ impl Journal {
         Ok(seqs)
     }
 
-    async fn read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<Vec<u8>> {
+    /// Reads and opens an index object: its plaintext and sealed bytes.
+    async fn read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<(Vec<u8>, Bytes)> {
         let name = object_name(prefix, seq);
         let sealed = self
             .retry
             .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
             .await?;
         let aad = associated_data(kind, &self.store_id, seq);
-        crypto::open(
+        let plaintext = crypto::open(
             self.keys.index(),
             &aad,
             &sealed,
             &format!("index object {name}"),
-        )
+        )?;
+        Ok((plaintext, sealed))
     }
 
-    async fn write_sealed(
-        &self,
-        kind: &str,
-        prefix: &str,
-        seq: u64,
-        plaintext: &[u8],
-    ) -> Result<u64> {
-        let name = object_name(prefix, seq);
+    fn seal(&self, kind: &str, seq: u64, plaintext: &[u8]) -> Result<Bytes> {
         let aad = associated_data(kind, &self.store_id, seq);
         let sealed = Bytes::from(crypto::seal(self.keys.index(), &aad, plaintext)?);
         let size = sealed.len() as u64;
         if size > MAX_OBJECT_LEN {
             return Err(Error::invalid(format!(
-                "index object {name} would hold {size} bytes, more than the {MAX_OBJECT_LEN} \
-                 anthill reads back: not written"
+                "index object {kind} {seq} would hold {size} bytes, more than the \
+                 {MAX_OBJECT_LEN} anthill reads back: not written"
             )));
         }
-        self.retry
+        Ok(sealed)
+    }
+
+    /// Creates log object `seq` with `sealed`, only if absent. `Ok(false)`:
+    /// something else is there (see `landed` for whose it is).
+    async fn create_log_object(&self, seq: u64, sealed: &Bytes) -> Result<bool> {
+        let name = object_name(LOG_PREFIX, seq);
+        let receipt = PutReceipt {
+            e_tag: None,
+            size: sealed.len() as u64,
+        };
+        let created = self
+            .retry
             .run(|_| async {
-                let receipt = self.backend.put(&name, sealed.clone()).await?;
-                self.backend.verify(&name, &receipt).await
+                match self.backend.reserve(&name, sealed.clone()).await {
+                    Ok(()) => self.backend.verify(&name, &receipt).await.map(|()| true),
+                    // Perhaps an earlier attempt of ours whose answer was lost.
+                    Err(BackendError::AlreadyExists(_)) => Ok(false),
+                    Err(error) => Err(error),
+                }
             })
             .await?;
-        Ok(size)
+        Ok(created)
+    }
+
+    /// What is at log object `seq` compared with a write of `sealed` there.
+    async fn landed(&self, seq: u64, sealed: &[u8]) -> Landed {
+        let name = object_name(LOG_PREFIX, seq);
+        match self
+            .retry
+            .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
+            .await
+        {
+            Ok(found) if found == sealed => Landed::Ours,
+            Ok(_) => Landed::Other,
+            Err(BackendError::NotFound(_)) => Landed::Nothing,
+            Err(error) => Landed::Unknown(error.into()),
+        }
     }
 
     /// Catches up with records other processes appended since this one last
@@ -215,15 +631,25 @@ impl Journal {
     /// `writer_locked`: the caller holds the writer lock, so nobody writes
     /// meanwhile and both requests go out at once (one round trip, not two,
     /// before a put's first reservation).
+    /// A refresh also settles any doubt about this process's own writes
+    /// (their objects are read like anyone's), so it then reports a change:
+    /// the allocator must rebuild, since a doubtful put's space was kept.
     pub async fn refresh(&self, writer_locked: bool) -> Result<bool> {
         let changed = self.read_news(writer_locked).await?;
-        self.log.lock().expect("journal lock").in_doubt = false;
-        Ok(changed)
+        let mut log = self.log.lock().expect("journal lock");
+        let settled = log.doubt.take().is_some()
+            | std::mem::take(&mut log.stale)
+            | std::mem::take(&mut log.rebuild_due);
+        Ok(changed || settled)
     }
 
-    /// Whether a log write failed that may have landed (see `refresh`).
+    /// Whether the index may be behind the backend's log because of this
+    /// process's own writes: a log write failed that may have landed, or
+    /// one found another write in its place. Then the next writer entry
+    /// must refresh, and a failed put must keep its space (it may be live).
     pub fn in_doubt(&self) -> bool {
-        self.log.lock().expect("journal lock").in_doubt
+        let log = self.log.lock().expect("journal lock");
+        log.doubt.is_some() || log.stale || log.rebuild_due
     }
 
     async fn read_news(&self, writer_locked: bool) -> Result<bool> {
@@ -234,7 +660,7 @@ impl Journal {
         // at work, because a writer deletes log objects only after writing
         // the checkpoint that absorbs them: a missing object then always
         // shows as a newer checkpoint.
-        let first_log = self.try_read_sealed("journal", LOG_PREFIX, next_seq);
+        let first_log = self.try_read_sealed(LOG_KIND, LOG_PREFIX, next_seq);
         let (first_log, listed) = if writer_locked {
             let (first_log, listed) = futures::join!(first_log, self.list_seqs(CHECKPOINT_PREFIX));
             (first_log?, Some(listed?))
@@ -244,11 +670,11 @@ impl Journal {
         let mut batches = Vec::new();
         let mut seq = next_seq;
         let mut next = first_log;
-        while let Some(plaintext) = next {
+        while let Some((plaintext, sealed)) = next {
             let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
-            batches.push((seq, plaintext.len() as u64, records));
+            batches.push((seq, plaintext.len() as u64, records, sealed));
             seq += 1;
-            next = self.try_read_sealed("journal", LOG_PREFIX, seq).await?;
+            next = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
         }
         let checkpoints = match listed {
             Some(listed) => listed,
@@ -266,19 +692,22 @@ impl Journal {
             return Ok(false);
         }
         let mut log = self.log.lock().expect("journal lock");
-        for (seq, size, records) in batches {
+        for (seq, size, records, sealed) in batches {
             for record in &records {
                 log.index.apply(record)?;
             }
-            log.uncheckpointed.push(seq);
-            log.log_bytes += size;
-            log.next_seq = seq + 1;
+            log.applied(seq, size, &sealed);
         }
         Ok(true)
     }
 
     /// Like `read_sealed`, but `None` if the object does not exist.
-    async fn try_read_sealed(&self, kind: &str, prefix: &str, seq: u64) -> Result<Option<Vec<u8>>> {
+    async fn try_read_sealed(
+        &self,
+        kind: &str,
+        prefix: &str,
+        seq: u64,
+    ) -> Result<Option<(Vec<u8>, Bytes)>> {
         match self.read_sealed(kind, prefix, seq).await {
             Ok(plaintext) => Ok(Some(plaintext)),
             Err(Error::Backend(BackendError::NotFound(_))) => Ok(None),
@@ -332,7 +761,7 @@ impl Journal {
 
     async fn flush(self: Arc<Self>) {
         loop {
-            let (batch, seq) = {
+            let batch = {
                 let mut log = self.log.lock().expect("journal lock");
                 if log.waiting.is_empty() {
                     log.flushing = false;
@@ -340,46 +769,146 @@ impl Journal {
                     self.flushed.notify_waiters();
                     return;
                 }
-                (std::mem::take(&mut log.waiting), log.next_seq)
+                std::mem::take(&mut log.waiting)
             };
-            let records: Vec<&Record> = batch.iter().flat_map(|a| a.records.iter()).collect();
-            let written = match index::to_bytes(&records) {
-                Ok(plaintext) => match self.check_writer_lock().await {
-                    Ok(()) => {
-                        self.write_sealed("journal", LOG_PREFIX, seq, &plaintext)
-                            .await
-                    }
-                    Err(error) => Err(error),
-                },
-                Err(error) => Err(error),
-            };
-            match written {
-                Ok(size) => {
-                    let mut log = self.log.lock().expect("journal lock");
-                    log.next_seq = seq + 1;
-                    log.uncheckpointed.push(seq);
-                    log.log_bytes += size;
-                    for append in batch {
-                        let mut released = Ok(Vec::new());
-                        for record in &append.records {
-                            match (log.index.apply(record), &mut released) {
-                                (Ok(pieces), Ok(all)) => all.extend(pieces),
-                                (Err(error), _) => released = Err(error),
-                                _ => {}
-                            }
-                        }
-                        let _ = append.done.send(released);
+            match self.write_batch(&batch).await {
+                Ok((seq, sealed)) => {
+                    let (at, answers) = self.apply_batch(batch, seq, &sealed);
+                    self.remember_later(at);
+                    // Before answering: the callers hold the writer lock
+                    // until then. A checkpoint deletes log objects, which
+                    // must not happen while another writer catches up (it
+                    // lists checkpoints and probes the log at once, trusting
+                    // that nobody writes meanwhile); that race lost items.
+                    self.checkpoint_if_due().await;
+                    for (done, released) in answers {
+                        let _ = done.send(released);
                     }
                 }
                 Err(error) => {
-                    self.log.lock().expect("journal lock").in_doubt = true;
                     for append in batch {
                         let _ = append.done.send(Err(error.clone()));
                     }
                 }
             }
-            self.checkpoint_if_due().await;
         }
+    }
+
+    /// Applies a batch written as log object `seq`; returns the log's new
+    /// position and the answer for each caller.
+    fn apply_batch(&self, batch: Vec<Append>, seq: u64, sealed: &[u8]) -> (LogPosition, Answers) {
+        let mut log = self.log.lock().expect("journal lock");
+        log.applied(seq, sealed.len() as u64, sealed);
+        let mut answers = Vec::with_capacity(batch.len());
+        for append in batch {
+            let mut released = Ok(Vec::new());
+            for record in &append.records {
+                match (log.index.apply(record), &mut released) {
+                    (Ok(pieces), Ok(all)) => all.extend(pieces),
+                    (Err(error), _) => released = Err(error),
+                    _ => {}
+                }
+            }
+            answers.push((append.done, released));
+        }
+        let at = LogPosition {
+            position: log.next_seq,
+            chain: log.chain,
+        };
+        (at, answers)
+    }
+
+    /// Writes one batch as the next log object: its sequence number and
+    /// sealed bytes once it is certainly there (see the module header).
+    async fn write_batch(&self, batch: &[Append]) -> Result<(u64, Bytes)> {
+        let records: Vec<&Record> = batch.iter().flat_map(|a| a.records.iter()).collect();
+        let plaintext = index::to_bytes(&records)?;
+        self.check_writer_lock().await?;
+        let seq = self.settle_doubt().await?;
+        let sealed = self.seal(LOG_KIND, seq, &plaintext)?;
+        let failure = match self.create_log_object(seq, &sealed).await {
+            Ok(true) => return Ok((seq, sealed)),
+            Ok(false) => None,
+            Err(error) => Some(error),
+        };
+        // Something is there, or the write failed and may have landed.
+        match (self.landed(seq, &sealed).await, failure) {
+            (Landed::Ours, _) => Ok((seq, sealed)),
+            (Landed::Nothing, Some(failure)) => Err(failure),
+            // Another write's, or there a moment ago and gone (another
+            // writer checkpointed it).
+            (Landed::Nothing | Landed::Other, _) => {
+                self.log.lock().expect("journal lock").stale = true;
+                Err(taken_error(seq))
+            }
+            (Landed::Unknown(_), failure) => {
+                self.log.lock().expect("journal lock").doubt = Some(Doubt {
+                    seq,
+                    sealed,
+                    records: records.into_iter().cloned().collect(),
+                });
+                Err(failure.unwrap_or_else(|| taken_error(seq)))
+            }
+        }
+    }
+
+    /// Before a log write: settles an earlier write left in doubt, and
+    /// refuses to write past a log object this index has not read. Returns
+    /// the sequence number to write.
+    async fn settle_doubt(&self) -> Result<u64> {
+        let (seq, sealed) = {
+            let log = self.log.lock().expect("journal lock");
+            if log.stale {
+                return Err(taken_error(log.next_seq));
+            }
+            match &log.doubt {
+                None => return Ok(log.next_seq),
+                Some(doubt) => (doubt.seq, doubt.sealed.clone()),
+            }
+        };
+        let landed = self.landed(seq, &sealed).await;
+        let mut log = self.log.lock().expect("journal lock");
+        match landed {
+            Landed::Unknown(error) => return Err(error),
+            Landed::Other => {
+                log.doubt = None;
+                log.stale = true;
+                return Err(taken_error(seq));
+            }
+            Landed::Nothing => log.doubt = None,
+            Landed::Ours => {
+                // The batch is in the store's history although its callers
+                // saw an error: the index takes it; the space it released
+                // is left to the rebuild.
+                let Some(doubt) = log.doubt.take() else {
+                    return Err(taken_error(seq));
+                };
+                for record in &doubt.records {
+                    if let Err(error) = log.index.apply(record) {
+                        log.stale = true;
+                        return Err(error);
+                    }
+                }
+                log.applied(doubt.seq, doubt.sealed.len() as u64, &doubt.sealed);
+            }
+        }
+        // The doubtful put kept its space, which is live only if it landed.
+        log.rebuild_due = true;
+        Ok(log.next_seq)
+    }
+
+    /// Writes checkpoint `c/<seq>` to stable storage (whatever the store's
+    /// fsync setting: the log objects it absorbs are deleted next).
+    async fn write_checkpoint(&self, seq: u64, plaintext: &[u8]) -> Result<()> {
+        let name = object_name(CHECKPOINT_PREFIX, seq);
+        let sealed = self.seal(CHECKPOINT_KIND, seq, plaintext)?;
+        self.retry
+            .run(|_| async {
+                let receipt = self.backend.put_durable(&name, sealed.clone()).await?;
+                self.backend.verify(&name, &receipt).await
+            })
+            .await?;
+        Ok(())
     }
 
     async fn check_writer_lock(&self) -> Result<()> {
@@ -392,7 +921,8 @@ impl Journal {
 
     /// Writes a checkpoint once the log since the last one is larger than it
     /// (and than a floor), then deletes the absorbed log objects. Runs inside
-    /// the flush loop, so no append interleaves. A failure only postpones it.
+    /// the flush loop before the batch's callers are answered, so no append
+    /// interleaves and the writer lock is held. A failure only postpones it.
     async fn checkpoint_if_due(&self) {
         let (seq, plaintext, absorbed) = {
             let log = self.log.lock().expect("journal lock");
@@ -400,18 +930,19 @@ impl Journal {
             let Some(&seq) = log.uncheckpointed.last() else {
                 return;
             };
-            if !due {
+            if !due || log.doubt.is_some() || log.stale {
                 return;
             }
-            let Ok(plaintext) = index::to_bytes(&log.index) else {
+            let checkpoint = CheckpointOut {
+                chain: log.chain,
+                index: &log.index,
+            };
+            let Ok(plaintext) = index::to_bytes(&checkpoint) else {
                 return;
             };
             (seq, plaintext, log.uncheckpointed.clone())
         };
-        if let Err(error) = self
-            .write_sealed("checkpoint", CHECKPOINT_PREFIX, seq, &plaintext)
-            .await
-        {
+        if let Err(error) = self.write_checkpoint(seq, &plaintext).await {
             log::warn!("index checkpoint postponed: {error}");
             return;
         }
@@ -420,18 +951,29 @@ impl Journal {
             log.uncheckpointed.retain(|s| *s > seq);
             log.log_bytes = 0;
             log.checkpoint_bytes = plaintext.len() as u64;
+            log.chains = log.chains.split_off(&(seq + 1));
         }
         // Older objects are now garbage; leftovers are skipped on load.
-        for old in absorbed {
-            let _ = self.backend.delete(&object_name(LOG_PREFIX, old)).await;
-        }
+        // Deleted concurrently: a checkpoint absorbs thousands of small log
+        // objects, and the caller that made it due waits for this.
+        let mut garbage: Vec<String> = absorbed
+            .into_iter()
+            .map(|old| object_name(LOG_PREFIX, old))
+            .collect();
         if let Ok(checkpoints) = self.list_seqs(CHECKPOINT_PREFIX).await {
-            for old in checkpoints.into_iter().filter(|s| *s < seq) {
-                let _ = self
-                    .backend
-                    .delete(&object_name(CHECKPOINT_PREFIX, old))
-                    .await;
-            }
+            garbage.extend(
+                checkpoints
+                    .into_iter()
+                    .filter(|s| *s < seq)
+                    .map(|old| object_name(CHECKPOINT_PREFIX, old)),
+            );
         }
+        futures::stream::iter(garbage)
+            .map(|name| async move {
+                let _ = self.backend.delete(&name).await;
+            })
+            .buffer_unordered(DELETE_CONCURRENCY)
+            .collect::<()>()
+            .await;
     }
 }

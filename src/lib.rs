@@ -22,6 +22,7 @@ pub mod pad;
 mod pad_io;
 pub mod pad_store;
 pub mod retry;
+pub mod seen_logs;
 pub mod store;
 mod writer_gate;
 

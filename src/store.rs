@@ -3,6 +3,7 @@
 //! leaves space to the allocator and durability to the journal.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,12 +16,13 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{Entry, Piece, Record};
-use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal};
+use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal, RollbackCheck};
 use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
 use crate::retry::RetryPolicy;
+use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
 
 /// The Autonomi scratchpad payload.
@@ -49,6 +51,13 @@ pub struct StoreOptions {
     /// Least bytes of index log between two index checkpoints (a checkpoint
     /// is also never smaller than the log it replaces).
     pub checkpoint_interval: u64,
+    /// Where this machine remembers the newest index log position it has
+    /// seen of each store, to detect a store rolled back to an older state
+    /// (`None`: no memory, no check; memory stores are never checked).
+    pub state_dir: Option<PathBuf>,
+    /// Open a store that is behind what this machine has seen (a backup
+    /// restored on purpose), and remember its state from now on.
+    pub allow_rollback: bool,
 }
 
 impl Default for StoreOptions {
@@ -63,6 +72,8 @@ impl Default for StoreOptions {
             retry_attempts: RetryPolicy::default().attempts,
             backend: BackendOptions::default(),
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            state_dir: None,
+            allow_rollback: false,
         }
     }
 }
@@ -71,17 +82,34 @@ impl Default for StoreOptions {
 /// `BackendOptions`'s own `Debug`): debug output ends up in logs.
 impl std::fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be left out (or shown unredacted)
+        // without this failing to compile.
+        let StoreOptions {
+            secret: _,
+            pad_size,
+            max_new_pads,
+            reservation_concurrency,
+            upload_concurrency,
+            download_concurrency,
+            retry_attempts,
+            backend,
+            checkpoint_interval,
+            state_dir,
+            allow_rollback,
+        } = self;
         f.debug_struct("StoreOptions")
             .field("secret", &pad_store::REDACTED)
-            .field("pad_size", &self.pad_size)
-            .field("max_new_pads", &self.max_new_pads)
-            .field("reservation_concurrency", &self.reservation_concurrency)
-            .field("upload_concurrency", &self.upload_concurrency)
-            .field("download_concurrency", &self.download_concurrency)
-            .field("retry_attempts", &self.retry_attempts)
-            .field("backend", &self.backend)
-            .field("checkpoint_interval", &self.checkpoint_interval)
-            .finish_non_exhaustive()
+            .field("pad_size", pad_size)
+            .field("max_new_pads", max_new_pads)
+            .field("reservation_concurrency", reservation_concurrency)
+            .field("upload_concurrency", upload_concurrency)
+            .field("download_concurrency", download_concurrency)
+            .field("retry_attempts", retry_attempts)
+            .field("backend", backend)
+            .field("checkpoint_interval", checkpoint_interval)
+            .field("state_dir", state_dir)
+            .field("allow_rollback", allow_rollback)
+            .finish()
     }
 }
 
@@ -233,6 +261,14 @@ impl Store {
             store_id,
             retry,
             options.checkpoint_interval,
+            RollbackCheck {
+                seen: SeenLogs::for_store(
+                    options.state_dir.as_deref(),
+                    &backend.describe(),
+                    &store_id,
+                ),
+                allow_rollback: options.allow_rollback,
+            },
         )
         .await?;
         let io = Arc::new(PadIo {
@@ -482,6 +518,11 @@ impl Store {
             Err(error) => {
                 if pending.load(Ordering::Acquire) {
                     self.abandon_pending(key, &pending).await;
+                }
+                if self.inner.journal.in_doubt() {
+                    // Its record may have landed: the space may be live
+                    // until the journal knows (the next rebuild frees it).
+                    pending.store(true, Ordering::Release);
                 }
                 return Err(error);
             }
@@ -747,6 +788,7 @@ impl Store {
     pub async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.gate.released().await;
+        self.inner.journal.settled().await;
         Ok(())
     }
 }

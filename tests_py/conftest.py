@@ -23,6 +23,7 @@ def isolated_user_folders(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
     monkeypatch.setenv("ANTHILL_SECRET", SECRET)
     monkeypatch.delenv("ANTHILL_STORE", raising=False)
     return home

@@ -531,6 +531,9 @@ async fn sim_fail_rate_one_fails_every_op_transiently() {
             .await
             .map(|_| ()),
         sim.put("p/a", Bytes::from_static(b"a")).await.map(|_| ()),
+        sim.put_durable("p/a", Bytes::from_static(b"a"))
+            .await
+            .map(|_| ()),
         sim.verify("p/a", &receipt).await,
         sim.get("p/a").await.map(|_| ()),
         sim.list("p/").await.map(|_| ()),

@@ -87,6 +87,43 @@ async fn a_store_of_format_3_opens_reads_and_takes_writes() {
         &data(3000, 5)[..]
     );
     assert_eq!(reopened.len().await.unwrap(), expected.len() as u64 + 1);
+    drop(reopened);
+
+    // Its checkpoint carries no log chain value: the rollback check stands
+    // on the checkpoint's bytes, and the next checkpoint (of the current
+    // format) carries the chain on.
+    let state = tempfile::tempdir().unwrap();
+    let checking = || StoreOptions {
+        state_dir: Some(state.path().to_path_buf()),
+        checkpoint_interval: 1,
+        ..options()
+    };
+    let store = Store::open(&url, checking()).await.unwrap();
+    for i in 0..4u8 {
+        store
+            .store_item(
+                &format!("later/{i}"),
+                data(200, i),
+                PutOptions::default(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let reopened = Store::open(&url, checking()).await.unwrap();
+    for (key, value) in &expected {
+        assert_eq!(
+            &reopened.fetch_item(key, None).await.unwrap()[..],
+            &value[..],
+            "{key}"
+        );
+    }
+    for i in 0..4u8 {
+        let key = format!("later/{i}");
+        assert_eq!(reopened.fetch_item(&key, None).await.unwrap(), data(200, i));
+    }
+    assert_eq!(reopened.len().await.unwrap(), expected.len() as u64 + 5);
 }
 
 /// The fixture's metadata is of format 3, which used the secret as it is:

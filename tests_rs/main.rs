@@ -6,6 +6,7 @@ mod format_fixture;
 mod fuzz_regressions;
 mod hardening;
 mod index_journal;
+mod log_history;
 mod memory_map;
 mod reliability;
 mod s3;

@@ -677,7 +677,7 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
                 while watch.summary().await?.pending == 0 {
                     tokio::task::yield_now().await;
                 }
-                failing.fail_next(OpKind::Put, 1, true);
+                failing.fail_next_on(OpKind::Reserve, "j/", true);
                 return Err(Error::Cancelled("interrupted".into()));
             }
             Ok(true)

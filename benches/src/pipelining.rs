@@ -134,6 +134,7 @@ fn kind_name(kind: OpKind) -> &'static str {
     match kind {
         OpKind::Reserve => "reserve",
         OpKind::Put => "put",
+        OpKind::DurablePut => "durable put",
         OpKind::Verify => "verify",
         OpKind::Get => "get",
         OpKind::List => "list",

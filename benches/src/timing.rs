@@ -79,6 +79,15 @@ impl PadStore for TimedPadStore {
             .await
     }
 
+    async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        self.timed(
+            OpKind::DurablePut,
+            name,
+            self.inner.put_durable(name, content),
+        )
+        .await
+    }
+
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
         self.timed(OpKind::Verify, name, self.inner.verify(name, receipt))
             .await

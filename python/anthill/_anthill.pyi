@@ -41,9 +41,13 @@ class NativeStore:
         upload_concurrency: int = 20,
         download_concurrency: int = 20,
         retry_attempts: int = 10,
+        state_dir: str | None = None,
+        allow_rollback: bool = False,
         backend_options: list[tuple[str, str]] = ...,
     ) -> NativeStore:
-        """Opens (creating if needed) the store at ``url`` (a backend URL)."""
+        """Opens (creating if needed) the store at ``url`` (a backend URL).
+        ``state_dir``: where this machine remembers each store's log position
+        (``None``: no rollback check); ``allow_rollback``: open a store behind it."""
 
     @property
     def url(self) -> str:

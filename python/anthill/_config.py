@@ -9,6 +9,9 @@
   ``~/.config`` on Linux, ``~/Library/Application Support`` on macOS,
   ``%APPDATA%`` on Windows), created on first use with 32 random bytes (hex)
   and owner-only permissions.
+- State: what this machine has seen of each store (to detect a store rolled
+  back to an older state) lives in the user's state folder (``$XDG_STATE_HOME``
+  or ``~/.local/state`` on Linux; the data folder on macOS and Windows).
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from pathlib import Path
 
 from ._errors import InvalidInputError
 
-__all__ = ["config_dir", "data_dir", "default_store_url", "resolve_secret", "secret_key_path"]
+__all__ = [
+    "config_dir",
+    "data_dir",
+    "default_store_url",
+    "resolve_secret",
+    "secret_key_path",
+    "state_dir",
+]
 
 _log = logging.getLogger("anthill")
 
@@ -51,6 +61,19 @@ def data_dir() -> Path:
         base = _xdg("XDG_DATA_HOME", home / "Library" / "Application Support")
     else:
         base = _xdg("XDG_DATA_HOME", home / ".local" / "share")
+    return base / "anthill"
+
+
+def state_dir() -> Path:
+    """The user's state folder for anthill: this machine's memory of how far
+    it has seen each store's log, which lets it notice a rolled-back store."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = _xdg("XDG_STATE_HOME", home / "Library" / "Application Support")
+    else:
+        base = _xdg("XDG_STATE_HOME", home / ".local" / "state")
     return base / "anthill"
 
 

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import _anthill
-from ._config import default_store_url, resolve_secret, to_url
+from ._config import default_store_url, resolve_secret, state_dir, to_url
 from ._errors import InvalidInputError
 from ._events import GetEvent, PutEvent
 from ._progress import Progress
@@ -320,6 +320,7 @@ def open(
     upload_concurrency: int = 20,
     download_concurrency: int = 20,
     retry_attempts: int = 10,
+    allow_rollback: bool = False,
     **backend_options: str | float | bool,
 ) -> Store:
     """Opens (or creates) the store at ``url``.
@@ -334,8 +335,14 @@ def open(
     keyword arguments go to the backend (for S3: ``endpoint``, ``region``,
     ``access_key_id``, ``secret_access_key``, ...).
 
+    This machine remembers how far it has seen each store's log (in your state
+    folder); a store that is behind that, or whose history differs, was rolled
+    back (an older copy restored, newest log objects deleted) and raises
+    :class:`IntegrityError`. ``allow_rollback=True`` opens it anyway (a backup
+    restored on purpose) and remembers its state from then on.
+
     Raises :class:`InvalidInputError`, :class:`BackendError`, :class:`IntegrityError`
-    (a wrong secret).
+    (a wrong secret, a rollback).
 
     >>> store = anthill.open("file:///data/my-store")
     >>> store = anthill.open("memory://scratch", secret="not so secret", pad_size=4096)
@@ -350,6 +357,8 @@ def open(
         upload_concurrency=_count("upload_concurrency", upload_concurrency, 1),
         download_concurrency=_count("download_concurrency", download_concurrency, 1),
         retry_attempts=_count("retry_attempts", retry_attempts, 0),
+        state_dir=str(state_dir()),
+        allow_rollback=bool(allow_rollback),
         backend_options=[
             (name, _option_text(name, value)) for name, value in backend_options.items()
         ],

@@ -38,18 +38,28 @@ impl FolderWriter {
     /// Replaces the object `name` (a checked name such as `p/…`) with
     /// `content`, atomically. Blocks: call from a blocking thread.
     pub fn put(&self, name: &str, content: &[u8]) -> Result<PutReceipt, BackendError> {
+        self.write(name, content, self.fsync)
+    }
+
+    /// Like `put`, but the file and its folder reach the disk before it
+    /// returns even when the store does not fsync (see `PadStore::put_durable`).
+    pub fn put_durable(&self, name: &str, content: &[u8]) -> Result<PutReceipt, BackendError> {
+        self.write(name, content, true)
+    }
+
+    fn write(&self, name: &str, content: &[u8], fsync: bool) -> Result<PutReceipt, BackendError> {
         let path = self.root.join(name);
         let (mut file, staging) = self
-            .staging_file(&path)
+            .staging_file(&path, fsync)
             .map_err(|error| self.error(&error, name))?;
         let written = file
             .write_all(content)
-            .and_then(|()| if self.fsync { file.sync_all() } else { Ok(()) })
+            .and_then(|()| if fsync { file.sync_all() } else { Ok(()) })
             .and_then(|()| {
                 drop(file);
                 publish(&staging, &path)
             })
-            .and_then(|()| self.sync_parent(&path));
+            .and_then(|()| sync_parent(&path, fsync));
         if let Err(error) = written {
             let _ = std::fs::remove_file(&staging);
             return Err(self.error(&error, name));
@@ -63,7 +73,7 @@ impl FolderWriter {
     }
 
     /// A new staging file beside `path`, creating its folder if missing.
-    fn staging_file(&self, path: &Path) -> io::Result<(File, PathBuf)> {
+    fn staging_file(&self, path: &Path, fsync: bool) -> io::Result<(File, PathBuf)> {
         let (mut attempt, mut created_folder) = (1u32, false);
         loop {
             let mut staging = path.as_os_str().to_owned();
@@ -80,7 +90,7 @@ impl FolderWriter {
                 Err(error) if error.kind() == ErrorKind::NotFound && !created_folder => {
                     let folder = path.parent().unwrap_or(&self.root);
                     std::fs::create_dir_all(folder)?;
-                    self.sync_parent(folder)?;
+                    sync_parent(folder, fsync)?;
                     created_folder = true;
                 }
                 Err(error) => return Err(error),
@@ -88,16 +98,16 @@ impl FolderWriter {
         }
     }
 
-    /// With `fsync`, flushes the folder holding `path` (its entry for it).
-    fn sync_parent(&self, path: &Path) -> io::Result<()> {
-        match path.parent() {
-            Some(folder) if self.fsync => File::open(folder)?.sync_all(),
-            _ => Ok(()),
-        }
-    }
-
     fn error(&self, error: &io::Error, name: &str) -> BackendError {
         classify_io(error, name, &self.url, &error.to_string())
+    }
+}
+
+/// With `fsync`, flushes the folder holding `path` (its entry for it).
+fn sync_parent(path: &Path, fsync: bool) -> io::Result<()> {
+    match path.parent() {
+        Some(folder) if fsync => File::open(folder)?.sync_all(),
+        _ => Ok(()),
     }
 }
 
@@ -109,7 +119,7 @@ impl FolderWriter {
 /// into new pads. On Linux the two files are swapped instead, as atomic,
 /// and the old one deleted: a crash in between leaves a staging file, which
 /// the next open removes.
-fn publish(staging: &Path, path: &Path) -> io::Result<()> {
+pub(crate) fn publish(staging: &Path, path: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{CWD, RenameFlags, renameat_with};

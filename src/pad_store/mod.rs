@@ -15,6 +15,7 @@ pub mod sim;
 mod url;
 
 pub use self::folder::FolderWriter;
+pub(crate) use self::folder::publish as replace_file;
 pub use self::url::{
     BackendOptions, CREDENTIAL_OPTIONS, REDACTED, is_credential, open, redact_url,
 };
@@ -88,6 +89,15 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// Replaces the whole content of `name` atomically (a reader sees the old
     /// or the new content, never a mix), creating it if absent.
     async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError>;
+
+    /// Like `put`, but on stable storage when it returns, whatever the
+    /// store's own durability setting: for an object whose loss would lose
+    /// others (an index checkpoint, written before the log objects it
+    /// replaces are deleted). A put acknowledged by a network service is
+    /// durable already, hence the default.
+    async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        self.put(name, content).await
+    }
 
     /// Checks that a put is durably accepted: the object exists with the
     /// receipt's size (and version tag, where the backend gives one).

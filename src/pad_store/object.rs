@@ -342,6 +342,19 @@ impl PadStore for ObjectPadStore {
         self.fenced(name, self.put_unfenced(name, content)).await
     }
 
+    async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        // Only a folder may hold a write in the page cache; elsewhere an
+        // acknowledged put is durable.
+        let Some(folder) = self.folder.clone() else {
+            return self.put(name, content).await;
+        };
+        self.path_of(name)?;
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || folder.put_durable(&name, &content))
+            .await
+            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+    }
+
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
         let path = self.path_of(name)?;
         let meta = self

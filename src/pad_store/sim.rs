@@ -20,6 +20,10 @@ use super::{BackendError, PadStore, PutReceipt, WriterLock};
 /// until [`SimPadStore::clear_log`].
 pub const OP_LOG_CAPACITY: usize = 1_000_000;
 
+/// Names of pad objects, the only ones a network charges for (`PadId`'s
+/// object names; kept here so a backend does not reach up to the pad layer).
+const PAD_PREFIX: &str = "p/";
+
 /// How a [`SimPadStore`] behaves. The default simulates nothing: no latency,
 /// no failures, no price.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,6 +45,8 @@ pub struct SimConfig {
 pub enum OpKind {
     Reserve,
     Put,
+    /// A put that must reach stable storage (`PadStore::put_durable`).
+    DurablePut,
     Verify,
     Get,
     List,
@@ -49,9 +55,10 @@ pub enum OpKind {
 
 impl OpKind {
     /// All kinds, in declaration order.
-    pub const ALL: [OpKind; 6] = [
+    pub const ALL: [OpKind; 7] = [
         OpKind::Reserve,
         OpKind::Put,
+        OpKind::DurablePut,
         OpKind::Verify,
         OpKind::Get,
         OpKind::List,
@@ -81,14 +88,15 @@ pub struct OpStats {
 pub struct SimStats {
     pub reserve: OpStats,
     pub put: OpStats,
+    pub durable_put: OpStats,
     pub verify: OpStats,
     pub get: OpStats,
     pub list: OpStats,
     pub delete: OpStats,
-    /// Pads the backend created: reserves of pad objects that reached it,
-    /// including those whose acknowledgement was lost (the network charged
-    /// for them). A create-if-absent of another object (a new store's
-    /// metadata) is a `reserve` request but no pad.
+    /// Pads the backend created: reserves of pads (`p/` objects) that
+    /// reached it, including those whose acknowledgement was lost (the
+    /// network charged for them). Index objects are created with `reserve`
+    /// too (only if absent), but are not pads.
     pub pads_reserved: u64,
     /// `pads_reserved` times the pad price (0 without a price).
     pub cost: f64,
@@ -100,6 +108,7 @@ impl SimStats {
         match kind {
             OpKind::Reserve => &self.reserve,
             OpKind::Put => &self.put,
+            OpKind::DurablePut => &self.durable_put,
             OpKind::Verify => &self.verify,
             OpKind::Get => &self.get,
             OpKind::List => &self.list,
@@ -111,6 +120,7 @@ impl SimStats {
         match kind {
             OpKind::Reserve => &mut self.reserve,
             OpKind::Put => &mut self.put,
+            OpKind::DurablePut => &mut self.durable_put,
             OpKind::Verify => &mut self.verify,
             OpKind::Get => &mut self.get,
             OpKind::List => &mut self.list,
@@ -157,6 +167,8 @@ struct Fault {
 #[derive(Debug)]
 struct ArmedFault {
     kind: OpKind,
+    /// Only calls on names starting with this count ("" = every call).
+    prefix: String,
     /// Calls of `kind` still to come before the one that fails (1 = the next).
     countdown: u64,
     fault: Fault,
@@ -233,7 +245,13 @@ impl SimPadStore {
     /// before reaching the backend, with a permanent or transient error.
     /// `nth = 0` counts as 1.
     pub fn fail_next(&self, kind: OpKind, nth: u64, permanent: bool) {
-        self.arm(kind, nth, FaultTiming::Before, permanent);
+        self.arm(kind, "", nth, FaultTiming::Before, permanent);
+    }
+
+    /// Like `fail_next` for the next call of `kind` on an object whose name
+    /// starts with `prefix` (such as `j/`, the index log).
+    pub fn fail_next_on(&self, kind: OpKind, prefix: &str, permanent: bool) {
+        self.arm(kind, prefix, 1, FaultTiming::Before, permanent);
     }
 
     /// Makes the `nth` call of `kind` from now (1 = the next one) perform its
@@ -241,12 +259,20 @@ impl SimPadStore {
     /// an acknowledgement is lost: a `reserve` or `put` took effect although
     /// the caller saw a failure. `nth = 0` counts as 1.
     pub fn lose_ack_next(&self, kind: OpKind, nth: u64) {
-        self.arm(kind, nth, FaultTiming::After, false);
+        self.arm(kind, "", nth, FaultTiming::After, false);
     }
 
-    fn arm(&self, kind: OpKind, nth: u64, timing: FaultTiming, permanent: bool) {
+    /// Like `lose_ack_next` for the next call of `kind` on an object whose
+    /// name starts with `prefix`: a write that lands and still reports
+    /// failure, the case a writer must not mistake for "not written".
+    pub fn lose_ack_next_on(&self, kind: OpKind, prefix: &str) {
+        self.arm(kind, prefix, 1, FaultTiming::After, false);
+    }
+
+    fn arm(&self, kind: OpKind, prefix: &str, nth: u64, timing: FaultTiming, permanent: bool) {
         self.lock().armed.push(ArmedFault {
             kind,
+            prefix: prefix.to_owned(),
             countdown: nth.max(1),
             fault: Fault { timing, permanent },
         });
@@ -320,7 +346,7 @@ impl SimPadStore {
         let mut fault = None;
         let mut fired = None;
         for (index, armed) in state.armed.iter_mut().enumerate() {
-            if armed.kind == kind {
+            if armed.kind == kind && name.starts_with(&armed.prefix) {
                 armed.countdown -= 1;
                 if armed.countdown == 0 && fired.is_none() {
                     fired = Some(index);
@@ -337,7 +363,8 @@ impl SimPadStore {
         if fault.is_none() && state.fail_rate > 0.0 && state.rng.random::<f64>() < state.fail_rate {
             // A lost acknowledgement only matters where the operation has an
             // effect: half of the reserve and put failures strike after it.
-            let after = matches!(kind, OpKind::Reserve | OpKind::Put) && state.rng.random_bool(0.5);
+            let after = matches!(kind, OpKind::Reserve | OpKind::Put | OpKind::DurablePut)
+                && state.rng.random_bool(0.5);
             fault = Some(Fault {
                 timing: if after {
                     FaultTiming::After
@@ -389,7 +416,7 @@ impl SimPadStore {
                     let mut state = self.lock();
                     let bytes = sent + result.as_ref().map_or(0, &received);
                     state.stats.op_mut(kind).bytes += bytes;
-                    if kind == OpKind::Reserve && is_pad(name) {
+                    if kind == OpKind::Reserve && name.starts_with(PAD_PREFIX) {
                         state.stats.pads_reserved += 1;
                     }
                 }
@@ -433,12 +460,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Whether `name` is a pad object (`p/…`, see `PadId`), which is what a
-/// network charges for.
-fn is_pad(name: &str) -> bool {
-    name.starts_with("p/")
-}
-
 fn simulated(kind: OpKind, name: &str, fault: Fault) -> BackendError {
     let when = match fault.timing {
         FaultTiming::Before => "before reaching the backend",
@@ -480,6 +501,12 @@ impl PadStore for SimPadStore {
         let sent = content.len() as u64;
         let op = self.inner.put(name, content);
         self.run(OpKind::Put, name, sent, |_| 0, op).await
+    }
+
+    async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
+        let sent = content.len() as u64;
+        let op = self.inner.put_durable(name, content);
+        self.run(OpKind::DurablePut, name, sent, |_| 0, op).await
     }
 
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {

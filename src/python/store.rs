@@ -59,6 +59,8 @@ impl NativeStore {
         upload_concurrency = 20,
         download_concurrency = 20,
         retry_attempts = 10,
+        state_dir = None,
+        allow_rollback = false,
         backend_options = Vec::new(),
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -72,6 +74,8 @@ impl NativeStore {
         upload_concurrency: usize,
         download_concurrency: usize,
         retry_attempts: u32,
+        state_dir: Option<std::path::PathBuf>,
+        allow_rollback: bool,
         backend_options: Vec<(String, String)>,
     ) -> PyResult<Self> {
         let options = StoreOptions {
@@ -85,6 +89,8 @@ impl NativeStore {
             backend: BackendOptions {
                 options: backend_options,
             },
+            state_dir,
+            allow_rollback,
             ..StoreOptions::default()
         };
         let store = block_on(py, async move { Store::open(&url, options).await })?;
