@@ -1240,6 +1240,7 @@ mod tests {
             [1; 16],
             retry,
             1 << 20,
+            crate::journal::RollbackCheck::default(),
         )
         .await
         .unwrap();
