@@ -9,6 +9,7 @@ use crate::pad_store::BackendError;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The key is not in the store.
     #[error("key {0:?} is not in the store")]

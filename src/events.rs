@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 
 /// Events of a `store_item` call, in the order the brief (§3) describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PutEvent {
     ReservingScratchpads {
         needed: u64,
@@ -48,6 +49,7 @@ pub enum PutEvent {
 
 /// Events of a `fetch_item` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum GetEvent {
     StartingDownload { total_bytes: u64 },
     DownloadProgress { bytes_read: u64, total_bytes: u64 },

@@ -129,6 +129,7 @@ pub struct MapSummary {
 
 /// Why the map refused a change; the map is unchanged after each of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MapError {
     /// The pad was added before.
     #[error("pad {0} already exists")]

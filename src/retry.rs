@@ -9,6 +9,7 @@ use crate::pad_store::BackendError;
 
 /// How hard to retry a transient backend failure.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all (the first try included); at least 1.
     pub attempts: u32,

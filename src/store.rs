@@ -33,6 +33,7 @@ const META_NAME: &str = "meta";
 
 /// How to open a store.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// The secret all keys derive from (required).
     pub secret: Vec<u8>,
@@ -115,6 +116,7 @@ impl std::fmt::Debug for StoreOptions {
 
 /// Options of one put.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct PutOptions {
     /// Replace the key if it is stored.
     pub overwrite: bool,

@@ -440,11 +440,9 @@ fn stats(sim: &SimPadStore) -> anthill::pad_store::SimStats {
 
 #[tokio::test]
 async fn sim_counts_each_op_kind_and_bytes() {
-    let (sim, _) = sim_over_memory(SimConfig {
-        pad_price: Some(0.5),
-        ..SimConfig::default()
-    })
-    .await;
+    let mut config = SimConfig::default();
+    config.pad_price = Some(0.5);
+    let (sim, _) = sim_over_memory(config).await;
     for name in ["p/1", "p/2", "p/3"] {
         sim.reserve(name, Bytes::from(vec![7; 10])).await.unwrap();
     }
@@ -483,13 +481,11 @@ async fn sim_counts_each_op_kind_and_bytes() {
 
 #[tokio::test]
 async fn sim_peak_in_flight_reaches_the_concurrency_and_no_more() {
-    let (sim, _) = sim_over_memory(SimConfig {
-        latency_ms: 5.0,
-        jitter_ms: 2.0,
-        seed: Some(1),
-        ..SimConfig::default()
-    })
-    .await;
+    let mut config = SimConfig::default();
+    config.latency_ms = 5.0;
+    config.jitter_ms = 2.0;
+    config.seed = Some(1);
+    let (sim, _) = sim_over_memory(config).await;
     let names: Vec<String> = (0..12).map(|i| format!("p/{i}")).collect();
     for name in &names {
         sim.put(name, Bytes::from_static(b"x")).await.unwrap();
@@ -516,12 +512,10 @@ async fn sim_peak_in_flight_reaches_the_concurrency_and_no_more() {
 
 #[tokio::test]
 async fn sim_fail_rate_one_fails_every_op_transiently() {
-    let (sim, _) = sim_over_memory(SimConfig {
-        fail_rate: 1.0,
-        seed: Some(3),
-        ..SimConfig::default()
-    })
-    .await;
+    let mut config = SimConfig::default();
+    config.fail_rate = 1.0;
+    config.seed = Some(3);
+    let (sim, _) = sim_over_memory(config).await;
     let receipt = PutReceipt {
         e_tag: None,
         size: 1,
@@ -585,11 +579,9 @@ async fn sim_fail_next_hits_exactly_the_nth_call_of_its_kind() {
 
 #[tokio::test]
 async fn sim_lost_ack_leaves_the_object_created() {
-    let (sim, inner) = sim_over_memory(SimConfig {
-        pad_price: Some(2.0),
-        ..SimConfig::default()
-    })
-    .await;
+    let mut config = SimConfig::default();
+    config.pad_price = Some(2.0);
+    let (sim, inner) = sim_over_memory(config).await;
     sim.lose_ack_next(OpKind::Reserve, 1);
     let first = sim.reserve("p/lost", Bytes::from_static(b"pad")).await;
     assert!(
@@ -613,12 +605,10 @@ async fn sim_lost_ack_leaves_the_object_created() {
 
 #[tokio::test]
 async fn sim_random_failures_may_create_the_object_and_a_retry_sees_it() {
-    let (sim, inner) = sim_over_memory(SimConfig {
-        fail_rate: 0.5,
-        seed: Some(42),
-        ..SimConfig::default()
-    })
-    .await;
+    let mut config = SimConfig::default();
+    config.fail_rate = 0.5;
+    config.seed = Some(42);
+    let (sim, inner) = sim_over_memory(config).await;
     let mut already_exists_after_failure = 0;
     for i in 0..200 {
         let name = format!("p/{i}");
@@ -651,11 +641,9 @@ async fn sim_random_failures_may_create_the_object_and_a_retry_sees_it() {
 
 #[tokio::test]
 async fn sim_op_log_records_start_and_end_in_order() {
-    let (sim, _) = sim_over_memory(SimConfig {
-        latency_ms: 2.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let mut config = SimConfig::default();
+    config.latency_ms = 2.0;
+    let (sim, _) = sim_over_memory(config).await;
     let record = |kind, phase, name: &str, ok| OpRecord {
         kind,
         phase,
@@ -871,9 +859,8 @@ async fn urls_bad_urls_and_parameters_are_invalid_input() {
         "bogus",
         "latency_ms, jitter_ms, fail_rate, pad_price, seed",
     );
-    let options = BackendOptions {
-        options: vec![("region".into(), "x".into())],
-    };
+    let mut options = BackendOptions::default();
+    options.options = vec![("region".into(), "x".into())];
     assert_invalid(
         open("memory://x", &options).await,
         "memory + options",
@@ -890,15 +877,14 @@ async fn urls_s3_opens_offline_and_keeps_secrets_out_of_describe() {
         store.describe(),
         "s3://bucket/pre/fix?endpoint=http://127.0.0.1:9"
     );
-    let options = BackendOptions {
-        options: vec![
-            ("endpoint".into(), "http://127.0.0.1:9".into()),
-            ("region".into(), "garage".into()),
-            ("allow_http".into(), "true".into()),
-            ("access_key_id".into(), "AKID".into()),
-            ("secret_access_key".into(), "SECRET".into()),
-        ],
-    };
+    let mut options = BackendOptions::default();
+    options.options = vec![
+        ("endpoint".into(), "http://127.0.0.1:9".into()),
+        ("region".into(), "garage".into()),
+        ("allow_http".into(), "true".into()),
+        ("access_key_id".into(), "AKID".into()),
+        ("secret_access_key".into(), "SECRET".into()),
+    ];
     let store = open("s3://bucket", &options).await.unwrap();
     assert!(!store.describe().contains("SECRET"));
     let sim = open(&format!("sim+{url}&latency_ms=1"), &no_options())

@@ -12,11 +12,10 @@ const PAD: u64 = 4096;
 const HUGE: u64 = (1 << 30) + 1;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"capped reads secret".to_vec(),
-        pad_size: Some(PAD),
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"capped reads secret".to_vec();
+    options.pad_size = Some(PAD);
+    options
 }
 
 /// Bytes this process has read through `read` calls so far (Linux), to show

@@ -57,9 +57,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn a_store_of_format_3_opens_reads_and_takes_writes() {
     let dir = fixture_copy();
     let url = format!("file://{}", dir.path().display());
-    let options = || StoreOptions {
-        secret: SECRET.to_vec(),
-        ..StoreOptions::default()
+    let options = || {
+        let mut options = StoreOptions::default();
+        options.secret = SECRET.to_vec();
+        options
     };
     let store = Store::open(&url, options()).await.unwrap();
     let mut keys = store.keys().await.unwrap();
@@ -93,10 +94,11 @@ async fn a_store_of_format_3_opens_reads_and_takes_writes() {
     // on the checkpoint's bytes, and the next checkpoint (of the current
     // format) carries the chain on.
     let state = tempfile::tempdir().unwrap();
-    let checking = || StoreOptions {
-        state_dir: Some(state.path().to_path_buf()),
-        checkpoint_interval: 1,
-        ..options()
+    let checking = || {
+        let mut options = options();
+        options.state_dir = Some(state.path().to_path_buf());
+        options.checkpoint_interval = 1;
+        options
     };
     let store = Store::open(&url, checking()).await.unwrap();
     for i in 0..4u8 {

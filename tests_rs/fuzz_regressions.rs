@@ -67,10 +67,8 @@ async fn open_store_with_pads(
         let sealed = anthill::pad::encode(&keys, &meta.store_id, *id, *version, plaintext)?;
         backend.put(&id.object_name(), Bytes::from(sealed)).await?;
     }
-    let options = StoreOptions {
-        secret: SECRET.to_vec(),
-        ..StoreOptions::default()
-    };
+    let mut options = StoreOptions::default();
+    options.secret = SECRET.to_vec();
     Store::open_with_backend("memory://", backend, options).await
 }
 
@@ -262,10 +260,8 @@ async fn fuzz_d_metadata_with_pad_size_zero() {
         .put("meta", Bytes::from(meta.encode().unwrap()))
         .await
         .unwrap();
-    let options = StoreOptions {
-        secret: SECRET.to_vec(),
-        ..StoreOptions::default()
-    };
+    let mut options = StoreOptions::default();
+    options.secret = SECRET.to_vec();
     let result = Store::open_with_backend("memory://", backend, options).await;
     assert!(matches!(
         result,

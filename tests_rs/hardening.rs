@@ -7,11 +7,10 @@ use anthill::{PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"hardening secret".to_vec(),
-        pad_size: Some(4096),
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"hardening secret".to_vec();
+    options.pad_size = Some(4096);
+    options
 }
 
 async fn put(store: &Store, key: &str, value: &[u8]) {

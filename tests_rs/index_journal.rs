@@ -29,13 +29,12 @@ fn value(len: usize, seed: u8) -> Bytes {
 }
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"journal".to_vec(),
-        pad_size: Some(2048),
-        // Checkpoint often, so replays cross checkpoints and deleted logs.
-        checkpoint_interval: 300,
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"journal".to_vec();
+    options.pad_size = Some(2048);
+    // Checkpoint often, so replays cross checkpoints and deleted logs.
+    options.checkpoint_interval = 300;
+    options
 }
 
 async fn run(ops: Vec<Op>, url: String) -> Result<(), TestCaseError> {
@@ -46,10 +45,8 @@ async fn run(ops: Vec<Op>, url: String) -> Result<(), TestCaseError> {
             Op::Put { key, len, seed } => {
                 let key = format!("key-{key}");
                 let data = value(len, seed);
-                let options = PutOptions {
-                    overwrite: true,
-                    ..PutOptions::default()
-                };
+                let mut options = PutOptions::default();
+                options.overwrite = true;
                 store
                     .store_item(&key, data.clone(), options, None)
                     .await

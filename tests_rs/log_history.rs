@@ -16,11 +16,10 @@ use tokio::sync::Notify;
 const PAD: u64 = 4096;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"log history".to_vec(),
-        pad_size: Some(PAD),
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"log history".to_vec();
+    options.pad_size = Some(PAD);
+    options
 }
 
 fn data(len: usize, seed: u8) -> Bytes {
@@ -110,10 +109,8 @@ async fn hold_gate(store: &Store, key: &str, value: Bytes) -> HeldGate {
 async fn a_write_in_doubt(read_back_fails: bool) {
     let dir = tempfile::tempdir().unwrap();
     let url = folder_url(dir.path());
-    let options = StoreOptions {
-        retry_attempts: 1,
-        ..options()
-    };
+    let mut options = options();
+    options.retry_attempts = 1;
     let sim = sim_over(&url).await;
     let writer = Store::open_with_backend(&url, sim.clone(), options.clone())
         .await
@@ -215,10 +212,8 @@ async fn checkpoints_reach_the_disk_before_the_log_they_replace_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{}?fsync=false", folder_url(dir.path()));
     let sim = sim_over(&url).await;
-    let options = StoreOptions {
-        checkpoint_interval: 300,
-        ..options()
-    };
+    let mut options = options();
+    options.checkpoint_interval = 300;
     let store = Store::open_with_backend(&url, sim.clone(), options.clone())
         .await
         .unwrap();
@@ -267,12 +262,11 @@ async fn checkpoints_reach_the_disk_before_the_log_they_replace_is_deleted() {
 
 /// Options that remember log positions in `state`.
 fn remembering(state: &Path) -> StoreOptions {
-    StoreOptions {
-        state_dir: Some(state.to_path_buf()),
-        // Checkpoint often, so histories cross checkpoints.
-        checkpoint_interval: 300,
-        ..options()
-    }
+    let mut options = options();
+    options.state_dir = Some(state.to_path_buf());
+    // Checkpoint often, so histories cross checkpoints.
+    options.checkpoint_interval = 300;
+    options
 }
 
 fn copy_folder(from: &Path, to: &Path) {
@@ -332,10 +326,8 @@ async fn a_restored_older_copy_is_a_rollback_unless_allowed() {
             .unwrap(),
     );
 
-    let allowed = StoreOptions {
-        allow_rollback: true,
-        ..remembering(state.path())
-    };
+    let mut allowed = remembering(state.path());
+    allowed.allow_rollback = true;
     let restored = Store::open(&url, allowed).await.unwrap();
     assert_eq!(restored.keys().await.unwrap(), ["old"]);
     drop(restored);
@@ -349,9 +341,10 @@ async fn deleting_the_newest_log_objects_is_a_rollback() {
     let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let url = folder_url(dir.path());
     // No checkpoint, which would run after the last put and absorb the log.
-    let options = || StoreOptions {
-        checkpoint_interval: 1 << 30,
-        ..remembering(state.path())
+    let options = || {
+        let mut options = remembering(state.path());
+        options.checkpoint_interval = 1 << 30;
+        options
     };
     let store = Store::open(&url, options()).await.unwrap();
     for i in 0..12u8 {
@@ -367,10 +360,8 @@ async fn deleting_the_newest_log_objects_is_a_rollback() {
     std::fs::remove_file(logs.pop().unwrap()).unwrap();
     let refused = Store::open(&url, options()).await;
     assert!(is_rollback(&refused), "{:?}", refused.err());
-    let allowed = StoreOptions {
-        allow_rollback: true,
-        ..options()
-    };
+    let mut allowed = options();
+    allowed.allow_rollback = true;
     assert_eq!(
         Store::open(&url, allowed)
             .await
@@ -393,9 +384,10 @@ async fn a_history_that_diverged_is_a_rollback() {
         tempfile::tempdir().unwrap(),
     );
     let url = folder_url(dir.path());
-    let no_checkpoints = |state: &Path| StoreOptions {
-        checkpoint_interval: 1 << 30,
-        ..remembering(state)
+    let no_checkpoints = |state: &Path| {
+        let mut options = remembering(state);
+        options.checkpoint_interval = 1 << 30;
+        options
     };
     let store = Store::open(&url, no_checkpoints(state.path()))
         .await

@@ -11,12 +11,11 @@ use bytes::Bytes;
 const PAD: u64 = 4096;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"reliability".to_vec(),
-        pad_size: Some(PAD),
-        retry_attempts: 3,
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"reliability".to_vec();
+    options.pad_size = Some(PAD);
+    options.retry_attempts = 3;
+    options
 }
 
 fn data(len: usize, seed: u8) -> Bytes {
@@ -143,12 +142,10 @@ async fn a_put_dropped_at_any_instant_leaves_map_and_index_agreeing() {
         let inner = pad_store::open("memory://", &BackendOptions::default())
             .await
             .unwrap();
-        let config = SimConfig {
-            latency_ms: 1.0,
-            jitter_ms: 1.0,
-            seed: Some(step),
-            ..SimConfig::default()
-        };
+        let mut config = SimConfig::default();
+        config.latency_ms = 1.0;
+        config.jitter_ms = 1.0;
+        config.seed = Some(step);
         let sim = Arc::new(SimPadStore::new(Arc::clone(&inner), config));
         let store = Store::open_with_backend("sim", sim.clone(), options())
             .await
@@ -396,16 +393,12 @@ async fn a_fifth_of_all_calls_failing_still_stores_and_reads_everything() {
     let inner = pad_store::open("memory://", &BackendOptions::default())
         .await
         .unwrap();
-    let config = SimConfig {
-        fail_rate: 0.2,
-        seed: Some(2026),
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig::default();
+    config.fail_rate = 0.2;
+    config.seed = Some(2026);
     let sim = Arc::new(SimPadStore::new(Arc::clone(&inner), config));
-    let options = StoreOptions {
-        retry_attempts: 12,
-        ..options()
-    };
+    let mut options = options();
+    options.retry_attempts = 12;
     let store = Store::open_with_backend("sim", sim.clone(), options.clone())
         .await
         .unwrap();

@@ -63,11 +63,10 @@ fn with_param(url: &str, key: &str, value: &str) -> String {
 }
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"s3 test secret".to_vec(),
-        pad_size: Some(PAD),
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"s3 test secret".to_vec();
+    options.pad_size = Some(PAD);
+    options
 }
 
 fn data(len: usize, seed: u8) -> Bytes {
@@ -153,16 +152,12 @@ async fn s3_wrong_credentials_are_a_backend_error_naming_them() {
         if key_id.is_empty() {
             continue;
         }
-        let options = StoreOptions {
-            retry_attempts: 2,
-            backend: BackendOptions {
-                options: vec![
-                    ("access_key_id".into(), key_id.into()),
-                    ("secret_access_key".into(), secret.into()),
-                ],
-            },
-            ..options()
-        };
+        let mut options = options();
+        options.retry_attempts = 2;
+        options.backend.options = vec![
+            ("access_key_id".into(), key_id.into()),
+            ("secret_access_key".into(), secret.into()),
+        ];
         let error = backend_error(
             guarded("open", Store::open(&url, options)).await,
             "wrong credentials",
@@ -182,10 +177,8 @@ async fn s3_missing_bucket_is_a_backend_error_naming_it() {
     let bucket = format!("anthill-missing-{}", std::process::id());
     let (_, query) = base.split_once('?').unwrap_or((&base, ""));
     let url = format!("s3://{bucket}/store?{query}");
-    let options = StoreOptions {
-        retry_attempts: 2,
-        ..options()
-    };
+    let mut options = options();
+    options.retry_attempts = 2;
     let error = backend_error(
         guarded("open", Store::open(&url, options)).await,
         "missing bucket",
@@ -204,10 +197,8 @@ async fn s3_stopped_endpoint_fails_within_the_retry_limits() {
     };
     // Nothing listens on port 1.
     let url = with_param(&under(&base, "stopped"), "endpoint", "http://127.0.0.1:1");
-    let options = StoreOptions {
-        retry_attempts: 2,
-        ..options()
-    };
+    let mut options = options();
+    options.retry_attempts = 2;
     let error = backend_error(
         guarded("open", Store::open(&url, options)).await,
         "stopped endpoint",
@@ -448,17 +439,11 @@ async fn node_kill_mid_put() {
             matches!(error, Error::Backend(_) | Error::UploadPending { .. }),
             "unclear error: {error:?}"
         );
+        let mut resuming = PutOptions::default();
+        resuming.resume = true;
         let resumed = guarded(
             "resume",
-            store.store_item(
-                "big",
-                big.clone(),
-                PutOptions {
-                    resume: true,
-                    ..PutOptions::default()
-                },
-                None,
-            ),
+            store.store_item("big", big.clone(), resuming, None),
         )
         .await;
         if let Err(Error::InvalidInput(_)) = resumed {
@@ -509,9 +494,10 @@ async fn s3_checkpoints_are_written_between_single_puts() {
         return;
     };
     let url = under(&base, &unique("checkpoints"));
-    let options = || StoreOptions {
-        checkpoint_interval: 1,
-        ..options()
+    let options = || {
+        let mut options = options();
+        options.checkpoint_interval = 1;
+        options
     };
     let store = Store::open(&url, options()).await.unwrap();
     for i in 0..6u8 {

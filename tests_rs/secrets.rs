@@ -112,19 +112,14 @@ fn a_shown_url_hides_every_credential() {
 #[test]
 fn store_options_debug_shows_no_secret_or_credential() {
     use anthill::StoreOptions;
-    use anthill::pad_store::BackendOptions;
-    let options = StoreOptions {
-        secret: b"STORESECRET".to_vec(),
-        backend: BackendOptions {
-            options: vec![
-                ("secret_access_key".into(), "KEYSECRET".into()),
-                ("aws_session_token".into(), "TOKEN".into()),
-                ("endpoint".into(), "http://USER:PASS@host".into()),
-                ("region".into(), "garage".into()),
-            ],
-        },
-        ..StoreOptions::default()
-    };
+    let mut options = StoreOptions::default();
+    options.secret = b"STORESECRET".to_vec();
+    options.backend.options = vec![
+        ("secret_access_key".into(), "KEYSECRET".into()),
+        ("aws_session_token".into(), "TOKEN".into()),
+        ("endpoint".into(), "http://USER:PASS@host".into()),
+        ("region".into(), "garage".into()),
+    ];
     let shown = format!("{options:?} {options:#?}");
     for secret in ["STORESECRET", "KEYSECRET", "TOKEN", "USER", "PASS"] {
         assert!(!shown.contains(secret), "{secret} shows in {shown}");

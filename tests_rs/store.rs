@@ -14,11 +14,24 @@ use futures::FutureExt;
 const PAD: u64 = 4096;
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: b"test secret".to_vec(),
-        pad_size: Some(PAD),
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = b"test secret".to_vec();
+    options.pad_size = Some(PAD);
+    options
+}
+
+/// Put options that replace a stored key.
+fn overwriting() -> PutOptions {
+    let mut put = PutOptions::default();
+    put.overwrite = true;
+    put
+}
+
+/// Put options that finish an interrupted upload.
+fn resuming() -> PutOptions {
+    let mut put = PutOptions::default();
+    put.resume = true;
+    put
 }
 
 async fn memory() -> Arc<dyn PadStore> {
@@ -307,16 +320,10 @@ async fn declining_or_a_spending_cap_spends_nothing() {
         .await;
     assert!(matches!(result, Err(Error::Cancelled(_))), "{result:?}");
     assert_eq!(recorder.events().len(), 1, "nothing after the refusal");
+    let mut capped_put = PutOptions::default();
+    capped_put.max_new_pads = Some(2);
     let capped = store
-        .store_item(
-            "big",
-            data(5 * PAD as usize, 2),
-            PutOptions {
-                max_new_pads: Some(2),
-                ..PutOptions::default()
-            },
-            None,
-        )
+        .store_item("big", data(5 * PAD as usize, 2), capped_put, None)
         .await;
     assert!(
         matches!(capped, Err(Error::Cancelled(ref m)) if m.contains("max_new_pads")),
@@ -381,20 +388,13 @@ async fn small_items_share_a_pad() {
 
 #[tokio::test]
 async fn concurrency_limits_hold_and_are_reached() {
-    let config = SimConfig {
-        latency_ms: 3.0,
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig::default();
+    config.latency_ms = 3.0;
     let sim = sim(&memory().await, config).await;
-    let store = open(
-        sim.clone(),
-        StoreOptions {
-            reservation_concurrency: 6,
-            upload_concurrency: 5,
-            ..options()
-        },
-    )
-    .await;
+    let mut limited = options();
+    limited.reservation_concurrency = 6;
+    limited.upload_concurrency = 5;
+    let store = open(sim.clone(), limited).await;
     let value = data(40 * PAD as usize, 9);
     put(&store, "big", &value).await;
     assert_eq!(peak_pad_ops(&sim, OpKind::Reserve), 6);
@@ -405,10 +405,8 @@ async fn concurrency_limits_hold_and_are_reached() {
 
 #[tokio::test]
 async fn uploads_start_before_reservations_finish() {
-    let config = SimConfig {
-        latency_ms: 2.0,
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig::default();
+    config.latency_ms = 2.0;
     let sim = sim(&memory().await, config).await;
     let store = open(sim.clone(), options()).await;
     sim.clear_log();
@@ -431,11 +429,9 @@ async fn uploads_start_before_reservations_finish() {
 #[tokio::test]
 async fn transient_failures_are_retried_and_permanent_ones_leave_the_store_intact() {
     let inner = memory().await;
-    let config = SimConfig {
-        fail_rate: 0.3,
-        seed: Some(7),
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig::default();
+    config.fail_rate = 0.3;
+    config.seed = Some(7);
     let sim = sim(&inner, config).await;
     let store = open(sim.clone(), options()).await;
     let values: Vec<Bytes> = (0..12).map(|i| data(i * 1500 + 1, i as u8)).collect();
@@ -478,11 +474,9 @@ async fn transient_failures_are_retried_and_permanent_ones_leave_the_store_intac
 #[tokio::test]
 async fn concurrent_puts_sharing_pads_lose_nothing() {
     let inner = memory().await;
-    let config = SimConfig {
-        latency_ms: 1.0,
-        jitter_ms: 2.0,
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig::default();
+    config.latency_ms = 1.0;
+    config.jitter_ms = 2.0;
     let sim = sim(&inner, config).await;
     let store = open(sim.clone(), options()).await;
     let values: Vec<Bytes> = (0..60).map(|i| data(100 + i * 7, i as u8)).collect();
@@ -516,14 +510,9 @@ async fn wrong_secret_and_flipped_bits_are_integrity_errors() {
     put(&store, "x", &value).await;
     drop(store);
 
-    let wrong = Store::open(
-        &url,
-        StoreOptions {
-            secret: b"not the secret".to_vec(),
-            ..options()
-        },
-    )
-    .await;
+    let mut wrong_secret = options();
+    wrong_secret.secret = b"not the secret".to_vec();
+    let wrong = Store::open(&url, wrong_secret).await;
     assert!(matches!(wrong, Err(Error::Integrity(ref m)) if m.contains("wrong secret")));
 
     let pad_dir = dir.path().join("p");
@@ -572,15 +561,7 @@ async fn reopen_reproduces_keys_contents_and_summary() {
     }
     expected.retain(|(k, _)| !(0..15).step_by(3).any(|i| *k == format!("key/{i}")));
     store
-        .store_item(
-            "key/1",
-            data(10, 99),
-            PutOptions {
-                overwrite: true,
-                ..PutOptions::default()
-            },
-            None,
-        )
+        .store_item("key/1", data(10, 99), overwriting(), None)
         .await
         .unwrap();
     expected.iter_mut().find(|(k, _)| k == "key/1").unwrap().1 = data(10, 99);
@@ -658,10 +639,8 @@ async fn get_events_count_up_to_the_size() {
 async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
     let inner = memory().await;
     let sim = sim(&inner, SimConfig::default()).await;
-    let opts = StoreOptions {
-        retry_attempts: 2,
-        ..options()
-    };
+    let mut opts = options();
+    opts.retry_attempts = 2;
     let store = open(sim.clone(), opts.clone()).await;
     let value = data(5 * PAD as usize, 8);
     // The callback interrupts the put once every pad is committed and the
@@ -699,28 +678,12 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
         matches!(blocked, Err(Error::UploadPending { ref reason, .. }) if reason.contains("resume=True"))
     );
     let wrong = store
-        .store_item(
-            "big",
-            data(5 * PAD as usize, 9),
-            PutOptions {
-                resume: true,
-                ..PutOptions::default()
-            },
-            None,
-        )
+        .store_item("big", data(5 * PAD as usize, 9), resuming(), None)
         .await;
     assert!(matches!(wrong, Err(Error::InvalidInput(_))));
     sim.clear_log();
     store
-        .store_item(
-            "big",
-            value.clone(),
-            PutOptions {
-                resume: true,
-                ..PutOptions::default()
-            },
-            None,
-        )
+        .store_item("big", value.clone(), resuming(), None)
         .await
         .unwrap();
     assert_eq!(pad_puts(&sim), 0, "committed pads are not uploaded again");
@@ -732,9 +695,10 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
 /// two processes: each takes the writer lock and catches up with the other.
 async fn two_writers(url: &str) {
     // Frequent checkpoints: a writer must catch up across them.
-    let options = || StoreOptions {
-        checkpoint_interval: 2000,
-        ..options()
+    let options = || {
+        let mut options = options();
+        options.checkpoint_interval = 2000;
+        options
     };
     let a = Store::open(url, options()).await.unwrap();
     let b = Store::open(url, options()).await.unwrap();
@@ -745,17 +709,9 @@ async fn two_writers(url: &str) {
     }))
     .await;
     a.remove_item("k1").await.unwrap();
-    b.store_item(
-        "k2",
-        data(5000, 1),
-        PutOptions {
-            overwrite: true,
-            ..PutOptions::default()
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    b.store_item("k2", data(5000, 1), overwriting(), None)
+        .await
+        .unwrap();
     for store in [&a, &b] {
         assert_eq!(store.len().await.unwrap(), 39);
         assert!(!store.contains("k1").await.unwrap());
@@ -846,12 +802,10 @@ async fn concurrent_puts_never_commit_into_unrecorded_pads() {
     // Large puts expand while small ones want the new pads' leftovers: a
     // small put must not commit into a pad before the index records it.
     let inner = memory().await;
-    let config = SimConfig {
-        latency_ms: 1.0,
-        jitter_ms: 3.0,
-        seed: Some(11),
-        ..SimConfig::default()
-    };
+    let mut config = SimConfig::default();
+    config.latency_ms = 1.0;
+    config.jitter_ms = 3.0;
+    config.seed = Some(11);
     let sim = sim(&inner, config).await;
     let store = open(sim.clone(), options()).await;
     let values: Vec<Bytes> = (0..40)

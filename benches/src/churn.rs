@@ -51,11 +51,9 @@ pub async fn run(items: usize) -> anthill::Result<Value> {
     let started = Instant::now();
     let memory = pad_store::open("memory://", &BackendOptions::default()).await?;
     let sim = Arc::new(SimPadStore::new(memory, SimConfig::default()));
-    let options = StoreOptions {
-        secret: b"anthill benchmark secret".to_vec(),
-        pad_size: Some(PAD_SIZE),
-        ..StoreOptions::default()
-    };
+    let mut options = StoreOptions::default();
+    options.secret = b"anthill benchmark secret".to_vec();
+    options.pad_size = Some(PAD_SIZE);
     let store = Store::open_with_backend("sim+memory://", sim.clone(), options).await?;
     let mut rng = Rng::new(42);
     // Item data are slices of one random block: no copies, no compression.

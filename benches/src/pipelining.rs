@@ -139,6 +139,8 @@ fn kind_name(kind: OpKind) -> &'static str {
         OpKind::Get => "get",
         OpKind::List => "list",
         OpKind::Delete => "delete",
+        // `OpKind` is non-exhaustive: a kind added later.
+        _ => "other",
     }
 }
 
@@ -239,22 +241,16 @@ pub async fn run(runs: usize) -> anthill::Result<Value> {
 async fn put_once(data: &Bytes, pad_size: u64, seed: u64) -> anthill::Result<(f64, f64, Value)> {
     let latency = LATENCY_MS / 1e3;
     let memory = pad_store::open("memory://", &BackendOptions::default()).await?;
-    let sim = Arc::new(SimPadStore::new(
-        memory,
-        SimConfig {
-            latency_ms: LATENCY_MS,
-            seed: Some(seed),
-            ..SimConfig::default()
-        },
-    ));
+    let mut config = SimConfig::default();
+    config.latency_ms = LATENCY_MS;
+    config.seed = Some(seed);
+    let sim = Arc::new(SimPadStore::new(memory, config));
     let timed = Arc::new(TimedPadStore::new(sim.clone()));
-    let options = StoreOptions {
-        secret: b"anthill benchmark secret".to_vec(),
-        pad_size: Some(pad_size),
-        reservation_concurrency: RESERVATIONS,
-        upload_concurrency: UPLOADS,
-        ..StoreOptions::default()
-    };
+    let mut options = StoreOptions::default();
+    options.secret = b"anthill benchmark secret".to_vec();
+    options.pad_size = Some(pad_size);
+    options.reservation_concurrency = RESERVATIONS;
+    options.upload_concurrency = UPLOADS;
     let store =
         Store::open_with_backend("sim+memory://?latency_ms=50", timed.clone(), options).await?;
     assert_eq!(

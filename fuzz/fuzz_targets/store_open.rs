@@ -126,11 +126,10 @@ async fn write_store(layout: &Layout) -> Arc<dyn PadStore> {
 }
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        secret: SECRET.to_vec(),
-        retry_attempts: 1,
-        ..StoreOptions::default()
-    }
+    let mut options = StoreOptions::default();
+    options.secret = SECRET.to_vec();
+    options.retry_attempts = 1;
+    options
 }
 
 async fn exercise(layout: Layout) {
@@ -154,10 +153,8 @@ async fn exercise(layout: Layout) {
             .map(|i| (i % 251) as u8)
             .collect::<Vec<u8>>(),
     );
-    let put = PutOptions {
-        overwrite: true,
-        ..PutOptions::default()
-    };
+    let mut put = PutOptions::default();
+    put.overwrite = true;
     if store
         .store_item(&layout.new_key, data.clone(), put, None)
         .await

@@ -89,6 +89,7 @@ const MAX_LEASE_LEN: u64 = 4096;
 /// Whether to rely on the service's conditional writes (`If-None-Match: *`,
 /// `If-Match`): the `conditional_writes` option of `s3://` URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConditionalWrites {
     /// Probe the service on first use.
     Auto,
@@ -111,6 +112,7 @@ impl ConditionalWrites {
 
 /// The lease settings of one S3 store.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct LeaseConfig {
     pub conditional_writes: ConditionalWrites,
     /// Lifetime of a lease without renewal; renewed every third of it.

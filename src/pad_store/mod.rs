@@ -23,6 +23,7 @@ pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
 
 /// What a backend failure was, which decides whether to retry it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// The object does not exist.
     #[error("object {0:?} is missing from the backend")]

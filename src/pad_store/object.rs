@@ -39,6 +39,7 @@ enum CreateCheck {
 
 /// How writers of one store exclude each other (see [`PadStore::lock_writer`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Locking {
     /// Every handle on the store lives in this process (memory stores): an
     /// async mutex shared by all handles on the same store, holding the id

@@ -27,6 +27,7 @@ const PAD_PREFIX: &str = "p/";
 /// How a [`SimPadStore`] behaves. The default simulates nothing: no latency,
 /// no failures, no price.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SimConfig {
     /// Delay added to every operation, in milliseconds.
     pub latency_ms: f64,
@@ -42,6 +43,7 @@ pub struct SimConfig {
 
 /// The operations of a [`PadStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OpKind {
     Reserve,
     Put,

@@ -34,6 +34,7 @@ use crate::Error;
 /// `secret_access_key`, `session_token`, `allow_http`, … They are applied
 /// after the URL's query, so they win over it.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct BackendOptions {
     pub options: Vec<(String, String)>,
 }
