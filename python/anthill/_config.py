@@ -52,41 +52,36 @@ def _xdg(variable: str, fallback: Path) -> Path:
     return fallback
 
 
-def data_dir() -> Path:
-    """The user's data folder for anthill (the default store lives here)."""
+def _user_folder(windows: tuple[str, str], xdg_variable: str, linux_default: str) -> Path:
+    """anthill's folder of one kind among the user's folders: on Windows in
+    ``%VARIABLE%`` (else ``~/AppData/<default>``), on macOS in Application
+    Support (unless the XDG variable says otherwise), elsewhere in
+    ``$xdg_variable`` (else ``~/<linux_default>``)."""
     home = Path.home()
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+        variable, default = windows
+        base = Path(os.environ.get(variable) or home / "AppData" / default)
     elif sys.platform == "darwin":
-        base = _xdg("XDG_DATA_HOME", home / "Library" / "Application Support")
+        base = _xdg(xdg_variable, home / "Library" / "Application Support")
     else:
-        base = _xdg("XDG_DATA_HOME", home / ".local" / "share")
+        base = _xdg(xdg_variable, home / linux_default)
     return base / "anthill"
+
+
+def data_dir() -> Path:
+    """The user's data folder for anthill (the default store lives here)."""
+    return _user_folder(("LOCALAPPDATA", "Local"), "XDG_DATA_HOME", ".local/share")
 
 
 def state_dir() -> Path:
     """The user's state folder for anthill: this machine's memory of how far
     it has seen each store's log, which lets it notice a rolled-back store."""
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = _xdg("XDG_STATE_HOME", home / "Library" / "Application Support")
-    else:
-        base = _xdg("XDG_STATE_HOME", home / ".local" / "state")
-    return base / "anthill"
+    return _user_folder(("LOCALAPPDATA", "Local"), "XDG_STATE_HOME", ".local/state")
 
 
 def config_dir() -> Path:
     """The user's config folder for anthill (the secret key file lives here)."""
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = _xdg("XDG_CONFIG_HOME", home / "Library" / "Application Support")
-    else:
-        base = _xdg("XDG_CONFIG_HOME", home / ".config")
-    return base / "anthill"
+    return _user_folder(("APPDATA", "Roaming"), "XDG_CONFIG_HOME", ".config")
 
 
 def secret_key_path() -> Path:
