@@ -19,13 +19,7 @@ import uuid
 from urllib.parse import parse_qsl
 
 import pytest
-
-S3_URL = os.environ.get("ANTHILL_TEST_S3_URL", "")
-needs_s3 = pytest.mark.skipif(
-    not S3_URL,
-    reason='ANTHILL_TEST_S3_URL is unset: run `eval "$(scripts/garage.sh start 3)"` first '
-    "(CI always does)",
-)
+from test_s3 import S3_URL, needs_s3
 
 # Distinctive values, one per way a credential comes in.
 IN_QUERY = {
