@@ -1,9 +1,18 @@
 //! The master index: which pads the store owns, and where each key's data
 //! lives. It changes only by [`Record`]s appended to the journal, so replaying
 //! the journal reproduces it exactly.
+//!
+//! A small item is committed with its bytes in the log record itself
+//! ([`Record::PutInline`]): one small write instead of rewriting the pads it
+//! shares. Until its pads are written back ([`Record::WrittenBack`]) its
+//! pieces have version [`IN_LOG`] and its bytes are held here, in
+//! [`Index::inline`], for every process that replayed the record. A
+//! checkpoint is only written once nothing is held so (it carries no item
+//! data), so `inline` is never part of one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -17,8 +26,13 @@ pub struct Piece {
     pub offset: u64,
     pub len: u64,
     /// The pad version that holds these bytes; an older pad is a rollback.
+    /// [`IN_LOG`] while the bytes are only in the log.
     pub version: u64,
 }
+
+/// The version of a piece whose bytes are only in the index log so far: no
+/// pad write ever has version 0 (a new pad's first write is version 1).
+pub const IN_LOG: u64 = 0;
 
 impl Piece {
     /// The piece's place in the address space. Call only on pieces that
@@ -91,6 +105,29 @@ pub enum Record {
     Remove { key: String },
     /// The pending upload of `key` is abandoned.
     ClearPending { key: String },
+    /// `key` now holds `entry`, whose bytes are `data` (the item, in data
+    /// order); its pieces have version [`IN_LOG`] until written back.
+    PutInline {
+        key: String,
+        entry: Entry,
+        data: Bytes,
+    },
+    /// Version `version` of pad `pad` holds the pieces in it of the items
+    /// with these data ids (written back from the log). Names items by data
+    /// id, never by place: a place freed and reused meanwhile belongs to
+    /// another item, which this does not cover.
+    WrittenBack {
+        pad: u64,
+        version: u64,
+        data_ids: Vec<u64>,
+    },
+}
+
+/// A committed item whose bytes are (partly) only in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inline {
+    pub key: String,
+    pub data: Bytes,
 }
 
 /// The pads, items and pending uploads of a store.
@@ -101,6 +138,26 @@ pub struct Index {
     pub items: HashMap<String, Entry>,
     pub pending: HashMap<String, Entry>,
     pub next_data_id: u64,
+    /// data id -> the item whose pieces are not all written back yet. Not
+    /// in checkpoints: one is written only when this is empty.
+    #[serde(skip)]
+    pub inline: HashMap<u64, Inline>,
+    /// pad ordinal -> the `inline` items with a piece in it still only in
+    /// the log: the pads to write back.
+    #[serde(skip)]
+    pub dirty_pads: BTreeMap<u64, DirtyPad>,
+    /// Bytes of the items in `inline` (what it holds in memory).
+    #[serde(skip)]
+    pub inline_bytes: u64,
+}
+
+/// A pad some of whose bytes are only in the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirtyPad {
+    /// Data ids of the items with a piece here only in the log.
+    pub data_ids: BTreeSet<u64>,
+    /// The bytes of those pieces.
+    pub bytes: u64,
 }
 
 impl Index {
@@ -132,6 +189,7 @@ impl Index {
                 self.note_entry(entry)?;
                 let pending = self.pending.remove(key);
                 if let Some(old) = self.items.insert(key.clone(), entry.clone()) {
+                    self.forget_inline(&old);
                     released.extend(old.pieces);
                 }
                 // A resumed upload's pieces become the item's; anything else
@@ -147,6 +205,7 @@ impl Index {
             }
             Record::Remove { key } => {
                 if let Some(old) = self.items.remove(key) {
+                    self.forget_inline(&old);
                     released.extend(old.pieces);
                 }
                 if let Some(old) = self.pending.remove(key) {
@@ -158,8 +217,118 @@ impl Index {
                     released.extend(old.pieces);
                 }
             }
+            Record::PutInline { key, entry, data } => {
+                check_inline(entry, data)?;
+                self.note_entry(entry)?;
+                if let Some(old) = self.pending.remove(key) {
+                    released.extend(old.pieces);
+                }
+                if let Some(old) = self.items.insert(key.clone(), entry.clone()) {
+                    self.forget_inline(&old);
+                    released.extend(old.pieces);
+                }
+                for piece in &entry.pieces {
+                    let dirty = self.dirty_pads.entry(piece.pad).or_default();
+                    dirty.data_ids.insert(entry.data_id);
+                    dirty.bytes += piece.len;
+                }
+                if !entry.pieces.is_empty() {
+                    let inline = Inline {
+                        key: key.clone(),
+                        data: data.clone(),
+                    };
+                    self.inline_bytes += data.len() as u64;
+                    if let Some(old) = self.inline.insert(entry.data_id, inline) {
+                        self.inline_bytes -= old.data.len() as u64;
+                    }
+                }
+            }
+            Record::WrittenBack {
+                pad,
+                version,
+                data_ids,
+            } => self.written_back(*pad, *version, data_ids)?,
         }
         Ok(released)
+    }
+
+    /// Notes that `version` of `pad` holds the pieces there of `data_ids`;
+    /// an item none of whose pieces is left only in the log is dropped from
+    /// `inline`. Items gone meanwhile (removed, replaced) are skipped, so
+    /// applying this twice, or late, changes nothing more.
+    fn written_back(&mut self, pad: u64, version: u64, data_ids: &[u64]) -> Result<()> {
+        if version == IN_LOG {
+            return Err(Error::integrity("index records a write-back as version 0"));
+        }
+        if let Some((_, known)) = self.pads.get_mut(&pad) {
+            *known = (*known).max(version);
+        }
+        for data_id in data_ids {
+            let Some(inline) = self.inline.get(data_id) else {
+                continue;
+            };
+            let Some(entry) = self
+                .items
+                .get_mut(&inline.key)
+                .filter(|e| e.data_id == *data_id)
+            else {
+                continue;
+            };
+            let mut flushed = 0;
+            for piece in entry.pieces.iter_mut().filter(|p| p.pad == pad) {
+                if piece.version == IN_LOG {
+                    flushed += piece.len;
+                }
+                piece.version = piece.version.max(version);
+            }
+            let done = entry.pieces.iter().all(|p| p.version != IN_LOG);
+            undirty(&mut self.dirty_pads, pad, *data_id, flushed);
+            if done && let Some(gone) = self.inline.remove(data_id) {
+                self.inline_bytes -= gone.data.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops what `inline` holds for an entry leaving the index.
+    fn forget_inline(&mut self, entry: &Entry) {
+        let Some(gone) = self.inline.remove(&entry.data_id) else {
+            return;
+        };
+        self.inline_bytes -= gone.data.len() as u64;
+        for piece in entry.pieces.iter().filter(|p| p.version == IN_LOG) {
+            undirty(&mut self.dirty_pads, piece.pad, entry.data_id, piece.len);
+        }
+    }
+
+    /// The bytes of a committed item held in the log, if any of it is.
+    pub fn inline_data(&self, entry: &Entry) -> Option<Bytes> {
+        self.inline.get(&entry.data_id).map(|i| i.data.clone())
+    }
+
+    /// The parts of pad `pad` only in the log: `(data id, offset, bytes)`.
+    pub fn dirty_parts(&self, pad: u64) -> Vec<(u64, u64, Bytes)> {
+        let mut parts = Vec::new();
+        let Some(dirty) = self.dirty_pads.get(&pad) else {
+            return parts;
+        };
+        for data_id in &dirty.data_ids {
+            let Some(inline) = self.inline.get(data_id) else {
+                continue;
+            };
+            let Some(entry) = self.items.get(&inline.key) else {
+                continue;
+            };
+            let mut at = 0u64;
+            for piece in &entry.pieces {
+                if piece.pad == pad && piece.version == IN_LOG {
+                    let (from, to) = (at as usize, (at + piece.len) as usize);
+                    parts.push((*data_id, piece.offset, inline.data.slice(from..to)));
+                }
+                at += piece.len;
+            }
+        }
+        parts
     }
 
     fn note_entry(&mut self, entry: &Entry) -> Result<()> {
@@ -186,6 +355,36 @@ impl Index {
             .values()
             .chain(self.pending.values())
             .flat_map(|entry| entry.pieces.iter())
+    }
+}
+
+/// Takes `bytes` of item `data_id` off pad `pad`'s log-only parts.
+fn undirty(dirty_pads: &mut BTreeMap<u64, DirtyPad>, pad: u64, data_id: u64, bytes: u64) {
+    if let Some(dirty) = dirty_pads.get_mut(&pad) {
+        dirty.data_ids.remove(&data_id);
+        dirty.bytes = dirty.bytes.saturating_sub(bytes);
+        if dirty.data_ids.is_empty() {
+            dirty_pads.remove(&pad);
+        }
+    }
+}
+
+/// An inline record whose data does not match its entry (size, pieces
+/// tiling it, versions) would make every reader slice out of bounds.
+fn check_inline(entry: &Entry, data: &Bytes) -> Result<()> {
+    let total = entry
+        .pieces
+        .iter()
+        .try_fold(0u64, |sum, p| sum.checked_add(p.len));
+    let fits = total == Some(entry.size)
+        && data.len() as u64 == entry.size
+        && entry.pieces.iter().all(|p| p.version == IN_LOG);
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::integrity(
+            "an inline index record does not match its entry",
+        ))
     }
 }
 

@@ -70,6 +70,19 @@ const CHAIN_START: [u8; 32] = [0; 32];
 const MAX_OBJECT_LEN: u64 = 1 << 30;
 /// The log may grow to this many bytes before a checkpoint is considered.
 pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 1 << 20;
+/// Item bytes the log may hold (in records of small puts) before a
+/// checkpoint is due, whatever the interval: they are read again by every
+/// open. Counted apart from the records themselves, so a loop of small puts
+/// checkpoints (and so writes its pads back) as rarely as one of large puts.
+const INLINE_LOG_LIMIT: u64 = 32 << 20;
+
+/// Writes back every pad holding bytes only in the log; the journal calls
+/// it before a checkpoint, which must carry no item data.
+#[async_trait::async_trait]
+pub trait WriteBackAll: Send + Sync {
+    /// The records saying what was written back (applied by the journal).
+    async fn write_back_all(&self) -> Vec<Record>;
+}
 
 pub struct Journal {
     backend: Arc<dyn PadStore>,
@@ -91,6 +104,8 @@ pub struct Journal {
     remembering: Arc<Mutex<Remembering>>,
     /// The task making them, while one runs.
     remembering_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What writes pads back before a checkpoint (the allocator).
+    write_back: Mutex<Option<std::sync::Weak<dyn WriteBackAll>>>,
 }
 
 /// The newest position not yet remembered, and whether a task is at it.
@@ -117,7 +132,12 @@ struct Log {
     /// Sequence numbers of log objects a checkpoint has not yet absorbed.
     uncheckpointed: Vec<u64>,
     log_bytes: u64,
+    /// The part of `log_bytes` that is item data (inline records).
+    inline_log_bytes: u64,
     checkpoint_bytes: u64,
+    /// Records applied to the index but not yet in the log (write-backs):
+    /// they ride along with the next log write.
+    deferred: Vec<Record>,
     /// The chain value after log object `next_seq - 1`.
     chain: [u8; 32],
     /// Chain values at each position from the newest checkpoint's on, to
@@ -209,12 +229,24 @@ impl Drop for Journal {
     }
 }
 
+/// The item bytes in `records` (of small puts).
+fn inline_len<'a>(records: impl IntoIterator<Item = &'a Record>) -> u64 {
+    records
+        .into_iter()
+        .map(|r| match r {
+            Record::PutInline { data, .. } => data.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
 impl Log {
-    /// Notes that log object `seq` of `size` bytes, sealed as `sealed`, is
-    /// applied to the index.
-    fn applied(&mut self, seq: u64, size: u64, sealed: &[u8]) {
+    /// Notes that log object `seq` of `size` bytes (`inline` of them item
+    /// data), sealed as `sealed`, is applied to the index.
+    fn applied(&mut self, seq: u64, size: u64, inline: u64, sealed: &[u8]) {
         self.uncheckpointed.push(seq);
         self.log_bytes += size;
+        self.inline_log_bytes += inline;
         self.next_seq = seq + 1;
         self.chain = chain_next(&self.chain, seq, sealed);
         self.chains.insert(self.next_seq, self.chain);
@@ -270,7 +302,9 @@ impl Journal {
                 next_seq: 0,
                 uncheckpointed: Vec::new(),
                 log_bytes: 0,
+                inline_log_bytes: 0,
                 checkpoint_bytes: 0,
+                deferred: Vec::new(),
                 chain: CHAIN_START,
                 chains: BTreeMap::from([(0, CHAIN_START)]),
                 doubt: None,
@@ -280,6 +314,7 @@ impl Journal {
             seen: rollback.seen.clone(),
             remembering: Arc::default(),
             remembering_task: Mutex::new(None),
+            write_back: Mutex::new(None),
         };
         // The memory first: it only ever holds positions whose log writes
         // had landed, so a store read after it is at least there unless it
@@ -480,7 +515,7 @@ impl Journal {
         }
         let mut chains = BTreeMap::from([(next_seq, chain)]);
         let mut uncheckpointed = Vec::new();
-        let mut log_bytes = 0;
+        let (mut log_bytes, mut inline_log_bytes) = (0, 0);
         for seq in self.list_seqs(LOG_PREFIX).await? {
             if seq < next_seq {
                 continue; // absorbed by the checkpoint; left over from a crash
@@ -501,6 +536,7 @@ impl Journal {
             for record in &records {
                 index.apply(record)?;
             }
+            inline_log_bytes += inline_len(&records);
             uncheckpointed.push(seq);
             next_seq = seq + 1;
             chain = chain_next(&chain, seq, &sealed);
@@ -514,7 +550,13 @@ impl Journal {
         log.next_seq = next_seq;
         log.uncheckpointed = uncheckpointed;
         log.log_bytes = log_bytes;
+        log.inline_log_bytes = inline_log_bytes;
         log.checkpoint_bytes = checkpoint_bytes;
+        // Facts about this index (write-backs) that the new one may lack:
+        // still true of the pads, and harmless to apply again.
+        for record in log.deferred.clone() {
+            let _ = log.index.apply(&record);
+        }
         log.chain = chain;
         log.chains = chains;
         Ok(true)
@@ -696,7 +738,7 @@ impl Journal {
             for record in &records {
                 log.index.apply(record)?;
             }
-            log.applied(seq, size, &sealed);
+            log.applied(seq, size, inline_len(&records), &sealed);
         }
         Ok(true)
     }
@@ -740,6 +782,42 @@ impl Journal {
         f(&self.log.lock().expect("journal lock").index)
     }
 
+    /// Sets what writes pads back before a checkpoint.
+    pub fn set_write_back(&self, write_back: std::sync::Weak<dyn WriteBackAll>) {
+        *self.write_back.lock().expect("write-back slot") = Some(write_back);
+    }
+
+    /// Applies write-back records now (they are true of the pads as soon as
+    /// written) and keeps them to ride along with the next log write. Until
+    /// then another process still holds those items' bytes from the log,
+    /// and would at worst write them back again.
+    pub fn note_written_back(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut log = self.log.lock().expect("journal lock");
+        for record in &records {
+            if let Err(error) = log.index.apply(record) {
+                log::error!("a write-back record does not apply: {error}");
+            }
+        }
+        log.deferred.extend(records);
+    }
+
+    /// Whether write-back records wait for the next log write.
+    pub fn has_deferred(&self) -> bool {
+        !self.log.lock().expect("journal lock").deferred.is_empty()
+    }
+
+    /// Writes the records kept by `note_written_back`, if any, as a log
+    /// object of their own (`flush`, `close`, idle time).
+    pub async fn write_deferred(self: &Arc<Self>) -> Result<()> {
+        if self.log.lock().expect("journal lock").deferred.is_empty() {
+            return Ok(());
+        }
+        self.append(Vec::new()).await.map(|_| ())
+    }
+
     /// Makes `records` durable and applies them to the index, in order after
     /// every earlier append. Returns the pieces they released.
     pub async fn append(self: &Arc<Self>, records: Vec<Record>) -> Result<Vec<Piece>> {
@@ -761,7 +839,7 @@ impl Journal {
 
     async fn flush(self: Arc<Self>) {
         loop {
-            let batch = {
+            let (mut batch, deferred) = {
                 let mut log = self.log.lock().expect("journal lock");
                 if log.waiting.is_empty() {
                     log.flushing = false;
@@ -769,9 +847,26 @@ impl Journal {
                     self.flushed.notify_waiters();
                     return;
                 }
-                std::mem::take(&mut log.waiting)
+                (
+                    std::mem::take(&mut log.waiting),
+                    std::mem::take(&mut log.deferred),
+                )
             };
-            match self.write_batch(&batch).await {
+            if !deferred.is_empty() {
+                // Last: a write-back applies only to items already recorded.
+                let (done, _) = oneshot::channel();
+                batch.push(Append {
+                    records: deferred.clone(),
+                    done,
+                });
+            }
+            let written = self.write_batch(&batch).await;
+            if written.is_err() {
+                let mut log = self.log.lock().expect("journal lock");
+                let newer = std::mem::replace(&mut log.deferred, deferred);
+                log.deferred.extend(newer);
+            }
+            match written {
                 Ok((seq, sealed)) => {
                     let (at, answers) = self.apply_batch(batch, seq, &sealed);
                     self.remember_later(at);
@@ -798,7 +893,8 @@ impl Journal {
     /// position and the answer for each caller.
     fn apply_batch(&self, batch: Vec<Append>, seq: u64, sealed: &[u8]) -> (LogPosition, Answers) {
         let mut log = self.log.lock().expect("journal lock");
-        log.applied(seq, sealed.len() as u64, sealed);
+        let inline = inline_len(batch.iter().flat_map(|a| a.records.iter()));
+        log.applied(seq, sealed.len() as u64, inline, sealed);
         let mut answers = Vec::with_capacity(batch.len());
         for append in batch {
             let mut released = Ok(Vec::new());
@@ -889,7 +985,8 @@ impl Journal {
                         return Err(error);
                     }
                 }
-                log.applied(doubt.seq, doubt.sealed.len() as u64, &doubt.sealed);
+                let inline = inline_len(&doubt.records);
+                log.applied(doubt.seq, doubt.sealed.len() as u64, inline, &doubt.sealed);
             }
         }
         // The doubtful put kept its space, which is live only if it landed.
@@ -924,13 +1021,40 @@ impl Journal {
     /// the flush loop before the batch's callers are answered, so no append
     /// interleaves and the writer lock is held. A failure only postpones it.
     async fn checkpoint_if_due(&self) {
+        let (due, dirty) = {
+            let log = self.log.lock().expect("journal lock");
+            let records = log.log_bytes.saturating_sub(log.inline_log_bytes);
+            let due = records > self.checkpoint_interval.max(log.checkpoint_bytes)
+                || log.inline_log_bytes > INLINE_LOG_LIMIT.max(self.checkpoint_interval);
+            (due, !log.index.inline.is_empty())
+        };
+        if !due {
+            return;
+        }
+        if dirty {
+            // The log objects about to be absorbed hold item bytes: they
+            // must be in their pads first.
+            let write_back = self
+                .write_back
+                .lock()
+                .expect("write-back slot")
+                .as_ref()
+                .and_then(std::sync::Weak::upgrade);
+            if let Some(write_back) = write_back {
+                let records = write_back.write_back_all().await;
+                self.note_written_back(records);
+            }
+        }
         let (seq, plaintext, absorbed) = {
             let log = self.log.lock().expect("journal lock");
-            let due = log.log_bytes > self.checkpoint_interval.max(log.checkpoint_bytes);
             let Some(&seq) = log.uncheckpointed.last() else {
                 return;
             };
-            if !due || log.doubt.is_some() || log.stale {
+            if log.doubt.is_some() || log.stale {
+                return;
+            }
+            if !log.index.inline.is_empty() {
+                log::warn!("index checkpoint postponed: some small items are not written back yet");
                 return;
             }
             let checkpoint = CheckpointOut {
@@ -950,6 +1074,7 @@ impl Journal {
             let mut log = self.log.lock().expect("journal lock");
             log.uncheckpointed.retain(|s| *s > seq);
             log.log_bytes = 0;
+            log.inline_log_bytes = 0;
             log.checkpoint_bytes = plaintext.len() as u64;
             log.chains = log.chains.split_off(&(seq + 1));
         }

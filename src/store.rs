@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::allocator::{MemoryAllocator, PendingRecord};
+use crate::allocator::{self, Allocation, MemoryAllocator, PendingRecord};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
@@ -23,7 +23,7 @@ use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
-use crate::writer_gate::WriterGate;
+use crate::writer_gate::{WriterGate, WriterGuard};
 
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
@@ -164,6 +164,8 @@ struct Inner {
     /// Keys with a put or remove under way in this process.
     busy_keys: Mutex<HashSet<String>>,
     closed: AtomicBool,
+    /// Told of every small put, for the write-back once the store is idle.
+    activity: Arc<tokio::sync::Notify>,
 }
 
 fn now() -> u64 {
@@ -313,7 +315,7 @@ impl Store {
             orphans.sort();
             allocator.adopt_pads(orphans).await?;
         }
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 // Shown in reprs, messages and logs: never its credentials.
                 url: pad_store::redact_url(url),
@@ -324,8 +326,36 @@ impl Store {
                 max_new_pads: options.max_new_pads,
                 busy_keys: Mutex::new(HashSet::new()),
                 closed: AtomicBool::new(false),
+                activity: Arc::new(tokio::sync::Notify::new()),
             }),
-        })
+        };
+        store.spawn_idle_write_back();
+        if store.inner.allocator.log_only_bytes() > 0 {
+            // Small items another process committed and never wrote back
+            // (it crashed, or is still at work): this one takes them on.
+            store.inner.activity.notify_one();
+        }
+        Ok(store)
+    }
+
+    /// The task that writes everything back once the store is idle. It holds
+    /// the store weakly, so dropping the last handle ends it.
+    fn spawn_idle_write_back(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let activity = Arc::clone(&self.inner.activity);
+        tokio::spawn(allocator::write_back_when_idle(activity, move || {
+            let inner = weak.upgrade()?;
+            if inner.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            Some(async move {
+                if let Err(error) = (Store { inner }).write_back_everything().await {
+                    log::warn!(
+                        "writing small items back to their pads failed (they stay in the log): {error}"
+                    );
+                }
+            })
+        }));
     }
 
     /// The URL the store was opened with, credentials redacted
@@ -484,6 +514,11 @@ impl Store {
             }
         };
         drop(turn);
+        if allocator.log_first(size) {
+            return self
+                .put_in_log(key, data, allocation, exists.as_ref(), &writing, events)
+                .await;
+        }
         let data_id = allocation.data_id;
         let placement = (size > allocator.pad_size()).then(|| allocation.placement());
         let pending = allocation.keeper();
@@ -531,6 +566,114 @@ impl Store {
         }
         drop(allocation);
         events.finish(PutEvent::StoreComplete).await
+    }
+
+    /// Commits a small item with its bytes in the index log: one small
+    /// write, instead of rewriting the pads it shares. Its pads become dirty
+    /// and are written back later (see `allocator/write_back.rs`). The
+    /// upload events come before that log write, which commits the item.
+    async fn put_in_log(
+        &self,
+        key: &str,
+        data: Bytes,
+        mut allocation: Allocation,
+        previous: Option<&Entry>,
+        writing: &WriterGuard,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Result<()> {
+        let size = data.len() as u64;
+        let allocator = &self.inner.allocator;
+        let kept = allocation.keeper();
+        events
+            .emit(|| PutEvent::StartingUpload {
+                total_bytes: size,
+                total_pads: 0,
+            })
+            .await?;
+        // The index keeps these bytes until they are written back: its own
+        // copy, not a view of the caller's buffer.
+        let data = Bytes::copy_from_slice(&data);
+        let pieces = allocation.placement().await?;
+        let hash = allocator::inline_digest(&pieces, &data)?;
+        let touched: Vec<u64> = pieces.iter().map(|p| p.pad).collect();
+        events
+            .emit(|| PutEvent::UploadProgress {
+                bytes_written: size,
+                total_bytes: size,
+            })
+            .await?;
+        events.emit(|| PutEvent::UploadFinished).await?;
+        let entry = Entry {
+            data_id: allocation.data_id,
+            size,
+            hash,
+            pieces,
+            created: previous.map_or_else(now, |e| e.created),
+            modified: now(),
+        };
+        let record = Record::PutInline {
+            key: key.to_string(),
+            entry,
+            data,
+        };
+        match self.inner.journal.append(vec![record]).await {
+            Ok(released) => {
+                kept.store(true, Ordering::Release);
+                allocator.free(&released);
+            }
+            Err(error) => {
+                if self.inner.journal.in_doubt() {
+                    // Its record may have landed: keep the space until the
+                    // journal knows (the next rebuild frees it if not).
+                    kept.store(true, Ordering::Release);
+                }
+                return Err(error);
+            }
+        }
+        drop(allocation);
+        self.inner.activity.notify_one();
+        let (due, wait) = allocator.write_back_due(&touched);
+        if !due.is_empty() {
+            let (allocator, writing) = (Arc::clone(allocator), writing.clone());
+            let work = tokio::spawn(async move {
+                let written = allocator.write_back(due).await;
+                drop(writing);
+                written
+            });
+            if wait {
+                // Over the memory bound: this put waits for room. Its item
+                // is committed whatever the write-back does.
+                if let Ok(Err(error)) = work.await {
+                    log::warn!("writing small items back failed (they stay in the log): {error}");
+                }
+            }
+        }
+        events.finish(PutEvent::StoreComplete).await
+    }
+
+    /// Writes every pad holding log-only bytes and records that in the log.
+    async fn write_back_everything(&self) -> Result<()> {
+        if self.inner.allocator.log_only_bytes() == 0 && !self.inner.journal.has_deferred() {
+            return Ok(()); // nothing to do: not even the writer lock is needed
+        }
+        let _writing = self.inner.gate.enter().await?;
+        let allocator = &self.inner.allocator;
+        allocator.write_backs_idle().await;
+        allocator.write_back(allocator.dirty_pads()).await?;
+        self.inner.journal.write_deferred().await
+    }
+
+    /// Writes back everything this store holds only in its log: afterwards
+    /// every item is in its pads, and the log holds records only.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        self.write_back_everything().await
+    }
+
+    /// Bytes of small items committed in the log and not yet written back
+    /// to their pads (held in memory by every process that read the log).
+    pub fn log_only_bytes(&self) -> u64 {
+        self.inner.allocator.log_only_bytes()
     }
 
     /// Records `key -> pieces` in the index; returns the space it released.
@@ -652,9 +795,10 @@ impl Store {
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
         let lookup = || {
-            self.inner
-                .journal
-                .read(|index| index.items.get(key).cloned())
+            self.inner.journal.read(|index| {
+                let entry = index.items.get(key)?;
+                Some((entry.clone(), index.inline_data(entry)))
+            })
         };
         let entry = match lookup() {
             Some(entry) => entry,
@@ -665,16 +809,22 @@ impl Store {
             }
         };
         let allocator = &self.inner.allocator;
-        let buffer = make_buffer(usize_size(entry.size)?)?;
-        match allocator.read(&entry, buffer, events).await {
+        let read = |(entry, inline): (Entry, Option<Bytes>), buffer: B| async move {
+            match inline {
+                Some(data) => allocator.read_inline(&entry, data, buffer, events).await,
+                None => allocator.read(&entry, buffer, events).await,
+            }
+        };
+        let buffer = make_buffer(usize_size(entry.0.size)?)?;
+        match read(entry.clone(), buffer).await {
             Err(Error::Integrity(message)) => {
                 // Another process may have replaced or removed the item
                 // (and reused its space); only then is a second look right.
                 self.inner.gate.catch_up().await?;
                 match lookup() {
-                    Some(fresh) if fresh != entry => {
-                        let buffer = make_buffer(usize_size(fresh.size)?)?;
-                        allocator.read(&fresh, buffer, events).await
+                    Some(fresh) if fresh.0 != entry.0 => {
+                        let buffer = make_buffer(usize_size(fresh.0.size)?)?;
+                        read(fresh, buffer).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
                     Some(_) => Err(Error::Integrity(message)),
@@ -788,10 +938,23 @@ impl Store {
     /// completed call is already durable; closing also waits until the
     /// writer lock is given back (an S3 lease deleted, not left to expire).
     pub async fn close(&self) -> Result<()> {
+        let flushed = if self.inner.closed.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            self.write_back_everything().await
+        };
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.activity.notify_one(); // the idle task sees it is closed
         self.inner.gate.released().await;
         self.inner.journal.settled().await;
-        Ok(())
+        flushed
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Wakes the idle write-back task, which then finds the store gone.
+        self.activity.notify_one();
     }
 }
 

@@ -11,6 +11,7 @@ mod memory_map;
 mod reliability;
 mod s3;
 mod secrets;
+mod small_writes;
 mod store;
 
 /// A name no other test (or earlier run) uses: for objects and stores that

@@ -305,10 +305,13 @@ async fn a_rolled_back_pad_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap().to_string();
     let store = Store::open(&url, options()).await.unwrap();
+    // Flushed, so that the pad (not only the log) holds each small item.
     put(&store, "first", &data(100, 1)).await.unwrap();
+    store.flush().await.unwrap();
     let pad = files(dir.path(), "p").remove(0);
     let old = std::fs::read(&pad).unwrap();
     put(&store, "second", &data(100, 2)).await.unwrap();
+    store.flush().await.unwrap();
     drop(store);
     std::fs::write(&pad, old).unwrap();
     let store = Store::open(&url, options()).await.unwrap();

@@ -224,7 +224,8 @@ async fn put_into_free_space_emits_no_reservation_events() {
     let store = open(memory().await, options()).await;
     put(&store, "first", &data(100, 1)).await;
     let recorder = Recorder::new();
-    let value = data(200, 2);
+    // Above the log-first size (1/16 of a pad): written to its pad directly.
+    let value = data(1000, 2);
     store
         .store_item(
             "second",
@@ -238,12 +239,12 @@ async fn put_into_free_space_emits_no_reservation_events() {
         recorder.events(),
         [
             PutEvent::StartingUpload {
-                total_bytes: 200,
+                total_bytes: 1000,
                 total_pads: 1
             },
             PutEvent::UploadProgress {
-                bytes_written: 200,
-                total_bytes: 200
+                bytes_written: 1000,
+                total_bytes: 1000
             },
             PutEvent::ScratchpadUploadComplete { index: 1, total: 1 },
             PutEvent::ScratchpadCommitComplete { index: 1, total: 1 },

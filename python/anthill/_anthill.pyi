@@ -116,8 +116,17 @@ class NativeStore:
     def len(self) -> int:
         """The number of stored (committed) keys."""
 
+    def flush(self) -> None:
+        """Writes back every small item held only in the log."""
+
+    def flush_async(self) -> Awaitable[None]:
+        """Awaitable ``flush``."""
+
+    def unflushed_bytes(self) -> int:
+        """Bytes of small items held only in the log."""
+
     def close(self) -> None:
-        """Closes the store; later calls raise ``InvalidInputError``."""
+        """Flushes and closes the store; later calls raise ``InvalidInputError``."""
 
     def backend_stats(self) -> BackendStats | None:
         """Counters of a ``sim+`` backend, else ``None``."""

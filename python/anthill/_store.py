@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, KeysView, MutableMapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -96,11 +99,12 @@ class Store(MutableMapping[str, bytes]):
     b'hello'
     """
 
-    __slots__ = ("_native",)
+    __slots__ = ("__weakref__", "_native")
 
     def __init__(self, native: _anthill.NativeStore) -> None:
         """Use :func:`anthill.open` to make a store."""
         self._native = native
+        _open_stores.add(self)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -256,11 +260,36 @@ class Store(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return self._native.len()
 
+    # --- small writes ----------------------------------------------------------
+
+    def flush(self) -> None:
+        """Writes back to their pads the small items held only in the store's log.
+
+        A small item (up to 1/16 of a pad) is committed by one write of its
+        bytes to the store's log: it is durable, and readable by every
+        process, as soon as :meth:`store_item` returns. The pads it shares are
+        written later, in the background; ``flush`` does it now. ``close()``
+        and the interpreter's exit flush too.
+        """
+        self._native.flush()
+
+    async def flush_async(self) -> None:
+        """The awaitable :meth:`flush`."""
+        await self._native.flush_async()
+
+    def unflushed_bytes(self) -> int:
+        """Bytes of small items committed in the log and not yet written back
+        to their pads (``0`` after :meth:`flush`)."""
+        return self._native.unflushed_bytes()
+
     # --- closing ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Finishes pending writes and closes the store; later calls raise
-        :class:`InvalidInputError`. Closing twice is harmless."""
+        """Writes back what the log alone holds (see :meth:`flush`) and closes
+        the store; later calls raise :class:`InvalidInputError`. Closing twice
+        is harmless. If the write-back fails, the store is closed anyway (the
+        items stay safe in its log, for the next open) and the error raised."""
+        _open_stores.discard(self)
         self._native.close()
 
     def __enter__(self) -> Self:
@@ -273,6 +302,24 @@ class Store(MutableMapping[str, bytes]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Writes back the small items of stores left open when Python exits. They
+    are safe in the log either way; this spares the next open the work."""
+    for store in list(_open_stores):
+        try:
+            store.flush()
+        except Exception as error:  # noqa: BLE001 - exiting: report, go on
+            logging.getLogger("anthill").warning(
+                "could not write back %s at exit (its items stay in its log): %s",
+                store.url,
+                error,
+            )
 
 
 def _key(key: object) -> str:

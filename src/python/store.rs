@@ -251,6 +251,24 @@ impl NativeStore {
         block_on_read(py, async move { store.len().await })
     }
 
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.store.clone();
+        block_on(py, async move { store.flush().await })
+    }
+
+    fn flush_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.store.clone();
+        awaitable(
+            py,
+            get_current_locals(py)?,
+            async move { store.flush().await },
+        )
+    }
+
+    fn unflushed_bytes(&self) -> u64 {
+        self.store.log_only_bytes()
+    }
+
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let store = self.store.clone();
         block_on(py, async move { store.close().await })

@@ -26,6 +26,9 @@ use crate::pad::fills_pad;
 use crate::pad_io::{PadIo, PadWriter};
 use crate::writer_gate::WriterGuard;
 
+mod write_back;
+pub use write_back::{IDLE, LOG_FIRST_FRACTION, MEMORY_BOUND, write_back_when_idle};
+
 /// Makes a put's pending record (`Record::Pending`) from its data id and
 /// pieces, for the expansion to write in the same index write as the new
 /// pads it reserved: a put needing new pads then waits for one index write
@@ -48,6 +51,7 @@ pub struct MemoryAllocator {
     expansion: Arc<tokio::sync::Mutex<()>>,
     reservation_concurrency: usize,
     download_concurrency: usize,
+    write_backs: write_back::WriteBacks,
 }
 
 /// Space handed out for one item, not yet committed to the index.
@@ -119,7 +123,7 @@ impl MemoryAllocator {
     ) -> Result<Arc<Self>> {
         let writer = PadWriter::new(Arc::clone(&io));
         let (map, next_data_id) = build_map(&journal, &writer, io.pad_size)?;
-        Ok(Arc::new(Self {
+        let allocator = Arc::new(Self {
             io,
             writer,
             journal,
@@ -129,7 +133,12 @@ impl MemoryAllocator {
             expansion: Arc::new(tokio::sync::Mutex::new(())),
             reservation_concurrency,
             download_concurrency,
-        }))
+            write_backs: Default::default(),
+        });
+        let hook: std::sync::Weak<dyn crate::journal::WriteBackAll> =
+            Arc::downgrade(&allocator) as _;
+        allocator.journal.set_write_back(hook);
+        Ok(allocator)
     }
 
     /// Rebuilds the map and pad table from the index, after another process
@@ -887,6 +896,40 @@ impl MemoryAllocator {
         Ok(out)
     }
 
+    /// Reads an item whose bytes the index holds (committed in the log and
+    /// not yet written back) into `out`, checking its digest as a read from
+    /// its pads would.
+    pub async fn read_inline<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        entry: &Entry,
+        data: Bytes,
+        mut out: B,
+        events: &EventSink<GetEvent>,
+    ) -> Result<B> {
+        let total_bytes = entry.size;
+        events
+            .emit(|| GetEvent::StartingDownload { total_bytes })
+            .await?;
+        if inline_digest(&entry.pieces, &data)? != entry.hash {
+            return Err(Error::integrity(
+                "item content does not match its digest: its index log record was modified",
+            ));
+        }
+        let target = out.as_mut();
+        if target.len() != data.len() {
+            return Err(Error::invalid("the output buffer is not the item's size"));
+        }
+        target.copy_from_slice(&data);
+        events
+            .emit(|| GetEvent::DownloadProgress {
+                bytes_read: total_bytes,
+                total_bytes,
+            })
+            .await?;
+        events.finish(GetEvent::DownloadFinished).await?;
+        Ok(out)
+    }
+
     /// Returns pieces to free space (after the index released them).
     pub fn free(&self, pieces: &[Piece]) {
         let pad_size = self.io.pad_size;
@@ -905,6 +948,26 @@ impl MemoryAllocator {
             log::error!("freeing released space failed: {error}");
         }
     }
+}
+
+/// The digest of an item whose pieces all share pads, from its bytes: what
+/// reading its pieces back yields (see `crypto::item_digest`).
+pub fn inline_digest(pieces: &[Piece], data: &[u8]) -> Result<Digest> {
+    let mut digests = Vec::with_capacity(pieces.len());
+    let mut at = 0usize;
+    for piece in pieces {
+        let end = usize::try_from(piece.len)
+            .ok()
+            .and_then(|len| at.checked_add(len))
+            .filter(|&end| end <= data.len())
+            .ok_or_else(|| Error::integrity("an item's pieces do not tile its bytes"))?;
+        digests.push(crypto::piece_digest(&data[at..end]));
+        at = end;
+    }
+    if at != data.len() {
+        return Err(Error::integrity("an item's pieces do not tile its bytes"));
+    }
+    Ok(crypto::item_digest(&digests))
 }
 
 /// A pad written for an item: its ordinal, the version that holds the

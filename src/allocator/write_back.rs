@@ -1,0 +1,249 @@
+//! Write-back: small items are committed with their bytes in the index log
+//! (one small write), and the pads they share are written later, one write
+//! per pad carrying every piece queued for it, as databases write pages
+//! back behind their write-ahead log.
+//!
+//! What is queued is not kept here but in the index ([`Index::inline`]),
+//! since every process replaying the log must hold those bytes anyway. A pad
+//! is written back when
+//! - its log-only bytes reach half a pad (a put that makes it so starts the
+//!   write in the background),
+//! - the log-only bytes of the store pass [`MEMORY_BOUND`] (the put waits
+//!   for the dirtiest pads to be written, so memory stays bounded),
+//! - the store has been idle for [`IDLE`] (a background task),
+//! - a checkpoint is due (the log objects it absorbs must not be the only
+//!   copy of any item),
+//! - on `flush` and `close`.
+//!
+//! Each write is recorded by a [`Record::WrittenBack`] naming the items it
+//! holds, applied at once and carried by the next log write.
+//!
+//! [`Index::inline`]: crate::index::Index::inline
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::{MemoryAllocator, writer_gone};
+use crate::error::{Error, Result};
+use crate::index::Record;
+use crate::journal::WriteBackAll;
+
+/// Most item bytes held only in the log (and so in memory, by every process
+/// that replayed it) before puts wait for pads to be written back.
+pub const MEMORY_BOUND: u64 = 64 << 20;
+
+/// A store idle this long writes back every pad it holds log-only bytes for.
+pub const IDLE: Duration = Duration::from_secs(1);
+
+/// The largest item committed in the log rather than written to its pads:
+/// `pad_size / LOG_FIRST_FRACTION`. Above it an item is large enough that
+/// writing its pads directly costs little more than the item itself.
+pub const LOG_FIRST_FRACTION: u64 = 16;
+
+/// Pads being written back now, so triggers do not queue one twice.
+#[derive(Default)]
+pub struct WriteBacks {
+    in_flight: Mutex<HashSet<u64>>,
+    idle: tokio::sync::Notify,
+}
+
+impl MemoryAllocator {
+    /// Whether an item of `size` bytes is committed in the log first.
+    pub fn log_first(&self, size: u64) -> bool {
+        size <= self.io.pad_size / LOG_FIRST_FRACTION
+    }
+
+    /// The pads to write back after a put that touched `touched`, and
+    /// whether the put must wait for them (the memory bound is passed).
+    pub fn write_back_due(&self, touched: &[u64]) -> (Vec<u64>, bool) {
+        let half = self.io.pad_size / 2;
+        let in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
+        self.journal.read(|index| {
+            let mut due: Vec<u64> = touched
+                .iter()
+                .copied()
+                .filter(|pad| {
+                    index
+                        .dirty_pads
+                        .get(pad)
+                        .is_some_and(|dirty| dirty.bytes >= half)
+                })
+                .collect();
+            let over = index.inline_bytes > MEMORY_BOUND;
+            if over {
+                // The dirtiest pads, until half the bound would be left.
+                let mut pads: Vec<(u64, u64)> = index
+                    .dirty_pads
+                    .iter()
+                    .map(|(pad, dirty)| (dirty.bytes, *pad))
+                    .collect();
+                pads.sort_unstable_by(|a, b| b.cmp(a));
+                let mut left = index.inline_bytes;
+                for (bytes, pad) in pads {
+                    if left <= MEMORY_BOUND / 2 {
+                        break;
+                    }
+                    due.push(pad);
+                    left -= bytes.min(left);
+                }
+            }
+            due.sort_unstable();
+            due.dedup();
+            due.retain(|pad| !in_flight.contains(pad));
+            (due, over)
+        })
+    }
+
+    /// Every pad holding log-only bytes.
+    pub fn dirty_pads(&self) -> Vec<u64> {
+        self.journal
+            .read(|index| index.dirty_pads.keys().copied().collect())
+    }
+
+    /// Bytes of items held only in the log.
+    pub fn log_only_bytes(&self) -> u64 {
+        self.journal.read(|index| index.inline_bytes)
+    }
+
+    /// Writes back `pads` (concurrently, within the store's upload limit)
+    /// and notes each write in the journal. Call inside the writer gate.
+    /// Fails with the first failure, after every pad was tried.
+    pub async fn write_back(&self, pads: Vec<u64>) -> Result<()> {
+        let (records, failure) = self.write_pads_back(pads).await;
+        self.journal.note_written_back(records);
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Resolves once no write-back of this store is under way.
+    pub async fn write_backs_idle(&self) {
+        loop {
+            let notified = self.write_backs.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self
+                .write_backs
+                .in_flight
+                .lock()
+                .expect("write-backs lock")
+                .is_empty()
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn write_pads_back(&self, pads: Vec<u64>) -> (Vec<Record>, Option<Error>) {
+        let pads: Vec<u64> = {
+            let mut in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
+            pads.into_iter()
+                .filter(|pad| in_flight.insert(*pad))
+                .collect()
+        };
+        let mut writes: FuturesUnordered<_> = pads
+            .iter()
+            .map(|&pad| async move { (pad, self.write_pad_back(pad).await) })
+            .collect();
+        let (mut records, mut failure) = (Vec::new(), None);
+        while let Some((pad, outcome)) = writes.next().await {
+            match outcome {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(error) => {
+                    log::warn!(
+                        "writing pad {pad} back failed (its items stay in the log): {error}"
+                    );
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        drop(writes);
+        let mut in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
+        for pad in &pads {
+            in_flight.remove(pad);
+        }
+        if in_flight.is_empty() {
+            self.write_backs.idle.notify_waiters();
+        }
+        (records, failure)
+    }
+
+    /// Writes pad `pad`'s log-only parts into it in one pad write.
+    async fn write_pad_back(&self, pad: u64) -> Result<Option<Record>> {
+        let pad_size = self.io.pad_size;
+        let parts = self.journal.read(|index| index.dirty_parts(pad));
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let mut data_ids = Vec::with_capacity(parts.len());
+        let mut patches = Vec::with_capacity(parts.len());
+        for (data_id, offset, bytes) in parts {
+            let fits = offset
+                .checked_add(bytes.len() as u64)
+                .is_some_and(|end| end <= pad_size);
+            if !fits {
+                return Err(Error::integrity(format!(
+                    "the index places log-only bytes outside pad {pad}"
+                )));
+            }
+            data_ids.push(data_id);
+            patches.push((offset, bytes));
+        }
+        data_ids.sort_unstable();
+        data_ids.dedup();
+        let write = self.writer.write(pad, patches)?;
+        let (version, _tag) = write.committed.await.map_err(writer_gone)??;
+        Ok(Some(Record::WrittenBack {
+            pad,
+            version,
+            data_ids,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl WriteBackAll for MemoryAllocator {
+    async fn write_back_all(&self) -> Vec<Record> {
+        let mut all = Vec::new();
+        // A write-back a put started may be under way: its pads are left to
+        // it, and written again here if it did not take everything.
+        for _ in 0..3 {
+            self.write_backs_idle().await;
+            let pads = self.dirty_pads();
+            if pads.is_empty() {
+                break;
+            }
+            let (records, _) = self.write_pads_back(pads).await;
+            self.journal.note_written_back(records.clone());
+            all.extend(records);
+        }
+        all
+    }
+}
+
+/// The background task of a store: writes everything back once the store
+/// has been idle for [`IDLE`]. `activity` is told of each put; the task
+/// ends when `alive` says the store is gone.
+pub async fn write_back_when_idle<F, Fut>(activity: Arc<tokio::sync::Notify>, mut flush: F)
+where
+    F: FnMut() -> Option<Fut>,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        activity.notified().await;
+        // Wait until a whole idle period passes without a put.
+        loop {
+            let quiet = tokio::time::timeout(IDLE, activity.notified()).await;
+            if quiet.is_err() {
+                break;
+            }
+        }
+        match flush() {
+            Some(work) => work.await,
+            None => return,
+        }
+    }
+}
