@@ -3,8 +3,10 @@
 //! Every change (a put, a remove, adopting pads) happens inside the gate.
 //! The first caller in a process takes the backend's writer lock (a file lock
 //! on a local folder, a lease on S3) and catches up with what other processes
-//! wrote meanwhile; later callers in the same process share it; the last one
-//! out releases it once no pad upload of this process is still in flight.
+//! wrote meanwhile; later callers in the same process share it. The last one
+//! out leaves it held a short while (the backend's linger), so a loop of puts
+//! takes it once; then it is released, once no pad upload of this process is
+//! still in flight.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,7 +34,10 @@ pub struct WriterGate {
 #[derive(Default)]
 struct Held {
     holders: usize,
+    /// Held while there are holders, and for a linger after the last.
     lock: Option<Arc<dyn WriterLock>>,
+    /// Entries so far: a lingering release gives up if it changed.
+    entries: u64,
 }
 
 /// A caller's place inside the gate; clones count as callers too.
@@ -61,14 +66,30 @@ impl WriterGate {
     /// process did not hold it.
     pub async fn enter(self: &Arc<Self>) -> Result<WriterGuard> {
         let _entry = self.entry.lock().await;
-        {
+        let lingering = {
             let mut held = self.held.lock().expect("gate lock");
+            held.entries += 1;
             if held.holders > 0 {
                 held.holders += 1;
                 return Ok(WriterGuard {
                     gate: Arc::clone(self),
                 });
             }
+            if held.lock.is_some() {
+                held.holders = 1;
+            }
+            held.lock.is_some()
+        };
+        if lingering {
+            // Held all along: nobody else wrote. Unless a write of ours may
+            // have landed unseen: then catch up, as a fresh holder would.
+            let guard = WriterGuard {
+                gate: Arc::clone(self),
+            };
+            if self.journal.in_doubt() && self.journal.refresh(true).await? {
+                self.allocator.rebuild()?;
+            }
+            return Ok(guard);
         }
         let lock: Arc<dyn WriterLock> = Arc::from(self.backend.lock_writer(&self.holder).await?);
         // Nothing of this process is in flight: safe to catch up and rebuild.
@@ -81,6 +102,7 @@ impl WriterGate {
         self.journal.set_writer_lock(Some(Arc::clone(&lock)));
         let mut held = self.held.lock().expect("gate lock");
         held.holders = 1;
+        held.entries += 1;
         held.lock = Some(lock);
         Ok(WriterGuard {
             gate: Arc::clone(self),
@@ -93,7 +115,7 @@ impl WriterGate {
     /// deleting old objects right then) is it read again under the lock.
     pub async fn catch_up(self: &Arc<Self>) -> Result<()> {
         let entry = self.entry.lock().await;
-        if self.held.lock().expect("gate lock").holders > 0 {
+        if self.held.lock().expect("gate lock").lock.is_some() {
             return Ok(()); // this process is the writer: its view is current
         }
         match self.journal.refresh(false).await {
@@ -111,11 +133,54 @@ impl WriterGate {
         }
     }
 
-    /// Waits until the last writer lock this process held is given back.
+    /// Gives back a lingering writer lock now, and waits until the last one
+    /// this process held is given back.
     pub async fn released(&self) {
+        let lingering = {
+            let mut held = self.held.lock().expect("gate lock");
+            if held.holders == 0 {
+                held.lock.take()
+            } else {
+                None
+            }
+        };
+        if let Some(lock) = lingering {
+            self.release(lock).await;
+        }
         let task = self.releasing.lock().expect("gate lock").take();
         if let Some(task) = task {
             let _ = task.await;
+        }
+    }
+
+    /// Releases `lock`, taken out of `held`, once this process's writes are done.
+    fn release(&self, lock: Arc<dyn WriterLock>) -> impl std::future::Future<Output = ()> + use<> {
+        self.journal.set_writer_lock(None);
+        // A failed put may leave pad uploads in flight; they must land
+        // before another process may write those pads. So must the index
+        // write after the last append (a checkpoint, deletes).
+        let (allocator, journal) = (Arc::clone(&self.allocator), Arc::clone(&self.journal));
+        async move {
+            allocator.writer_idle().await;
+            journal.flushed().await;
+            lock.release().await;
+            drop(lock);
+        }
+    }
+
+    /// After the last holder left: releases the lock after the linger,
+    /// unless the gate was entered again meanwhile.
+    async fn release_after_linger(self: Arc<Self>, entries: u64) {
+        tokio::time::sleep(self.backend.writer_lock_linger()).await;
+        let lock = {
+            let mut held = self.held.lock().expect("gate lock");
+            if held.holders > 0 || held.entries != entries {
+                return;
+            }
+            held.lock.take()
+        };
+        if let Some(lock) = lock {
+            self.release(lock).await;
         }
     }
 }
@@ -136,24 +201,15 @@ impl Drop for WriterGuard {
         if held.holders > 0 {
             return;
         }
-        let Some(lock) = held.lock.take() else { return };
-        self.gate.journal.set_writer_lock(None);
-        // A failed put may leave pad uploads in flight; they must land
-        // before another process may write those pads. So must the index
-        // write after the last append (a checkpoint, deletes).
-        let writer_idle = self.gate.allocator.writer_idle();
-        let journal = Arc::clone(&self.gate.journal);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let task = runtime.spawn(async move {
-                    writer_idle.await;
-                    journal.flushed().await;
-                    lock.release().await;
-                    drop(lock);
-                });
+                let task = runtime.spawn(Arc::clone(&self.gate).release_after_linger(held.entries));
                 *self.gate.releasing.lock().expect("gate lock") = Some(task);
             }
-            Err(_) => drop(lock),
+            Err(_) => {
+                self.gate.journal.set_writer_lock(None);
+                drop(held.lock.take());
+            }
         }
     }
 }

@@ -303,6 +303,7 @@ def test_a_full_disk_is_a_backend_error_and_loses_nothing(tiny_disk: Path) -> No
         assert reopened.fetch_item(key) == data
     summary = reopened.summary()
     assert summary.used_space == sum(len(d) for d in stored.values()) and summary.pending == 0
+    reopened.close()  # gives its lock file back before the disk is unmounted
 
 
 CLI_CASES = [

@@ -47,6 +47,33 @@ impl FolderWriter {
         self.write(name, content, true)
     }
 
+    /// Creates the object `name` with `content` only if it does not exist:
+    /// `false` if it does (left untouched). The staging file is linked into
+    /// place, which fails rather than replace. Blocks.
+    pub fn create(&self, name: &str, content: &[u8]) -> Result<bool, BackendError> {
+        let path = self.root.join(name);
+        let fsync = self.fsync;
+        let (mut file, staging) = self
+            .staging_file(&path, fsync)
+            .map_err(|error| self.error(&error, name))?;
+        let linked = file
+            .write_all(content)
+            .and_then(|()| if fsync { file.sync_all() } else { Ok(()) })
+            .and_then(|()| {
+                drop(file);
+                std::fs::hard_link(&staging, &path)
+            });
+        let _ = std::fs::remove_file(&staging);
+        match linked {
+            Ok(()) => {
+                sync_parent(&path, fsync).map_err(|error| self.error(&error, name))?;
+                Ok(true)
+            }
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(self.error(&error, name)),
+        }
+    }
+
     fn write(&self, name: &str, content: &[u8], fsync: bool) -> Result<PutReceipt, BackendError> {
         let path = self.root.join(name);
         let (mut file, staging) = self
@@ -157,6 +184,23 @@ mod tests {
                 .collect();
             assert_eq!(names, ["abc"]);
         }
+    }
+
+    #[test]
+    fn create_never_replaces_and_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for fsync in [false, true] {
+            let writer = FolderWriter::new(dir.path().into(), fsync, "test".into());
+            let name = format!("j/{fsync}");
+            assert!(writer.create(&name, b"first").unwrap());
+            assert!(!writer.create(&name, b"second").unwrap());
+            assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), b"first");
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("j"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]

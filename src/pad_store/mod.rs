@@ -159,6 +159,13 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// is dropped.
     async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError>;
 
+    /// How long a process keeps the writer lock after its last change, so
+    /// that a loop of changes takes it once, not once per change. Others
+    /// wait that much longer for it.
+    fn writer_lock_linger(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Deletes what interrupted writes left behind (a local folder's staging
     /// files after a crash). Call with the writer lock held. Returns how many
     /// were removed.

@@ -8,6 +8,7 @@
 use std::error::Error as StdError;
 use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -480,6 +481,15 @@ impl PadStore for ObjectPadStore {
 
     fn folder_writer(&self) -> Option<FolderWriter> {
         self.folder.clone()
+    }
+
+    fn writer_lock_linger(&self) -> Duration {
+        match self.locking {
+            // Taking a lease costs several round trips and a pause.
+            Locking::Lease(_) => Duration::from_secs(1),
+            // A file lock or a mutex costs a hand-off between threads.
+            Locking::Folder { .. } | Locking::InProcess(_) => Duration::from_millis(5),
+        }
     }
 
     fn describe(&self) -> String {

@@ -554,6 +554,10 @@ impl PadStore for SimPadStore {
         self.inner.remove_partial_writes().await
     }
 
+    fn writer_lock_linger(&self) -> std::time::Duration {
+        self.inner.writer_lock_linger()
+    }
+
     fn describe(&self) -> String {
         let inner = self.inner.describe();
         let mut params = Vec::new();
