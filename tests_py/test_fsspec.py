@@ -333,3 +333,44 @@ def test_pandas_round_trip_through_parquet_and_csv(tmp_path: Path) -> None:
     ) == ["day"]
     store = anthill.open(options["store"])
     assert list(store.keys()) == ["weather/2026.csv", "weather/2026.parquet"]
+
+
+# --- the async filesystem ----------------------------------------------------------
+
+
+def write_requests(store: anthill.Store) -> int:
+    stats = store.backend_stats()
+    assert stats is not None
+    return stats.put.calls + stats.reserve.calls
+
+
+def test_bulk_writes_run_together(make_store: Callable[..., anthill.Store]) -> None:
+    """fs.pipe and fs.put store their items concurrently, so the store
+    writes them in few backend requests instead of at least one each."""
+    store = make_store(f"sim+memory://fsspec-{uuid.uuid4().hex}?latency_ms=5", pad_size=65536)
+    fs = AnthillFileSystem(store=store)
+    before = write_requests(store)
+    fs.pipe({f"bulk/{i:03d}": b"%03d" % i for i in range(100)})
+    piped = write_requests(store) - before
+    assert fs.cat("bulk/*") == {f"bulk/{i:03d}": b"%03d" % i for i in range(100)}
+    assert piped < 50, piped
+
+    one_by_one = write_requests(store)
+    for i in range(10):
+        fs.pipe_file(f"single/{i}", b"x")
+    assert write_requests(store) - one_by_one >= 10
+
+
+async def test_async_use_inside_an_event_loop(
+    make_store: Callable[..., anthill.Store],
+) -> None:
+    fs = AnthillFileSystem(store=make_store(), asynchronous=True)
+    await fs._pipe({"a/1": b"one", "a/2": b"two"})
+    assert await fs._cat("a/*") == {"a/1": b"one", "a/2": b"two"}
+    assert await fs._cat_file("a/2", start=1) == b"wo"
+    assert await fs._ls("a", detail=False) == ["a/1", "a/2"]
+    assert await fs._isdir("a") and await fs._isfile("a/1")
+    await fs._rm("a", recursive=True)
+    assert not await fs._exists("a")
+    with pytest.raises(FileNotFoundError):
+        await fs._cat_file("a/1")

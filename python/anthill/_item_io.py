@@ -7,7 +7,9 @@ reads and writes whole items only (``fetch_item`` / ``store_item``), so:
   (one per open file) keeps the item after its first read, so later reads of
   the same file do not fetch it again;
 - a file opened for writing gathers its bytes in memory and stores them as
-  one item when it is committed (:class:`ItemWriter`).
+  one item when it is committed (:class:`ItemWriter`);
+- copying a local file in or out holds it whole in memory
+  (:func:`store_local_file_async`, :func:`fetch_to_local_file_async`).
 
 The memory a file costs is therefore its whole size, once. When the store
 gains streaming (``Store.open_item``, ``fetch_range``, ``store_file``), only
@@ -16,12 +18,21 @@ the bodies here change: the adapters keep calling these names.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._store import Store
 
-__all__ = ["ItemRangeReader", "ItemWriter", "read_range", "read_range_async"]
+__all__ = [
+    "ItemRangeReader",
+    "ItemWriter",
+    "fetch_to_local_file_async",
+    "read_range",
+    "read_range_async",
+    "store_local_file_async",
+]
 
 
 def _slice(data: bytes, start: int | None, end: int | None) -> bytes:
@@ -88,3 +99,15 @@ class ItemWriter:
 
     def discard(self) -> None:
         self._data = bytearray()
+
+
+async def store_local_file_async(store: Store, key: str, path: str, *, overwrite: bool) -> None:
+    """Stores the local file ``path`` as the item ``key`` (read whole for now)."""
+    data = await asyncio.to_thread(Path(path).read_bytes)
+    await store.store_item_async(key, data, overwrite=overwrite)
+
+
+async def fetch_to_local_file_async(store: Store, key: str, path: str) -> int:
+    """Writes the item ``key`` to the local file ``path``; the bytes written."""
+    data = await store.fetch_item_async(key)
+    return await asyncio.to_thread(Path(path).write_bytes, data)

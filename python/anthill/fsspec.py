@@ -24,11 +24,21 @@ when it must not (``mode="create"``, ``"xb"``) a :class:`FileExistsError`, as
 fsspec's callers expect; every other failure is anthill's own exception
 (:class:`anthill.BackendError`, :class:`anthill.IntegrityError`, ...).
 
+Async. It is an fsspec async filesystem over the store's ``*_async``
+methods: bulk calls (``cat``, ``pipe``, ``put``, ``get``, ``copy``, ``rm`` of
+many paths) run their items concurrently, so the store writes many small
+items in few backend requests; ``asynchronous=True`` gives the awaitable
+``_cat_file``, ``_pipe``, ... inside a running event loop. Listing and
+existence checks call the store's synchronous ``list_items``/``keys``/``in``
+(they have no async twins): short calls, but they hold up the event loop
+while they catch up with other writers.
+
 Reading and writing. The store reads and writes whole items for now: a file
 opened ``"rb"`` fetches its item at the first read and serves every later read
 from that copy, ``cat_file`` with a range fetches and slices, and a file
 opened ``"wb"`` keeps what is written in memory and stores it as one item when
-closed. All of that goes through ``anthill._item_io``, which streaming reads
+closed; ``put_file``/``get_file`` read or write the local file whole. All
+of that goes through ``anthill._item_io``, which streaming reads
 and writes will replace without changing this module. ``mv`` is a copy then
 a remove.
 """
@@ -37,20 +47,27 @@ from __future__ import annotations
 
 import abc
 import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+from fsspec.asyn import AsyncFileSystem, _run_coros_in_chunks  # type: ignore[import-untyped]
 from fsspec.spec import (  # type: ignore[import-untyped]
     AbstractBufferedFile,
-    AbstractFileSystem,
     _Cached,
     make_instance,
 )
 
 from anthill._errors import KeyExistsError, KeyNotFoundError
-from anthill._item_io import ItemRangeReader, ItemWriter, read_range
+from anthill._item_io import (
+    ItemRangeReader,
+    ItemWriter,
+    fetch_to_local_file_async,
+    read_range_async,
+    store_local_file_async,
+)
 from anthill._store import Store
 from anthill._store import open as open_store
 from anthill._summary import ItemInfo
@@ -96,8 +113,13 @@ class _StoreAwareCache(_Cached):  # type: ignore[misc]
         return super().__call__(*args, **kwargs)
 
 
-class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type: ignore[misc]
+class AnthillFileSystem(AsyncFileSystem, metaclass=_StoreAwareCache):  # type: ignore[misc]
     """An anthill store seen as a filesystem (fsspec protocol ``anthill``).
+
+    An fsspec async filesystem: every method has an awaitable ``_name``
+    twin, and the bulk operations (``cat``, ``pipe``, ``put``, ``get``,
+    ``copy``, ``rm`` of many paths) run their items concurrently, which lets
+    the store write many small items together.
 
     >>> fs = fsspec.filesystem("anthill", store="file:///data/my-store")
     >>> fs.pipe_file("notes/today", b"buy milk")
@@ -113,18 +135,23 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
         store: str | Store | None = None,
         *,
         secret: str | bytes | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+        batch_size: int | None = None,
         **options: Any,
     ) -> None:
         """``store``: a store URL, an open :class:`anthill.Store` or ``None``
         (``$ANTHILL_STORE``, else the default store); ``secret`` and the other
-        keyword arguments go to :func:`anthill.open` (fsspec's own options,
-        such as ``skip_instance_cache``, are taken out first)."""
+        keyword arguments go to :func:`anthill.open`, but for fsspec's own
+        (``asynchronous``, ``loop``, ``batch_size``, the listings cache's)."""
         fsspec_options = {
             name: options.pop(name)
             for name in ("use_listings_cache", "listings_expiry_time", "max_paths")
             if name in options
         }
-        super().__init__(**fsspec_options)
+        super().__init__(
+            asynchronous=asynchronous, loop=loop, batch_size=batch_size, **fsspec_options
+        )
         if isinstance(store, Store):
             self.store = store
         else:
@@ -146,7 +173,7 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
             path = path[len(PROTOCOL) + 3 :]
         return path.strip("/")
 
-    # --- what is stored -------------------------------------------------------
+    # --- what is stored ---------------------------------------------------------
 
     def _items_under(self, path: str) -> list[ItemInfo]:
         """The items whose keys lie below the directory ``path`` ("" is the root)."""
@@ -161,7 +188,10 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
                 return item
         return None  # removed meanwhile
 
-    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+    def _is_directory(self, path: str) -> bool:
+        return not path or bool(self._items_under(path))
+
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
         item = self._item(path)
         if item is not None:
@@ -181,27 +211,27 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
             entries = [children[name] for name in sorted(children)]
         return entries if detail else [entry["name"] for entry in entries]
 
-    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
         item = self._item(path)
         if item is not None:
             return _file_info(item)
-        if not path or self._items_under(path):
+        if self._is_directory(path):
             return _directory_info(path)
         raise FileNotFoundError(errno.ENOENT, "no such item or directory", path)
 
-    def find(
+    async def _find(
         self,
         path: str,
         maxdepth: int | None = None,
         withdirs: bool = False,
-        detail: bool = False,
         **kwargs: Any,
     ) -> Any:
         # One listing of the store instead of one per directory (the default
         # walks with ls, and every ls lists the whole store).
         if maxdepth is not None and maxdepth < 1:
             raise ValueError("maxdepth must be at least 1")
+        detail = kwargs.pop("detail", False)
         path = self._strip_protocol(path)
         item = self._item(path)
         if item is not None:
@@ -222,17 +252,16 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
         names = sorted(found)
         return {name: found[name] for name in names} if detail else names
 
-    def exists(self, path: str, **kwargs: Any) -> bool:
+    async def _exists(self, path: str, **kwargs: Any) -> bool:
         path = self._strip_protocol(path)
-        return not path or path in self.store or bool(self._items_under(path))
+        return path in self.store or self._is_directory(path)
 
-    def isfile(self, path: str) -> bool:
+    async def _isfile(self, path: str) -> bool:
         path = self._strip_protocol(path)
         return bool(path) and path in self.store
 
-    def isdir(self, path: str) -> bool:
-        path = self._strip_protocol(path)
-        return not path or bool(self._items_under(path))
+    async def _isdir(self, path: str) -> bool:
+        return self._is_directory(self._strip_protocol(path))
 
     def created(self, path: str) -> datetime:
         return datetime.fromtimestamp(self.info(path)["created"], tz=timezone.utc)
@@ -242,17 +271,17 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
 
     # --- directories are implied by keys --------------------------------------
 
-    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         """Stores nothing: a directory exists while a key lies below it."""
         path = self._strip_protocol(path)
         if path and path in self.store:
             raise FileExistsError(errno.EEXIST, "an item has this name", path)
 
-    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
         path = self._strip_protocol(path)
-        if not exist_ok and path and self.exists(path):
+        if not exist_ok and path and await self._exists(path):
             raise FileExistsError(errno.EEXIST, "exists", path)
-        self.mkdir(path)
+        await self._mkdir(path)
 
     def rmdir(self, path: str) -> None:
         """Removes nothing: an empty directory does not exist."""
@@ -260,39 +289,67 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
         if path and self._items_under(path):
             raise OSError(errno.ENOTEMPTY, "directory not empty", path)
 
-    # --- whole items ------------------------------------------------------------
+    # --- items --------------------------------------------------------------------
 
-    def cat_file(
+    async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         path = self._strip_protocol(path)
         with _as_file_errors(path):
-            return read_range(self.store, path, start, end)
+            return await read_range_async(self.store, path, start, end)
 
-    def pipe_file(self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any) -> None:
+    async def _pipe_file(
+        self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
         """Stores ``value`` under ``path``; ``mode="create"`` refuses to
         replace an existing item (:class:`FileExistsError`)."""
         path = self._strip_protocol(path)
         with _as_file_errors(path):
-            self.store.store_item(path, value, overwrite=mode != "create")
+            await self.store.store_item_async(path, value, overwrite=mode != "create")
 
-    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         path1, path2 = self._strip_protocol(path1), self._strip_protocol(path2)
-        if self.isfile(path1):
+        if path1 and path1 in self.store:
             with _as_file_errors(path1):
-                data = self.store.fetch_item(path1)
-            self.store.store_item(path2, data, overwrite=True)
-        elif not self.isdir(path1):
+                data = await self.store.fetch_item_async(path1)
+            await self.store.store_item_async(path2, data, overwrite=True)
+        elif not self._is_directory(path1):
             raise FileNotFoundError(errno.ENOENT, "no such item or directory", path1)
         # A directory needs no copy of its own: its files make it exist.
 
-    def _rm(self, path: str) -> None:
+    async def _put_file(
+        self, lpath: str, rpath: str, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
+        rpath = self._strip_protocol(rpath)
+        if os.path.isdir(lpath):
+            return  # directories are implied by the files put into them
+        with _as_file_errors(rpath):
+            await store_local_file_async(self.store, rpath, lpath, overwrite=mode != "create")
+
+    async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> None:
+        rpath = self._strip_protocol(rpath)
+        if not (rpath and rpath in self.store) and self._is_directory(rpath):
+            os.makedirs(lpath, exist_ok=True)
+            return
+        with _as_file_errors(rpath):
+            await fetch_to_local_file_async(self.store, rpath, lpath)
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
         path = self._strip_protocol(path)
         with _as_file_errors(path):
-            self.store.remove_item(path)
+            await self.store.remove_item_async(path)
 
-    def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
-        paths = self.expand_path(self._strip_protocol(path), recursive=recursive, maxdepth=maxdepth)
+    async def _rm(
+        self,
+        path: Any,
+        recursive: bool = False,
+        batch_size: int | None = None,
+        maxdepth: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        paths = await self._expand_path(
+            self._strip_protocol(path), recursive=recursive, maxdepth=maxdepth
+        )
         # Decide from one snapshot what each path is before removing anything,
         # since a directory vanishes with its last file.
         keys = set(self.store.keys())
@@ -300,13 +357,15 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
             key.rsplit("/", depth)[0] for key in keys for depth in range(1, key.count("/") + 1)
         }
         for name in paths:
-            if name not in keys and name not in directories and name:
+            if name and name not in keys and name not in directories:
                 raise FileNotFoundError(errno.ENOENT, "no such item or directory", name)
-        for name in reversed(paths):
-            if name in keys:
-                self._rm(name)
-            elif name in directories and not recursive:
+            if name in directories and name not in keys and not recursive:
                 raise IsADirectoryError(errno.EISDIR, "a directory (use recursive=True)", name)
+        await _run_coros_in_chunks(
+            [self._rm_file(name) for name in paths if name in keys],
+            batch_size=batch_size or self.batch_size,
+            nofiles=True,
+        )
 
     # --- files -----------------------------------------------------------------
 
@@ -322,8 +381,8 @@ class AnthillFileSystem(AbstractFileSystem, metaclass=_StoreAwareCache):  # type
         path = self._strip_protocol(path)
         if "x" in mode and path in self.store:
             raise FileExistsError(errno.EEXIST, "item exists", path)
-        if mode == "rb" and not self.isfile(path):
-            if self.isdir(path):
+        if mode == "rb" and not (path and path in self.store):
+            if self._is_directory(path):
                 raise IsADirectoryError(errno.EISDIR, "a directory", path)
             raise FileNotFoundError(errno.ENOENT, "no such item", path)
         return AnthillFile(
@@ -361,7 +420,7 @@ class AnthillFile(AbstractBufferedFile, metaclass=abc.ABCMeta):  # type: ignore[
 
     def _initiate_upload(self) -> None:
         initial = b""
-        if self.mode == "ab" and self.fs.isfile(self.path):
+        if self.mode == "ab" and self.path in self.fs.store:
             with _as_file_errors(self.path):
                 initial = self.fs.store.fetch_item(self.path)
         self._writer = ItemWriter(self.fs.store, self.path, initial)

@@ -18,9 +18,12 @@ others; close it yourself. A pickled :class:`AnthillStore` carries the URL and
 reopens the store by it, so an unpickled copy reads the same data in the same
 process (memory stores included) and, given the same secret, in another.
 
-Reads use the store's async API. A ranged read (``byte_range``, sharded
-arrays) fetches the whole item and slices it for now; the slicing lives in
-``anthill._item_io`` so that streaming reads can replace it alone.
+Reads, writes and deletes use the store's async API; listing and ``exists``
+call its synchronous ``keys``/``in`` (they have no async twins), which hold
+up zarr's event loop while they catch up with other writers. A ranged read
+(``byte_range``, sharded arrays) fetches the whole item and slices it for
+now; the slicing lives in ``anthill._item_io`` so that streaming reads can
+replace it alone.
 """
 
 from __future__ import annotations
