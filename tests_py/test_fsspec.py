@@ -278,6 +278,9 @@ def test_put_and_get_files(fs: AnthillFileSystem, tmp_path: Path) -> None:
     fs.get("up", str(tmp_path / "out"), recursive=True)
     assert (tmp_path / "out" / "a.bin").read_bytes() == b"a" * 10_000
     assert (tmp_path / "out" / "sub" / "b.bin").read_bytes() == b"b"
+    into = io.BytesIO()
+    fs.get_file("up/a.bin", into)
+    assert into.getvalue() == b"a" * 10_000
 
 
 # --- opening -----------------------------------------------------------------------

@@ -59,6 +59,7 @@ from fsspec.spec import (  # type: ignore[import-untyped]
     _Cached,
     make_instance,
 )
+from fsspec.utils import isfilelike  # type: ignore[import-untyped]
 
 from anthill._errors import KeyExistsError, KeyNotFoundError
 from anthill._item_io import (
@@ -326,8 +327,12 @@ class AnthillFileSystem(AsyncFileSystem, metaclass=_StoreAwareCache):  # type: i
         with _as_file_errors(rpath):
             await store_local_file_async(self.store, rpath, lpath, overwrite=mode != "create")
 
-    async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> None:
+    async def _get_file(self, rpath: str, lpath: Any, **kwargs: Any) -> None:
         rpath = self._strip_protocol(rpath)
+        if isfilelike(lpath):
+            with _as_file_errors(rpath):
+                lpath.write(await read_range_async(self.store, rpath))
+            return
         if not (rpath and rpath in self.store) and self._is_directory(rpath):
             os.makedirs(lpath, exist_ok=True)
             return
