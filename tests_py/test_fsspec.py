@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -195,6 +196,17 @@ def test_missing_and_existing_items_are_os_errors(fs: AnthillFileSystem) -> None
     with pytest.raises(FileExistsError):
         fs.open("here", "xb")
     assert fs.cat_file("here") == b"1"
+
+
+def test_a_lost_pad_is_a_backend_error_not_a_missing_file(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    fs = AnthillFileSystem(store=folder.as_uri(), pad_size=PAD_SIZE)
+    fs.pipe_file("k", b"x" * 10_000)
+    shutil.rmtree(folder / "p")  # the folder backend keeps its pads there
+    with pytest.raises(anthill.BackendError) as caught:
+        fs.cat_file("k")
+    assert not isinstance(caught.value, OSError)
+    assert fs.exists("k")
 
 
 def test_other_failures_stay_anthill_errors(fs: AnthillFileSystem) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -145,3 +146,22 @@ def test_a_thousand_chunks_share_pads(tmp_path: Path) -> None:
     assert summary.total_pads == stats.pads_reserved
     assert ideal <= summary.total_pads <= ideal + 1
     assert summary.total_pads * 50 < one_object_per_chunk
+
+
+def test_a_lost_pad_is_an_error_not_a_missing_chunk(tmp_path: Path) -> None:
+    """zarr reads a missing chunk as the fill value, so only a key that is
+    not stored may read as absent: a chunk whose pad is lost must fail."""
+    folder = tmp_path / "store"
+    # Chunks of whole pads, so that none stays in the store's cache of the
+    # partly filled pad new small items go to.
+    array = zarr.create_array(
+        AnthillStore(anthill.open(folder.as_uri(), pad_size=4096)),
+        shape=(3 * 4096,),
+        chunks=(4096,),
+        dtype="u1",
+        compressors=None,
+    )
+    array[:] = 7
+    shutil.rmtree(folder / "p")  # the folder backend keeps its pads there
+    with pytest.raises(anthill.BackendError):
+        array[:]
