@@ -406,9 +406,11 @@ def z1(r: dict[str, Any]) -> list[str]:
         ),
         "",
         (
-            f"anthill's backend calls in the last round: {a['write_requests']:,} write requests "
-            f"(pad and index `put` + `reserve`) moving {a['bytes_written'] / MIB:,.0f} MiB, "
-            f"{a['get_requests']:,} reads, for {a['items']:,} items."
+            f"anthill's backend calls in the last round, for {a['items']:,} items of "
+            f"{size / MIB:,.1f} MiB: {a['write_requests']:,} write requests (pad and index "
+            f"`put` + `reserve`) moving {a['bytes_written'] / MIB:,.0f} MiB, and "
+            f"{a['get_requests']:,} reads moving {a['bytes_read'] / MIB:,.0f} MiB (a pad is "
+            "written whole and read whole, whatever part of it a chunk occupies)."
         ),
         "",
     ]

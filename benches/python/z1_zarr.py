@@ -74,6 +74,7 @@ def run_anthill(data: np.ndarray) -> dict[str, float]:
         "write_requests": stats.put.calls + stats.reserve.calls,
         "bytes_written": stats.put.bytes + stats.reserve.bytes,
         "get_requests": stats.get.calls,
+        "bytes_read": stats.get.bytes,
     }
 
 
