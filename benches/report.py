@@ -374,21 +374,72 @@ def c1(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def details(results: dict[str, dict[str, Any]]) -> list[str]:
-    out = ["## How each row is measured", ""]
-    cpu = results.get("cpu")
-    sections = [
-        ("P1", p1),
-        ("P2", lambda r: p2(r, cpu)),
-        ("P3", p3),
-        ("P4", p4),
-        ("P5", p5),
-        ("P6", p6),
-        ("C1", c1),
+def z1(r: dict[str, Any]) -> list[str]:
+    a, local = r["anthill"], r["local_store"]
+    size = r["array_bytes"]
+    return [
+        "### Z1 zarr",
+        "",
+        (
+            f"A 1-D float64 array of {r['chunks']:,} chunks of {r['chunk_bytes'] // 1024} KiB "
+            f"({size / MIB:,.1f} MiB, uncompressed) written with one `array[:] = data` and read "
+            "back with one `array[:]` from a freshly opened array, each into a fresh folder on "
+            f"the same disk: through `anthill.zarr.AnthillStore` on a folder store with "
+            f"{a['pad_size'] // MIB} MiB pads (`sim+file://…` without latency, failures or "
+            "price, so that backend calls are counted), and through zarr's `LocalStore`, one "
+            f"file per chunk. zarr {r['zarr_version']} stores and fetches "
+            f"{r['concurrency']} chunks at a time. Median of three rounds; the ratio is "
+            "LocalStore's time over anthill's (above 1: anthill is faster)."
+        ),
+        "",
+        "| | write | read | objects on the disk |",
+        "|---|---|---|---|",
+        (
+            f"| anthill | {ms(a['write_s'])} ({mib_s(size, a['write_s'])}) "
+            f"| {ms(a['read_s'])} ({mib_s(size, a['read_s'])}) "
+            f"| {a['pads']:,} pads (ideal ceil({a['item_bytes']:,} B / pad) = {a['ideal_pads']:,}) |"
+        ),
+        (
+            f"| zarr LocalStore | {ms(local['write_s'])} ({mib_s(size, local['write_s'])}) "
+            f"| {ms(local['read_s'])} ({mib_s(size, local['read_s'])}) "
+            f"| {local['files']:,} files |"
+        ),
+        "",
+        (
+            f"anthill's backend calls in the last round, for {a['items']:,} items of "
+            f"{size / MIB:,.1f} MiB: {a['write_requests']:,} write requests (pad and index "
+            f"`put` + `reserve`) moving {a['bytes_written'] / MIB:,.0f} MiB, and "
+            f"{a['get_requests']:,} reads moving {a['bytes_read'] / MIB:,.0f} MiB (a pad is "
+            "written whole and read whole, whatever part of it a chunk occupies)."
+        ),
+        "",
     ]
-    for name, render in sections:
-        if name in results:
-            out += render(results[name])
-        else:
+
+
+SECTIONS: dict[str, Any] = {
+    "P1": p1,
+    "P2": None,  # needs the CPU reference: see sections()
+    "P3": p3,
+    "P4": p4,
+    "P5": p5,
+    "P6": p6,
+    "C1": c1,
+    "Z1": z1,
+}
+
+
+def sections(names: list[str], results: dict[str, dict[str, Any]]) -> list[str]:
+    """The explanation and figures of the benchmarks ``names``, in that order."""
+    out: list[str] = []
+    for name in names:
+        if name not in results:
             out += [f"### {name}", "", "Failed in this run: see the table.", ""]
+        elif name == "P2":
+            out += p2(results[name], results.get("cpu"))
+        else:
+            out += SECTIONS[name](results[name])
     return out
+
+
+def details(results: dict[str, dict[str, Any]]) -> list[str]:
+    return ["## How each row is measured", "", *sections(list(SECTIONS), results)]

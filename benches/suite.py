@@ -5,7 +5,9 @@ on and one table of ratios measured in this run.
 Run it through `bash scripts/bench.sh`, which builds what it needs first
 (the optimised Python extension, the Rust benchmark binary) and installs the
 peers (obstore, diskcache). `--quick` runs every benchmark small, to check
-the suite works; its figures are not the targets' figures.
+the suite works; its figures are not the targets' figures. `--only Z1,P5`
+runs only the benchmarks named and replaces just their rows and sections in
+the existing docs/benchmarks.md, noting when they were run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PYTHON_BENCHES = BENCHES / "python"
 PYLIB = BENCHES / "target" / "pylib"
 OUTPUT = ROOT / "docs" / "benchmarks.md"
 QUICK = "--quick" in sys.argv
+ONLY = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
 MIB = 1 << 20
 
 
@@ -404,6 +407,35 @@ def c1_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def z1_rows(r: dict[str, Any]) -> list[Row]:
+    ours, peer = r["anthill"], r["local_store"]
+    size, chunks = r["array_bytes"], f"{r['chunks']:,}"
+    rows = []
+    for direction in ("write", "read"):
+        ours_s, peer_s = ours[f"{direction}_s"], peer[f"{direction}_s"]
+        rows.append(
+            Row(
+                f"Z1 zarr: {direction} of {chunks} chunks of 16 KiB, local folder",
+                f"{rate(size / ours_s / MIB, 'MiB')} ({seconds(ours_s)})",
+                f"zarr LocalStore {rate(size / peer_s / MIB, 'MiB')} ({seconds(peer_s)})",
+                peer_s / ours_s,
+                "none (reported)",
+                None,
+            )
+        )
+    rows.append(
+        Row(
+            f"Z1 zarr: objects stored for {chunks} chunks",
+            f"{ours['pads']:,} pads of {mib(ours['pad_size'])}",
+            f"ideal ceil(bytes / pad) = {ours['ideal_pads']:,}; LocalStore {peer['files']:,} files",
+            ours["pads"] / ours["ideal_pads"],
+            "none (reported)",
+            None,
+        )
+    )
+    return rows
+
+
 BENCHMARKS: list[
     tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Row]]]
 ] = [
@@ -414,6 +446,7 @@ BENCHMARKS: list[
     ("P5", lambda: python("p5_small_items.py"), p5_rows),
     ("P6", lambda: python("p6_memory.py"), p6_rows),
     ("C1", lambda: rust("c1"), c1_rows),
+    ("Z1", lambda: python("z1_zarr.py"), z1_rows),
 ]
 
 
@@ -437,12 +470,15 @@ def main() -> None:
         "Date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "Commit": git_commit(),
         "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
-        "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}",
+        "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}, "
+        f"zarr {package_version('zarr')}",
         "Load average at start (1, 5, 15 min)": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}
     rows: list[Row] = []
     for name, run, to_rows in BENCHMARKS:
+        if ONLY is not None and name not in ONLY:
+            continue
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         try:
             result = run()
@@ -453,7 +489,8 @@ def main() -> None:
             print(f"[bench] {name} failed: {error}", file=sys.stderr, flush=True)
             rows.append(failed_row(name, error))
     try:
-        results["cpu"] = rust("cpu")
+        if ONLY is None or "P2" in ONLY:
+            results["cpu"] = rust("cpu")
     except Exception as error:  # noqa: BLE001 - only a reference figure
         print(f"[bench] cpu reference failed: {error}", file=sys.stderr)
     machine["Load average at end"] = load_average()
@@ -465,12 +502,70 @@ def main() -> None:
         "the figures may mix versions; run again"
     )
     machine["Suite wall time"] = f"{time.monotonic() - started:.0f} s"
-    OUTPUT.write_text(render(machine, rows, results))
+    if ONLY is None:
+        OUTPUT.write_text(render(machine, rows, results))
+    else:
+        OUTPUT.write_text(splice(OUTPUT.read_text(), ONLY, machine, rows, results))
     print(render_table(rows))
     print(f"[bench] wrote {OUTPUT.relative_to(ROOT)}", file=sys.stderr)
 
 
 # --- the document -------------------------------------------------------------
+
+
+def splice(
+    previous: str,
+    names: list[str],
+    machine: dict[str, str],
+    rows: list[Row],
+    results: dict[str, dict[str, Any]],
+) -> str:
+    """`previous` with the rows and sections of the benchmarks `names`
+    replaced by (or, if new, extended with) this run's, and a machine line
+    saying when and where they were run."""
+    from report import sections
+
+    lines = previous.rstrip("\n").split("\n")
+
+    def rerun_row(line: str) -> bool:
+        return any(line.startswith(f"| {name} ") for name in names)
+
+    # The results table: the first table after its heading.
+    start = lines.index("## Results") + 1
+    while not lines[start].startswith("| "):
+        start += 1
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    kept = [line for line in lines[start + 2 : end] if not rerun_row(line)]
+    new_rows = render_table(rows).split("\n")[2:]
+    lines[start + 2 : end] = kept + new_rows
+
+    # Each benchmark's section: replaced where it is, else appended.
+    for name in names:
+        body = sections([name], results)
+        heading = next(
+            (i for i, line in enumerate(lines) if line.split(" ")[:2] == ["###", name]), None
+        )
+        if heading is None:
+            lines += [""] + body
+            continue
+        stop = heading + 1
+        while stop < len(lines) and not lines[stop].startswith(("### ", "## ")):
+            stop += 1
+        lines[heading:stop] = body
+
+    # When and on what these rows were measured, beside the full run's machine.
+    label = f"- Rows {', '.join(names)} rerun alone (`--only`)"
+    note = (
+        f"{label}: {machine['Date']}, commit {machine['Commit']}, "
+        f"load average {machine['Load average at start (1, 5, 15 min)']} at start; "
+        f"sources {machine['Sources']}"
+    )
+    lines = [line for line in lines if not line.startswith(label)]
+    results_at = lines.index("## Results")
+    lines.insert(results_at - 1, note)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def render_table(rows: list[Row]) -> str:

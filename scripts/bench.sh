@@ -5,6 +5,7 @@
 #
 #   bash scripts/bench.sh           # the whole suite (about 3 minutes when built)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
+#   bash scripts/bench.sh --only Z1 # one benchmark; its rows replace those in the document
 #
 # The Python benchmarks import a release build of anthill installed in
 # benches/target/pylib (from `maturin build --release`), not the editable
@@ -23,8 +24,8 @@ pip_install() {
     $python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-echo "[bench] installing the peers (obstore, diskcache) into .venv" >&2
-pip_install "obstore==0.12.1" "diskcache==5.6.3"
+echo "[bench] installing the peers (obstore, diskcache, zarr) into .venv" >&2
+pip_install "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6"
 
 # What the build is made from; the suite reports whether it changed meanwhile.
 ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
