@@ -1,0 +1,388 @@
+//! Expansion: when free space cannot hold an item, new pads are reserved
+//! concurrently in a task of their own, each mapped (wholly taken) as soon as
+//! it is reserved, then all recorded in the index at once, with the put's
+//! pending record when it has one; only then is their leftover space freed.
+//! One expansion runs at a time, so concurrent puts share its pads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::stream::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{Allocation, ExpansionTurn, MemoryAllocator, PendingRecord, existing_pieces};
+use crate::error::{Error, Result};
+use crate::events::{EventSink, PutEvent};
+use crate::index::{PadRecord, Piece, Record};
+use crate::memory_map::Extent;
+use crate::pad::PadId;
+use crate::writer_gate::WriterGuard;
+
+/// The reservations of an allocation, running in their own task.
+pub(super) struct Expansion {
+    /// Shared with the task: which new pads it has placed, and whether the
+    /// allocation was given up (then the task frees what it places).
+    pub(super) placed: Arc<Mutex<Placed>>,
+    /// The index `k` of each new pad as soon as it is reserved and mapped.
+    pub(super) reserved: Option<mpsc::UnboundedReceiver<usize>>,
+    /// Every new pad's ordinal once all are reserved and recorded.
+    pub(super) complete: Option<oneshot::Receiver<Result<Vec<u64>>>>,
+    pub(super) task: Option<JoinHandle<Result<()>>>,
+    pub(super) cancel: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+pub(super) struct Placed {
+    /// The ordinal of each new pad, once reserved.
+    pub(super) ordinals: Vec<Option<u64>>,
+    /// The bytes of the item each new pad holds.
+    pub(super) bytes: Vec<u64>,
+    /// The put gave up its allocation.
+    pub(super) abandoned: bool,
+    /// The pads are in the index (and their unused space was freed).
+    pub(super) recorded: bool,
+    /// Where the put's pending record stands, if the expansion writes it.
+    pub(super) pending: PendingClaim,
+    /// Free space the put took, given up while its pending record was being
+    /// written: the expansion frees it if that write fails, and keeps it
+    /// (for the pending key) if it succeeds.
+    pub(super) deferred: Vec<Extent>,
+}
+
+/// The expansion's writing of a put's pending record (see `Placed`).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PendingClaim {
+    #[default]
+    None,
+    Writing,
+    Written,
+}
+
+impl MemoryAllocator {
+    /// Waits for the turn to expand. One expansion runs at a time, so puts
+    /// that find no free space at once wait and then share the leftover of
+    /// the pads the previous expansion brought, instead of each paying for
+    /// pads of its own.
+    pub async fn expansion_turn(&self) -> ExpansionTurn {
+        Arc::clone(&self.expansion).lock_owned().await
+    }
+
+    /// Finds space for `size` bytes. Takes free space at once and, with the
+    /// expansion turn, starts reserving the new pads needed (never more than
+    /// `max_new_pads`, which the caller has confirmed). Returns `None` if
+    /// that is not enough, or if new pads are needed without the turn: the
+    /// caller asks again. An expansion takes `pending` and records it with
+    /// its pads (then the allocation's keeper is set).
+    pub async fn allocate(
+        self: &Arc<Self>,
+        size: u64,
+        max_new_pads: u64,
+        turn: &mut Option<ExpansionTurn>,
+        writing: &WriterGuard,
+        pending: &mut Option<PendingRecord>,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Result<Option<Allocation>> {
+        let pad_size = self.io.pad_size;
+        let plan = {
+            let mut map = self.map.lock().expect("map lock");
+            let plan = map.plan(size);
+            if plan.new_pads > max_new_pads || (plan.new_pads > 0 && turn.is_none()) {
+                return Ok(None);
+            }
+            map.take(&plan.from_free)
+                .expect("a plan only uses free space");
+            plan
+        };
+        let new_pad_bytes: Vec<u64> = (0..plan.new_pads)
+            .map(|k| (plan.new_bytes - k * pad_size).min(pad_size))
+            .collect();
+        let mut allocation = Allocation {
+            data_id: self.next_data_id.fetch_add(1, Ordering::Relaxed),
+            size,
+            existing: plan.from_free,
+            new_pad_bytes,
+            expansion: None,
+            map: Arc::clone(&self.map),
+            kept: Arc::new(AtomicBool::new(false)),
+        };
+        if let (true, Some(turn)) = (plan.new_pads > 0, turn.take()) {
+            events
+                .emit(|| PutEvent::ReservingScratchpads {
+                    needed: plan.new_pads,
+                })
+                .await?;
+            let bytes = allocation.new_pad_bytes.clone();
+            let pending = pending.take().map(|make| PendingAlong {
+                make,
+                data_id: allocation.data_id,
+                existing: existing_pieces(&allocation.existing, pad_size),
+                kept: allocation.keeper(),
+            });
+            allocation.expansion = Some(self.expand(bytes, turn, writing.clone(), pending, events));
+        }
+        Ok(Some(allocation))
+    }
+
+    /// Reserves one pad per entry of `bytes` (the bytes of the item each will
+    /// hold), at most `reservation_concurrency` at once, with retries; maps
+    /// each as soon as it is reserved and emits `ReservationProgress` after
+    /// that map update; records all of them in the index at the end.
+    fn expand(
+        self: &Arc<Self>,
+        bytes: Vec<u64>,
+        turn: ExpansionTurn,
+        writing: WriterGuard,
+        pending: Option<PendingAlong>,
+        events: &Arc<EventSink<PutEvent>>,
+    ) -> Expansion {
+        let total = bytes.len();
+        let placed = Arc::new(Mutex::new(Placed {
+            ordinals: vec![None; total],
+            bytes: bytes.clone(),
+            ..Placed::default()
+        }));
+        let (reserved_tx, reserved) = mpsc::unbounded_channel();
+        let (complete_tx, complete) = oneshot::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let task = {
+            let (this, events) = (Arc::clone(self), Arc::clone(events));
+            let (placed, cancel) = (Arc::clone(&placed), Arc::clone(&cancel));
+            tokio::spawn(async move {
+                let progress = AtomicU64::new(0);
+                let reserve_one = |k: usize| {
+                    let (this, events, placed) = (&this, &events, &placed);
+                    let (cancel, progress, reserved_tx) = (&cancel, &progress, &reserved_tx);
+                    async move {
+                        if cancel.load(Ordering::Acquire) {
+                            return Err(Error::Cancelled("the put was abandoned".into()));
+                        }
+                        let id = PadId::random();
+                        this.io.reserve(id).await?;
+                        let ordinal = this.map_new_pad(id, k, placed);
+                        let record = PadRecord { ordinal, id };
+                        let _ = reserved_tx.send(k);
+                        events
+                            .emit(|| PutEvent::ReservationProgress {
+                                current: progress.fetch_add(1, Ordering::Relaxed) + 1,
+                                total: total as u64,
+                            })
+                            .await
+                            .inspect_err(|_| cancel.store(true, Ordering::Release))?;
+                        Ok::<_, Error>(record)
+                    }
+                };
+                let results: Vec<Result<PadRecord>> = futures::stream::iter(0..total)
+                    .map(reserve_one)
+                    .buffer_unordered(this.reservation_concurrency)
+                    .collect()
+                    .await;
+                drop(reserved_tx);
+                let outcome = this.record_expansion(results, &placed, pending).await;
+                // Recorded and unused space freed: the next expansion may
+                // start, and this process may let other writers in.
+                drop(turn);
+                drop(writing);
+                let _ = complete_tx.send(outcome.clone());
+                outcome.map(|_| ())
+            })
+        };
+        Expansion {
+            placed,
+            reserved: Some(reserved),
+            complete: Some(complete),
+            task: Some(task),
+            cancel,
+        }
+    }
+
+    /// Records every pad an expansion reserved, whatever happened to the put
+    /// (reserved pads are paid for), and returns the new pads' ordinals.
+    async fn record_expansion(
+        &self,
+        results: Vec<Result<PadRecord>>,
+        placed: &Mutex<Placed>,
+        pending: Option<PendingAlong>,
+    ) -> Result<Vec<u64>> {
+        {
+            let mut records = Vec::new();
+            let mut first_error = None;
+            for result in results {
+                match result {
+                    Ok(record) => records.push(record),
+                    Err(Error::Cancelled(_)) if first_error.is_some() => {}
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            records.sort_by_key(|r| r.ordinal);
+            if !records.is_empty() {
+                let mut batch = vec![Record::PadsAdded(records.clone())];
+                // The put's pending record rides along if the put is still
+                // on, claimed first so that a put given up meanwhile leaves
+                // its space to this task (see `Allocation::drop`).
+                let new_pieces = {
+                    let mut placed = placed.lock().expect("placed lock");
+                    let all: Option<Vec<u64>> = placed.ordinals.iter().copied().collect();
+                    let claimed = all
+                        .filter(|_| first_error.is_none() && !placed.abandoned && pending.is_some())
+                        .map(|ordinals| new_pieces(&ordinals, &placed.bytes));
+                    if claimed.is_some() {
+                        placed.pending = PendingClaim::Writing;
+                    }
+                    claimed
+                };
+                let pending = match (pending, new_pieces) {
+                    (Some(pending), Some(new_pieces)) => {
+                        let mut pieces = pending.existing;
+                        pieces.extend(new_pieces);
+                        batch.push((pending.make)(pending.data_id, pieces));
+                        Some(pending.kept)
+                    }
+                    _ => None,
+                };
+                // If this fails the pads stay wholly taken (never hand out
+                // unrecorded space) until a later put records them.
+                let appended = self.journal.append(batch).await;
+                if let Some(kept) = pending {
+                    let mut map = self.map.lock().expect("map lock");
+                    let mut placed = placed.lock().expect("placed lock");
+                    if appended.is_ok() {
+                        // Under the lock `Allocation::drop` checks it with.
+                        kept.store(true, Ordering::Release);
+                        placed.pending = PendingClaim::Written;
+                        placed.deferred.clear();
+                    } else {
+                        placed.pending = PendingClaim::None;
+                        let deferred = std::mem::take(&mut placed.deferred);
+                        if let Err(error) = map.free(&deferred) {
+                            log::error!("giving back an abandoned allocation failed: {error}");
+                        }
+                    }
+                }
+                if let Err(error) = appended {
+                    self.stray_pads
+                        .lock()
+                        .expect("stray pads lock")
+                        .extend(records);
+                    return Err(error);
+                }
+            }
+            self.release_unused(placed);
+            if let Some(error) = first_error {
+                return Err(error);
+            }
+            let placed = placed.lock().expect("placed lock");
+            placed
+                .ordinals
+                .iter()
+                .map(|o| o.ok_or_else(|| Error::Cancelled("the put was abandoned".into())))
+                .collect()
+        }
+    }
+
+    /// Adds a just-reserved pad to the map, wholly taken: its leftover (and,
+    /// for an abandoned put, its part too) becomes free only once the pad is
+    /// recorded in the index, so no other put can commit data into a pad the
+    /// index does not know yet.
+    fn map_new_pad(&self, id: PadId, k: usize, placed: &Mutex<Placed>) -> u64 {
+        let pad_size = self.io.pad_size;
+        let mut map = self.map.lock().expect("map lock");
+        let ordinal = map.next_ordinal();
+        map.add_pad(ordinal).expect("next ordinal is new");
+        map.take(&[Extent {
+            start: ordinal * pad_size,
+            len: pad_size,
+        }])
+        .expect("a new pad is free");
+        self.writer.add_pad(ordinal, id, 0, true);
+        placed.lock().expect("placed lock").ordinals[k] = Some(ordinal);
+        ordinal
+    }
+
+    /// Records pads whose recording failed earlier (their put failed with
+    /// it), and frees them: they hold nothing. Call inside the writer gate.
+    pub async fn record_stray_pads(&self) -> Result<()> {
+        let stray = std::mem::take(&mut *self.stray_pads.lock().expect("stray pads lock"));
+        if stray.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self
+            .journal
+            .append(vec![Record::PadsAdded(stray.clone())])
+            .await
+        {
+            self.stray_pads
+                .lock()
+                .expect("stray pads lock")
+                .extend(stray);
+            return Err(error);
+        }
+        let pad_size = self.io.pad_size;
+        let whole: Vec<Extent> = stray
+            .iter()
+            .map(|pad| Extent {
+                start: pad.ordinal * pad_size,
+                len: pad_size,
+            })
+            .collect();
+        if let Err(error) = self.map.lock().expect("map lock").free(&whole) {
+            log::error!("freeing recorded stray pads failed: {error}");
+        }
+        Ok(())
+    }
+
+    /// Once an expansion's pads are recorded: frees what its put does not
+    /// use (the leftovers, or everything if the put was abandoned).
+    fn release_unused(&self, placed: &Mutex<Placed>) {
+        let pad_size = self.io.pad_size;
+        let mut map = self.map.lock().expect("map lock");
+        let mut placed = placed.lock().expect("placed lock");
+        placed.recorded = true;
+        // An abandoned put's parts are free, unless its pending record
+        // holds them (the key is then resumable).
+        let keep = !placed.abandoned || placed.pending == PendingClaim::Written;
+        let used = |len: u64| if keep { len } else { 0 };
+        let unused: Vec<Extent> = placed
+            .ordinals
+            .iter()
+            .zip(&placed.bytes)
+            .filter_map(|(ordinal, &len)| {
+                let ordinal = (*ordinal)?;
+                let used = used(len);
+                (used < pad_size).then_some(Extent {
+                    start: ordinal * pad_size + used,
+                    len: pad_size - used,
+                })
+            })
+            .collect();
+        if let Err(error) = map.free(&unused) {
+            log::error!("freeing the unused part of new pads failed: {error}");
+        }
+    }
+}
+
+/// A put's pending record, handed to the expansion that reserves its pads.
+pub(super) struct PendingAlong {
+    pub(super) make: PendingRecord,
+    pub(super) data_id: u64,
+    /// The item's pieces in free space it took at once.
+    pub(super) existing: Vec<Piece>,
+    /// The allocation's keeper, set once the record is written.
+    pub(super) kept: Arc<AtomicBool>,
+}
+
+/// The pieces in new pads (each from its first byte), in data order.
+pub(super) fn new_pieces(ordinals: &[u64], bytes: &[u64]) -> Vec<Piece> {
+    ordinals
+        .iter()
+        .zip(bytes)
+        .map(|(&pad, &len)| Piece {
+            pad,
+            offset: 0,
+            len,
+            version: 0,
+        })
+        .collect()
+}

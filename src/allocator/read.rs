@@ -1,0 +1,357 @@
+//! Reading an item: each pad its pieces lie in is fetched, opened and copied
+//! into the caller's buffer by a task of its own (so decryption and copying
+//! use every core), and the item's digest checked last; an item still held
+//! in the log is served from the index's copy, checked the same way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::StreamExt;
+
+use super::{MemoryAllocator, inline_digest};
+use crate::crypto::{self, AuthTag, Digest};
+use crate::error::{Error, Result};
+use crate::events::{EventSink, GetEvent};
+use crate::index::{Entry, Piece};
+use crate::pad::fills_pad;
+use crate::pad_io::{PadIo, PadWriter};
+
+impl MemoryAllocator {
+    /// Reads an item into `out` (of the item's size, in any state: every
+    /// byte is written), and checks its digest. Each pad is fetched, opened
+    /// and copied into place by a task of its own, so a large item is
+    /// decrypted and copied on every core.
+    pub async fn read<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        entry: &Entry,
+        out: B,
+        events: &EventSink<GetEvent>,
+    ) -> Result<B> {
+        let total_bytes = entry.size;
+        events
+            .emit(|| GetEvent::StartingDownload { total_bytes })
+            .await?;
+        // pad -> (newest version its pieces need, [(data offset, piece, index)])
+        let mut by_pad: BTreeMap<u64, (u64, PiecesInPad)> = BTreeMap::new();
+        let pad_size = self.io.pad_size;
+        let mut cursor: u64 = 0;
+        for (index, piece) in entry.pieces.iter().enumerate() {
+            // The index is authenticated, but an entry applied from the log
+            // may not have been through the map's checks yet: nothing below
+            // computes with or slices by a piece that does not fit its pad.
+            piece.check(pad_size)?;
+            let slot = by_pad.entry(piece.pad).or_default();
+            slot.0 = slot.0.max(piece.version);
+            slot.1.push((cursor, *piece, index));
+            cursor = cursor.checked_add(piece.len).ok_or_else(|| {
+                Error::integrity("index entry pieces add up to more bytes than any item has")
+            })?;
+        }
+        if cursor != entry.size {
+            return Err(Error::integrity(
+                "index entry pieces do not add up to its size",
+            ));
+        }
+        let out = ItemBuffer::new(out, entry.size)?;
+        let mut reads = futures::stream::iter(by_pad)
+            .map(|(pad, (min_version, pieces))| {
+                let io = Arc::clone(&self.io);
+                let writer = Arc::clone(&self.writer);
+                let out = Arc::clone(&out);
+                let task = tokio::spawn(async move {
+                    let pad_size = io.pad_size;
+                    let whole = move |piece: &Piece| fills_pad(piece.offset, piece.len, pad_size);
+                    let need_tag = pieces.iter().any(|(_, piece, _)| whole(piece));
+                    let (content, tag) = read_pad(&io, &writer, pad, min_version, need_tag).await?;
+                    let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
+                    let digests = crypto::off_runtime(bytes as usize, move || {
+                        let mut digests = Vec::with_capacity(pieces.len());
+                        for (at, piece, index) in pieces {
+                            // SAFETY: pieces tile the item (offsets are the
+                            // running sum of lengths, checked above), and
+                            // each piece is written by this task alone.
+                            let target = unsafe { out.range(at, piece.len) }?;
+                            let from = piece.offset as usize;
+                            // A pad stores only the prefix ever written; past it, zeros.
+                            let available = content.len().saturating_sub(from).min(target.len());
+                            if available > 0 {
+                                target[..available]
+                                    .copy_from_slice(&content[from..from + available]);
+                            }
+                            target[available..].fill(0);
+                            let digest = match (whole(&piece), tag) {
+                                // Opened, so the tag is authentic.
+                                (true, Some(tag)) => tag,
+                                (true, None) => {
+                                    return Err(Error::integrity(format!(
+                                        "pad {pad} holds a whole piece but was never written"
+                                    )));
+                                }
+                                // Hashed while the copy is still in the cache.
+                                (false, _) => crypto::piece_digest(target),
+                            };
+                            digests.push((index, digest));
+                        }
+                        Ok(digests)
+                    })
+                    .await?;
+                    Ok::<_, Error>((bytes, digests))
+                });
+                async move {
+                    match task.await {
+                        Ok(outcome) => outcome,
+                        Err(error) => std::panic::resume_unwind(error.into_panic()),
+                    }
+                }
+            })
+            .buffer_unordered(self.download_concurrency);
+        let mut bytes_read = 0;
+        let mut digests = vec![Digest::default(); entry.pieces.len()];
+        while let Some(result) = reads.next().await {
+            let (bytes, read) = result?;
+            bytes_read += bytes;
+            for (index, digest) in read {
+                digests[index] = digest;
+            }
+            events
+                .emit(|| GetEvent::DownloadProgress {
+                    bytes_read,
+                    total_bytes,
+                })
+                .await?;
+        }
+        drop(reads);
+        let out = ItemBuffer::into_inner(out);
+        if crypto::item_digest(&digests) != entry.hash {
+            return Err(Error::integrity(
+                "item content does not match its digest: a pad was modified or rolled back",
+            ));
+        }
+        events.finish(GetEvent::DownloadFinished).await?;
+        Ok(out)
+    }
+
+    /// Reads an item whose bytes the index holds (committed in the log and
+    /// not yet written back) into `out`, checking its digest as a read from
+    /// its pads would.
+    pub async fn read_inline<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        entry: &Entry,
+        data: Bytes,
+        mut out: B,
+        events: &EventSink<GetEvent>,
+    ) -> Result<B> {
+        let total_bytes = entry.size;
+        events
+            .emit(|| GetEvent::StartingDownload { total_bytes })
+            .await?;
+        if inline_digest(&entry.pieces, &data)? != entry.hash {
+            return Err(Error::integrity(
+                "item content does not match its digest: its index log record was modified",
+            ));
+        }
+        let target = out.as_mut();
+        if target.len() != data.len() {
+            return Err(Error::invalid("the output buffer is not the item's size"));
+        }
+        target.copy_from_slice(&data);
+        events
+            .emit(|| GetEvent::DownloadProgress {
+                bytes_read: total_bytes,
+                total_bytes,
+            })
+            .await?;
+        events.finish(GetEvent::DownloadFinished).await?;
+        Ok(out)
+    }
+}
+
+/// An item's pieces in one pad: (offset in the item, piece, piece index).
+type PiecesInPad = Vec<(u64, Piece, usize)>;
+
+/// The committed plaintext of a pad: the writer's copy if it holds one at
+/// least as new as `min_version` (and the object's tag is not needed), else
+/// the backend's, with its tag.
+async fn read_pad(
+    io: &PadIo,
+    writer: &PadWriter,
+    pad: u64,
+    min_version: u64,
+    need_tag: bool,
+) -> Result<(Bytes, Option<AuthTag>)> {
+    if !need_tag
+        && let Some((version, content)) = writer.cached(pad)
+        && version >= min_version
+    {
+        return Ok((content, None));
+    }
+    let _permit = io
+        .download_permits
+        .acquire()
+        .await
+        .map_err(|_| Error::invalid("store is closed"))?;
+    let id = writer.pad_id(pad)?;
+    let read = io.read(id, min_version).await?;
+    Ok((Bytes::from(read.plaintext), read.tag))
+}
+
+/// An item's output buffer while the tasks reading its pads fill it, each
+/// its own pieces. Shared by reference count, so the tasks of a cancelled
+/// read still write into live memory.
+pub(super) struct ItemBuffer<B> {
+    buffer: std::cell::UnsafeCell<B>,
+    start: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the tasks only write disjoint ranges through `range` (its caller's
+// promise), and the buffer itself moves out only in `into_inner`, once no
+// task holds it.
+unsafe impl<B: Send> Send for ItemBuffer<B> {}
+unsafe impl<B: Send> Sync for ItemBuffer<B> {}
+
+impl<B: AsMut<[u8]>> ItemBuffer<B> {
+    pub(super) fn new(buffer: B, size: u64) -> Result<Arc<Self>> {
+        let mut shared = Arc::new(Self {
+            buffer: std::cell::UnsafeCell::new(buffer),
+            start: std::ptr::null_mut(),
+            len: 0,
+        });
+        // Only now, with the buffer at its final address (a buffer may point
+        // into itself), take the pointer the tasks write through.
+        let this = Arc::get_mut(&mut shared).expect("not shared yet");
+        let bytes = this.buffer.get_mut().as_mut();
+        if bytes.len() as u64 != size {
+            return Err(Error::invalid("the output buffer is not the item's size"));
+        }
+        (this.start, this.len) = (bytes.as_mut_ptr(), bytes.len());
+        Ok(shared)
+    }
+
+    /// `len` bytes at `at`; an integrity error if they are not all inside
+    /// the buffer (an index entry whose pieces do not tile the item).
+    ///
+    /// # Safety
+    /// No two live slices of one buffer may overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn range(&self, at: u64, len: u64) -> Result<&mut [u8]> {
+        let inside = usize::try_from(at)
+            .ok()
+            .zip(usize::try_from(len).ok())
+            .filter(|&(at, len)| at.checked_add(len).is_some_and(|end| end <= self.len));
+        let Some((at, len)) = inside else {
+            return Err(Error::integrity(format!(
+                "an index entry places {len} bytes at {at} of a {}-byte item",
+                self.len
+            )));
+        };
+        // SAFETY: in bounds (checked); exclusive by the caller's promise.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.start.add(at), len) })
+    }
+
+    /// The buffer, once every task has let go of it.
+    pub(super) fn into_inner(shared: Arc<Self>) -> B {
+        let Ok(this) = Arc::try_unwrap(shared) else {
+            unreachable!("every read task has finished")
+        };
+        this.buffer.into_inner()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::StoreKeys;
+    use crate::journal::Journal;
+    use crate::pad_store::{self, BackendOptions};
+    use crate::retry::RetryPolicy;
+    use tokio::sync::Semaphore;
+
+    const PAD: u64 = 4096;
+
+    async fn allocator() -> Arc<MemoryAllocator> {
+        let backend = pad_store::open("memory://", &BackendOptions::default())
+            .await
+            .unwrap();
+        let keys = Arc::new(StoreKeys::derive(b"secret", &[1; 16]));
+        let retry = RetryPolicy::default();
+        let journal = Journal::open(
+            Arc::clone(&backend),
+            Arc::clone(&keys),
+            [1; 16],
+            retry,
+            1 << 20,
+            crate::journal::RollbackCheck::default(),
+        )
+        .await
+        .unwrap();
+        let io = Arc::new(PadIo {
+            backend,
+            keys,
+            store_id: [1; 16],
+            pad_size: PAD,
+            retry,
+            upload_permits: Semaphore::new(4),
+            download_permits: Semaphore::new(4),
+            buffers: Default::default(),
+        });
+        MemoryAllocator::new(io, journal, 4, 4).unwrap()
+    }
+
+    fn entry(size: u64, pieces: &[(u64, u64)]) -> Entry {
+        Entry {
+            data_id: 0,
+            size,
+            hash: [0; 16],
+            pieces: pieces
+                .iter()
+                .map(|&(offset, len)| Piece {
+                    pad: 0,
+                    offset,
+                    len,
+                    version: 0,
+                })
+                .collect(),
+            created: 0,
+            modified: 0,
+        }
+    }
+
+    /// An entry whose piece lengths overflow when summed (and wrap to its
+    /// size), or whose pieces do not fit their pad, is an integrity error
+    /// before any byte of the output is sliced: never a panic.
+    #[tokio::test]
+    async fn a_read_of_pieces_that_do_not_fit_is_an_integrity_error() {
+        let allocator = allocator().await;
+        let events = EventSink::new(None);
+        for bad in [
+            entry(1, &[(0, u64::MAX), (0, 2)]),
+            entry(u64::MAX, &[(0, u64::MAX)]),
+            entry(10, &[(PAD - 5, 10)]),
+            entry(0, &[(0, 0)]),
+        ] {
+            let size = usize::try_from(bad.size).unwrap_or(0).min(64);
+            let result = allocator.read(&bad, vec![0u8; size], &events).await;
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::Integrity(_)) | Err(Error::InvalidInput(_))
+                ),
+                "{bad:?}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_item_buffer_refuses_a_range_outside_it() {
+        let buffer = ItemBuffer::new(vec![0u8; 10], 10).unwrap();
+        // SAFETY: no slice of the buffer is alive while these are taken.
+        unsafe {
+            assert_eq!(buffer.range(2, 8).unwrap().len(), 8);
+            assert!(buffer.range(3, 8).is_err());
+            assert!(buffer.range(u64::MAX, 2).is_err());
+            assert!(buffer.range(1, u64::MAX).is_err());
+        }
+    }
+}
