@@ -151,7 +151,8 @@ impl PadIo {
     }
 
     /// Uploads `plaintext` as `version` of pad `id`, then checks the backend
-    /// holds it. `on_uploaded` runs between the two. The upload permit (one
+    /// holds it; `durable`: on stable storage whatever the store's fsync
+    /// setting (`PadStore::put_durable`). `on_uploaded` runs between the two. The upload permit (one
     /// of the store's upload slots) covers the upload only: the commit check
     /// moves no data, and holding a slot through it would slow the pipeline.
     async fn upload(
@@ -159,6 +160,7 @@ impl PadIo {
         id: PadId,
         version: u64,
         plaintext: Bytes,
+        durable: bool,
         permit: tokio::sync::SemaphorePermit<'_>,
         on_uploaded: impl FnOnce(),
     ) -> Result<AuthTag> {
@@ -175,7 +177,11 @@ impl PadIo {
                 let name = name.clone();
                 crypto::on_blocking_pool(move || {
                     let tag = seal(&mut buffer)?;
-                    let written = folder.put(&name, &buffer);
+                    let written = if durable {
+                        folder.put_durable(&name, &buffer)
+                    } else {
+                        folder.put(&name, &buffer)
+                    };
                     Ok::<_, Error>((buffer, tag, Some(written)))
                 })
                 .await?
@@ -191,7 +197,13 @@ impl PadIo {
             // Not yet written, or a transient failure: (re)tried as any put.
             _ => {
                 self.retry
-                    .run(|_| self.backend.put(&name, sealed.clone()))
+                    .run(|_| async {
+                        if durable {
+                            self.backend.put_durable(&name, sealed.clone()).await
+                        } else {
+                            self.backend.put(&name, sealed.clone()).await
+                        }
+                    })
                     .await?
             }
         };
@@ -226,6 +238,8 @@ pub struct PadWrite {
 struct Patch {
     /// `(offset in pad, bytes)`.
     parts: Vec<(u64, Bytes)>,
+    /// Must reach stable storage (see `PadWriter::write`).
+    durable: bool,
     uploaded: oneshot::Sender<Result<()>>,
     committed: oneshot::Sender<Result<(u64, AuthTag)>>,
 }
@@ -294,8 +308,15 @@ impl PadWriter {
             .ok_or_else(|| Error::integrity(format!("no pad with ordinal {ordinal}")))
     }
 
-    /// Queues `parts` (`(offset, bytes)` within pad `ordinal`) for writing.
-    pub fn write(self: &Arc<Self>, ordinal: u64, parts: Vec<(u64, Bytes)>) -> Result<PadWrite> {
+    /// Queues `parts` (`(offset, bytes)` within pad `ordinal`) for writing;
+    /// `durable`: to stable storage whatever the store's fsync setting (a
+    /// write-back, after which the log may be the only other copy to go).
+    pub fn write(
+        self: &Arc<Self>,
+        ordinal: u64,
+        parts: Vec<(u64, Bytes)>,
+        durable: bool,
+    ) -> Result<PadWrite> {
         let slot = self.slot(ordinal)?;
         let (uploaded_tx, uploaded) = oneshot::channel();
         let (committed_tx, committed) = oneshot::channel();
@@ -303,6 +324,7 @@ impl PadWriter {
             let mut state = slot.state.lock().expect("slot lock");
             state.waiting.push(Patch {
                 parts,
+                durable,
                 uploaded: uploaded_tx,
                 committed: committed_tx,
             });
@@ -384,13 +406,14 @@ impl PadWriter {
             let mut parts = Vec::new();
             let mut uploaded = Vec::with_capacity(batch.len());
             let mut committed = Vec::with_capacity(batch.len());
+            let durable = batch.iter().any(|patch| patch.durable);
             for patch in batch {
                 parts.extend(patch.parts);
                 uploaded.push(patch.uploaded);
                 committed.push(patch.committed);
             }
             let outcome = self
-                .flush_batch(&slot, &parts, content, min_version, &mut uploaded)
+                .flush_batch(&slot, &parts, content, min_version, durable, &mut uploaded)
                 .await;
             // Let go of the callers' data before telling them it is written.
             drop(parts);
@@ -428,6 +451,7 @@ impl PadWriter {
         parts: &[(u64, Bytes)],
         content: Option<Bytes>,
         min_version: u64,
+        durable: bool,
         uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
     ) -> Result<(u64, Option<Bytes>, AuthTag)> {
         let permit = self
@@ -480,7 +504,7 @@ impl PadWriter {
         let content = whole.unwrap_or_else(|| Bytes::from(plaintext));
         let tag = self
             .io
-            .upload(slot.id, version, content.clone(), permit, || {
+            .upload(slot.id, version, content.clone(), durable, permit, || {
                 for done in uploaded.drain(..) {
                     // The receiver may be gone (a cancelled put); fine.
                     let _ = done.send(Ok(()));

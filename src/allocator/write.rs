@@ -171,7 +171,7 @@ impl MemoryAllocator {
             None => hash_parts(parts).await,
         };
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
-        let write = self.writer.write(pad, parts)?;
+        let write = self.writer.write(pad, parts, false)?;
         write.uploaded.await.map_err(writer_gone)??;
         progress.report_uploaded(bytes, events).await?;
         let (version, tag) = write.committed.await.map_err(writer_gone)??;

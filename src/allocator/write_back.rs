@@ -16,7 +16,10 @@
 //! - on `flush` and `close`.
 //!
 //! Each write is recorded by a [`Record::WrittenBack`] naming the items it
-//! holds, applied at once and carried by the next log write.
+//! holds, applied at once and carried by the next log write. It goes to
+//! stable storage whatever the store's fsync setting: a checkpoint may
+//! delete the log objects that were the items' other copy, and an item
+//! stored long ago must not be lost to an OS crash just after.
 //!
 //! [`Index::inline`]: crate::index::Index::inline
 
@@ -194,7 +197,7 @@ impl MemoryAllocator {
         }
         data_ids.sort_unstable();
         data_ids.dedup();
-        let write = self.writer.write(pad, patches)?;
+        let write = self.writer.write(pad, patches, true)?;
         let (version, _tag) = write.committed.await.map_err(writer_gone)??;
         Ok(Some(Record::WrittenBack {
             pad,
