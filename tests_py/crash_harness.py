@@ -193,7 +193,8 @@ def settle(store, expected: dict[str, bytes], event: dict, report: Report) -> No
         found = store.fetch_item(key)
     except anthill.KeyNotFoundError:
         found = None
-    if found is None and store.summary().pending:
+    # Pending: absent, or (an overwrite) still the old value beside it.
+    if store.summary().pending:
         assert new is not None, "a remove left a pending upload"
         store.store_item(key, new, resume=True)
         report.pending_resumed += 1

@@ -11,7 +11,7 @@ use futures::stream::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Allocation, ExpansionTurn, MemoryAllocator, PendingRecord, existing_pieces};
+use super::{Allocation, ExpansionTurn, MemoryAllocator, PendingPut, existing_pieces};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
 use crate::index::{PadRecord, Piece, Record};
@@ -80,7 +80,7 @@ impl MemoryAllocator {
         max_new_pads: u64,
         turn: &mut Option<ExpansionTurn>,
         writing: &WriterGuard,
-        pending: &mut Option<PendingRecord>,
+        pending: &mut Option<PendingPut>,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<Option<Allocation>> {
         let pad_size = self.io.pad_size;
@@ -113,8 +113,8 @@ impl MemoryAllocator {
                 })
                 .await?;
             let bytes = allocation.new_pad_bytes.clone();
-            let pending = pending.take().map(|make| PendingAlong {
-                make,
+            let pending = pending.take().map(|put| PendingAlong {
+                put,
                 data_id: allocation.data_id,
                 existing: existing_pieces(&allocation.existing, pad_size),
                 kept: allocation.keeper(),
@@ -237,7 +237,7 @@ impl MemoryAllocator {
                     (Some(pending), Some(new_pieces)) => {
                         let mut pieces = pending.existing;
                         pieces.extend(new_pieces);
-                        batch.push((pending.make)(pending.data_id, pieces));
+                        batch.push(pending.put.record(pending.data_id, pieces));
                         Some(pending.kept)
                     }
                     _ => None,
@@ -365,7 +365,7 @@ impl MemoryAllocator {
 
 /// A put's pending record, handed to the expansion that reserves its pads.
 pub(super) struct PendingAlong {
-    pub(super) make: PendingRecord,
+    pub(super) put: PendingPut,
     pub(super) data_id: u64,
     /// The item's pieces in free space it took at once.
     pub(super) existing: Vec<Piece>,

@@ -31,11 +31,35 @@ pub use write::inline_digest;
 use write::writer_gone;
 pub use write_back::{IDLE, LOG_FIRST_FRACTION, MEMORY_BOUND, write_back_when_idle};
 
-/// Makes a put's pending record (`Record::Pending`) from its data id and
-/// pieces, for the expansion to write in the same index write as the new
-/// pads it reserved: a put needing new pads then waits for one index write
-/// before its commit, not two.
-pub type PendingRecord = Box<dyn FnOnce(u64, Vec<Piece>) -> Record + Send>;
+/// A put spanning pads, to be recorded as pending (`Record::Pending`) once
+/// its space is known. The expansion that reserves its new pads writes it
+/// in the same index write as them: a put needing new pads then waits for
+/// one index write before its commit, not two.
+pub struct PendingPut {
+    pub key: String,
+    pub size: u64,
+    /// The data's fingerprint (`crypto::fingerprint`), to resume it by.
+    pub fingerprint: crate::crypto::Digest,
+}
+
+impl PendingPut {
+    /// The pending record of the put, given where its data goes.
+    pub fn record(self, data_id: u64, pieces: Vec<Piece>) -> Record {
+        let now = crate::store::now();
+        let entry = crate::index::Entry {
+            data_id,
+            size: self.size,
+            hash: self.fingerprint,
+            pieces,
+            created: now,
+            modified: now,
+        };
+        Record::Pending {
+            key: self.key,
+            entry,
+        }
+    }
+}
 
 /// The right to reserve new pads; see [`MemoryAllocator::expansion_turn`].
 pub type ExpansionTurn = tokio::sync::OwnedMutexGuard<()>;

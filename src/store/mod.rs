@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::allocator::{self, Allocation, MemoryAllocator, PendingRecord};
+use crate::allocator::{self, MemoryAllocator};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
@@ -23,7 +23,10 @@ use crate::pad_io::PadIo;
 use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
-use crate::writer_gate::{WriterGate, WriterGuard};
+use crate::writer_gate::WriterGate;
+
+mod put;
+use put::Put;
 
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
@@ -168,7 +171,7 @@ struct Inner {
     activity: Arc<tokio::sync::Notify>,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -441,214 +444,10 @@ impl Store {
         if exists.is_some() && !options.overwrite {
             return Err(Error::KeyExists(key.to_string()));
         }
-        let size = data.len() as u64;
-        // Pending, the item is known by its fingerprint; its digest comes
-        // from the pieces as they are written.
-        let fingerprint = crypto::fingerprint(&data);
         let cap = options.max_new_pads.or(self.inner.max_new_pads);
-        let allocator = &self.inner.allocator;
-        let mut turn = None;
-        // A put spanning pads is recorded as pending once its space is known,
-        // so an interruption leaves it resumable rather than lost; with new
-        // pads, the expansion records it along with them.
-        let pending_entry = {
-            let key = key.to_string();
-            move |data_id: u64, pieces: Vec<Piece>| {
-                let entry = Entry {
-                    data_id,
-                    size,
-                    hash: fingerprint,
-                    pieces,
-                    created: now(),
-                    modified: now(),
-                };
-                Record::Pending { key, entry }
-            }
-        };
-        let mut pending_record: Option<PendingRecord> =
-            (size > allocator.pad_size()).then(|| Box::new(pending_entry) as _);
-        let mut allocation = loop {
-            let summary = self.summary_now();
-            let needed = allocator.check_allocation_possible(size).unwrap_or(0);
-            if needed > 0 {
-                if turn.is_none() {
-                    // Wait for any expansion under way; its pads may suffice.
-                    turn = Some(allocator.expansion_turn().await);
-                    continue;
-                }
-                if let Some(cap) = cap.filter(|cap| needed > *cap) {
-                    return Err(Error::Cancelled(format!(
-                        "storing {size} bytes needs {needed} new pads, but max_new_pads is {cap}"
-                    )));
-                }
-                let estimated_cost = self
-                    .inner
-                    .backend
-                    .price_per_pad()
-                    .map(|price| format!("{:.2}", price * needed as f64));
-                events
-                    .emit(|| PutEvent::ConfirmReservation {
-                        needed,
-                        data_size: size,
-                        total_space: summary.total_space,
-                        free_space: summary.free_space,
-                        current_scratchpads: summary.total_pads,
-                        estimated_cost,
-                    })
-                    .await?;
-            }
-            // Free space may have shrunk since the confirmation (a concurrent
-            // put took it); then ask again rather than spend unconfirmed.
-            if let Some(allocation) = allocator
-                .allocate(
-                    size,
-                    needed,
-                    &mut turn,
-                    &writing,
-                    &mut pending_record,
-                    events,
-                )
-                .await?
-            {
-                break allocation;
-            }
-        };
-        drop(turn);
-        if allocator.log_first(size) {
-            return self
-                .put_in_log(key, data, allocation, exists.as_ref(), &writing, events)
-                .await;
-        }
-        let data_id = allocation.data_id;
-        let placement = (size > allocator.pad_size()).then(|| allocation.placement());
-        let pending = allocation.keeper();
-        let record_pending = async {
-            if let Some(placement) = placement {
-                let pieces = placement.await?;
-                if let Some(make) = pending_record.take() {
-                    // No expansion took it: record it on its own.
-                    let record = make(data_id, pieces);
-                    self.inner.journal.append(vec![record]).await?;
-                    pending.store(true, Ordering::Release);
-                }
-            }
-            Ok::<(), Error>(())
-        };
-        let outcome = async {
-            // Both run to their end (no early drop of a half-made pending
-            // record), so `pending` tells exactly whether one was recorded.
-            let (written, recorded) = futures::join!(
-                allocator.write(&mut allocation, &data, events),
-                record_pending
-            );
-            let (pieces, digest) = written?;
-            recorded?;
-            self.commit(key, data_id, size, digest, pieces, exists.as_ref())
-                .await
-        }
-        .await;
-        match outcome {
-            Ok(released) => {
-                pending.store(true, Ordering::Release);
-                allocator.free(&released);
-            }
-            Err(error) => {
-                if pending.load(Ordering::Acquire) {
-                    self.abandon_pending(key, &pending).await;
-                }
-                if self.inner.journal.in_doubt() {
-                    // Its record may have landed: the space may be live
-                    // until the journal knows (the next rebuild frees it).
-                    pending.store(true, Ordering::Release);
-                }
-                return Err(error);
-            }
-        }
-        drop(allocation);
-        events.finish(PutEvent::StoreComplete).await
-    }
-
-    /// Commits a small item with its bytes in the index log: one small
-    /// write, instead of rewriting the pads it shares. Its pads become dirty
-    /// and are written back later (see `allocator/write_back.rs`). The
-    /// upload events come before that log write, which commits the item.
-    async fn put_in_log(
-        &self,
-        key: &str,
-        data: Bytes,
-        mut allocation: Allocation,
-        previous: Option<&Entry>,
-        writing: &WriterGuard,
-        events: &Arc<EventSink<PutEvent>>,
-    ) -> Result<()> {
-        let size = data.len() as u64;
-        let allocator = &self.inner.allocator;
-        let kept = allocation.keeper();
-        events
-            .emit(|| PutEvent::StartingUpload {
-                total_bytes: size,
-                total_pads: 0,
-            })
-            .await?;
-        // The index keeps these bytes until they are written back: its own
-        // copy, not a view of the caller's buffer.
-        let data = Bytes::copy_from_slice(&data);
-        let pieces = allocation.placement().await?;
-        let hash = allocator::inline_digest(&pieces, &data)?;
-        let touched: Vec<u64> = pieces.iter().map(|p| p.pad).collect();
-        events
-            .emit(|| PutEvent::UploadProgress {
-                bytes_written: size,
-                total_bytes: size,
-            })
-            .await?;
-        events.emit(|| PutEvent::UploadFinished).await?;
-        let entry = Entry {
-            data_id: allocation.data_id,
-            size,
-            hash,
-            pieces,
-            created: previous.map_or_else(now, |e| e.created),
-            modified: now(),
-        };
-        let record = Record::PutInline {
-            key: key.to_string(),
-            entry,
-            data,
-        };
-        match self.inner.journal.append(vec![record]).await {
-            Ok(released) => {
-                kept.store(true, Ordering::Release);
-                allocator.free(&released);
-            }
-            Err(error) => {
-                if self.inner.journal.in_doubt() {
-                    // Its record may have landed: keep the space until the
-                    // journal knows (the next rebuild frees it if not).
-                    kept.store(true, Ordering::Release);
-                }
-                return Err(error);
-            }
-        }
-        drop(allocation);
-        self.inner.activity.notify_one();
-        let (due, wait) = allocator.write_back_due(&touched);
-        if !due.is_empty() {
-            let (allocator, writing) = (Arc::clone(allocator), writing.clone());
-            let work = tokio::spawn(async move {
-                let written = allocator.write_back(due).await;
-                drop(writing);
-                written
-            });
-            if wait {
-                // Over the memory bound: this put waits for room. Its item
-                // is committed whatever the write-back does.
-                if let Ok(Err(error)) = work.await {
-                    log::warn!("writing small items back failed (they stay in the log): {error}");
-                }
-            }
-        }
-        events.finish(PutEvent::StoreComplete).await
+        Put::new(self, key, data, exists, writing, events)
+            .run(cap)
+            .await
     }
 
     /// Writes every pad holding log-only bytes and records that in the log.

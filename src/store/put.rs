@@ -1,0 +1,279 @@
+//! One `store_item` call, past its checks, as one object: what it stores and
+//! replaces, what it holds while it runs (its place in the writer gate, the
+//! turn to expand, its pending record) and the two ways it ends:
+//! - a small item is committed in the index log, and its pads written back
+//!   later ([`Put::commit_in_log`]);
+//! - any other is written to its pads, then committed
+//!   ([`Put::write_to_pads`]).
+//!
+//! Until it commits, the [`Allocation`] it holds gives its space back if the
+//! put fails or is dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{Store, now};
+use crate::allocator::{self, Allocation, ExpansionTurn, PendingPut};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::events::{EventSink, PutEvent};
+use crate::index::{Entry, Record};
+use crate::writer_gate::WriterGuard;
+
+pub(super) struct Put<'a> {
+    store: &'a Store,
+    key: &'a str,
+    data: Bytes,
+    /// The entry this put replaces, if any.
+    previous: Option<Entry>,
+    /// This put's place in the writer gate, held until it ends.
+    writing: WriterGuard,
+    events: &'a Arc<EventSink<PutEvent>>,
+    /// The right to reserve new pads, once waited for.
+    turn: Option<ExpansionTurn>,
+    /// The pending record of an item spanning pads, until it is written
+    /// (by the expansion that reserves its pads, or by [`Put::write_to_pads`]).
+    pending: Option<PendingPut>,
+}
+
+impl<'a> Put<'a> {
+    pub(super) fn new(
+        store: &'a Store,
+        key: &'a str,
+        data: Bytes,
+        previous: Option<Entry>,
+        writing: WriterGuard,
+        events: &'a Arc<EventSink<PutEvent>>,
+    ) -> Self {
+        let size = data.len() as u64;
+        // Recorded as pending once its space is known, an item spanning pads
+        // is resumable after an interruption rather than lost. Pending, it is
+        // known by its fingerprint; its digest comes from its pieces as they
+        // are written.
+        let pending = (size > store.inner.allocator.pad_size()).then(|| PendingPut {
+            key: key.to_string(),
+            size,
+            fingerprint: crypto::fingerprint(&data),
+        });
+        Self {
+            store,
+            key,
+            data,
+            previous,
+            writing,
+            events,
+            turn: None,
+            pending,
+        }
+    }
+
+    /// Allocates, never reserving more than `cap` new pads, then writes and
+    /// commits.
+    pub(super) async fn run(mut self, cap: Option<u64>) -> Result<()> {
+        let allocation = self.allocate(cap).await?;
+        // Recorded, and its unused space freed: the next expansion may start.
+        self.turn = None;
+        if self.store.inner.allocator.log_first(allocation.size) {
+            self.commit_in_log(allocation).await
+        } else {
+            self.write_to_pads(allocation).await
+        }
+    }
+
+    /// Finds space for the item: free space at once, else (with the turn to
+    /// expand, and after `ConfirmReservation`) new pads.
+    async fn allocate(&mut self, cap: Option<u64>) -> Result<Allocation> {
+        let allocator = &self.store.inner.allocator;
+        let size = self.data.len() as u64;
+        loop {
+            let summary = self.store.summary_now();
+            let needed = allocator.check_allocation_possible(size).unwrap_or(0);
+            if needed > 0 {
+                if self.turn.is_none() {
+                    // Wait for any expansion under way; its pads may suffice.
+                    self.turn = Some(allocator.expansion_turn().await);
+                    continue;
+                }
+                if let Some(cap) = cap.filter(|cap| needed > *cap) {
+                    return Err(Error::Cancelled(format!(
+                        "storing {size} bytes needs {needed} new pads, but max_new_pads is {cap}"
+                    )));
+                }
+                let estimated_cost = self
+                    .store
+                    .inner
+                    .backend
+                    .price_per_pad()
+                    .map(|price| format!("{:.2}", price * needed as f64));
+                self.events
+                    .emit(|| PutEvent::ConfirmReservation {
+                        needed,
+                        data_size: size,
+                        total_space: summary.total_space,
+                        free_space: summary.free_space,
+                        current_scratchpads: summary.total_pads,
+                        estimated_cost,
+                    })
+                    .await?;
+            }
+            // Free space may have shrunk since the confirmation (a concurrent
+            // put took it); then ask again rather than spend unconfirmed.
+            if let Some(allocation) = allocator
+                .allocate(
+                    size,
+                    needed,
+                    &mut self.turn,
+                    &self.writing,
+                    &mut self.pending,
+                    self.events,
+                )
+                .await?
+            {
+                return Ok(allocation);
+            }
+        }
+    }
+
+    /// Commits a small item with its bytes in the index log: one small
+    /// write, instead of rewriting the pads it shares. Its pads are written
+    /// back later (see `allocator/write_back.rs`). The upload events come
+    /// before that log write, which commits the item.
+    async fn commit_in_log(self, mut allocation: Allocation) -> Result<()> {
+        let (store, events) = (self.store, self.events);
+        let allocator = &store.inner.allocator;
+        let size = self.data.len() as u64;
+        let kept = allocation.keeper();
+        events
+            .emit(|| PutEvent::StartingUpload {
+                total_bytes: size,
+                total_pads: 0,
+            })
+            .await?;
+        // The index keeps these bytes until they are written back: its own
+        // copy, not a view of the caller's buffer.
+        let data = Bytes::copy_from_slice(&self.data);
+        let pieces = allocation.placement().await?;
+        let hash = allocator::inline_digest(&pieces, &data)?;
+        let touched: Vec<u64> = pieces.iter().map(|p| p.pad).collect();
+        events
+            .emit(|| PutEvent::UploadProgress {
+                bytes_written: size,
+                total_bytes: size,
+            })
+            .await?;
+        events.emit(|| PutEvent::UploadFinished).await?;
+        let entry = Entry {
+            data_id: allocation.data_id,
+            size,
+            hash,
+            pieces,
+            created: self.previous.as_ref().map_or_else(now, |e| e.created),
+            modified: now(),
+        };
+        let record = Record::PutInline {
+            key: self.key.to_string(),
+            entry,
+            data,
+        };
+        match store.inner.journal.append(vec![record]).await {
+            Ok(released) => {
+                kept.store(true, Ordering::Release);
+                allocator.free(&released);
+            }
+            Err(error) => {
+                if store.inner.journal.in_doubt() {
+                    // Its record may have landed: keep the space until the
+                    // journal knows (the next rebuild frees it if not).
+                    kept.store(true, Ordering::Release);
+                }
+                return Err(error);
+            }
+        }
+        drop(allocation);
+        store.inner.activity.notify_one();
+        let (due, wait) = allocator.write_back_due(&touched);
+        if !due.is_empty() {
+            let (allocator, writing) = (Arc::clone(allocator), self.writing);
+            let work = tokio::spawn(async move {
+                let written = allocator.write_back(due).await;
+                drop(writing);
+                written
+            });
+            if wait {
+                // Over the memory bound: this put waits for room. Its item
+                // is committed whatever the write-back does.
+                if let Ok(Err(error)) = work.await {
+                    log::warn!("writing small items back failed (they stay in the log): {error}");
+                }
+            }
+        }
+        events.finish(PutEvent::StoreComplete).await
+    }
+
+    /// Writes the item to its pads (uploads to new pads starting as each is
+    /// reserved), records it as pending meanwhile if it spans pads, then
+    /// commits it.
+    async fn write_to_pads(mut self, mut allocation: Allocation) -> Result<()> {
+        let (store, events) = (self.store, self.events);
+        let allocator = &store.inner.allocator;
+        let size = self.data.len() as u64;
+        let data_id = allocation.data_id;
+        let placement = (size > allocator.pad_size()).then(|| allocation.placement());
+        let kept = allocation.keeper();
+        let pending = self.pending.take();
+        let record_pending = async {
+            if let Some(placement) = placement {
+                let pieces = placement.await?;
+                if let Some(pending) = pending {
+                    // No expansion took it: record it on its own.
+                    let record = pending.record(data_id, pieces);
+                    store.inner.journal.append(vec![record]).await?;
+                    kept.store(true, Ordering::Release);
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        let outcome = async {
+            // Both run to their end (no early drop of a half-made pending
+            // record), so `kept` tells exactly whether one was recorded.
+            let (written, recorded) = futures::join!(
+                allocator.write(&mut allocation, &self.data, events),
+                record_pending
+            );
+            let (pieces, digest) = written?;
+            recorded?;
+            store
+                .commit(
+                    self.key,
+                    data_id,
+                    size,
+                    digest,
+                    pieces,
+                    self.previous.as_ref(),
+                )
+                .await
+        }
+        .await;
+        match outcome {
+            Ok(released) => {
+                kept.store(true, Ordering::Release);
+                allocator.free(&released);
+            }
+            Err(error) => {
+                if kept.load(Ordering::Acquire) {
+                    store.abandon_pending(self.key, &kept).await;
+                }
+                if store.inner.journal.in_doubt() {
+                    // Its record may have landed: the space may be live
+                    // until the journal knows (the next rebuild frees it).
+                    kept.store(true, Ordering::Release);
+                }
+                return Err(error);
+            }
+        }
+        drop(allocation);
+        events.finish(PutEvent::StoreComplete).await
+    }
+}
