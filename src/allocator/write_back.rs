@@ -177,27 +177,36 @@ impl MemoryAllocator {
     /// Writes pad `pad`'s log-only parts into it in one pad write.
     async fn write_pad_back(&self, pad: u64) -> Result<Option<Record>> {
         let pad_size = self.io.pad_size;
-        let parts = self.journal.read(|index| index.dirty_parts(pad));
-        if parts.is_empty() {
-            return Ok(None);
-        }
-        let mut data_ids = Vec::with_capacity(parts.len());
-        let mut patches = Vec::with_capacity(parts.len());
-        for (data_id, offset, bytes) in parts {
-            let fits = offset
-                .checked_add(bytes.len() as u64)
-                .is_some_and(|end| end <= pad_size);
-            if !fits {
-                return Err(Error::integrity(format!(
-                    "the index places log-only bytes outside pad {pad}"
-                )));
+        // The parts are queued in the pad's writer slot while the index
+        // cannot change: if they were queued later, an item among them could
+        // be removed and its place reused by a put whose patch is queued
+        // first, which these stale bytes would then overwrite.
+        let queued = self.journal.read(|index| {
+            let parts = index.dirty_parts(pad);
+            if parts.is_empty() {
+                return Ok(None);
             }
-            data_ids.push(data_id);
-            patches.push((offset, bytes));
-        }
-        data_ids.sort_unstable();
-        data_ids.dedup();
-        let write = self.writer.write(pad, patches, true)?;
+            let mut data_ids = Vec::with_capacity(parts.len());
+            let mut patches = Vec::with_capacity(parts.len());
+            for (data_id, offset, bytes) in parts {
+                let fits = offset
+                    .checked_add(bytes.len() as u64)
+                    .is_some_and(|end| end <= pad_size);
+                if !fits {
+                    return Err(Error::integrity(format!(
+                        "the index places log-only bytes outside pad {pad}"
+                    )));
+                }
+                data_ids.push(data_id);
+                patches.push((offset, bytes));
+            }
+            data_ids.sort_unstable();
+            data_ids.dedup();
+            Ok(Some((data_ids, self.writer.write(pad, patches, true)?)))
+        })?;
+        let Some((data_ids, write)) = queued else {
+            return Ok(None);
+        };
         let (version, _tag) = write.committed.await.map_err(writer_gone)??;
         Ok(Some(Record::WrittenBack {
             pad,
