@@ -124,7 +124,7 @@ impl PadIo {
             // Reserved without a call and never written: empty. A pad that
             // was written (version >= 1) and is missing stays an error.
             Err(BackendError::NotFound(_))
-                if min_version == 0 && self.backend.pads_created_on_first_write() =>
+                if min_version == 0 && self.backend.missing_pads_read_empty() =>
             {
                 return Ok(PadContent {
                     version: 0,

@@ -138,6 +138,14 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether a recorded pad with no object reads as empty (version 0):
+    /// where pads are created on first write, by this handle or by another
+    /// process that opened the store without a wrapper that reserves pads
+    /// by a call (`sim+`, to count and price them).
+    fn missing_pads_read_empty(&self) -> bool {
+        self.pads_created_on_first_write()
+    }
+
     /// A local folder's writer, whose blocking `put` lets a pad be sealed
     /// and written by one call on one thread (see `folder.rs`); `None` for
     /// every other backend, and for wrappers that must see each put.

@@ -554,6 +554,10 @@ impl PadStore for SimPadStore {
         self.inner.remove_partial_writes().await
     }
 
+    fn missing_pads_read_empty(&self) -> bool {
+        self.inner.missing_pads_read_empty()
+    }
+
     fn writer_lock_linger(&self) -> std::time::Duration {
         self.inner.writer_lock_linger()
     }
