@@ -14,6 +14,13 @@ Instants: the writer prints ``BEGIN`` right before each operation; the
 harness kills it after a random number of lines, so kills land before, inside
 and right after operations (the kill arrives while the Rust core is working).
 No clock is involved, so a seed reproduces the same kill points.
+
+Write-back: items of at most 1/16 of a pad are committed in the index log
+and their pads written back later (when half dirty, on ``flush()``, at
+close). Most items here are that small, the writer calls ``flush()`` now and
+then, and some rounds kill right after a ``flush`` line, so kills land while
+pads are written back. Every reopen must read what the log alone held, and
+its close must write it back.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SECRET = "crash-harness-secret"
-PAD_SIZE = 4096
+# Items of at most PAD_SIZE / 16 = 1 KiB go through the log first.
+PAD_SIZE = 16384
 
 WRITER = r"""
 import hashlib, json, random, sys
@@ -52,9 +60,13 @@ for i in range(10_000):
         key = rng.choice(keys)
         print(json.dumps({"op": "remove", "key": key}), flush=True)
         store.remove_item(key)
+    elif roll < 0.28:
+        print(json.dumps({"op": "flush"}), flush=True)
+        store.flush()
     else:
-        key = rng.choice(keys) if keys and roll < 0.45 else f"k{seed}-{i}"
-        size = rng.choice([0, 1, 100, 3000, 4096, 5000, 3 * 4096 + 17, 9 * 4096])
+        key = rng.choice(keys) if keys and roll < 0.5 else f"k{seed}-{i}"
+        # Mostly small (the log-first path, up to 1024), some spanning pads.
+        size = rng.choice([0, 1, 100, 100, 500, 500, 1024, 1024, 3000, 16384, 40000, 9 * 16384 + 17])
         tag = f"{seed}-{i}"
         print(json.dumps({"op": "put", "key": key, "tag": tag, "size": size}), flush=True)
         store.store_item(key, value(tag, size), overwrite=True)
@@ -71,6 +83,8 @@ def value(tag: str, size: int) -> bytes:
 class Report:
     kills: int = 0
     kills_mid_operation: int = 0
+    kills_mid_flush: int = 0
+    reopened_unflushed: int = 0
     operations_done: int = 0
     items_checked: int = 0
     pending_resumed: int = 0
@@ -100,6 +114,8 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
             )
             assert writer.stdout is not None
             lines_before_kill = rng.randint(1, 60)
+            # Some rounds wait for a flush to begin, then kill: mid write-back.
+            kill_in_flush = rng.random() < 0.3
             in_flight: dict | None = None
 
             def follow(line: str) -> None:
@@ -112,11 +128,14 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
                 else:
                     in_flight = event
 
-            for _ in range(lines_before_kill):
+            for lines in range(lines_before_kill + 200):
                 line = writer.stdout.readline()
                 if not line:
                     break
                 follow(line)
+                flushing = in_flight is not None and in_flight["op"] == "flush"
+                if lines + 1 >= lines_before_kill and (flushing or not kill_in_flush):
+                    break
             writer.send_signal(signal.SIGKILL)
             writer.wait()
             # The writer ran on until the signal landed: what it printed
@@ -128,6 +147,7 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
             writer.stdout.close()
             report.kills += 1
             report.kills_mid_operation += in_flight is not None
+            report.kills_mid_flush += in_flight is not None and in_flight["op"] == "flush"
             try:
                 check(store_path, expected, in_flight, report)
             except AssertionError as failure:
@@ -138,6 +158,8 @@ def run(kills: int, seed: int, folder: Path | None = None) -> Report:
 
 def apply(expected: dict[str, bytes], event: dict | None) -> None:
     if event is None:
+        return
+    if event["op"] == "flush":
         return
     if event["op"] == "remove":
         expected.pop(event["key"], None)
@@ -151,7 +173,9 @@ def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report:
     import anthill
 
     store = anthill.open(path, secret=SECRET, pad_size=PAD_SIZE)
-    uncertain = in_flight["key"] if in_flight else None
+    # Small items the killed writer had not written back yet, from its log.
+    report.reopened_unflushed += store.unflushed_bytes() > 0
+    uncertain = in_flight.get("key") if in_flight else None
     keys = set(store.keys())
     for key, data in expected.items():
         if key == uncertain:
@@ -162,6 +186,7 @@ def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report:
     for key in keys - set(expected) - {uncertain}:
         raise AssertionError(f"{key} is present but was removed or never stored")
     if uncertain is not None:
+        assert in_flight is not None
         settle(store, expected, in_flight, report)
     summary = store.summary()
     assert summary.pending == 0, f"pending uploads left: {summary.pending}"
@@ -179,11 +204,17 @@ def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report:
     )
     assert len(files) == len(pads), f"partial writes left behind: {set(files) - set(pads)}"
     store.close()
+    # Closing wrote back everything the log alone held.
+    again = anthill.open(path, secret=SECRET, pad_size=PAD_SIZE)
+    assert again.unflushed_bytes() == 0, f"{again.unflushed_bytes()} bytes left unflushed"
+    again.close()
 
 
 def settle(store, expected: dict[str, bytes], event: dict, report: Report) -> None:
     """The interrupted operation's key: old value, new value, absent, or
-    pending (then finished with resume=True)."""
+    pending (then finished with resume=True). An interrupted overwrite of an
+    item spanning pads can leave both: the old value readable and the new
+    one pending."""
     import anthill
 
     key = event["key"]

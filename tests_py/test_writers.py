@@ -6,6 +6,11 @@ store folder (`flock` on `<store>/.lock`), taken by the first operation of a
 process and shared by its concurrent operations; on taking it, a process
 replays what others appended to the index. Reads catch up the same way when a
 key is missing or an item fails its digest.
+
+Small items (at most 1/16 of a pad, here 1 KiB) are committed in the index log
+and written back to their pads later, by whichever writer holds the lock then:
+the sizes mix them with items that fill or span pads; writers flush now and
+then, two close their store and two leave it to the interpreter's exit.
 """
 
 import hashlib
@@ -26,10 +31,15 @@ path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(worker)
 store = anthill.open(path)  # the secret: $ANTHILL_SECRET
 for i in range(count):
-    size = rng.choice([1, 200, 1500, 9000, 16384, 40000])
+    # 1 .. 1024 go through the log first; 16384 fills a pad; 40000 spans three.
+    size = rng.choice([1, 200, 700, 1024, 1025, 1500, 9000, 16384, 40000])
     key = f"w{worker}-{i}-{size}"
     block = hashlib.sha256(key.encode()).digest()
     store.store_item(key, (block * (size // 32 + 1))[:size])
+    if i % 60 == 59:
+        store.flush()
+if worker % 2:
+    store.close()
 print("ok", flush=True)
 """
 
@@ -75,6 +85,8 @@ def test_four_writers_and_two_readers_share_one_store(tmp_path: Path) -> None:
     assert checked > 0, "the readers read items while the writers wrote"
 
     store = anthill.open(path, secret=SECRET, pad_size=PAD_SIZE)
+    # Every writer closed its store or exited: nothing is left only in the log.
+    assert store.unflushed_bytes() == 0
     keys = list(store.keys())
     assert len(keys) == 1000
     used = 0
