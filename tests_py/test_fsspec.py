@@ -356,7 +356,7 @@ def test_pandas_round_trip_through_parquet_and_csv(tmp_path: Path) -> None:
 def write_requests(store: anthill.Store) -> int:
     stats = store.backend_stats()
     assert stats is not None
-    return stats.put.calls + stats.reserve.calls
+    return stats.put.calls + stats.durable_put.calls + stats.reserve.calls
 
 
 def test_bulk_writes_run_together(make_store: Callable[..., anthill.Store]) -> None:
