@@ -61,8 +61,10 @@ class OpStats:
 @dataclass(frozen=True, slots=True)
 class BackendStats:
     """Counters of a simulated (``sim+...``) backend, from
-    :meth:`Store.backend_stats`: one :class:`OpStats` per operation, the
-    number of pads reserved and their total simulated ``cost``.
+    :meth:`Store.backend_stats`: one :class:`OpStats` per operation
+    (``durable_put``: puts that must reach stable storage before they return,
+    such as index checkpoints), the number of pads reserved and their total
+    simulated ``cost``.
 
     >>> store = anthill.open("sim+memory://demo?pad_price=0.01", secret="s")
     >>> store["k"] = b"v"
@@ -72,6 +74,7 @@ class BackendStats:
 
     reserve: OpStats
     put: OpStats
+    durable_put: OpStats
     verify: OpStats
     get: OpStats
     list: OpStats

@@ -51,6 +51,7 @@ pub(crate) fn backend_stats<'py>(py: Python<'py>, stats: &SimStats) -> PyResult<
     let kwargs = PyDict::new(py);
     kwargs.set_item("reserve", op_stats(py, &stats.reserve)?)?;
     kwargs.set_item("put", op_stats(py, &stats.put)?)?;
+    kwargs.set_item("durable_put", op_stats(py, &stats.durable_put)?)?;
     kwargs.set_item("verify", op_stats(py, &stats.verify)?)?;
     kwargs.set_item("get", op_stats(py, &stats.get)?)?;
     kwargs.set_item("list", op_stats(py, &stats.list)?)?;
