@@ -359,6 +359,14 @@ def p5_rows(r: dict[str, Any]) -> list[Row]:
         speed("sync loop", sync, "SlateDB put + flush", slate_flush, 2),
         speed("sync loop", sync, "SlateDB put", slate, 1),
         Row(
+            f"P5 small items: {puts} puts of 1 KiB, sync loop, against the disk's file creation",
+            rate(sync["puts_per_s"], "puts"),
+            f"a new 1 KiB file per put {rate(r['files']['puts_per_s'], 'files')}",
+            sync["puts_per_s"] / r["files"]["puts_per_s"],
+            "none (reported)",
+            None,
+        ),
+        Row(
             "P5 bytes written per 1 KiB put, sync loop, write-back included",
             f"{bytes_per_put:.2f} KiB/put ({mib(sync_n['bytes_written'])} for {puts} puts)",
             "target 4 KiB",
