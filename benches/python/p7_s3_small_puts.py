@@ -49,7 +49,12 @@ def garage_requests(endpoint: str) -> dict[str, int]:
     with urllib.request.urlopen(f"{host}:{int(port) + 3}/metrics", timeout=10) as answer:
         text = answer.read().decode()
     pattern = r'^api_s3_request_counter\{api_endpoint="(\w+)"\} (\d+)'
-    return {name: int(count) for name, count in re.findall(pattern, text, re.MULTILINE)}
+    found = {name: int(count) for name, count in re.findall(pattern, text, re.MULTILINE)}
+    # And the seconds Garage spent answering them, as "<operation> s".
+    pattern = r'^api_s3_request_duration_sum\{api_endpoint="(\w+)"\} ([0-9.e+-]+)'
+    for name, spent in re.findall(pattern, text, re.MULTILINE):
+        found[f"{name} s"] = float(spent)
+    return found
 
 
 def sim_counts(store: anthill.Store) -> dict[str, tuple[int, int]]:
@@ -62,7 +67,7 @@ def sim_counts(store: anthill.Store) -> dict[str, tuple[int, int]]:
 
 
 def minus(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    def sub(a: Any, b: Any) -> Any:
+    def sub(a: Any, b: Any) -> Any:  # a pair of counts, or one count
         return [x - y for x, y in zip(a, b)] if isinstance(a, tuple) else a - b
 
     return {
