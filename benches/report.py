@@ -539,8 +539,16 @@ def p7(r: dict[str, Any]) -> list[str]:
         + " |",
         "",
         (
-            "A put's requests go one after another, so its time is about the sum of their "
-            "times on the server."
+            "What one small put sends (src/journal.rs `create_log_object`, "
+            "src/pad_store/object.rs, src/pad_store/lease.rs): its log object is created by a "
+            "`reserve`, which on a service that ignores conditional writes (Garage) is a "
+            "`HEAD` (is the name free?) and then the `PUT` of about 1.1 KiB; then a `verify`, "
+            "a second `HEAD`; and before the log write the writer lease is checked, which "
+            "without conditional writes is a `GET` of the lease object. Where conditional "
+            "writes are honoured (AWS S3, MinIO, R2) the first `HEAD` and the `GET` are not "
+            "sent. The few extra requests of the loop are the first put's (taking the lease, "
+            "reserving the pad) and the lease's renewal. A put's requests go one after "
+            "another, so its time is about the sum of their times on the server."
         ),
         "",
     ]

@@ -630,9 +630,16 @@ def splice(
     note = (
         f"{label}: {machine['Date']}, commit {machine['Commit']}, "
         f"load average {machine['Load average at start (1, 5, 15 min)']} at start; "
-        f"sources {machine['Sources']}"
+        f"peers {machine['Peers']}; sources {machine['Sources']}"
     )
-    lines = [line for line in lines if not line.startswith(label)]
+
+    def superseded(line: str) -> bool:  # an earlier rerun of no other rows
+        if not (line.startswith("- Rows ") and " rerun alone (`--only`)" in line):
+            return False
+        earlier = line.removeprefix("- Rows ").split(" rerun alone")[0].split(", ")
+        return set(earlier) <= set(names)
+
+    lines = [line for line in lines if not superseded(line)]
     results_at = lines.index("## Results")
     lines.insert(results_at - 1, note)
     return "\n".join(lines).rstrip() + "\n"
