@@ -15,7 +15,7 @@ machine falls on both alike); the puts land in the holes (the pad count is
 checked not to grow), so they commit through the log and leave existing
 pads dirty, as small puts into a long-lived store do. After each round,
 untimed, `flush()` writes the dirty pads back; its time is reported beside.
-The figure is the median round.
+The figure is the best round (load from elsewhere only adds time).
 """
 
 from __future__ import annotations
@@ -95,7 +95,10 @@ def main() -> None:
     out: dict[str, Any] = {"probes": PROBES, "rounds": ROUNDS, "removed": REMOVED}
     for name, (store, result) in levels.items():
         assert store.summary().total_pads == result["pads"]  # the puts filled holes
-        result["per_put_s"] = statistics.median(result["rounds_s"]) / PROBES
+        # Load from elsewhere only ever adds time: the best round is the
+        # least disturbed.
+        result["per_put_s"] = min(result["rounds_s"]) / PROBES
+        result["median_per_put_s"] = statistics.median(result["rounds_s"]) / PROBES
         result["flush_per_put_s"] = statistics.median(result["flush_s"]) / PROBES
         store.close()
         out[name] = result
