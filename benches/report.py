@@ -526,6 +526,8 @@ def p7(r: dict[str, Any]) -> list[str]:
         out.append(f"| {label} | {cells} |")
     garage = {**r["garage_close"], **r["garage_loop"]}
     names = sorted(name for name in garage if not name.endswith(" s"))
+    if not names:
+        names = ["(Garage's counters were not reachable)"]
     out += [
         "",
         "| Garage's requests | " + " | ".join(names) + " |",

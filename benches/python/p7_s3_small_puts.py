@@ -44,10 +44,14 @@ def store_url() -> tuple[str, str]:
 
 def garage_requests(endpoint: str) -> dict[str, int]:
     """S3 requests the Garage node at `endpoint` has served, by operation
-    (its admin API listens 3 ports above its S3 API, see scripts/garage.sh)."""
+    (its admin API listens 3 ports above its S3 API, see scripts/garage.sh);
+    empty where there is no such API."""
     host, port = endpoint.rsplit(":", 1)
-    with urllib.request.urlopen(f"{host}:{int(port) + 3}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
+    try:
+        with urllib.request.urlopen(f"{host}:{int(port) + 3}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+    except (OSError, ValueError):
+        return {}  # not a scripts/garage.sh cluster: the sim's counts only
     pattern = r'^api_s3_request_counter\{api_endpoint="(\w+)"\} (\d+)'
     found = {name: int(count) for name, count in re.findall(pattern, text, re.MULTILINE)}
     # And the seconds Garage spent answering them, as "<operation> s".
