@@ -3,11 +3,12 @@ process of its own, and rewrites docs/benchmarks.md with the machine it ran
 on and one table of ratios measured in this run.
 
 Run it through `bash scripts/bench.sh`, which builds what it needs first
-(the optimised Python extension, the Rust benchmark binary) and installs the
-peers (obstore, diskcache). `--quick` runs every benchmark small, to check
-the suite works; its figures are not the targets' figures. `--only Z1,P5`
-runs only the benchmarks named and replaces just their rows and sections in
-the existing docs/benchmarks.md, noting when they were run.
+(the optimised Python extension, the Rust benchmark binary), installs the
+peers (obstore, diskcache, zarr, slatedb) and starts a Garage cluster for
+P7. `--quick` runs every benchmark small, to check the suite works; its
+figures are not the targets' figures. `--only Z1,P5` runs only the
+benchmarks named and replaces just their rows and sections in the existing
+docs/benchmarks.md, noting when they were run.
 """
 
 from __future__ import annotations
@@ -311,9 +312,10 @@ def p4_rows(r: dict[str, Any]) -> list[Row]:
     ratio = large["per_put_s"] / small["per_put_s"]
     return [
         Row(
-            f"P4 index scaling: 1 KiB put with {large['keys']:,} keys stored",
+            f"P4 index scaling: sync loop of 1 KiB puts into holes of {large['pads']} pads "
+            f"{large['fill']:.0%} full, {large['keys']:,} keys stored",
             f"{seconds(large['per_put_s'])}/put",
-            f"{seconds(small['per_put_s'])}/put with {small['keys']:,} keys",
+            f"{seconds(small['per_put_s'])}/put with {small['keys']:,} keys, same pads and fill",
             ratio,
             "≤ 1.2",
             ratio <= 1.2,
@@ -323,54 +325,111 @@ def p4_rows(r: dict[str, Any]) -> list[Row]:
 
 def p5_rows(r: dict[str, Any]) -> list[Row]:
     disk = r["diskcache"]["puts_per_s"]
+    slate, slate_flush = r["slatedb_put"]["puts_per_s"], r["slatedb_put_flush"]["puts_per_s"]
     gathered, sync = r["anthill_gathered"], r["anthill_sync"]
+    gathered_n, sync_n = r["anthill_gathered_counted"], r["anthill_sync_counted"]
     puts = f"{r['puts']:,}"
+    data = f"{mib(r['puts'] * r['item_bytes'])} of data"
+
+    def speed(label: str, x: dict[str, Any], peer: str, peer_rate: float, bound: float) -> Row:
+        ratio = x["puts_per_s"] / peer_rate
+        return Row(
+            f"P5 small items: {puts} puts of 1 KiB, {label}",
+            rate(x["puts_per_s"], "puts"),
+            f"{peer} {rate(peer_rate, 'puts')}",
+            ratio,
+            f"≥ {bound:g}",
+            ratio >= bound,
+        )
+
+    def requests(label: str, x: dict[str, Any], bound: float) -> Row:
+        return Row(
+            f"P5 write requests per put, {label}, write-back included",
+            f"{x['write_requests']:,} put+reserve+durable_put calls / {puts} puts",
+            f"target {bound:g}",
+            x["write_requests_per_put"],
+            f"≤ {bound:g}",
+            x["write_requests_per_put"] <= bound,
+        )
+
+    bytes_per_put = sync_n["bytes_per_put"] / 1024
+    return [
+        speed("gather(100)", gathered, "diskcache", disk, 1.5),
+        speed("sync loop", sync, "diskcache", disk, 0.5),
+        speed("sync loop", sync, "SlateDB put + flush", slate_flush, 2),
+        speed("sync loop", sync, "SlateDB put", slate, 1),
+        Row(
+            f"P5 small items: {puts} puts of 1 KiB, sync loop, against the disk's file creation",
+            rate(sync["puts_per_s"], "puts"),
+            f"a new 1 KiB file per put {rate(r['files']['puts_per_s'], 'files')}",
+            sync["puts_per_s"] / r["files"]["puts_per_s"],
+            "none (reported)",
+            None,
+        ),
+        Row(
+            "P5 bytes written per 1 KiB put, sync loop, write-back included",
+            f"{bytes_per_put:.2f} KiB/put ({mib(sync_n['bytes_written'])} for {puts} puts)",
+            "target 4 KiB",
+            bytes_per_put,
+            "≤ 4",
+            bytes_per_put <= 4,
+        ),
+        requests("gather(100)", gathered_n, 0.1),
+        requests("sync loop", sync_n, 1.1),
+        Row(
+            "P5 write amplification, gather(100), write-back included",
+            f"{mib(gathered_n['bytes_written'])} written to the backend",
+            data,
+            gathered_n["write_amplification"],
+            "≤ 3",
+            gathered_n["write_amplification"] <= 3,
+        ),
+        Row(
+            "P5 write amplification, sync loop, write-back included",
+            f"{mib(sync_n['bytes_written'])} written to the backend",
+            data,
+            sync_n["write_amplification"],
+            "none (reported)",
+            None,
+        ),
+    ]
+
+
+def p7_rows(r: dict[str, Any]) -> list[Row]:
+    puts = r["puts"]
+    writes = ("put", "reserve", "durable_put")
+    loop = r["sim_loop"]
+    put_requests = sum(loop[k][0] for k in writes) / puts
+    bytes_per_put = sum(loop[k][1] for k in writes) / puts
+    other = sum(loop[k][0] for k in ("verify", "get", "list", "delete")) / puts
+    garage = r["garage_loop"]
+    garage_puts = garage.get("PutObject", 0) / puts
+    # Request counts, not the seconds spent on them ("<operation> s").
+    garage_other = sum(v for k, v in garage.items() if k != "PutObject" and " " not in k) / puts
+    saw_puts = f"Garage saw {garage_puts:.2f} PutObject" if garage else "no Garage counters"
+    saw_other = f"Garage saw {garage_other:.2f} non-PUT" if garage else "no Garage counters"
     return [
         Row(
-            f"P5 small items: {puts} puts of 1 KiB, gather(100)",
-            rate(gathered["puts_per_s"], "puts"),
-            f"diskcache {rate(disk, 'sets')}",
-            gathered["puts_per_s"] / disk,
-            "≥ 0.5",
-            gathered["puts_per_s"] / disk >= 0.5,
+            f"P7 S3 (Garage, 3 nodes): PUT requests per 1 KiB sync put, loop of {puts:,}",
+            f"{put_requests:.2f} put+reserve+durable_put ({saw_puts})",
+            "target 1",
+            put_requests,
+            "≤ 1.1",
+            put_requests <= 1.1,
         ),
         Row(
-            f"P5 small items: {puts} puts of 1 KiB, sync loop",
-            rate(sync["puts_per_s"], "puts"),
-            f"diskcache {rate(disk, 'sets')}",
-            sync["puts_per_s"] / disk,
-            "none (reported)",
-            None,
+            "P7 S3 (Garage, 3 nodes): bytes per 1 KiB sync put, loop",
+            f"{bytes_per_put / 1024:.2f} KiB/put",
+            "target a few KiB",
+            bytes_per_put / 1024,
+            "≤ 4",
+            bytes_per_put / 1024 <= 4,
         ),
         Row(
-            "P5 write requests per put, gather(100)",
-            f"{gathered['write_requests']:,} put+reserve calls / {puts} puts",
-            "target 0.1",
-            gathered["write_requests_per_put"],
-            "≤ 0.1",
-            gathered["write_requests_per_put"] <= 0.1,
-        ),
-        Row(
-            "P5 write requests per put, sync loop",
-            f"{sync['write_requests']:,} put+reserve calls / {puts} puts",
+            "P7 S3 (Garage, 3 nodes): other requests per 1 KiB sync put, loop",
+            f"{other:.2f} verify+get+list+delete ({saw_other})",
             "—",
-            sync["write_requests_per_put"],
-            "none (reported)",
-            None,
-        ),
-        Row(
-            "P5 write amplification, gather(100)",
-            f"{mib(gathered['bytes_written'])} written to the backend",
-            f"{mib(r['puts'] * r['item_bytes'])} of data",
-            gathered["write_amplification"],
-            "none (reported)",
-            None,
-        ),
-        Row(
-            "P5 write amplification, sync loop",
-            f"{mib(sync['bytes_written'])} written to the backend",
-            f"{mib(r['puts'] * r['item_bytes'])} of data",
-            sync["write_amplification"],
+            other,
             "none (reported)",
             None,
         ),
@@ -445,6 +504,7 @@ BENCHMARKS: list[
     ("P4", lambda: python("p4_index_scaling.py"), p4_rows),
     ("P5", lambda: python("p5_small_items.py"), p5_rows),
     ("P6", lambda: python("p6_memory.py"), p6_rows),
+    ("P7", lambda: python("p7_s3_small_puts.py"), p7_rows),
     ("C1", lambda: rust("c1"), c1_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
 ]
@@ -471,7 +531,7 @@ def main() -> None:
         "Commit": git_commit(),
         "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
         "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}, "
-        f"zarr {package_version('zarr')}",
+        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}",
         "Load average at start (1, 5, 15 min)": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}
@@ -527,9 +587,6 @@ def splice(
 
     lines = previous.rstrip("\n").split("\n")
 
-    def rerun_row(line: str) -> bool:
-        return any(line.startswith(f"| {name} ") for name in names)
-
     # The results table: the first table after its heading.
     start = lines.index("## Results") + 1
     while not lines[start].startswith("| "):
@@ -537,9 +594,24 @@ def splice(
     end = start
     while end < len(lines) and lines[end].startswith("|"):
         end += 1
-    kept = [line for line in lines[start + 2 : end] if not rerun_row(line)]
+    # A rerun benchmark's rows take the place of its old ones; a new one's
+    # go at the end.
     new_rows = render_table(rows).split("\n")[2:]
-    lines[start + 2 : end] = kept + new_rows
+
+    def rows_of(name: str) -> list[str]:
+        return [line for line in new_rows if line.startswith(f"| {name} ")]
+
+    table: list[str] = []
+    placed: set[str] = set()
+    for line in lines[start + 2 : end]:
+        name = next((n for n in names if line.startswith(f"| {n} ")), None)
+        if name is None:
+            table.append(line)
+        elif name not in placed:
+            table += rows_of(name)
+            placed.add(name)
+    table += [line for name in names if name not in placed for line in rows_of(name)]
+    lines[start + 2 : end] = table
 
     # Each benchmark's section: replaced where it is, else appended.
     for name in names:
@@ -560,9 +632,16 @@ def splice(
     note = (
         f"{label}: {machine['Date']}, commit {machine['Commit']}, "
         f"load average {machine['Load average at start (1, 5, 15 min)']} at start; "
-        f"sources {machine['Sources']}"
+        f"peers {machine['Peers']}; sources {machine['Sources']}"
     )
-    lines = [line for line in lines if not line.startswith(label)]
+
+    def superseded(line: str) -> bool:  # an earlier rerun of no other rows
+        if not (line.startswith("- Rows ") and " rerun alone (`--only`)" in line):
+            return False
+        earlier = line.removeprefix("- Rows ").split(" rerun alone")[0].split(", ")
+        return set(earlier) <= set(names)
+
+    lines = [line for line in lines if not superseded(line)]
     results_at = lines.index("## Results")
     lines.insert(results_at - 1, note)
     return "\n".join(lines).rstrip() + "\n"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark suite (issue 6): builds optimised anthill (the Python
-# extension and the Rust benchmark binary), installs the peers, runs every
-# benchmark and rewrites docs/benchmarks.md with the machine and one table.
+# extension and the Rust benchmark binary), installs the peers, starts a
+# local Garage cluster for the S3 benchmark (P7; scripts/garage.sh, stopped
+# at the end), runs every benchmark and rewrites docs/benchmarks.md with the
+# machine and one table.
 #
 #   bash scripts/bench.sh           # the whole suite (about 3 minutes when built)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
@@ -24,8 +26,8 @@ pip_install() {
     $python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-echo "[bench] installing the peers (obstore, diskcache, zarr) into .venv" >&2
-pip_install "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6"
+echo "[bench] installing the peers (obstore, diskcache, zarr, slatedb) into .venv" >&2
+pip_install "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0"
 
 # What the build is made from; the suite reports whether it changed meanwhile.
 ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
@@ -39,4 +41,17 @@ pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthil
 echo "[bench] building the Rust benchmarks (benches/, release)" >&2
 cargo build --release --quiet --manifest-path benches/Cargo.toml
 
-exec $python benches/suite.py "$@"
+# P7 measures small puts on S3: a Garage cluster of the suite's own (unless
+# ANTHILL_TEST_S3_URL names one already), stopped when the suite ends.
+if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " == *P7* ) ]]; then
+    export GARAGE_STATE_DIR=${GARAGE_STATE_DIR:-/tmp/anthill-bench-garage-$(id -u)}
+    export GARAGE_BASE_PORT=${GARAGE_BASE_PORT:-3950}
+    if garage_env=$(bash scripts/garage.sh start 3); then
+        eval "$garage_env"
+        trap 'bash scripts/garage.sh stop' EXIT
+    else
+        echo "[bench] no Garage cluster (scripts/garage.sh install): P7 will fail" >&2
+    fi
+fi
+
+$python benches/suite.py "$@"

@@ -3,6 +3,7 @@ benchmark disk, timing, and printing one JSON result."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -30,14 +31,21 @@ QUICK = "--quick" in sys.argv
 
 
 @contextmanager
-def scratch_dir(name: str) -> Iterator[Path]:
-    """A fresh folder under SCRATCH, removed afterwards."""
+def scratch_dir(name: str, remove_at_exit: bool = False) -> Iterator[Path]:
+    """A fresh folder under SCRATCH, removed afterwards, or when the process
+    exits if `remove_at_exit`: on a file system that is slow to create files
+    after many were deleted (ext4 without a journal skips the inodes freed
+    in the last minutes, one by one), deleting one case's thousands of files
+    would slow the next case's creations down."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH))
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if remove_at_exit:
+            atexit.register(shutil.rmtree, path, ignore_errors=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def timed(f: Callable[[], object]) -> float:
