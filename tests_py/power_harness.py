@@ -311,6 +311,8 @@ class Machine:
         self.store_exists = False
         self.checkpoints: set[str] = set()
         self.empty_pads: set[str] = set()
+        # What each key held at the last check (on disk since, without fsync).
+        self.settled: dict[str, str] = {}
 
     def cycle(self, number: int, rng: random.Random) -> None:
         if number % FRESH_EVERY == 0:
@@ -474,7 +476,10 @@ class Machine:
             self.lose(number, "torn or orphaned log object deleted to open", name)
         items: dict[str, str] = found["items"]
         for key in found["removed"]:
-            self.lose(number, "item fails its integrity check", key)
+            want = self.expected.get(key)
+            before = want is not None and self.settled.get(key) == digest(want)
+            when = "stored before" if before else "changed since"
+            self.lose(number, f"item {when} the last write-out fails its integrity check", key)
         self.report.pending_resumed += len(found["resumed"])
         for key, state in items.items():
             if not state.startswith("ok:"):
@@ -496,7 +501,14 @@ class Machine:
             elif want is None and have.startswith("ok:"):
                 self.lose(number, "removed item is back", key)
             elif have == "absent" or not have.startswith("ok:"):
-                self.lose(number, "stored item lost", key)
+                # Lost although written before the machine last sat idle (and
+                # so wrote everything out), or since.
+                before = want is not None and self.settled.get(key) == digest(want)
+                self.lose(
+                    number,
+                    "item stored before the last write-out lost" if before else "stored item lost",
+                    key,
+                )
             else:
                 self.lose(number, "stored item has an older value", key)
         # From here on the store holds what was found.
@@ -504,6 +516,7 @@ class Machine:
         for key, state in items.items():
             if state.startswith("ok:") and state[3:] in self.history.get(key, {}):
                 self.expected[key] = value(*self.history[key][state[3:]])
+        self.settled = {key: digest(data) for key, data in self.expected.items()}
         summary = found["summary"]
         files = {name: size for name, size in found["pad_files"].items() if "#" not in name}
         pads = [name for name, size in files.items() if size]
@@ -537,12 +550,38 @@ def run(cuts: int, fsync: bool, seed: int) -> Report:
     return report
 
 
+# What each count of `Report.lost` counts, for the docs.
+LOSS_UNITS = {
+    "stored item lost": "items stored since the machine last wrote everything out "
+    "absent or unreadable",
+    "item stored before the last write-out lost": "items absent or unreadable although "
+    "written out before the cycle (a later put rewrote their pad)",
+    "item stored before the last write-out fails its integrity check": "items written "
+    "out before the cycle listed but failing with IntegrityError (also counted as unreadable)",
+    "item changed since the last write-out fails its integrity check": "items changed "
+    "since the last write-out listed but failing with IntegrityError (also counted as "
+    "unreadable)",
+    "stored item has an older value": "items back to an older value",
+    "removed item is back": "removed items back",
+    "rollback reported on open": "opens refused as a rollback (then opened with "
+    "allow_rollback=True)",
+    "torn or orphaned log object deleted to open": "torn or orphaned index log objects "
+    "deleted to open (the documented recovery)",
+    "pending upload left": "checks finding a pending upload left by a put that returned",
+    "empty pad file left alone": "empty pad files left alone (name on disk, content not)",
+    "reserved pads forgotten": "checks finding fewer pads recorded than a writer had seen "
+    "(pads without a file, free on a folder)",
+}
+
+
 def power_rows(run: dict[str, Any]) -> str:
     """The docs/reliability.md row of one run's summary (as `main` prints it)."""
     fsync = "true" if run["fsync"] else "false"
     lost = run["lost"]
     if lost:
-        losses = "; lost: " + ", ".join(f"{kind} {count}" for kind, count in sorted(lost.items()))
+        losses = "; lost: " + ", ".join(
+            f"{count} {LOSS_UNITS.get(kind, kind)}" for kind, count in sorted(lost.items())
+        )
     else:
         losses = "; nothing lost"
     return (

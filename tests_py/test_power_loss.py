@@ -12,6 +12,7 @@ keeps each finding as a named regression test.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -77,6 +78,22 @@ def test_the_file_system_keeps_only_what_was_synced(machine: tuple[Path, Path]) 
     assert sorted(os.listdir(disk / "kept")) == ["name only", "synced"]
     assert (disk / "kept" / "synced").read_bytes() == b"old"
     assert (disk / "kept" / "name only").read_bytes() == b""
+
+
+def test_the_store_lock_excludes_other_holders_in_the_mount(machine: tuple[Path, Path]) -> None:
+    """Writers of one store exclude each other with flock on its lock file;
+    FUSE leaves such locks to the kernel, which must enforce them."""
+    disk, mnt = machine
+    mount = Mount(disk, mnt)
+    try:
+        with open(mnt / "lock", "w") as first, open(mnt / "lock", "w") as second:
+            fcntl.flock(first, fcntl.LOCK_EX)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(first, fcntl.LOCK_UN)
+            fcntl.flock(second, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        mount.unmount()
 
 
 # Power cuts at random instants.
@@ -167,5 +184,34 @@ def test_a_store_without_fsync_keeps_its_metadata_through_a_power_cut(
             assert "k" not in store  # never synced: lost, as documented
             store.store_item("k", b"stored again")
             assert store.fetch_item("k") == b"stored again"
+    finally:
+        mount.unmount()
+
+
+def test_without_fsync_a_rewritten_pad_can_take_older_items_with_it(
+    machine: tuple[Path, Path],
+) -> None:
+    """What the README says fsync=false can lose beyond recent items: a put
+    swaps a new file into a pad shared with an older item; if the folder
+    reaches the disk before the new file's content, the pad is empty after
+    the cut and the older item fails its integrity check (never wrong data)."""
+    disk, mnt = machine
+    mount = Mount(disk, mnt)
+    try:
+        with anthill.open(mnt / "store", secret="s", pad_size=4096, fsync=False) as store:
+            store.store_item("old", b"o" * 100)
+        mount.send("sync")  # the machine sat idle: everything written out
+        with anthill.open(mnt / "store", secret="s", fsync=False) as store:
+            store.store_item("new", b"n" * 100)  # into the same pad
+            assert store.summary().total_pads == 1
+        sync(mnt / "store" / "p")  # the OS wrote the folder out, not the file
+    finally:
+        mount.unmount()
+    mount = Mount(disk, mnt)
+    try:
+        with anthill.open(mnt / "store", secret="s", fsync=False) as store:
+            assert "old" in store
+            with pytest.raises(anthill.IntegrityError):
+                store.fetch_item("old")
     finally:
         mount.unmount()
