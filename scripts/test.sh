@@ -9,6 +9,8 @@ python3 -m venv .venv
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
+# The power-loss tests mount a FUSE file system (pyfuse3 builds against libfuse3).
+bash scripts/install_fuse.sh
 # Builds the Rust extension (maturin) and installs the test tools.
 python -m pip install --quiet -e '.[test]'
 

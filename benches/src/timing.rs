@@ -74,6 +74,15 @@ impl PadStore for TimedPadStore {
             .await
     }
 
+    async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        self.timed(
+            OpKind::Reserve,
+            name,
+            self.inner.reserve_durable(name, content),
+        )
+        .await
+    }
+
     async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         self.timed(OpKind::Put, name, self.inner.put(name, content))
             .await

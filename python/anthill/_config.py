@@ -142,7 +142,7 @@ def _read_or_create_key_file(path: Path) -> bytes:
         return _read_key_file(path)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_folder_durably(path.parent)
     key = secrets.token_hex(32)
     # Written whole and flushed under a temporary name, then linked into
     # place: a link never replaces an existing file, so of several processes
@@ -173,6 +173,20 @@ def _read_or_create_key_file(path: Path) -> bytes:
         path,
     )
     return key.encode()
+
+
+def _make_folder_durably(folder: Path) -> None:
+    """Creates ``folder`` (owner-only) and any missing folders above it, each
+    flushed into its parent: a folder created but not flushed vanishes in a
+    power loss with the key file inside it, however well that was flushed."""
+    missing = []
+    above = folder
+    while not above.is_dir() and above.parent != above:
+        missing.append(above)
+        above = above.parent
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for created in reversed(missing):
+        _sync_folder(created.parent)
 
 
 def _sync_folder(folder: Path) -> None:

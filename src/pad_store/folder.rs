@@ -48,11 +48,26 @@ impl FolderWriter {
     }
 
     /// Creates the object `name` with `content` only if it does not exist:
-    /// `false` if it does (left untouched). The staging file is linked into
-    /// place, which fails rather than replace. Blocks.
+    /// `false` if it does (left untouched). Blocks.
     pub fn create(&self, name: &str, content: &[u8]) -> Result<bool, BackendError> {
+        self.create_with(name, content, self.fsync)
+    }
+
+    /// Creates `name` with `content` only if it is absent, on stable storage
+    /// before it returns whatever the store's fsync setting (see
+    /// `PadStore::reserve_durable`).
+    pub fn reserve_durable(&self, name: &str, content: &[u8]) -> Result<(), BackendError> {
+        if self.create_with(name, content, true)? {
+            Ok(())
+        } else {
+            Err(BackendError::AlreadyExists(name.to_owned()))
+        }
+    }
+
+    /// The staging file is written (and with `fsync` flushed), linked into
+    /// place (a link never replaces a file), removed, and the folder flushed.
+    fn create_with(&self, name: &str, content: &[u8], fsync: bool) -> Result<bool, BackendError> {
         let path = self.root.join(name);
-        let fsync = self.fsync;
         let (mut file, staging) = self
             .staging_file(&path, fsync)
             .map_err(|error| self.error(&error, name))?;
@@ -65,13 +80,13 @@ impl FolderWriter {
             });
         let _ = std::fs::remove_file(&staging);
         match linked {
-            Ok(()) => {
-                sync_parent(&path, fsync).map_err(|error| self.error(&error, name))?;
-                Ok(true)
-            }
-            Err(error) if error.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(error) => Err(self.error(&error, name)),
+            Ok(()) => {}
+            Err(error) if error.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(error) => return Err(self.error(&error, name)),
         }
+        // The link and the staging file's removal reach the disk together.
+        sync_parent(&path, fsync).map_err(|error| self.error(&error, name))?;
+        Ok(true)
     }
 
     fn write(&self, name: &str, content: &[u8], fsync: bool) -> Result<PutReceipt, BackendError> {
@@ -128,6 +143,28 @@ impl FolderWriter {
     fn error(&self, error: &io::Error, name: &str) -> BackendError {
         classify_io(error, name, &self.url, &error.to_string())
     }
+}
+
+/// Creates the folder `path` and any missing folders above it, each on
+/// stable storage before this returns: every new folder's entry is flushed
+/// in its parent (a folder created but not flushed vanishes in a power
+/// loss, with everything under it, however well its files were flushed).
+pub(crate) fn create_folder_durably(path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut folder = path;
+    while !folder.is_dir() {
+        missing.push(folder);
+        match folder.parent() {
+            Some(parent) => folder = parent,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(path)?;
+    // Parents first: a folder's entry is durable once its parent is flushed.
+    for created in missing.iter().rev() {
+        sync_parent(created, true)?;
+    }
+    Ok(())
 }
 
 /// With `fsync`, flushes the folder holding `path` (its entry for it).
@@ -201,6 +238,30 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn a_durable_reservation_creates_only_if_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = FolderWriter::new(dir.path().into(), false, "test".into());
+        writer.reserve_durable("meta", b"first").unwrap();
+        let again = writer.reserve_durable("meta", b"second").unwrap_err();
+        assert!(matches!(again, BackendError::AlreadyExists(_)), "{again:?}");
+        assert_eq!(std::fs::read(dir.path().join("meta")).unwrap(), b"first");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["meta"], "no staging file left");
+    }
+
+    #[test]
+    fn a_durable_folder_is_created_with_its_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_folder_durably(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_folder_durably(&deep).unwrap();
     }
 
     #[test]

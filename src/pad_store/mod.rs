@@ -15,7 +15,7 @@ pub mod sim;
 mod url;
 
 pub use self::folder::FolderWriter;
-pub(crate) use self::folder::publish as replace_file;
+pub(crate) use self::folder::{create_folder_durably, publish as replace_file};
 pub use self::url::{
     BackendOptions, CREDENTIAL_OPTIONS, REDACTED, is_credential, open, redact_url,
 };
@@ -98,6 +98,14 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// durable already, hence the default.
     async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         self.put(name, content).await
+    }
+
+    /// Like `reserve`, but on stable storage when it returns, whatever the
+    /// store's own durability setting: for an object without which nothing
+    /// else in the store can be read (a new store's metadata, which holds its
+    /// id and so its keys).
+    async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        self.reserve(name, content).await
     }
 
     /// Checks that a put is durably accepted: the object exists with the

@@ -357,6 +357,18 @@ impl PadStore for ObjectPadStore {
             .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
     }
 
+    async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        // As with `put_durable`: only a folder may hold a write in the page cache.
+        let Some(folder) = self.folder.clone() else {
+            return self.reserve(name, content).await;
+        };
+        self.path_of(name)?;
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || folder.reserve_durable(&name, &content))
+            .await
+            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+    }
+
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
         let path = self.path_of(name)?;
         let meta = self

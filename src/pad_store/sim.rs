@@ -499,6 +499,12 @@ impl PadStore for SimPadStore {
         self.run(OpKind::Reserve, name, sent, |_| 0, op).await
     }
 
+    async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
+        let sent = content.len() as u64;
+        let op = self.inner.reserve_durable(name, content);
+        self.run(OpKind::Reserve, name, sent, |_| 0, op).await
+    }
+
     async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         let sent = content.len() as u64;
         let op = self.inner.put(name, content);

@@ -23,10 +23,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ClientConfigKey, ObjectStore};
 
-use super::PadStore;
 use super::lease::{ConditionalWrites, LeaseConfig};
 use super::object::{Locking, ObjectPadStore};
 use super::sim::{SimConfig, SimPadStore};
+use super::{PadStore, create_folder_durably};
 use crate::Error;
 
 /// Extra settings for a backend, as key/value pairs (Python keywords), used
@@ -422,9 +422,11 @@ fn open_folder(
             )));
         }
         // Missing, or something in the way (a file as a parent folder):
-        // creating the folder succeeds or says why not.
+        // creating the folder succeeds or says why not. Whatever fsync says,
+        // the new folder reaches the disk: losing it in a power loss would
+        // lose the store's metadata, and with it everything written since.
         Err(_) => {
-            std::fs::create_dir_all(&path).map_err(|error| {
+            create_folder_durably(&path).map_err(|error| {
                 invalid(format!(
                     "cannot create the store folder {}: {error}",
                     path.display()

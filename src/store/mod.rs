@@ -821,7 +821,7 @@ async fn create_meta(
         let bytes = Bytes::from(meta.encode()?);
         lock.check().await?;
         match retry
-            .run(|_| backend.reserve(META_NAME, bytes.clone()))
+            .run(|_| backend.reserve_durable(META_NAME, bytes.clone()))
             .await
         {
             Ok(()) | Err(BackendError::AlreadyExists(_)) => {}
