@@ -192,17 +192,18 @@ def test_without_fsync_a_rewritten_pad_can_take_older_items_with_it(
     machine: tuple[Path, Path],
 ) -> None:
     """What the README says fsync=false can lose beyond recent items: a put
-    swaps a new file into a pad shared with an older item; if the folder
-    reaches the disk before the new file's content, the pad is empty after
-    the cut and the older item fails its integrity check (never wrong data)."""
+    of an item written straight to its pads (above 1/16 of a pad) swaps a
+    new file into a pad shared with an older item; if the folder reaches the
+    disk before the new file's content, the pad is empty after the cut and
+    the older item fails its integrity check (never wrong data)."""
     disk, mnt = machine
     mount = Mount(disk, mnt)
     try:
         with anthill.open(mnt / "store", secret="s", pad_size=4096, fsync=False) as store:
-            store.store_item("old", b"o" * 100)
+            store.store_item("old", b"o" * 1000)
         mount.send("sync")  # the machine sat idle: everything written out
         with anthill.open(mnt / "store", secret="s", fsync=False) as store:
-            store.store_item("new", b"n" * 100)  # into the same pad
+            store.store_item("new", b"n" * 1000)  # into the same pad
             assert store.summary().total_pads == 1
         sync(mnt / "store" / "p")  # the OS wrote the folder out, not the file
     finally:
@@ -213,5 +214,31 @@ def test_without_fsync_a_rewritten_pad_can_take_older_items_with_it(
             assert "old" in store
             with pytest.raises(anthill.IntegrityError):
                 store.fetch_item("old")
+    finally:
+        mount.unmount()
+
+
+def test_without_fsync_a_written_back_pad_keeps_older_items(
+    machine: tuple[Path, Path],
+) -> None:
+    """Small items' pads are written back to stable storage whatever the
+    fsync setting: a small put into a pad shared with an older item, written
+    back at close, cannot take the older item with it."""
+    disk, mnt = machine
+    mount = Mount(disk, mnt)
+    try:
+        with anthill.open(mnt / "store", secret="s", pad_size=4096, fsync=False) as store:
+            store.store_item("old", b"o" * 100)
+        mount.send("sync")  # the machine sat idle: everything written out
+        with anthill.open(mnt / "store", secret="s", fsync=False) as store:
+            store.store_item("new", b"n" * 100)  # in the log, then into the same pad
+            assert store.summary().total_pads == 1
+        sync(mnt / "store" / "p")  # the OS wrote the folder out
+    finally:
+        mount.unmount()
+    mount = Mount(disk, mnt)
+    try:
+        with anthill.open(mnt / "store", secret="s", fsync=False) as store:
+            assert store.fetch_item("old") == b"o" * 100
     finally:
         mount.unmount()
