@@ -25,8 +25,13 @@ use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
 
+mod compact;
 mod put;
+mod rename;
+mod verify;
+pub use compact::CompactReport;
 use put::Put;
+pub use verify::VerifyReport;
 
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
@@ -469,6 +474,12 @@ impl Store {
         self.write_back_everything().await
     }
 
+    /// How full each pad is, from the memory map alone (no backend call).
+    pub fn pad_usage(&self) -> Result<allocator::PadUsage> {
+        self.check_open()?;
+        Ok(self.inner.allocator.pad_usage())
+    }
+
     /// Bytes of small items committed in the log and not yet written back
     /// to their pads (held in memory by every process that read the log).
     pub fn log_only_bytes(&self) -> u64 {
@@ -616,7 +627,9 @@ impl Store {
         };
         let buffer = make_buffer(usize_size(entry.0.size)?)?;
         match read(entry.clone(), buffer).await {
-            Err(Error::Integrity(message)) => {
+            // A pad gone (emptied by another process's compaction) also
+            // means the item moved.
+            Err(error @ (Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))) => {
                 // Another process may have replaced or removed the item
                 // (and reused its space); only then is a second look right.
                 self.inner.gate.catch_up().await?;
@@ -626,7 +639,7 @@ impl Store {
                         read(fresh, buffer).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
-                    Some(_) => Err(Error::Integrity(message)),
+                    Some(_) => Err(error),
                 }
             }
             result => result,
