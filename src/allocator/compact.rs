@@ -20,6 +20,8 @@ pub struct PadUsage {
     pub pads: Vec<(u64, u64)>,
     /// The longest run of free bytes (free space merges across pads).
     pub largest_free: u64,
+    /// (ordinal, length) of each run of free bytes within one pad.
+    pub free_runs: Vec<(u64, u64)>,
 }
 
 impl MemoryAllocator {
@@ -27,7 +29,13 @@ impl MemoryAllocator {
     pub fn pad_usage(&self) -> PadUsage {
         let map = self.map.lock().expect("map lock");
         let pad_size = map.pad_size();
-        let largest_free = map.free_extents().iter().map(|e| e.len).max().unwrap_or(0);
+        let free = map.free_extents();
+        let largest_free = free.iter().map(|e| e.len).max().unwrap_or(0);
+        let free_runs = free
+            .iter()
+            .flat_map(|e| split_by_pad(*e, pad_size))
+            .map(|(pad, _, len)| (pad, len))
+            .collect();
         let pads = map
             .free_per_pad()
             .into_iter()
@@ -37,6 +45,7 @@ impl MemoryAllocator {
             pad_size,
             pads,
             largest_free,
+            free_runs,
         }
     }
 

@@ -17,14 +17,15 @@
 //! pads are kept as free space: the moves still gather the live data, and
 //! the free space into whole pads.
 //!
-//! Which pads to empty: the least-used first, as long as the free space of
-//! the pads kept (counted at 90%, for fragments too small to use) holds
-//! every item that has a piece in a pad being emptied. An item is moved
-//! whole. While pads are emptied their free space is fenced off, so no
+//! Which pads to empty: the least-used first, each if what must leave it
+//! (its pieces of large items, each unsplit, which keeps the item's digest;
+//! small items whole) fits, piece by piece, best fit, into the free runs of
+//! pads that stay; a pad planned to receive pieces is not emptied. While
+//! pads are emptied their free space is fenced off, so no
 //! move (nor any concurrent put) lands in them. Up to [`MAX_PASSES`] passes
 //! run, each on the pads the previous one left.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,6 +49,20 @@ pub struct CompactReport {
     pub items_moved: u64,
     /// Pads emptied and deleted (0 where deleting refunds nothing).
     pub pads_released: u64,
+}
+
+/// Takes the free runs of pad `ordinal` out of a pool of runs by length.
+fn remove_pad_runs(pool: &mut BTreeMap<u64, Vec<u64>>, ordinal: u64, runs: &[(u64, u64)]) {
+    for &(pad, len) in runs.iter().filter(|(pad, _)| *pad == ordinal) {
+        if let Some(pads) = pool.get_mut(&len) {
+            if let Some(at) = pads.iter().position(|p| *p == pad) {
+                pads.swap_remove(at);
+            }
+            if pads.is_empty() {
+                pool.remove(&len);
+            }
+        }
+    }
 }
 
 /// Most passes of one compaction.
@@ -201,35 +216,64 @@ impl Store {
                 .map(|&(ordinal, used)| (used, ordinal))
                 .collect();
             order.sort_unstable();
-            let mut available: u64 = usage.pads.iter().map(|(_, used)| pad_size - used).sum();
-            let mut needed = 0u64;
+            // Free runs of the pads that stay, by length: where the moves
+            // would go (each piece to one run, as the move needs).
+            let mut pool: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            for &(pad, len) in &usage.free_runs {
+                pool.entry(len).or_default().push(pad);
+            }
             let mut pads = Vec::new();
+            let mut targets: HashSet<u64> = HashSet::new();
             let mut moving: HashSet<&String> = HashSet::new();
-            for (used, ordinal) in order {
+            for (_, ordinal) in order {
+                if targets.contains(&ordinal) {
+                    continue; // planned to receive moved pieces
+                }
                 // A small item moves whole; a large one only its pieces here.
-                let mut extra = 0;
+                let mut sizes = Vec::new();
                 let mut joining = Vec::new();
                 for key in by_pad.get(&ordinal).into_iter().flatten().copied() {
                     let entry = &index.items[key];
                     if !allocator.log_first(entry.size) {
-                        extra += entry
-                            .pieces
-                            .iter()
-                            .filter(|p| p.pad == ordinal)
-                            .map(|p| p.len)
-                            .sum::<u64>();
+                        sizes.extend(
+                            entry
+                                .pieces
+                                .iter()
+                                .filter(|p| p.pad == ordinal)
+                                .map(|p| p.len),
+                        );
                         joining.push(key);
-                    } else if !moving.contains(key) && !joining.contains(&key) {
-                        extra += entry.size;
+                    } else if !moving.contains(key) {
+                        sizes.push(entry.size);
                         joining.push(key);
                     }
                 }
-                let left = available - (pad_size - used);
-                if needed + extra > left / 10 * 9 {
-                    break;
+                sizes.sort_unstable_by(|a, b| b.cmp(a));
+                let mut trial = pool.clone();
+                remove_pad_runs(&mut trial, ordinal, &usage.free_runs);
+                let mut received = Vec::new();
+                let fits = sizes.iter().all(|&size| {
+                    let Some((&run, pads_with_run)) = trial.range(size..).next() else {
+                        return false;
+                    };
+                    let mut pads_with_run = pads_with_run.clone();
+                    let pad = pads_with_run.pop().expect("no empty lists are kept");
+                    if pads_with_run.is_empty() {
+                        trial.remove(&run);
+                    } else {
+                        trial.insert(run, pads_with_run);
+                    }
+                    if run > size {
+                        trial.entry(run - size).or_default().push(pad);
+                    }
+                    received.push(pad);
+                    true
+                });
+                if !fits {
+                    continue;
                 }
-                needed += extra;
-                available = left;
+                pool = trial;
+                targets.extend(received);
                 pads.push(ordinal);
                 moving.extend(joining);
             }
