@@ -393,7 +393,8 @@ def c2(r: dict[str, Any]) -> list[str]:
             "deleted, counted by the sim)"
         ),
         (
-            f"- moved: {r['items_moved']:,} items or pieces' items, "
+            f"- moved: {r['items_moved']:,} items (small ones whole, large ones only their "
+            "pieces in the emptied pads), "
             f"{r['bytes_moved'] / MIB:,.1f} MiB, in {r['seconds']:.2f} s; verify "
             f"{'ok' if r['verified_ok'] else 'NOT ok'}"
         ),

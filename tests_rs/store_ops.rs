@@ -234,3 +234,24 @@ async fn a_pad_left_undeleted_by_a_compaction_is_adopted_as_free_space() {
     let again = reopened.compact(None).await.unwrap();
     assert!(again.pads_after <= report.pads_after, "{again:?}");
 }
+
+/// `pads_refund=false` on a sim+ URL models a network where a pad once
+/// paid for stays paid for; anything but a boolean is refused.
+#[tokio::test]
+async fn the_sim_models_both_kinds_of_backend() {
+    let no_options = BackendOptions::default();
+    let refunding = pad_store::open("sim+memory://r1", &no_options)
+        .await
+        .unwrap();
+    assert!(refunding.deleting_pads_refunds());
+    let keeping = pad_store::open("sim+memory://r2?pads_refund=false", &no_options)
+        .await
+        .unwrap();
+    assert!(!keeping.deleting_pads_refunds());
+    assert!(keeping.describe().contains("pads_refund=false"));
+    let bad = pad_store::open("sim+memory://r3?pads_refund=maybe", &no_options).await;
+    assert!(
+        matches!(bad, Err(anthill::Error::InvalidInput(_))),
+        "{bad:?}"
+    );
+}
