@@ -394,3 +394,9 @@ def test_repr_html_draws_one_cell_per_pad(make_store: Callable[..., anthill.Stor
     assert reads_before is not None and after is not None
     assert after.get.calls == reads_before.get.calls  # drawn from memory alone
     assert after.list.calls == reads_before.list.calls
+
+
+def test_repr_html_of_a_closed_store_says_so(make_store: Callable[..., anthill.Store]) -> None:
+    store = make_store()
+    store.close()
+    assert "closed" in store._repr_html_()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import html
 import logging
 import os
 import weakref
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import _anthill
 from ._config import default_store_url, resolve_secret, state_dir, to_url
-from ._errors import InvalidInputError
+from ._errors import AnthillError, InvalidInputError
 from ._events import GetEvent, OperationProgress, PutEvent
 from ._picture import PadPicture, to_html
 from ._progress import Progress
@@ -320,7 +321,10 @@ class Store(MutableMapping[str, bytes]):
     def _repr_html_(self) -> str:
         """A picture of the pads for notebooks: one cell per pad, shaded by
         how full it is, with the totals and the largest free run."""
-        return to_html(self._pad_picture())
+        try:
+            return to_html(self._pad_picture())
+        except AnthillError as error:  # a closed store: say so instead of failing
+            return f"<div>{html.escape(repr(self))}: {html.escape(str(error))}</div>"
 
     # --- small writes ----------------------------------------------------------
 

@@ -113,6 +113,7 @@ impl Store {
     }
 
     async fn compact_inner(&self, events: &EventSink<OperationProgress>) -> Result<CompactReport> {
+        let _maintenance = self.inner.maintenance.lock().await;
         // Every item in its pads first: a pad's fill is then what the map
         // says, and every move is of bytes in pads.
         self.write_back_everything().await?;

@@ -174,6 +174,10 @@ struct Inner {
     closed: AtomicBool,
     /// Told of every small put, for the write-back once the store is idle.
     activity: Arc<tokio::sync::Notify>,
+    /// Held by a verification or a compaction: a verification reading pads
+    /// a compaction of this process is emptying would report damage that
+    /// is not there.
+    maintenance: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -335,6 +339,7 @@ impl Store {
                 busy_keys: Mutex::new(HashSet::new()),
                 closed: AtomicBool::new(false),
                 activity: Arc::new(tokio::sync::Notify::new()),
+                maintenance: tokio::sync::Mutex::new(()),
             }),
         };
         store.spawn_idle_write_back();

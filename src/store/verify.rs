@@ -64,6 +64,7 @@ impl Store {
         deep: bool,
         events: &EventSink<OperationProgress>,
     ) -> Result<VerifyReport> {
+        let _maintenance = self.inner.maintenance.lock().await;
         // Inside the gate, no other process changes the store meanwhile.
         let _writing = self.inner.gate.enter().await?;
         let allocator = &self.inner.allocator;
