@@ -451,6 +451,34 @@ def c1(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def c2(r: dict[str, Any]) -> list[str]:
+    return [
+        "### C2 compaction",
+        "",
+        (
+            f"On `sim+memory://` with {r['pad_size'] // 1024} KiB pads (Python API): "
+            f"{r['items']:,} items of log-uniform sizes (100 B .. 1 MiB) stored, every item "
+            "whose number is not a multiple of 5 removed, then one `compact()`. Pads in use "
+            "is the store's pad count after it; the ideal is ceil(live bytes / pad size). "
+            "Every surviving item is read back and the store verified (the row fails "
+            "otherwise)."
+        ),
+        "",
+        (
+            f"- live: {r['items_live']:,} items, {r['live_bytes'] / MIB:,.1f} MiB; pads "
+            f"{r['pads_before']:,} before, {r['pads_after']:,} after ({r['pads_deleted']:,} "
+            "deleted, counted by the sim)"
+        ),
+        (
+            f"- moved: {r['items_moved']:,} items (small ones whole, large ones only their "
+            "pieces in the emptied pads), "
+            f"{r['bytes_moved'] / MIB:,.1f} MiB, in {r['seconds']:.2f} s; verify "
+            f"{'ok' if r['verified_ok'] else 'NOT ok'}"
+        ),
+        "",
+    ]
+
+
 def z1(r: dict[str, Any]) -> list[str]:
     a, local = r["anthill"], r["local_store"]
     size = r["array_bytes"]
@@ -570,6 +598,7 @@ SECTIONS: dict[str, Any] = {
     "P6": p6,
     "P7": p7,
     "C1": c1,
+    "C2": c2,
     "Z1": z1,
 }
 

@@ -466,6 +466,21 @@ def c1_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def c2_rows(r: dict[str, Any]) -> list[Row]:
+    ratio = r["pads_after"] / r["ideal_pads"]
+    return [
+        Row(
+            f"C2 compaction: {r['items']:,} items, {100 - 100 * r['items_live'] // r['items']}% "
+            f"removed, {r['pad_size'] // 1024} KiB pads",
+            f"{r['pads_after']:,} pads after compact() (before: {r['pads_before']:,})",
+            f"ideal ceil(live bytes / pad) = {r['ideal_pads']:,}",
+            ratio,
+            "≤ 1.1",
+            ratio <= 1.1 and r["verified_ok"],
+        )
+    ]
+
+
 def z1_rows(r: dict[str, Any]) -> list[Row]:
     ours, peer = r["anthill"], r["local_store"]
     size, chunks = r["array_bytes"], f"{r['chunks']:,}"
@@ -506,6 +521,7 @@ BENCHMARKS: list[
     ("P6", lambda: python("p6_memory.py"), p6_rows),
     ("P7", lambda: python("p7_s3_small_puts.py"), p7_rows),
     ("C1", lambda: rust("c1"), c1_rows),
+    ("C2", lambda: python("c2_compaction.py"), c2_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
 ]
 

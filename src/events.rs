@@ -56,6 +56,15 @@ pub enum GetEvent {
     DownloadFinished,
 }
 
+/// Progress of a store-wide operation (`verify`, `compact`): `done` of
+/// `total` units (pads checked, pads emptied) of the named operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationProgress {
+    pub operation: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
+
 /// A user callback: `Ok(true)` continues, `Ok(false)` cancels, `Err` aborts
 /// with that error.
 pub type Callback<E> = Arc<dyn Fn(E) -> BoxFuture<'static, Result<bool>> + Send + Sync>;

@@ -121,6 +121,12 @@ pub enum Record {
         version: u64,
         data_ids: Vec<u64>,
     },
+    /// The item under `from` is now under `to` (no data moves); an item
+    /// `to` held before is released.
+    Rename { from: String, to: String },
+    /// The pads with these ordinals left the address space (emptied by a
+    /// compaction). Their objects may be deleted once this is durable.
+    PadsRemoved(Vec<u64>),
 }
 
 /// A committed item whose bytes are (partly) only in the log.
@@ -248,6 +254,32 @@ impl Index {
                 version,
                 data_ids,
             } => self.written_back(*pad, *version, data_ids)?,
+            Record::Rename { from, to } => {
+                if from != to
+                    && let Some(entry) = self.items.remove(from)
+                {
+                    if let Some(inline) = self.inline.get_mut(&entry.data_id) {
+                        inline.key = to.clone();
+                    }
+                    if let Some(old) = self.items.insert(to.clone(), entry) {
+                        self.forget_inline(&old);
+                        released.extend(old.pieces);
+                    }
+                }
+            }
+            Record::PadsRemoved(ordinals) => {
+                let removed: BTreeSet<u64> = ordinals.iter().copied().collect();
+                if let Some(piece) = self.used_pieces().find(|p| removed.contains(&p.pad)) {
+                    return Err(Error::integrity(format!(
+                        "index removes pad ordinal {} while data lives in it",
+                        piece.pad
+                    )));
+                }
+                for ordinal in &removed {
+                    self.pads.remove(ordinal);
+                    self.dirty_pads.remove(ordinal);
+                }
+            }
         }
         Ok(released)
     }

@@ -27,8 +27,10 @@ pub mod store;
 mod writer_gate;
 
 pub use error::{Error, Result};
-pub use events::{Callback, EventSink, GetEvent, PutEvent};
-pub use store::{ItemInfo, PutOptions, StorageSummary, Store, StoreOptions};
+pub use events::{Callback, EventSink, GetEvent, OperationProgress, PutEvent};
+pub use store::{
+    CompactReport, ItemInfo, PutOptions, StorageSummary, Store, StoreOptions, VerifyReport,
+};
 
 #[cfg(feature = "python")]
 mod python;

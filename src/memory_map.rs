@@ -796,6 +796,85 @@ impl MemoryMap {
             .collect()
     }
 
+    /// The ordinals of the recorded pads, ascending.
+    pub fn pads(&self) -> Vec<u64> {
+        self.runs
+            .iter()
+            .flat_map(|(&first, run)| first..first + run.pads())
+            .collect()
+    }
+
+    /// Free bytes of each recorded pad, ascending by ordinal.
+    pub fn free_per_pad(&self) -> Vec<(u64, u64)> {
+        let mut free: BTreeMap<u64, u64> = self.pads().into_iter().map(|o| (o, 0)).collect();
+        for extent in self.free_extents() {
+            for (pad, _, len) in split_by_pad(extent, self.pad_size) {
+                *free.entry(pad).or_default() += len;
+            }
+        }
+        free.into_iter().collect()
+    }
+
+    /// Drops the pads `ordinals`, each wholly free, from the map: their
+    /// ordinals become holes. The map is rebuilt (every pad and every used
+    /// byte elsewhere stays as it was), which costs O(pads + free extents):
+    /// for a compaction, not for every operation. On error nothing changes.
+    pub fn remove_pads(&mut self, ordinals: &[u64]) -> Result<(), MapError> {
+        let gone: std::collections::BTreeSet<u64> = ordinals.iter().copied().collect();
+        let free = self.free_per_pad();
+        for &ordinal in &gone {
+            match free.iter().find(|(pad, _)| *pad == ordinal) {
+                Some(&(_, bytes)) if bytes == self.pad_size => {}
+                Some(_) => {
+                    return Err(MapError::NotFree(Extent {
+                        start: ordinal * self.pad_size,
+                        len: self.pad_size,
+                    }));
+                }
+                None => return Err(MapError::PadOutOfRange(ordinal)),
+            }
+        }
+        let mut rebuilt = MemoryMap::new(self.pad_size);
+        let kept: Vec<u64> = self
+            .pads()
+            .into_iter()
+            .filter(|o| !gone.contains(o))
+            .collect();
+        for &ordinal in &kept {
+            rebuilt.add_pad(ordinal)?;
+        }
+        // Used space is what lies between the free extents of each kept pad.
+        let mut free_parts: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        for extent in self.free_extents() {
+            for (pad, offset, len) in split_by_pad(extent, self.pad_size) {
+                free_parts.entry(pad).or_default().push((offset, len));
+            }
+        }
+        let mut used = Vec::new();
+        for &ordinal in &kept {
+            let base = ordinal * self.pad_size;
+            let mut at = 0;
+            for &(offset, len) in free_parts.get(&ordinal).map_or(&[][..], |v| v) {
+                if offset > at {
+                    used.push(Extent {
+                        start: base + at,
+                        len: offset - at,
+                    });
+                }
+                at = offset + len;
+            }
+            if at < self.pad_size {
+                used.push(Extent {
+                    start: base + at,
+                    len: self.pad_size - at,
+                });
+            }
+        }
+        rebuilt.take(&used)?;
+        *self = rebuilt;
+        Ok(())
+    }
+
     /// Checks the map's internal consistency (for tests; walks everything):
     /// pad runs maximal; free extents non-empty, disjoint, not adjacent,
     /// within existing pads and listed under the pad they start in; pad lists,

@@ -373,6 +373,14 @@ impl PadWriter {
         slots.clear();
     }
 
+    /// Forgets one pad (it left the store) and its cached content.
+    pub fn remove_pad(&self, ordinal: u64) {
+        if let Some(slot) = self.slots.lock().expect("slots lock").remove(&ordinal) {
+            let mut state = slot.state.lock().expect("slot lock");
+            self.replace_cache(&mut state, None);
+        }
+    }
+
     /// The committed plaintext and version of a pad, if the writer holds it.
     pub fn cached(&self, ordinal: u64) -> Option<(u64, Bytes)> {
         let slot = self

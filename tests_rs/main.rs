@@ -13,6 +13,7 @@ mod s3;
 mod secrets;
 mod small_writes;
 mod store;
+mod store_ops;
 
 /// A name no other test (or earlier run) uses: for objects and stores that
 /// outlive a test on a shared backend.

@@ -33,6 +33,7 @@ from ._events import (
     DownloadFinished,
     DownloadProgress,
     GetEvent,
+    OperationProgress,
     PutEvent,
     ReservationProgress,
     ReservingScratchpads,
@@ -49,12 +50,20 @@ from ._store import (
     AsyncGetCallback,
     AsyncPutCallback,
     GetCallback,
+    OperationCallback,
     PutCallback,
     Store,
     StoreKeys,
     open,
 )
-from ._summary import BackendStats, ItemInfo, OpStats, StorageSummary
+from ._summary import (
+    BackendStats,
+    CompactReport,
+    ItemInfo,
+    OpStats,
+    StorageSummary,
+    VerifyReport,
+)
 
 progress: Progress = Progress()
 """A ready callback: progress bars for puts and gets, and the cost question
@@ -69,6 +78,7 @@ __all__ = [
     "AsyncPutCallback",
     "BackendError",
     "BackendStats",
+    "CompactReport",
     "ConfirmReservation",
     "DownloadFinished",
     "DownloadProgress",
@@ -80,7 +90,9 @@ __all__ = [
     "KeyExistsError",
     "KeyNotFoundError",
     "OpStats",
+    "OperationCallback",
     "OperationCancelledError",
+    "OperationProgress",
     "Progress",
     "PutCallback",
     "PutEvent",
@@ -97,6 +109,7 @@ __all__ = [
     "UploadFinished",
     "UploadPendingError",
     "UploadProgress",
+    "VerifyReport",
     "__version__",
     "open",
     "progress",

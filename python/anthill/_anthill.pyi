@@ -92,6 +92,25 @@ class NativeStore:
     def remove_item_async(self, key: str) -> Awaitable[None]:
         """Awaitable ``remove_item``."""
 
+    def rename_item(self, old: str, new: str, *, overwrite: bool = False) -> None:
+        """Moves the item ``old`` to ``new`` (one index record, no data moved)."""
+
+    def rename_item_async(self, old: str, new: str, *, overwrite: bool = False) -> Awaitable[None]:
+        """Awaitable ``rename_item``."""
+
+    def verify(
+        self, deep: bool = True, callback: Callable[[Any], bool | None] | None = None
+    ) -> tuple[int, list[str], list[str], int]:
+        """``(items_checked, damaged keys, missing pad names, pads_checked)``."""
+
+    def compact(
+        self, callback: Callable[[Any], bool | None] | None = None
+    ) -> tuple[int, int, int, int, int]:
+        """``(pads_before, pads_after, bytes_moved, items_moved, pads_released)``."""
+
+    def pad_usage(self) -> tuple[int, list[tuple[int, int]], int]:
+        """``(pad_size, [(ordinal, used bytes)], largest free run)``, from memory."""
+
     def summary(self) -> StorageSummary:
         """The allocator's storage summary."""
 

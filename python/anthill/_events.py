@@ -24,6 +24,7 @@ __all__ = [
     "DownloadFinished",
     "DownloadProgress",
     "GetEvent",
+    "OperationProgress",
     "PutEvent",
     "ReservationProgress",
     "ReservingScratchpads",
@@ -150,3 +151,17 @@ class DownloadProgress(GetEvent):
 @dataclass(frozen=True, slots=True)
 class DownloadFinished(GetEvent):
     """The item is downloaded. The last event."""
+
+
+# --- store-wide operations ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OperationProgress:
+    """Progress of :meth:`Store.verify` (``operation="verify"``: pads read of
+    pads to read) or :meth:`Store.compact` (``"compact"``: items moved of items
+    to move). Not a put or get event; the last one has ``done == total``."""
+
+    operation: str
+    done: int
+    total: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import html
 import logging
 import os
 import weakref
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from . import _anthill
 from ._config import default_store_url, resolve_secret, state_dir, to_url
-from ._errors import InvalidInputError
-from ._events import GetEvent, PutEvent
+from ._errors import AnthillError, InvalidInputError
+from ._events import GetEvent, OperationProgress, PutEvent
+from ._picture import PadPicture, to_html
 from ._progress import Progress
-from ._summary import BackendStats, ItemInfo, StorageSummary
+from ._summary import BackendStats, CompactReport, ItemInfo, StorageSummary, VerifyReport
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer, Self
@@ -34,6 +36,7 @@ __all__ = [
     "AsyncGetCallback",
     "AsyncPutCallback",
     "GetCallback",
+    "OperationCallback",
     "PutCallback",
     "Store",
     "open",
@@ -45,6 +48,8 @@ GetCallback: TypeAlias = Callable[[GetEvent], bool | None]
 """A callback of :meth:`Store.fetch_item`."""
 AsyncPutCallback: TypeAlias = Callable[[PutEvent], bool | None | Awaitable[bool | None]]
 """A callback of :meth:`Store.store_item_async`: a plain or an ``async def`` callable."""
+OperationCallback: TypeAlias = Callable[[OperationProgress], bool | None]
+"""A callback of :meth:`Store.verify` and :meth:`Store.compact`: ``False`` cancels."""
 AsyncGetCallback: TypeAlias = Callable[[GetEvent], bool | None | Awaitable[bool | None]]
 """A callback of :meth:`Store.fetch_item_async`: a plain or an ``async def`` callable."""
 
@@ -259,6 +264,67 @@ class Store(MutableMapping[str, bytes]):
 
     def __len__(self) -> int:
         return self._native.len()
+
+    # --- store operations ------------------------------------------------------
+
+    def rename_item(self, old: str, new: str, *, overwrite: bool = False) -> None:
+        """Moves the item stored under ``old`` to ``new``: one index record, no
+        data read or written, atomic (after a crash the item is under exactly
+        one of the two names). Raises :class:`KeyNotFoundError` if ``old`` is
+        not stored and :class:`KeyExistsError` if ``new`` is, unless
+        ``overwrite`` (then the item ``new`` held is removed).
+
+        >>> store.rename_item("draft", "final")
+        """
+        self._native.rename_item(_key(old), _key(new), overwrite=_flag("overwrite", overwrite))
+
+    async def rename_item_async(self, old: str, new: str, *, overwrite: bool = False) -> None:
+        """The awaitable :meth:`rename_item`."""
+        await self._native.rename_item_async(
+            _key(old), _key(new), overwrite=_flag("overwrite", overwrite)
+        )
+
+    def verify(self, deep: bool = True, callback: OperationCallback | None = None) -> VerifyReport:
+        """Checks the store without changing it: every pad the index knows
+        exists on the backend; with ``deep`` (the default) every pad holding
+        items is also read and authenticated and every item checked against
+        its digest (pads are read concurrently, a few at a time, so memory
+        stays bounded). ``callback`` gets :class:`OperationProgress` events
+        (pads read of pads to read).
+
+        >>> report = store.verify()
+        >>> report.ok, report.damaged, report.missing_pads
+        (True, [], [])
+        """
+        items, damaged, missing, pads = self._native.verify(_flag("deep", deep), callback)
+        return VerifyReport(items, damaged, missing, pads)
+
+    def compact(self, callback: OperationCallback | None = None) -> CompactReport:
+        """Moves live items out of the least-used pads into free space of the
+        others, then releases the pads so emptied: deleted where that refunds
+        storage (folder, memory, S3), kept as free space where a pad once paid
+        for stays paid for (``sim+...?pads_refund=false``). Never reserves a
+        pad. Crash-safe: an item's new place is recorded before its old one is
+        freed. Small items held only in the log are written back first.
+        ``callback`` gets :class:`OperationProgress` events (items moved).
+
+        >>> report = store.compact()
+        >>> print(f"{report.pads_before} -> {report.pads_after} pads")
+        """
+        return CompactReport(*self._native.compact(callback))
+
+    def _pad_picture(self) -> PadPicture:
+        """How full each pad is, from the memory map (no backend call)."""
+        pad_size, pads, largest_free = self._native.pad_usage()
+        return PadPicture(self.url, pad_size, pads, largest_free)
+
+    def _repr_html_(self) -> str:
+        """A picture of the pads for notebooks: one cell per pad, shaded by
+        how full it is, with the totals and the largest free run."""
+        try:
+            return to_html(self._pad_picture())
+        except AnthillError as error:  # a closed store: say so instead of failing
+            return f"<div>{html.escape(repr(self))}: {html.escape(str(error))}</div>"
 
     # --- small writes ----------------------------------------------------------
 

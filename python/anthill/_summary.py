@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BackendStats", "OpStats", "StorageSummary"]
+__all__ = ["BackendStats", "CompactReport", "OpStats", "StorageSummary", "VerifyReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,3 +81,43 @@ class BackendStats:
     delete: OpStats
     pads_reserved: int
     cost: float
+    pads_deleted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What :meth:`Store.verify` found: ``items_checked`` items, the keys of
+    the ``damaged`` ones (sorted), the object names of ``missing_pads`` (pads
+    the index knows and the backend lacks), and ``pads_checked`` pads read
+    and authenticated (``deep=True`` only).
+
+    >>> report = store.verify()
+    >>> report.ok, report.damaged
+    (True, [])
+    """
+
+    items_checked: int
+    damaged: list[str]
+    missing_pads: list[str]
+    pads_checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Nothing damaged and no pad missing."""
+        return not self.damaged and not self.missing_pads
+
+
+@dataclass(frozen=True, slots=True)
+class CompactReport:
+    """What :meth:`Store.compact` did: pads before and after, bytes (and
+    items) moved, and pads released (deleted from the backend).
+
+    >>> report = store.compact()
+    >>> print(f"{report.pads_before} -> {report.pads_after} pads")
+    """
+
+    pads_before: int
+    pads_after: int
+    bytes_moved: int
+    items_moved: int = 0
+    pads_released: int = 0

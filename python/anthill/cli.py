@@ -4,7 +4,10 @@
     anthill get KEY [-o FILE]                    write an item to a file (or standard output)
     anthill rm KEY                               remove an item
     anthill ls [-l]                              list the keys (-l: with sizes)
-    anthill stats                                pads, space and items of the store
+    anthill mv OLD NEW [--force]                 rename an item (no data moved)
+    anthill verify [--quick]                     check every pad and item (exit 1 if damaged)
+    anthill compact                              move items out of sparse pads, release empty ones
+    anthill stats [--map]                        pads, space and items (--map: a picture of the pads)
 
 ``--store URL`` (or ``$ANTHILL_STORE``) picks the store; the default one lives
 in your data folder. The secret comes from ``$ANTHILL_SECRET`` or your key file.
@@ -21,10 +24,12 @@ import mmap
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import __version__
 from ._errors import AnthillError, KeyExistsError, OperationCancelledError
+from ._events import OperationProgress
+from ._picture import to_text
 from ._progress import Progress, format_bytes
 from ._store import Store, open
 
@@ -130,8 +135,80 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mv(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        try:
+            store.rename_item(args.old, args.new, overwrite=args.force)
+        except KeyExistsError as error:
+            raise CommandError(
+                f"key {args.new!r} is already stored; pass --force to replace it"
+            ) from error
+    return 0
+
+
+class _OperationBar:
+    """A tqdm bar on standard error for verify and compact (none without a terminal)."""
+
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.bar: Any = None  # a tqdm bar (tqdm ships no type information)
+
+    def __call__(self, event: OperationProgress) -> bool:
+        if not sys.stderr.isatty():
+            return True
+        if self.bar is None:
+            from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
+
+            self.bar = tqdm(total=event.total, unit=self.unit, desc=event.operation, leave=False)
+        self.bar.total = event.total
+        self.bar.n = event.done
+        self.bar.refresh()
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    bar = _OperationBar("pad")
+    try:
+        with _open(args) as store:
+            report = store.verify(deep=not args.quick, callback=bar)
+    finally:
+        bar.close()
+    for name in report.missing_pads:
+        print(f"missing pad: {name}")
+    for key in report.damaged:
+        print(f"damaged: {key}")
+    verdict = "ok" if report.ok else "NOT OK"
+    print(
+        f"{verdict}: {report.items_checked} items checked, {report.pads_checked} pads read, "
+        f"{len(report.damaged)} damaged, {len(report.missing_pads)} pads missing"
+    )
+    return 0 if report.ok else 1
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    bar = _OperationBar("item")
+    try:
+        with _open(args) as store:
+            report = store.compact(callback=bar)
+    finally:
+        bar.close()
+    print(
+        f"{report.pads_before} -> {report.pads_after} pads "
+        f"({report.pads_released} released), {report.items_moved} items "
+        f"({format_bytes(report.bytes_moved)}) moved"
+    )
+    return 0
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     with _open(args) as store:
+        if args.map:
+            print(to_text(store._pad_picture()))
+            return 0
         s = store.summary()
         stats = store.backend_stats()
         rows = [
@@ -202,7 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls = command("ls", _cmd_ls, "list the stored keys")
     ls.add_argument("-l", "--long", action="store_true", help="with each item's size in bytes")
 
-    command("stats", _cmd_stats, "show pads, space and items of the store")
+    mv = command("mv", _cmd_mv, "rename the item OLD to NEW (no data moved)")
+    mv.add_argument("old", metavar="OLD")
+    mv.add_argument("new", metavar="NEW")
+    mv.add_argument("-f", "--force", action="store_true", help="replace NEW if it is stored")
+
+    verify = command("verify", _cmd_verify, "check every pad and item; exit status 1 if not ok")
+    verify.add_argument(
+        "--quick", action="store_true", help="only check that every pad exists (read nothing)"
+    )
+
+    command("compact", _cmd_compact, "move items out of sparse pads and release emptied pads")
+
+    stats = command("stats", _cmd_stats, "show pads, space and items of the store")
+    stats.add_argument(
+        "--map", action="store_true", help="draw the pads, one character each, shaded by fill"
+    )
     return parser
 
 

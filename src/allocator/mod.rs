@@ -22,10 +22,12 @@ use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
 use crate::pad::PadId;
 use crate::pad_io::{PadIo, PadWriter};
 
+mod compact;
 mod expansion;
 mod read;
 mod write;
 mod write_back;
+pub use compact::PadUsage;
 use expansion::{Expansion, PendingClaim, new_pieces};
 pub use write::inline_digest;
 use write::writer_gone;

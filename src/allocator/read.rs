@@ -173,7 +173,7 @@ type PiecesInPad = Vec<(u64, Piece, usize)>;
 /// The committed plaintext of a pad: the writer's copy if it holds one at
 /// least as new as `min_version` (and the object's tag is not needed), else
 /// the backend's, with its tag.
-async fn read_pad(
+pub(super) async fn read_pad(
     io: &PadIo,
     writer: &PadWriter,
     pad: u64,

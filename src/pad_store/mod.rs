@@ -154,6 +154,14 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
         self.pads_created_on_first_write()
     }
 
+    /// Whether deleting a pad refunds what it cost (a folder frees disk, S3
+    /// and memory stop storing it), so a compaction deletes the pads it
+    /// empties; where a pad once paid for stays paid for, they are kept as
+    /// free space instead.
+    fn deleting_pads_refunds(&self) -> bool {
+        true
+    }
+
     /// A local folder's writer, whose blocking `put` lets a pad be sealed
     /// and written by one call on one thread (see `folder.rs`); `None` for
     /// every other backend, and for wrappers that must see each put.

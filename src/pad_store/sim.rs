@@ -39,6 +39,10 @@ pub struct SimConfig {
     pub pad_price: Option<f64>,
     /// Seed of the random draws, for reproducible runs; `None` seeds from the OS.
     pub seed: Option<u64>,
+    /// Model a network where a pad once paid for stays paid for (URL
+    /// `pads_refund=false`): compaction then keeps emptied pads as free
+    /// space instead of deleting them.
+    pub pads_never_refund: bool,
 }
 
 /// The operations of a [`PadStore`].
@@ -102,6 +106,9 @@ pub struct SimStats {
     pub pads_reserved: u64,
     /// `pads_reserved` times the pad price (0 without a price).
     pub cost: f64,
+    /// Pads deleted (deletes of `p/` objects that succeeded): pads a
+    /// compaction released.
+    pub pads_deleted: u64,
 }
 
 impl SimStats {
@@ -418,6 +425,9 @@ impl SimPadStore {
                     let mut state = self.lock();
                     let bytes = sent + result.as_ref().map_or(0, &received);
                     state.stats.op_mut(kind).bytes += bytes;
+                    if kind == OpKind::Delete && name.starts_with(PAD_PREFIX) {
+                        state.stats.pads_deleted += 1;
+                    }
                     if kind == OpKind::Reserve && name.starts_with(PAD_PREFIX) {
                         state.stats.pads_reserved += 1;
                     }
@@ -552,6 +562,10 @@ impl PadStore for SimPadStore {
         Some(self.sim_stats())
     }
 
+    fn deleting_pads_refunds(&self) -> bool {
+        !self.config.pads_never_refund && self.inner.deleting_pads_refunds()
+    }
+
     async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
         self.inner.lock_writer(holder).await
     }
@@ -587,6 +601,9 @@ impl PadStore for SimPadStore {
         }
         if let Some(seed) = config.seed {
             params.push(format!("seed={seed}"));
+        }
+        if config.pads_never_refund {
+            params.push("pads_refund=false".into());
         }
         if params.is_empty() {
             return format!("sim+{inner}");

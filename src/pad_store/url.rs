@@ -9,7 +9,7 @@
 //!   returns, for changes that must survive an OS crash or power loss.
 //! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
 //!   (see `open_s3` for its options, and `docs/s3.md`).
-//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..`:
+//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..&pads_refund=..`:
 //!   the simulation wrapper ([`SimPadStore`]) around any of them.
 
 use std::collections::HashMap;
@@ -152,7 +152,7 @@ fn redact_userinfo(text: &str) -> String {
 }
 
 /// The query parameters a `sim+` URL takes for itself.
-const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed";
+const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed, pads_refund";
 
 /// Options of `s3://` URLs that anthill handles itself (all others are
 /// `object_store`'s `AmazonS3ConfigKey` names).
@@ -293,7 +293,16 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
     let mut rest = Vec::new();
     for (key, value) in pairs {
         let name = key.as_str();
-        if !["latency_ms", "jitter_ms", "fail_rate", "pad_price", "seed"].contains(&name) {
+        if ![
+            "latency_ms",
+            "jitter_ms",
+            "fail_rate",
+            "pad_price",
+            "seed",
+            "pads_refund",
+        ]
+        .contains(&name)
+        {
             rest.push((key, value));
             continue;
         }
@@ -316,6 +325,14 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
             "latency_ms" => config.latency_ms = number()?,
             "jitter_ms" => config.jitter_ms = number()?,
             "pad_price" => config.pad_price = Some(number()?),
+            "pads_refund" => {
+                let refund = parse_bool(&value).ok_or_else(|| {
+                    invalid(format!(
+                        "sim parameter pads_refund={value:?} is not true or false"
+                    ))
+                })?;
+                config.pads_never_refund = !refund;
+            }
             "fail_rate" => {
                 let rate = number()?;
                 if rate > 1.0 {

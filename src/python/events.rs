@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::ClassCache;
-use crate::events::{GetEvent, PutEvent};
+use crate::events::{GetEvent, OperationProgress, PutEvent};
 
 static CLASSES: ClassCache<12> = ClassCache::new(
     "anthill._events",
@@ -139,5 +139,20 @@ impl IntoPyEvent for GetEvent {
             ),
             GetEvent::DownloadFinished => event(py, "DownloadFinished", &[]),
         }
+    }
+}
+
+/// Progress of store-wide operations: not a put or get event.
+static OPERATION_CLASSES: ClassCache<1> = ClassCache::new("anthill._events", ["OperationProgress"]);
+
+impl IntoPyEvent for OperationProgress {
+    fn into_py_event(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("operation", self.operation)?;
+        kwargs.set_item("done", self.done)?;
+        kwargs.set_item("total", self.total)?;
+        OPERATION_CLASSES
+            .get(py, "OperationProgress")?
+            .call((), Some(&kwargs))
     }
 }

@@ -13,7 +13,7 @@ use super::callback::{CallMode, bridge, check_callable};
 use super::runtime::{awaitable, block_on, block_on_read};
 use super::summary::{SummaryOut, backend_stats};
 use crate::pad_store::BackendOptions;
-use crate::store::{PutOptions, Store, StoreOptions};
+use crate::store::{CompactReport, PutOptions, Store, StoreOptions, VerifyReport};
 
 /// An open store, wrapped by the pure-Python `anthill.Store`.
 #[pyclass(module = "anthill._anthill", frozen)]
@@ -192,6 +192,82 @@ impl NativeStore {
         awaitable(py, get_current_locals(py)?, async move {
             store.remove_item(&key).await
         })
+    }
+
+    #[pyo3(signature = (old, new, *, overwrite = false))]
+    fn rename_item(
+        &self,
+        py: Python<'_>,
+        old: String,
+        new: String,
+        overwrite: bool,
+    ) -> PyResult<()> {
+        let store = self.store.clone();
+        block_on(
+            py,
+            async move { store.rename_item(&old, &new, overwrite).await },
+        )
+    }
+
+    #[pyo3(signature = (old, new, *, overwrite = false))]
+    fn rename_item_async<'py>(
+        &self,
+        py: Python<'py>,
+        old: String,
+        new: String,
+        overwrite: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let store = self.store.clone();
+        awaitable(py, get_current_locals(py)?, async move {
+            store.rename_item(&old, &new, overwrite).await
+        })
+    }
+
+    /// `(items_checked, damaged keys, missing pad names, pads_checked)`.
+    #[pyo3(signature = (deep = true, callback = None))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        deep: bool,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<(u64, Vec<String>, Vec<String>, u64)> {
+        check_callable(&callback, py)?;
+        let callback = bridge(callback, CallMode::Blocking);
+        let store = self.store.clone();
+        let report: VerifyReport = block_on(py, async move { store.verify(deep, callback).await })?;
+        Ok((
+            report.items_checked,
+            report.damaged,
+            report.missing_pads,
+            report.pads_checked,
+        ))
+    }
+
+    /// `(pads_before, pads_after, bytes_moved, items_moved, pads_released)`.
+    #[pyo3(signature = (callback = None))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        callback: Option<Py<PyAny>>,
+    ) -> PyResult<(u64, u64, u64, u64, u64)> {
+        check_callable(&callback, py)?;
+        let callback = bridge(callback, CallMode::Blocking);
+        let store = self.store.clone();
+        let report: CompactReport = block_on(py, async move { store.compact(callback).await })?;
+        Ok((
+            report.pads_before,
+            report.pads_after,
+            report.bytes_moved,
+            report.items_moved,
+            report.pads_released,
+        ))
+    }
+
+    /// `(pad_size, [(ordinal, used bytes)], largest free run)`, from memory.
+    #[allow(clippy::type_complexity)] // a tuple the Python wrapper unpacks
+    fn pad_usage(&self) -> PyResult<(u64, Vec<(u64, u64)>, u64)> {
+        let usage = self.store.pad_usage()?;
+        Ok((usage.pad_size, usage.pads, usage.largest_free))
     }
 
     fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

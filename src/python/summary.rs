@@ -58,5 +58,6 @@ pub(crate) fn backend_stats<'py>(py: Python<'py>, stats: &SimStats) -> PyResult<
     kwargs.set_item("delete", op_stats(py, &stats.delete)?)?;
     kwargs.set_item("pads_reserved", stats.pads_reserved)?;
     kwargs.set_item("cost", stats.cost)?;
+    kwargs.set_item("pads_deleted", stats.pads_deleted)?;
     CLASSES.get(py, "BackendStats")?.call((), Some(&kwargs))
 }

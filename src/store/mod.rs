@@ -25,8 +25,13 @@ use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
 
+mod compact;
 mod put;
+mod rename;
+mod verify;
+pub use compact::CompactReport;
 use put::Put;
+pub use verify::VerifyReport;
 
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
@@ -169,6 +174,10 @@ struct Inner {
     closed: AtomicBool,
     /// Told of every small put, for the write-back once the store is idle.
     activity: Arc<tokio::sync::Notify>,
+    /// Held by a verification or a compaction: a verification reading pads
+    /// a compaction of this process is emptying would report damage that
+    /// is not there.
+    maintenance: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -330,6 +339,7 @@ impl Store {
                 busy_keys: Mutex::new(HashSet::new()),
                 closed: AtomicBool::new(false),
                 activity: Arc::new(tokio::sync::Notify::new()),
+                maintenance: tokio::sync::Mutex::new(()),
             }),
         };
         store.spawn_idle_write_back();
@@ -467,6 +477,12 @@ impl Store {
     pub async fn flush(&self) -> Result<()> {
         self.check_open()?;
         self.write_back_everything().await
+    }
+
+    /// How full each pad is, from the memory map alone (no backend call).
+    pub fn pad_usage(&self) -> Result<allocator::PadUsage> {
+        self.check_open()?;
+        Ok(self.inner.allocator.pad_usage())
     }
 
     /// Bytes of small items committed in the log and not yet written back
@@ -616,7 +632,9 @@ impl Store {
         };
         let buffer = make_buffer(usize_size(entry.0.size)?)?;
         match read(entry.clone(), buffer).await {
-            Err(Error::Integrity(message)) => {
+            // A pad gone (emptied by another process's compaction) also
+            // means the item moved.
+            Err(error @ (Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))) => {
                 // Another process may have replaced or removed the item
                 // (and reused its space); only then is a second look right.
                 self.inner.gate.catch_up().await?;
@@ -626,7 +644,7 @@ impl Store {
                         read(fresh, buffer).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
-                    Some(_) => Err(Error::Integrity(message)),
+                    Some(_) => Err(error),
                 }
             }
             result => result,
