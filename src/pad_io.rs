@@ -486,8 +486,22 @@ impl PadWriter {
         } else if let Some(content) = content {
             (min_version, content.to_vec())
         } else {
-            let read = self.io.read(slot.id, min_version).await?;
-            (read.version, read.plaintext)
+            match self.io.read(slot.id, min_version).await {
+                Ok(read) => (read.version, read.plaintext),
+                // A write-back into a pad whose content is gone (an OS crash
+                // without fsync left its file empty or torn): the items it
+                // held are lost already (their reads fail their checks);
+                // the ones still in the log are not, so the pad is rebuilt
+                // from them rather than leave them in the log for ever.
+                Err(Error::Integrity(message)) if durable => {
+                    log::warn!(
+                        "pad {} is damaged ({message}); rewriting it with the small items                          still in the index log (items it held otherwise stay unreadable)",
+                        slot.id.object_name()
+                    );
+                    (min_version, Vec::new())
+                }
+                Err(error) => return Err(error),
+            }
         };
         if whole.is_none() {
             if (plaintext.len() as u64) < end {
