@@ -132,6 +132,12 @@ lines += [
     "`fsync` its metadata could be left empty, losing the store for good; the key file's new "
     "folders were not flushed, losing the key. Folder and metadata are now flushed whatever "
     "`fsync` says, and so are the key file's folders (`tests_py/test_power_loss.py`).",
+    "- Power loss (R8) on the small-item path: without `fsync` a cut could leave a pad file "
+    "empty, and every later write-back into it failed, so its small items stayed in the log for "
+    "good, blocking checkpoints and `close()`: the write-back now rebuilds such a pad from the "
+    "items still in the log (`small_writes::a_write_back_rebuilds_a_pad_whose_file_was_emptied`); "
+    "write-backs are durable whatever `fsync` says, so a small put never takes older items of "
+    "its pad with it (`test_without_fsync_a_written_back_pad_keeps_older_items`).",
     "",
     "## Guarantees, as tested",
     "",
