@@ -10,15 +10,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
-use super::{Allocation, MemoryAllocator};
+use super::{Allocation, ItemData, MemoryAllocator};
 use crate::crypto::{self, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
 use crate::index::Piece;
 use crate::memory_map::split_by_pad;
 use crate::pad::fills_pad;
+
+/// Parts of a streamed item (read from a file) held in memory at once, each
+/// at most a pad: enough to keep the uploads busy, few enough that an item
+/// of any size is stored in bounded memory.
+const STREAMED_PARTS_IN_MEMORY: usize = 16;
 
 impl MemoryAllocator {
     /// Uploads `data` into the allocation and commits every pad, emitting
@@ -32,6 +37,17 @@ impl MemoryAllocator {
         data: &Bytes,
         events: &EventSink<PutEvent>,
     ) -> Result<(Vec<Piece>, Digest)> {
+        self.write_data(allocation, &ItemData::Memory(data.clone()), events)
+            .await
+    }
+
+    /// [`Self::write`] for data in memory or read from a file as needed.
+    pub async fn write_data(
+        &self,
+        allocation: &mut Allocation,
+        data: &ItemData,
+        events: &EventSink<PutEvent>,
+    ) -> Result<(Vec<Piece>, Digest)> {
         let result = self.write_all(allocation, data, events).await;
         if result.is_err() {
             // Reserve no more pads for a put that failed.
@@ -43,22 +59,23 @@ impl MemoryAllocator {
     async fn write_all(
         &self,
         allocation: &mut Allocation,
-        data: &Bytes,
+        data: &ItemData,
         events: &EventSink<PutEvent>,
     ) -> Result<(Vec<Piece>, Digest)> {
         let pad_size = self.io.pad_size;
-        debug_assert_eq!(data.len() as u64, allocation.size);
+        debug_assert_eq!(data.len(), allocation.size);
+        let parts_in_memory = streamed_bound(data);
         // The item's pieces in data order; new pads' ordinals fill in later.
         let mut pieces: Vec<Piece> = Vec::new();
         let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
         let mut cursor = 0u64;
         for extent in &allocation.existing {
             for (pad, offset, len) in split_by_pad(*extent, pad_size) {
-                let bytes = data.slice(cursor as usize..(cursor + len) as usize);
                 let piece = pieces.len();
                 by_pad.entry(pad).or_default().push(Part {
                     offset,
-                    bytes,
+                    at: cursor,
+                    len,
                     piece,
                 });
                 pieces.push(Piece {
@@ -100,7 +117,7 @@ impl MemoryAllocator {
 
         let mut uploads = FuturesUnordered::new();
         for (pad, parts) in by_pad {
-            uploads.push(self.write_pad(pad, parts, &progress, events));
+            uploads.push(self.write_pad(pad, parts, data, &parts_in_memory, &progress, events));
         }
         let mut versions: BTreeMap<u64, u64> = BTreeMap::new();
         let mut digests = vec![Digest::default(); pieces.len()];
@@ -120,13 +137,13 @@ impl MemoryAllocator {
                     let ordinal = placed.lock().expect("placed lock").ordinals[k]
                         .expect("sent after placing");
                     pieces[first_new_piece + k].pad = ordinal;
-                    let start = new_start[k] as usize;
                     let part = Part {
                         offset: 0,
-                        bytes: data.slice(start..start + allocation.new_pad_bytes[k] as usize),
+                        at: new_start[k],
+                        len: allocation.new_pad_bytes[k],
                         piece: first_new_piece + k,
                     };
-                    uploads.push(self.write_pad(ordinal, vec![part], &progress, events));
+                    uploads.push(self.write_pad(ordinal, vec![part], data, &parts_in_memory, &progress, events));
                 }
                 done = uploads.next(), if !uploads.is_empty() => {
                     let (pad, version, written) = done.expect("not empty")?;
@@ -159,6 +176,24 @@ impl MemoryAllocator {
         &self,
         pad: u64,
         parts: Vec<Part>,
+        data: &ItemData,
+        parts_in_memory: &Option<Semaphore>,
+        progress: &WriteProgress,
+        events: &EventSink<PutEvent>,
+    ) -> Result<PadWritten> {
+        // Held until the pad is committed: the writer keeps its bytes until then.
+        let _in_memory = match parts_in_memory {
+            Some(bound) => Some(bound.acquire().await.map_err(|_| writer_stopped())?),
+            None => None,
+        };
+        let parts = load_parts(parts, data).await?;
+        self.write_loaded(pad, parts, progress, events).await
+    }
+
+    async fn write_loaded(
+        &self,
+        pad: u64,
+        parts: Vec<LoadedPart>,
         progress: &WriteProgress,
         events: &EventSink<PutEvent>,
     ) -> Result<PadWritten> {
@@ -183,7 +218,7 @@ impl MemoryAllocator {
     }
 
     /// The piece of `parts` if it is their only one and fills its pad.
-    fn whole_piece(&self, parts: &[Part]) -> Option<usize> {
+    fn whole_piece(&self, parts: &[LoadedPart]) -> Option<usize> {
         match parts {
             [part] if fills_pad(part.offset, part.bytes.len() as u64, self.io.pad_size) => {
                 Some(part.piece)
@@ -198,7 +233,7 @@ impl MemoryAllocator {
     pub async fn rewrite(
         &self,
         pieces: &[Piece],
-        data: &Bytes,
+        data: &ItemData,
         events: &EventSink<PutEvent>,
     ) -> Result<(Vec<Piece>, Digest)> {
         let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
@@ -206,12 +241,14 @@ impl MemoryAllocator {
         for (index, piece) in pieces.iter().enumerate() {
             by_pad.entry(piece.pad).or_default().push(Part {
                 offset: piece.offset,
-                bytes: data.slice(cursor as usize..(cursor + piece.len) as usize),
+                at: cursor,
+                len: piece.len,
                 piece: index,
             });
             cursor += piece.len;
         }
-        let progress = WriteProgress::new(data.len() as u64, by_pad.len() as u64);
+        let parts_in_memory = streamed_bound(data);
+        let progress = WriteProgress::new(data.len(), by_pad.len() as u64);
         events
             .emit(|| PutEvent::StartingUpload {
                 total_bytes: progress.total_bytes,
@@ -219,7 +256,9 @@ impl MemoryAllocator {
             })
             .await?;
         let written: Vec<PadWritten> = futures::stream::iter(by_pad)
-            .map(|(pad, parts)| self.rewrite_pad(pad, parts, &progress, events))
+            .map(|(pad, parts)| {
+                self.rewrite_pad(pad, parts, data, &parts_in_memory, &progress, events)
+            })
             .buffer_unordered(self.download_concurrency)
             .collect::<Vec<_>>()
             .await
@@ -248,9 +287,16 @@ impl MemoryAllocator {
         &self,
         pad: u64,
         parts: Vec<Part>,
+        data: &ItemData,
+        parts_in_memory: &Option<Semaphore>,
         progress: &WriteProgress,
         events: &EventSink<PutEvent>,
     ) -> Result<PadWritten> {
+        let _in_memory = match parts_in_memory {
+            Some(bound) => Some(bound.acquire().await.map_err(|_| writer_stopped())?),
+            None => None,
+        };
+        let parts = load_parts(parts, data).await?;
         let id = self.writer.pad_id(pad)?;
         let holds_data = match self.io.read(id, 0).await {
             Ok(read) => parts
@@ -264,7 +310,7 @@ impl MemoryAllocator {
             Err(error) => return Err(error),
         };
         let Some(read) = holds_data else {
-            return self.write_pad(pad, parts, progress, events).await;
+            return self.write_loaded(pad, parts, progress, events).await;
         };
         let version = read.version;
         // A pad that holds a whole part was written, so it has a tag.
@@ -307,17 +353,49 @@ pub fn inline_digest(pieces: &[Piece], data: &[u8]) -> Result<Digest> {
 /// item's parts, and each part's (piece index, digest).
 type PadWritten = (u64, u64, Vec<(usize, Digest)>);
 
-/// A part of an item to write: its offset in its pad, its bytes, and the
-/// index of its piece in the item.
+/// A part of an item to write: its offset in its pad, where its bytes lie
+/// in the item, and the index of its piece in the item.
 struct Part {
+    offset: u64,
+    at: u64,
+    len: u64,
+    piece: usize,
+}
+
+/// A part with its bytes.
+struct LoadedPart {
     offset: u64,
     bytes: Bytes,
     piece: usize,
 }
 
+/// Reads the bytes of `parts` from the item's data.
+async fn load_parts(parts: Vec<Part>, data: &ItemData) -> Result<Vec<LoadedPart>> {
+    let mut loaded = Vec::with_capacity(parts.len());
+    for part in parts {
+        loaded.push(LoadedPart {
+            offset: part.offset,
+            bytes: data.slice(part.at, part.len).await?,
+            piece: part.piece,
+        });
+    }
+    Ok(loaded)
+}
+
+/// The bound on parts in memory for a streamed item (none for one already
+/// in memory: its parts are views of the caller's buffer).
+fn streamed_bound(data: &ItemData) -> Option<Semaphore> {
+    data.is_streamed()
+        .then(|| Semaphore::new(STREAMED_PARTS_IN_MEMORY))
+}
+
+fn writer_stopped() -> Error {
+    Error::invalid("the put stopped")
+}
+
 /// Hashes each part's bytes (on the blocking pool if large), returning the
 /// parts as the pad writer takes them and the digest of each part's piece.
-async fn hash_parts(parts: Vec<Part>) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
+async fn hash_parts(parts: Vec<LoadedPart>) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
     let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
     crypto::off_runtime(bytes, move || {
         let digests = parts

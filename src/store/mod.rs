@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 
-use crate::allocator::{self, MemoryAllocator};
+use crate::allocator::{self, ItemData, MemoryAllocator};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
@@ -28,9 +28,11 @@ use crate::writer_gate::WriterGate;
 mod compact;
 mod put;
 mod rename;
+mod stream;
 mod verify;
 pub use compact::CompactReport;
 use put::Put;
+pub use stream::{FileDest, ItemHandle};
 pub use verify::VerifyReport;
 
 /// The Autonomi scratchpad payload.
@@ -412,7 +414,9 @@ impl Store {
         callback: Option<Callback<PutEvent>>,
     ) -> Result<()> {
         let events = Arc::new(EventSink::new(callback));
-        let result = self.put(key, data, &options, &events).await;
+        let result = self
+            .put(key, ItemData::Memory(data), &options, &events)
+            .await;
         events.close();
         result
     }
@@ -420,7 +424,7 @@ impl Store {
     async fn put(
         &self,
         key: &str,
-        data: Bytes,
+        data: ItemData,
         options: &PutOptions,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<()> {
@@ -456,6 +460,7 @@ impl Store {
         }
         let cap = options.max_new_pads.or(self.inner.max_new_pads);
         Put::new(self, key, data, exists, writing, events)
+            .await?
             .run(cap)
             .await
     }
@@ -538,11 +543,11 @@ impl Store {
     async fn resume(
         &self,
         key: &str,
-        data: Bytes,
+        data: ItemData,
         pending: Entry,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<()> {
-        if data.len() as u64 != pending.size || crypto::fingerprint(&data) != pending.hash {
+        if data.len() != pending.size || data.fingerprint().await? != pending.hash {
             return Err(Error::invalid(format!(
                 "resume=True needs the same data as the interrupted upload of {key:?} \
                  ({} bytes); remove_item() discards that upload instead",
@@ -554,6 +559,7 @@ impl Store {
             .allocator
             .rewrite(&pending.pieces, &data, events)
             .await?;
+        data.check_unchanged().await?;
         let previous = self
             .inner
             .journal

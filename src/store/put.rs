@@ -15,8 +15,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{Store, now};
-use crate::allocator::{self, Allocation, ExpansionTurn, PendingPut};
-use crate::crypto;
+use crate::allocator::{self, Allocation, ExpansionTurn, ItemData, PendingPut};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
 use crate::index::{Entry, Record};
@@ -25,7 +24,7 @@ use crate::writer_gate::WriterGuard;
 pub(super) struct Put<'a> {
     store: &'a Store,
     key: &'a str,
-    data: Bytes,
+    data: ItemData,
     /// The entry this put replaces, if any.
     previous: Option<Entry>,
     /// This put's place in the writer gate, held until it ends.
@@ -39,25 +38,29 @@ pub(super) struct Put<'a> {
 }
 
 impl<'a> Put<'a> {
-    pub(super) fn new(
+    pub(super) async fn new(
         store: &'a Store,
         key: &'a str,
-        data: Bytes,
+        data: ItemData,
         previous: Option<Entry>,
         writing: WriterGuard,
         events: &'a Arc<EventSink<PutEvent>>,
-    ) -> Self {
-        let size = data.len() as u64;
+    ) -> Result<Self> {
+        let size = data.len();
         // Recorded as pending once its space is known, an item spanning pads
         // is resumable after an interruption rather than lost. Pending, it is
         // known by its fingerprint; its digest comes from its pieces as they
         // are written.
-        let pending = (size > store.inner.allocator.pad_size()).then(|| PendingPut {
-            key: key.to_string(),
-            size,
-            fingerprint: crypto::fingerprint(&data),
-        });
-        Self {
+        let pending = if size > store.inner.allocator.pad_size() {
+            Some(PendingPut {
+                key: key.to_string(),
+                size,
+                fingerprint: data.fingerprint().await?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
             store,
             key,
             data,
@@ -66,7 +69,7 @@ impl<'a> Put<'a> {
             events,
             turn: None,
             pending,
-        }
+        })
     }
 
     /// Allocates, never reserving more than `cap` new pads, then writes and
@@ -86,7 +89,7 @@ impl<'a> Put<'a> {
     /// expand, and after `ConfirmReservation`) new pads.
     async fn allocate(&mut self, cap: Option<u64>) -> Result<Allocation> {
         let allocator = &self.store.inner.allocator;
-        let size = self.data.len() as u64;
+        let size = self.data.len();
         loop {
             let summary = self.store.summary_now();
             let needed = allocator.check_allocation_possible(size).unwrap_or(0);
@@ -143,7 +146,7 @@ impl<'a> Put<'a> {
     async fn commit_in_log(self, mut allocation: Allocation) -> Result<()> {
         let (store, events) = (self.store, self.events);
         let allocator = &store.inner.allocator;
-        let size = self.data.len() as u64;
+        let size = self.data.len();
         let kept = allocation.keeper();
         events
             .emit(|| PutEvent::StartingUpload {
@@ -153,7 +156,14 @@ impl<'a> Put<'a> {
             .await?;
         // The index keeps these bytes until they are written back: its own
         // copy, not a view of the caller's buffer.
-        let data = Bytes::copy_from_slice(&self.data);
+        let data = match &self.data {
+            ItemData::Memory(bytes) => Bytes::copy_from_slice(bytes),
+            streamed => {
+                let bytes = streamed.all().await?;
+                streamed.check_unchanged().await?;
+                bytes
+            }
+        };
         let pieces = allocation.placement().await?;
         let hash = allocator::inline_digest(&pieces, &data)?;
         let touched: Vec<u64> = pieces.iter().map(|p| p.pad).collect();
@@ -218,7 +228,7 @@ impl<'a> Put<'a> {
     async fn write_to_pads(mut self, mut allocation: Allocation) -> Result<()> {
         let (store, events) = (self.store, self.events);
         let allocator = &store.inner.allocator;
-        let size = self.data.len() as u64;
+        let size = self.data.len();
         let data_id = allocation.data_id;
         let placement = (size > allocator.pad_size()).then(|| allocation.placement());
         let kept = allocation.keeper();
@@ -239,11 +249,13 @@ impl<'a> Put<'a> {
             // Both run to their end (no early drop of a half-made pending
             // record), so `kept` tells exactly whether one was recorded.
             let (written, recorded) = futures::join!(
-                allocator.write(&mut allocation, &self.data, events),
+                allocator.write_data(&mut allocation, &self.data, events),
                 record_pending
             );
             let (pieces, digest) = written?;
             recorded?;
+            // A file changed meanwhile would be stored as a mix of versions.
+            self.data.check_unchanged().await?;
             store
                 .commit(
                     self.key,
