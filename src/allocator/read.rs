@@ -180,11 +180,23 @@ pub(super) async fn read_pad(
     min_version: u64,
     need_tag: bool,
 ) -> Result<(Bytes, Option<AuthTag>)> {
+    let (content, tag, _) = read_pad_version(io, writer, pad, min_version, need_tag).await?;
+    Ok((content, tag))
+}
+
+/// [`read_pad`], with the version read.
+async fn read_pad_version(
+    io: &PadIo,
+    writer: &PadWriter,
+    pad: u64,
+    min_version: u64,
+    need_tag: bool,
+) -> Result<(Bytes, Option<AuthTag>, u64)> {
     if !need_tag
         && let Some((version, content)) = writer.cached(pad)
         && version >= min_version
     {
-        return Ok((content, None));
+        return Ok((content, None, version));
     }
     let _permit = io
         .download_permits
@@ -193,7 +205,179 @@ pub(super) async fn read_pad(
         .map_err(|_| Error::invalid("store is closed"))?;
     let id = writer.pad_id(pad)?;
     let read = io.read(id, min_version).await?;
-    Ok((Bytes::from(read.plaintext), read.tag))
+    Ok((Bytes::from(read.plaintext), read.tag, read.version))
+}
+
+/// The bytes `[from, from + len)` of a piece, out of its pad's plaintext
+/// (a pad stores only the prefix ever written; past it, zeros).
+fn piece_bytes(content: &Bytes, piece: &Piece, from: u64, len: u64) -> Bytes {
+    let start = (piece.offset + from) as usize;
+    let end = start + len as usize;
+    if end <= content.len() {
+        return content.slice(start..end);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    let available = content.len().saturating_sub(start);
+    if available > 0 {
+        bytes[..available].copy_from_slice(&content[start..]);
+    }
+    Bytes::from(bytes)
+}
+
+/// An item's pieces with the offset of each in the item, checked to fit
+/// their pads and to tile the item.
+pub fn tile(entry: &Entry, pad_size: u64) -> Result<Vec<(u64, Piece)>> {
+    let mut tiles = Vec::with_capacity(entry.pieces.len());
+    let mut cursor: u64 = 0;
+    for piece in &entry.pieces {
+        piece.check(pad_size)?;
+        tiles.push((cursor, *piece));
+        cursor = cursor.checked_add(piece.len).ok_or_else(|| {
+            Error::integrity("index entry pieces add up to more bytes than any item has")
+        })?;
+    }
+    if cursor != entry.size {
+        return Err(Error::integrity(
+            "index entry pieces do not add up to its size",
+        ));
+    }
+    Ok(tiles)
+}
+
+/// Where a streamed read sends an item's bytes, in order. Called on the
+/// blocking pool.
+pub trait ChunkSink: Send + 'static {
+    fn write_chunk(&mut self, chunk: &[u8]) -> Result<()>;
+}
+
+impl MemoryAllocator {
+    /// Reads `len` bytes at `offset` of an item (a range inside it), from
+    /// only the pads that hold them, concurrently. Every byte comes from a
+    /// pad opened (authenticated) at the version the entry names, or a
+    /// newer one; the flag says whether any was newer: then the pad was
+    /// rewritten since, and the caller checks the entry is still current
+    /// (a pad is shared by several items; the item's own bytes in it change
+    /// only when the item is replaced or removed).
+    pub async fn read_range(&self, entry: &Entry, offset: u64, len: u64) -> Result<(Bytes, bool)> {
+        let tiles = tile(entry, self.io.pad_size)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= entry.size)
+            .ok_or_else(|| Error::invalid("the range is past the item's end"))?;
+        let wanted: Vec<(u64, Piece, u64, u64)> = tiles
+            .into_iter()
+            .filter(|(at, piece)| *at < end && at + piece.len > offset)
+            .map(|(at, piece)| {
+                let from = offset.saturating_sub(at);
+                let to = (end - at).min(piece.len);
+                (at, piece, from, to - from)
+            })
+            .collect();
+        let reads = futures::stream::iter(wanted)
+            .map(|(_, piece, from, len)| async move {
+                let (content, _, version) =
+                    read_pad_version(&self.io, &self.writer, piece.pad, piece.version, false)
+                        .await?;
+                Ok::<_, Error>((
+                    piece_bytes(&content, &piece, from, len),
+                    version > piece.version,
+                ))
+            })
+            .buffered(self.download_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::with_capacity(len as usize);
+        let mut newer = false;
+        for read in reads {
+            let (bytes, newer_pad) = read?;
+            out.extend_from_slice(&bytes);
+            newer |= newer_pad;
+        }
+        Ok((Bytes::from(out), newer))
+    }
+
+    /// Streams an item to `sink`, piece by piece in order, with up to
+    /// `download_concurrency` pieces read ahead (so at most that many in
+    /// memory), then checks the item's digest. Emits the events of
+    /// [`Self::read`] but `DownloadFinished`, which the caller emits once
+    /// the sink is complete. Returns the bytes written and the sink.
+    pub async fn read_to<S: ChunkSink>(
+        &self,
+        entry: &Entry,
+        mut sink: S,
+        events: &EventSink<GetEvent>,
+    ) -> Result<(u64, S)> {
+        let total_bytes = entry.size;
+        let tiles = tile(entry, self.io.pad_size)?;
+        events
+            .emit(|| GetEvent::StartingDownload { total_bytes })
+            .await?;
+        let pad_size = self.io.pad_size;
+        let mut reads = futures::stream::iter(tiles)
+            .map(|(_, piece)| {
+                let io = Arc::clone(&self.io);
+                let writer = Arc::clone(&self.writer);
+                let task = tokio::spawn(async move {
+                    let whole = fills_pad(piece.offset, piece.len, pad_size);
+                    let (content, tag, _) =
+                        read_pad_version(&io, &writer, piece.pad, piece.version, whole).await?;
+                    let bytes = piece_bytes(&content, &piece, 0, piece.len);
+                    let digest = match (whole, tag) {
+                        (true, Some(tag)) => tag,
+                        (true, None) => {
+                            return Err(Error::integrity(format!(
+                                "pad {} holds a whole piece but was never written",
+                                piece.pad
+                            )));
+                        }
+                        (false, _) => {
+                            let bytes = bytes.clone();
+                            crypto::off_runtime(bytes.len(), move || crypto::piece_digest(&bytes))
+                                .await
+                        }
+                    };
+                    Ok::<_, Error>((bytes, digest))
+                });
+                async move {
+                    match task.await {
+                        Ok(outcome) => outcome,
+                        Err(error) => std::panic::resume_unwind(error.into_panic()),
+                    }
+                }
+            })
+            .buffered(self.download_concurrency);
+        let mut bytes_read = 0;
+        let mut digests = Vec::with_capacity(entry.pieces.len());
+        while let Some(result) = reads.next().await {
+            let (bytes, digest) = result?;
+            digests.push(digest);
+            bytes_read += bytes.len() as u64;
+            sink = match tokio::task::spawn_blocking(move || {
+                let written = sink.write_chunk(&bytes);
+                (sink, written)
+            })
+            .await
+            {
+                Ok((sink, written)) => {
+                    written?;
+                    sink
+                }
+                Err(error) => std::panic::resume_unwind(error.into_panic()),
+            };
+            events
+                .emit(|| GetEvent::DownloadProgress {
+                    bytes_read,
+                    total_bytes,
+                })
+                .await?;
+        }
+        if crypto::item_digest(&digests) != entry.hash {
+            return Err(Error::integrity(
+                "item content does not match its digest: a pad was modified or rolled back",
+            ));
+        }
+        Ok((bytes_read, sink))
+    }
 }
 
 /// An item's output buffer while the tasks reading its pads fill it, each

@@ -1,0 +1,347 @@
+//! Items larger than memory: `store_file` (a put whose bytes are read from
+//! a file as each pad's upload needs them), `fetch_file` (a get streamed to
+//! a sink in order, a few pads at a time) and [`ItemHandle`] (reads of
+//! ranges of an item, as `open_item` and `fetch_range` do).
+//!
+//! What is checked, and when:
+//! 1. A whole read (`fetch_to`) checks the item's digest after its last
+//!    byte: a file destination is renamed into place only then; bytes
+//!    already handed to a file object are not taken back, but the call
+//!    fails.
+//! 2. A range read cannot check the item's digest (it covers the whole
+//!    item). Every byte it returns comes from a pad that its AEAD
+//!    authenticated, bound to the pad's id and a version at least the
+//!    one the item's entry names. A pad newer than that was rewritten
+//!    since (it is shared with other items, or the item was replaced):
+//!    the handle then catches up with the index and fails unless its item
+//!    is still the one stored, so a range read never returns another
+//!    item's bytes. A small item still in the log is checked whole, by
+//!    its digest, when the handle opens.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Store, validate_key};
+use crate::allocator::{ChunkSink, FileSource, ItemData, inline_digest};
+use crate::error::{Error, Result};
+use crate::events::{Callback, EventSink, GetEvent, PutEvent};
+use crate::index::Entry;
+use crate::pad_store::BackendError;
+
+/// A file written beside its destination and renamed into place once
+/// complete and verified; removed if dropped before (an error, a cancel).
+/// A process killed meanwhile leaves the temporary file, never a partial
+/// file at the destination.
+pub struct FileDest {
+    /// The temporary file's path, until it is renamed into place.
+    temp: Option<PathBuf>,
+    dest: PathBuf,
+    writer: std::io::BufWriter<File>,
+}
+
+impl FileDest {
+    pub fn create(dest: &Path) -> Result<Self> {
+        let failed = |error: std::io::Error| {
+            Error::invalid(format!("cannot write {}: {error}", dest.display()))
+        };
+        if dest.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} is a directory; fetch_file writes one file",
+                dest.display()
+            )));
+        }
+        let file_name = dest
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let random: [u8; 8] = crate::crypto::os_random();
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        // Hidden, beside the destination: the rename stays on one file system.
+        let temp = dest.with_file_name(format!(".{file_name}.{suffix}.anthill-part"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(failed)?;
+        Ok(Self {
+            temp: Some(temp),
+            dest: dest.to_path_buf(),
+            writer: std::io::BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    /// Moves the complete file into place.
+    fn commit(mut self) -> Result<()> {
+        let dest = self.dest.clone();
+        let failed = |error: std::io::Error| {
+            Error::invalid(format!("cannot write {}: {error}", dest.display()))
+        };
+        self.writer.flush().map_err(failed)?;
+        if let Some(temp) = &self.temp {
+            std::fs::rename(temp, &self.dest).map_err(failed)?;
+        }
+        self.temp = None;
+        Ok(())
+    }
+}
+
+impl Drop for FileDest {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp); // not renamed: incomplete
+        }
+    }
+}
+
+impl ChunkSink for FileDest {
+    fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        self.writer.write_all(chunk).map_err(|error| {
+            Error::invalid(format!("cannot write {}: {error}", self.dest.display()))
+        })
+    }
+}
+
+/// An item as it was when opened, for reads of ranges of it.
+pub struct ItemHandle {
+    store: Store,
+    key: String,
+    entry: Entry,
+    /// The bytes of an item still in the log (checked by its digest).
+    inline: Option<Bytes>,
+}
+
+impl ItemHandle {
+    pub fn size(&self) -> u64 {
+        self.entry.size
+    }
+
+    /// `len` bytes at `offset`; the range must lie inside the item.
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
+        self.store.check_open()?;
+        check_range(self.entry.size, offset, len)?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        if let Some(data) = &self.inline {
+            return Ok(data.slice(offset as usize..(offset + len) as usize));
+        }
+        let allocator = &self.store.inner.allocator;
+        match allocator.read_range(&self.entry, offset, len).await {
+            Ok((bytes, false)) => Ok(bytes),
+            Ok((bytes, true)) => {
+                self.check_current().await?;
+                Ok(bytes)
+            }
+            Err(error @ (Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))) => {
+                // Another process may have replaced the item: say so.
+                self.check_current().await?;
+                Err(error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Fails unless the item is still the one this handle opened.
+    async fn check_current(&self) -> Result<()> {
+        self.store.inner.gate.catch_up().await?;
+        let current = self.store.inner.journal.read(|index| {
+            index
+                .items
+                .get(&self.key)
+                .map(|entry| entry.data_id == self.entry.data_id && entry.hash == self.entry.hash)
+        });
+        match current {
+            Some(true) => Ok(()),
+            Some(false) => Err(Error::integrity(format!(
+                "item {:?} was replaced while it was open for reading; open it again",
+                self.key
+            ))),
+            None => Err(Error::KeyNotFound(self.key.clone())),
+        }
+    }
+}
+
+fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(Error::invalid(format!(
+            "the range of {len} bytes at {offset} is past the end of the {size}-byte item"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Stores the bytes of `source` under `key`, reading each pad's part
+    /// as its upload starts: memory holds a bounded number of parts
+    /// whatever the item's size. Fails (the key absent or pending) if the
+    /// file changes meanwhile.
+    pub async fn store_file(
+        &self,
+        key: &str,
+        source: FileSource,
+        options: super::PutOptions,
+        callback: Option<Callback<PutEvent>>,
+    ) -> Result<()> {
+        let events = Arc::new(EventSink::new(callback));
+        let data = ItemData::File(Arc::new(source));
+        let result = self.put(key, data, &options, &events).await;
+        events.close();
+        result
+    }
+
+    /// The item's entry and, if it is still in the log, its bytes; from
+    /// this process's index, else after catching up with other writers.
+    async fn lookup(&self, key: &str) -> Result<(Entry, Option<Bytes>)> {
+        let lookup = || {
+            self.inner.journal.read(|index| {
+                let entry = index.items.get(key)?;
+                Some((entry.clone(), index.inline_data(entry)))
+            })
+        };
+        if let Some(found) = lookup() {
+            return Ok(found);
+        }
+        self.inner.gate.catch_up().await?;
+        lookup().ok_or_else(|| Error::KeyNotFound(key.to_string()))
+    }
+
+    /// Opens the item stored under `key` for reads of its ranges.
+    pub async fn open_item(&self, key: &str) -> Result<ItemHandle> {
+        self.check_open()?;
+        validate_key(key)?;
+        let (entry, inline) = self.lookup(key).await?;
+        if let Some(data) = &inline
+            && inline_digest(&entry.pieces, data)? != entry.hash
+        {
+            return Err(Error::integrity(
+                "item content does not match its digest: its index log record was modified",
+            ));
+        }
+        Ok(ItemHandle {
+            store: self.clone(),
+            key: key.to_string(),
+            entry,
+            inline,
+        })
+    }
+
+    /// `len` bytes at `offset` of the item stored under `key`, reading only
+    /// the pads that hold them.
+    pub async fn fetch_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let handle = self.open_item(key).await?;
+        check_range(handle.size(), offset, len)?;
+        match handle.read(offset, len).await {
+            // The item moved (another process replaced or compacted it):
+            // read it where it is now.
+            Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))
+                if handle.inline.is_none() =>
+            {
+                let handle = self.open_item(key).await?;
+                check_range(handle.size(), offset, len)?;
+                handle.read(offset, len).await
+            }
+            result => result,
+        }
+    }
+
+    /// Streams the item stored under `key` to `dest`, a file written beside
+    /// its place and renamed into it once complete and verified. Returns
+    /// the bytes written.
+    pub async fn fetch_file(
+        &self,
+        key: &str,
+        dest: &Path,
+        callback: Option<Callback<GetEvent>>,
+    ) -> Result<u64> {
+        self.check_open()?;
+        validate_key(key)?;
+        let dest = dest.to_path_buf();
+        let events = EventSink::new(callback);
+        let result = async {
+            let (entry, inline) = self.lookup(key).await?;
+            let file = blocking(move || FileDest::create(&dest)).await?;
+            let (written, file) = self.stream_to(&entry, inline, file, &events).await?;
+            blocking(move || file.commit()).await?;
+            events.finish(GetEvent::DownloadFinished).await?;
+            Ok(written)
+        }
+        .await;
+        events.close();
+        result
+    }
+
+    /// Streams the item stored under `key` to `sink`, then checks its
+    /// digest. Returns the bytes written.
+    pub async fn fetch_to<S: ChunkSink>(
+        &self,
+        key: &str,
+        sink: S,
+        callback: Option<Callback<GetEvent>>,
+    ) -> Result<u64> {
+        self.check_open()?;
+        validate_key(key)?;
+        let events = EventSink::new(callback);
+        let result = async {
+            let (entry, inline) = self.lookup(key).await?;
+            let (written, _) = self.stream_to(&entry, inline, sink, &events).await?;
+            events.finish(GetEvent::DownloadFinished).await?;
+            Ok(written)
+        }
+        .await;
+        events.close();
+        result
+    }
+
+    async fn stream_to<S: ChunkSink>(
+        &self,
+        entry: &Entry,
+        inline: Option<Bytes>,
+        mut sink: S,
+        events: &EventSink<GetEvent>,
+    ) -> Result<(u64, S)> {
+        let allocator = &self.inner.allocator;
+        match inline {
+            Some(data) => {
+                // Small (at most a sixteenth of a pad): read whole, checked.
+                let buffer = vec![0u8; data.len()];
+                let silent = EventSink::new(None);
+                let buffer = allocator.read_inline(entry, data, buffer, &silent).await?;
+                let total_bytes = entry.size;
+                events
+                    .emit(|| GetEvent::StartingDownload { total_bytes })
+                    .await?;
+                let sink = blocking(move || {
+                    sink.write_chunk(&buffer)?;
+                    Ok(sink)
+                })
+                .await?;
+                events
+                    .emit(|| GetEvent::DownloadProgress {
+                        bytes_read: total_bytes,
+                        total_bytes,
+                    })
+                    .await?;
+                Ok((total_bytes, sink))
+            }
+            None => {
+                if entry.size == 0 {
+                    sink.write_chunk(&[])?;
+                }
+                allocator.read_to(entry, sink, events).await
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
