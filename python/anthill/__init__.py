@@ -56,6 +56,7 @@ from ._store import (
     StoreKeys,
     open,
 )
+from ._stream import ItemReader
 from ._summary import (
     BackendStats,
     CompactReport,
@@ -87,6 +88,7 @@ __all__ = [
     "IntegrityError",
     "InvalidInputError",
     "ItemInfo",
+    "ItemReader",
     "KeyExistsError",
     "KeyNotFoundError",
     "OpStats",

@@ -15,7 +15,7 @@ from typing_extensions import Buffer
 
 from ._summary import BackendStats, StorageSummary
 
-__all__ = ["NativeStore", "__version__"]
+__all__ = ["NativeItemReader", "NativeStore", "NativeStreams", "__version__"]
 
 class _ArrayLike(Protocol):
     # A numpy array (whose stubs declare the buffer protocol only for Python >= 3.12).
@@ -149,3 +149,58 @@ class NativeStore:
 
     def backend_stats(self) -> BackendStats | None:
         """Counters of a ``sim+`` backend, else ``None``."""
+
+@final
+class NativeStreams:
+    """The streaming operations of one store (files, ranges)."""
+
+    def __init__(self, store: NativeStore) -> None: ...
+    def store_file(
+        self,
+        key: str,
+        path: str | None = None,
+        fd: int | None = None,
+        offset: int = 0,
+        callback: Callable[[Any], Any] | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> None: ...
+    def store_file_async(
+        self,
+        key: str,
+        path: str | None = None,
+        fd: int | None = None,
+        offset: int = 0,
+        callback: Callable[[Any], Any] | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> Awaitable[None]: ...
+    def fetch_file(
+        self,
+        key: str,
+        path: str | None = None,
+        writer: Any = None,
+        callback: Callable[[Any], Any] | None = None,
+    ) -> int: ...
+    def fetch_file_async(
+        self,
+        key: str,
+        path: str | None = None,
+        writer: Any = None,
+        callback: Callable[[Any], Any] | None = None,
+    ) -> Awaitable[int]: ...
+    def fetch_range(self, key: str, offset: int, length: int) -> bytes: ...
+    def fetch_range_async(self, key: str, offset: int, length: int) -> Awaitable[bytes]: ...
+    def open_item(self, key: str) -> NativeItemReader: ...
+
+@final
+class NativeItemReader:
+    """An item opened for reads of its ranges."""
+
+    @property
+    def size(self) -> int: ...
+    def read_range(self, offset: int, length: int) -> bytes: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import html
 import logging
@@ -18,6 +19,7 @@ from ._errors import AnthillError, InvalidInputError
 from ._events import GetEvent, OperationProgress, PutEvent
 from ._picture import PadPicture, to_html
 from ._progress import Progress
+from ._stream import Dest, ItemReader, Source, dest_args, source_args
 from ._summary import BackendStats, CompactReport, ItemInfo, StorageSummary, VerifyReport
 
 if TYPE_CHECKING:
@@ -211,6 +213,138 @@ class Store(MutableMapping[str, bytes]):
     async def remove_item_async(self, key: str) -> None:
         """The awaitable :meth:`remove_item`."""
         await self._native.remove_item_async(_key(key))
+
+    # --- items larger than memory ---------------------------------------------
+
+    def store_file(
+        self,
+        key: str,
+        source: Source,
+        callback: PutCallback | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> None:
+        """Stores the bytes of a file under ``key``, with bounded memory.
+
+        ``source`` is a path or a readable binary file object (read from its
+        current position to its end). A regular file is read a pad at a time
+        as each upload starts; a stream of unknown size (a pipe) is first
+        copied to an anonymous temporary file, so that ``ConfirmReservation``
+        states exactly what the put spends. If the file changes while it is
+        stored, the put fails (:class:`InvalidInputError`) and the key stays
+        absent (or pending, for ``remove_item`` or a ``resume``). The options
+        and events are those of :meth:`store_item`; ``resume=True`` finishes
+        an interrupted put of the same file.
+
+        >>> store.store_file("backups/2024.tar", "/data/2024.tar", callback=anthill.progress)
+        """
+        args = source_args(source)
+        try:
+            with _operation(callback):
+                _anthill.NativeStreams(self._native).store_file(
+                    _key(key),
+                    args.path,
+                    args.fd,
+                    args.offset,
+                    callback,
+                    overwrite=_flag("overwrite", overwrite),
+                    resume=_flag("resume", resume),
+                    max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+                )
+            args.done()
+        finally:
+            args.close()
+
+    async def store_file_async(
+        self,
+        key: str,
+        source: Source,
+        callback: AsyncPutCallback | None = None,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        max_new_pads: int | None = None,
+    ) -> None:
+        """The awaitable :meth:`store_file` (a stream is spooled in a thread)."""
+        args = await asyncio.to_thread(source_args, source)
+        try:
+            with _operation(callback):
+                await _anthill.NativeStreams(self._native).store_file_async(
+                    _key(key),
+                    args.path,
+                    args.fd,
+                    args.offset,
+                    callback,
+                    overwrite=_flag("overwrite", overwrite),
+                    resume=_flag("resume", resume),
+                    max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+                )
+            args.done()
+        finally:
+            args.close()
+
+    def fetch_file(self, key: str, dest: Dest, callback: GetCallback | None = None) -> int:
+        """Writes the item stored under ``key`` to ``dest``; returns the bytes written.
+
+        The item is streamed with bounded memory, a few pads at a time
+        (fetched concurrently, written in order). A path is written as a
+        temporary file beside it and renamed into place only once complete
+        and its digest checked: an error, a cancel or a killed process never
+        leaves a partial file there. A writable binary file object receives
+        the bytes as they come; if the digest then fails the call raises
+        :class:`IntegrityError`, and what was written must be discarded.
+        Events are those of :meth:`fetch_item`.
+
+        >>> store.fetch_file("backups/2024.tar", "/restore/2024.tar")
+        """
+        path, writer = dest_args(dest)
+        with _operation(callback):
+            return _anthill.NativeStreams(self._native).fetch_file(
+                _key(key), path, writer, callback
+            )
+
+    async def fetch_file_async(
+        self, key: str, dest: Dest, callback: AsyncGetCallback | None = None
+    ) -> int:
+        """The awaitable :meth:`fetch_file`."""
+        path, writer = dest_args(dest)
+        with _operation(callback):
+            return await _anthill.NativeStreams(self._native).fetch_file_async(
+                _key(key), path, writer, callback
+            )
+
+    def open_item(self, key: str) -> ItemReader:
+        """The item stored under ``key`` as a read-only, seekable binary file.
+
+        See :class:`ItemReader`: only the pads covering what is read are
+        fetched, and every byte returned is authenticated.
+
+        >>> with store.open_item("video.mp4") as f:
+        ...     header = f.read(64)
+        """
+        native = _anthill.NativeStreams(self._native).open_item(_key(key))
+        return ItemReader(native, key)
+
+    def fetch_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` of the item stored under ``key``.
+
+        Reads only the pads that hold them. A range outside the item is an
+        :class:`InvalidInputError`.
+
+        >>> store.fetch_range("video.mp4", 0, 1024)
+        """
+        return _anthill.NativeStreams(self._native).fetch_range(
+            _key(key), _count("offset", offset, 0), _count("length", length, 0)
+        )
+
+    async def fetch_range_async(self, key: str, offset: int, length: int) -> bytes:
+        """The awaitable :meth:`fetch_range`."""
+        data = await _anthill.NativeStreams(self._native).fetch_range_async(
+            _key(key), _count("offset", offset, 0), _count("length", length, 0)
+        )
+        return bytes(data)
 
     # --- the allocator's view --------------------------------------------------
 

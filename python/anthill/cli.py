@@ -19,8 +19,6 @@ standard error and a non-zero exit status (1; 2 for a usage error).
 from __future__ import annotations
 
 import argparse
-import builtins
-import mmap
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -46,23 +44,6 @@ def _open(args: argparse.Namespace) -> Store:
     return open(args.store)
 
 
-def _read_input(source: str) -> bytes | mmap.mmap:
-    """The data to put: standard input, or the file mapped into memory (no copy)."""
-    if source == "-":
-        return sys.stdin.buffer.read()
-    try:
-        with builtins.open(source, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            if size == 0:
-                return b""
-            try:
-                return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError):  # not mappable (a pipe, /proc, ...)
-                return file.read()
-    except OSError as error:
-        raise CommandError(f"cannot read {source}: {error.strerror}") from error
-
-
 def _cmd_put(args: argparse.Namespace) -> int:
     from_stdin = args.file == "-"
     progress = Progress(
@@ -72,11 +53,16 @@ def _cmd_put(args: argparse.Namespace) -> int:
         disable=None,
     )
     progress._yes_hint = "--yes"
-    data = _read_input(args.file)
-    size = len(data)
+    # Streamed with bounded memory: a file a pad at a time, standard input
+    # through a temporary copy (its size must be known before confirming).
+    source: str | BinaryIO = sys.stdin.buffer if from_stdin else args.file
+    if not from_stdin and not os.path.exists(args.file):
+        raise CommandError(f"cannot read {args.file}: No such file or directory")
     try:
         with _open(args) as store:
-            store.store_item(args.key, data, callback=progress, overwrite=args.force)
+            store.store_file(args.key, source, callback=progress, overwrite=args.force)
+            with store.open_item(args.key) as item:
+                size = item.size
     except OperationCancelledError as error:
         if progress.declined is not None:
             raise CommandError(f"not stored: {progress.declined}") from error
@@ -85,12 +71,6 @@ def _cmd_put(args: argparse.Namespace) -> int:
         raise CommandError(
             f"key {args.key!r} is already stored; pass --force to replace it"
         ) from error
-    finally:
-        if isinstance(data, mmap.mmap):
-            try:
-                data.close()
-            except BufferError:  # still exported by an interrupted put
-                pass
     print(f"{PROG}: stored {args.key!r} ({format_bytes(size)})", file=sys.stderr)
     return 0
 
@@ -98,17 +78,13 @@ def _cmd_put(args: argparse.Namespace) -> int:
 def _cmd_get(args: argparse.Namespace) -> int:
     progress = Progress(disable=None)
     with _open(args) as store:
-        data = store.fetch_item(args.key, callback=progress)
-    if args.output in (None, "-"):
-        out: BinaryIO = sys.stdout.buffer
-        out.write(data)
-        out.flush()
-    else:
-        try:
-            with builtins.open(args.output, "wb") as file:
-                file.write(data)
-        except OSError as error:
-            raise CommandError(f"cannot write {args.output}: {error.strerror}") from error
+        if args.output in (None, "-"):
+            out: BinaryIO = sys.stdout.buffer
+            store.fetch_file(args.key, out, callback=progress)
+            out.flush()
+        else:
+            # Written beside FILE and renamed into place once verified.
+            store.fetch_file(args.key, args.output, callback=progress)
     return 0
 
 

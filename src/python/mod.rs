@@ -17,6 +17,7 @@ mod errors;
 mod events;
 mod runtime;
 mod store;
+mod stream;
 mod summary;
 
 use pyo3::prelude::*;
@@ -75,6 +76,8 @@ fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = pyo3_log::try_init();
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_class::<store::NativeStore>()?;
+    module.add_class::<stream::NativeStreams>()?;
+    module.add_class::<stream::NativeItemReader>()?;
     let exit_hook = wrap_pyfunction!(runtime::wait_for_async_calls, module)?;
     module
         .py()

@@ -18,7 +18,7 @@ use crate::store::{CompactReport, PutOptions, Store, StoreOptions, VerifyReport}
 /// An open store, wrapped by the pure-Python `anthill.Store`.
 #[pyclass(module = "anthill._anthill", frozen)]
 pub(crate) struct NativeStore {
-    store: Store,
+    pub(crate) store: Store,
 }
 
 /// The arguments of a put, converted while attached to Python.
