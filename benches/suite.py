@@ -450,6 +450,47 @@ def p6_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def p8_rows(r: dict[str, Any]) -> list[Row]:
+    size = mib(r["large_bytes"])
+    rows = []
+    for what in ("put", "get"):
+        above = r[f"{what}_peak"] - r[f"{what}_baseline"]
+        call = "store_file" if what == "put" else "fetch_file"
+        rows.append(
+            Row(
+                f"P8 streaming: peak RSS of {call} of a {size} file, above the baseline",
+                f"{mib(above)} (baseline {mib(r[f'{what}_baseline'])})",
+                "256 MiB",
+                above / (256 * 2**20),
+                "≤ 1",
+                above <= 256 * 2**20 and (what == "put" or bool(r["restored_ok"])),
+            )
+        )
+    for streamed, in_memory in (("store_file", "store_item"), ("fetch_file", "fetch_item")):
+        ratio = r[f"{in_memory}_s"] / r[f"{streamed}_s"]
+        rows.append(
+            Row(
+                f"P8 streaming: {streamed} throughput / {in_memory}, same {mib(r['same_bytes'])}",
+                f"{seconds(r[f'{streamed}_s'])} vs {seconds(r[f'{in_memory}_s'])}",
+                "≥ 0.8x",
+                ratio,
+                "≥ 0.8",
+                ratio >= 0.8,
+            )
+        )
+    rows.append(
+        Row(
+            f"P8 streaming: backend reads of a 1 KiB fetch_range in a {size} item",
+            str(r["range_gets"]),
+            "≤ 2",
+            r["range_gets"] / 2,
+            "≤ 1",
+            r["range_gets"] <= 2,
+        )
+    )
+    return rows
+
+
 def c1_rows(r: dict[str, Any]) -> list[Row]:
     ratio = r["pads_reserved"] / r["ideal_pads"]
     per_key = r["pad_per_key_pads"]
@@ -520,6 +561,7 @@ BENCHMARKS: list[
     ("P5", lambda: python("p5_small_items.py"), p5_rows),
     ("P6", lambda: python("p6_memory.py"), p6_rows),
     ("P7", lambda: python("p7_s3_small_puts.py"), p7_rows),
+    ("P8", lambda: python("p8_streaming.py", timeout=3600), p8_rows),
     ("C1", lambda: rust("c1"), c1_rows),
     ("C2", lambda: python("c2_compaction.py"), c2_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
