@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import time
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -228,6 +229,45 @@ def test_open_item_feeds_zipfile_and_tarfile(store: anthill.Store) -> None:
             member = archive.extractfile(name)
             assert member is not None
             assert member.read() == content
+
+
+def test_open_item_feeds_pandas(store: anthill.Store) -> None:
+    import pandas
+
+    frame = pandas.DataFrame({"n": range(5000), "square": [i * i for i in range(5000)]})
+    store.store_item("table.csv", frame.to_csv(index=False).encode())
+    with store.open_item("table.csv") as reader:
+        back = pandas.read_csv(reader)
+    assert back.equals(frame)
+
+
+def test_a_cancelled_fetch_file_async_leaves_no_file(store: anthill.Store, tmp_path: Path) -> None:
+    store.store_item("k", data_of(30 * PAD_SIZE, 15))
+    out = tmp_path / "out"
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def on_event(event: Any) -> None:
+            if isinstance(event, anthill.DownloadProgress):
+                started.set()
+                await asyncio.Event().wait()  # stalls until cancelled
+
+        task = asyncio.ensure_future(store.fetch_file_async("k", out, callback=on_event))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    store.fetch_item("k")  # the store is still usable
+    assert not out.exists()
+    # The dropped call removes its temporary file as its last write ends.
+    for _ in range(500):
+        if not any(p.name.endswith(".anthill-part") for p in tmp_path.iterdir()):
+            break
+        time.sleep(0.01)
+    assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_open_item_of_a_small_item_in_the_log(store: anthill.Store) -> None:
