@@ -296,6 +296,31 @@ def test_a_reader_of_a_replaced_item_does_not_return_the_new_bytes(
             assert chunk == old[5 * PAD_SIZE : 6 * PAD_SIZE]
 
 
+def test_a_reader_follows_its_item_when_a_compaction_moves_it(store: anthill.Store) -> None:
+    # Items of about a quarter of a pad, k among them; most others removed,
+    # so the compaction empties k's sparse pad into the others' free space.
+    sizes = [PAD_SIZE // 4 + 37 * i for i in range(24)]
+    for i, size in enumerate(sizes):
+        store.store_item(f"other{i}", data_of(size, 20 + i))
+    data = data_of(PAD_SIZE // 4 + 5, 19)
+    store.store_item("k", data)
+    store.flush()
+    with store.open_item("k") as reader:
+        assert reader.read(100) == data[:100]
+        for i in range(len(sizes)):
+            if i % 3:
+                store.remove_item(f"other{i}")
+        report = store.compact()
+        assert report.items_moved > 0
+        # New items take the space the compaction freed.
+        for i in range(24):
+            store.store_item(f"new{i}", data_of(PAD_SIZE // 4 + 11 * i, 60 + i))
+        store.flush()
+        reader.seek(0)
+        assert reader.read() == data
+    assert store.fetch_range("k", 5, 300) == data[5:305]
+
+
 def test_bad_sources_are_clear_errors(store: anthill.Store, tmp_path: Path) -> None:
     with pytest.raises(anthill.InvalidInputError, match="directory"):
         store.store_file("k", tmp_path)

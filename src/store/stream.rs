@@ -109,20 +109,35 @@ impl ChunkSink for FileDest {
 pub struct ItemHandle {
     store: Store,
     key: String,
-    entry: Entry,
+    size: u64,
+    /// Where the item lies: its entry when opened, updated when a
+    /// compaction moves it (same data id and digest, other places).
+    entry: std::sync::Mutex<Entry>,
     /// The bytes of an item still in the log (checked by its digest).
     inline: Option<Bytes>,
 }
 
+/// What the index says of a handle's item now.
+enum Current {
+    /// Where it was: the bytes read are its own.
+    Unmoved,
+    /// The same item, moved by a compaction: read again from here.
+    Moved(Entry),
+}
+
 impl ItemHandle {
     pub fn size(&self) -> u64 {
-        self.entry.size
+        self.size
+    }
+
+    fn pinned(&self) -> Entry {
+        self.entry.lock().expect("item handle lock").clone()
     }
 
     /// `len` bytes at `offset`; the range must lie inside the item.
     pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes> {
         self.store.check_open()?;
-        check_range(self.entry.size, offset, len)?;
+        check_range(self.size, offset, len)?;
         if len == 0 {
             return Ok(Bytes::new());
         }
@@ -130,37 +145,59 @@ impl ItemHandle {
             return Ok(data.slice(offset as usize..(offset + len) as usize));
         }
         let allocator = &self.store.inner.allocator;
-        match allocator.read_range(&self.entry, offset, len).await {
-            Ok((bytes, false)) => Ok(bytes),
-            Ok((bytes, true)) => {
-                self.check_current().await?;
-                Ok(bytes)
+        // Another pass only if a compaction moved the item meanwhile.
+        for _ in 0..3 {
+            let entry = self.pinned();
+            let check = match allocator.read_range(&entry, offset, len).await {
+                Ok((bytes, false)) => return Ok(bytes),
+                Ok((bytes, true)) => Ok(bytes),
+                // Another process may have moved, replaced or removed it.
+                Err(error @ (Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))) => {
+                    Err(error)
+                }
+                Err(error) => return Err(error),
+            };
+            match (self.current(&entry).await?, check) {
+                (Current::Unmoved, outcome) => return outcome,
+                (Current::Moved(moved), _) => {
+                    *self.entry.lock().expect("item handle lock") = moved;
+                }
             }
-            Err(error @ (Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))) => {
-                // Another process may have replaced the item: say so.
-                self.check_current().await?;
-                Err(error)
-            }
-            Err(error) => Err(error),
         }
+        Err(Error::integrity(format!(
+            "item {:?} kept moving while it was read; open it again",
+            self.key
+        )))
     }
 
-    /// Fails unless the item is still the one this handle opened.
-    async fn check_current(&self) -> Result<()> {
+    /// Whether the item is still the one this handle opened (the same data
+    /// id and digest), and still where `entry` places it; an error if it
+    /// was replaced or removed.
+    async fn current(&self, entry: &Entry) -> Result<Current> {
         self.store.inner.gate.catch_up().await?;
-        let current = self.store.inner.journal.read(|index| {
-            index
-                .items
-                .get(&self.key)
-                .map(|entry| entry.data_id == self.entry.data_id && entry.hash == self.entry.hash)
-        });
-        match current {
-            Some(true) => Ok(()),
-            Some(false) => Err(Error::integrity(format!(
+        let now = self
+            .store
+            .inner
+            .journal
+            .read(|index| index.items.get(&self.key).cloned());
+        let Some(now) = now else {
+            return Err(Error::KeyNotFound(self.key.clone()));
+        };
+        if now.data_id != entry.data_id || now.hash != entry.hash {
+            return Err(Error::integrity(format!(
                 "item {:?} was replaced while it was open for reading; open it again",
                 self.key
-            ))),
-            None => Err(Error::KeyNotFound(self.key.clone())),
+            )));
+        }
+        // Written back or rewritten around it, a piece keeps its place and
+        // only its version grows.
+        let places = |e: &Entry| -> Vec<(u64, u64, u64)> {
+            e.pieces.iter().map(|p| (p.pad, p.offset, p.len)).collect()
+        };
+        if places(&now) == places(entry) {
+            Ok(Current::Unmoved)
+        } else {
+            Ok(Current::Moved(now))
         }
     }
 }
@@ -224,7 +261,8 @@ impl Store {
         Ok(ItemHandle {
             store: self.clone(),
             key: key.to_string(),
-            entry,
+            size: entry.size,
+            entry: std::sync::Mutex::new(entry),
             inline,
         })
     }
