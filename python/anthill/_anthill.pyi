@@ -154,7 +154,7 @@ class NativeStore:
 class NativeStreams:
     """The streaming operations of one store (files, ranges)."""
 
-    def __init__(self, store: NativeStore) -> None: ...
+    def __new__(cls, store: NativeStore) -> NativeStreams: ...
     def store_file(
         self,
         key: str,

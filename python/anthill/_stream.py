@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 
     from typing_extensions import Buffer
 
-Source: TypeAlias = "str | os.PathLike[str] | IO[bytes]"
+Source: TypeAlias = str | os.PathLike[str] | IO[bytes]
 """What :meth:`Store.store_file` reads: a path, or a readable binary file object."""
-Dest: TypeAlias = "str | os.PathLike[str] | IO[bytes]"
+Dest: TypeAlias = str | os.PathLike[str] | IO[bytes]
 """Where :meth:`Store.fetch_file` writes: a path, or a writable binary file object."""
 
 _COPY_CHUNK = 1 << 20
