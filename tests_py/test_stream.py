@@ -337,6 +337,15 @@ def test_bad_sources_are_clear_errors(store: anthill.Store, tmp_path: Path) -> N
         store.store_file("k", 42)  # type: ignore[arg-type]
     with pytest.raises(anthill.InvalidInputError):
         store.fetch_file("k", 42)  # type: ignore[arg-type]
+    store.store_item("stored", b"z" * 5000)
+    with pytest.raises(anthill.InvalidInputError, match="directory"):
+        store.fetch_file("stored", tmp_path)
+    with pytest.raises(anthill.InvalidInputError):
+        store.fetch_file("stored", tmp_path / "no-such-folder" / "out")
+    with (tmp_path / "ro").open("wb") as closed_dest:
+        pass
+    with pytest.raises(anthill.InvalidInputError, match="closed"):
+        store.fetch_file("stored", closed_dest)
     assert "k" not in store
     assert store.summary().pending == 0
 
