@@ -7,7 +7,10 @@
    process of its own, so its peak (`ru_maxrss`) is that call's alone.
 2. Throughput of the streaming calls against the in-memory ones on the same
    1 GiB of random data (128 MiB with --quick): `store_file(path)` against
-   `store_item(bytes)`, `fetch_file(path)` against `fetch_item`, medians of 3.
+   `store_item(bytes)`, `fetch_file(path)` against `fetch_item`, medians of 3;
+   and against the in-memory way of doing what they do, file to store and
+   store to file: `store_item(path.read_bytes())` and
+   `path.write_bytes(fetch_item())`.
 3. Pads read by a 1 KiB `fetch_range` in the middle of the large item
    (`backend_stats().get.calls` of a `sim+file://` store, which adds no
    latency).
@@ -123,6 +126,12 @@ def times_one(
     if how == "store_item":
         times[how].append(timed(lambda: store.store_item("k", data)))
         times["fetch_item"].append(timed(lambda: store.fetch_item("k")))
+        # The in-memory way from a file and to a file: read it whole, put
+        # the bytes; fetch the bytes, write them whole.
+        store.remove_item("k")
+        times["file_store_item"].append(timed(lambda: store.store_item("k", source.read_bytes())))
+        times["fetch_item_file"].append(timed(lambda: out.write_bytes(store.fetch_item("k"))))
+        out.unlink()
     else:
         times[how].append(timed(lambda: store.store_file("k", source)))
         times["fetch_file"].append(timed(lambda: store.fetch_file("k", out)))
@@ -133,6 +142,8 @@ def times_one(
 def throughput() -> dict[str, object]:
     data = os.urandom(SAME)
     times: dict[str, list[float]] = {
+        "file_store_item": [],
+        "fetch_item_file": [],
         "store_item": [],
         "store_file": [],
         "fetch_item": [],
