@@ -502,6 +502,46 @@ def test_a_killed_fetch_file_leaves_no_file_at_dest(tmp_path: Path) -> None:
     assert all(p.name.endswith(".anthill-part") for p in dest.parent.iterdir())
 
 
+_INTERRUPTED_FETCH = textwrap.dedent(
+    """
+    import sys, anthill
+    store = anthill.open(sys.argv[1], secret=sys.argv[2], download_concurrency=2)
+    try:
+        store.fetch_file("k", sys.argv[3])
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(3)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_ctrl_c_during_fetch_file_leaves_no_file(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    with anthill.open(f"file://{folder}", secret=SECRET, pad_size=PAD_SIZE) as store:
+        store.store_item("k", data_of(200 * PAD_SIZE, 16))
+    # Slow reads (50 ms each, 2 at a time): the fetch takes seconds.
+    url = f"sim+file://{folder}?latency_ms=50"
+    out_folder = tmp_path / "out"
+    out_folder.mkdir()
+    dest = out_folder / "restored.bin"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED_FETCH, url, SECRET, str(dest)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    # Interrupt once the temporary file exists: the fetch is under way.
+    for _ in range(3000):
+        if any(out_folder.iterdir()) or child.poll() is not None:
+            break
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    assert child.stdout.readline() == "interrupted\n"
+    assert child.wait() == 3
+    assert list(out_folder.iterdir()) == []
+
+
 def _cli(*args: str, stdin: Any = None, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "anthill", *args],
