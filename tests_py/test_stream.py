@@ -92,6 +92,26 @@ def test_a_pipe_round_trips(folder_store: anthill.Store) -> None:
     assert confirm.data_size == size
 
 
+def test_a_named_pipe_round_trips_by_path(folder_store: anthill.Store, tmp_path: Path) -> None:
+    size = 9 * PAD_SIZE + 1
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import random, sys; "
+                f"open(sys.argv[1], 'wb').write(random.Random(8).randbytes({size}))"
+            ),
+            str(fifo),
+        ]
+    )
+    folder_store.store_file("fifo", fifo)
+    assert child.wait() == 0
+    assert folder_store.fetch_item("fifo") == data_of(size, 8)
+
+
 def test_store_file_and_fetch_file_emit_the_events_of_store_item_and_fetch_item(
     make_store: Callable[..., anthill.Store], tmp_path: Path
 ) -> None:

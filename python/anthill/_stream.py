@@ -74,6 +74,16 @@ def source_args(source: object) -> FileArgs:
     args = FileArgs()
     path = _path(source)
     if path is not None:
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = 0  # the core says what is wrong with it
+        if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode):
+            # A named pipe or a device (`<(command)`, /dev/stdin): no size.
+            with open(path, "rb") as stream:
+                args.spool = spool(stream)
+            args.fd = args.spool.fileno()
+            return args
         args.path = path
         return args
     read = getattr(source, "read", None)
