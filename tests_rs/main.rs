@@ -14,6 +14,7 @@ mod secrets;
 mod small_writes;
 mod store;
 mod store_ops;
+mod stream;
 
 /// A name no other test (or earlier run) uses: for objects and stores that
 /// outlive a test on a shared backend.

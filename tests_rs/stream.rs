@@ -1,0 +1,126 @@
+//! Behaviour of the streaming calls of `Store`: `store_file` (a put read
+//! from a file a part at a time), `fetch_to` / `fetch_file` (a get written
+//! to a sink in order) and `open_item` / `fetch_range` (reads of ranges).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use anthill::allocator::{ChunkSink, FileSource};
+use anthill::pad_store::{self, BackendOptions, OpKind, PadStore, SimConfig, SimPadStore};
+use anthill::{Callback, Error, PutEvent, PutOptions, Store, StoreOptions};
+use bytes::Bytes;
+use futures::FutureExt;
+
+const PAD: u64 = 4096;
+
+fn options() -> StoreOptions {
+    let mut options = StoreOptions::default();
+    options.secret = b"test secret".to_vec();
+    options.pad_size = Some(PAD);
+    options
+}
+
+async fn sim_store() -> (Store, Arc<SimPadStore>) {
+    let inner = pad_store::open("memory://", &BackendOptions::default())
+        .await
+        .unwrap();
+    let sim = Arc::new(SimPadStore::new(inner, SimConfig::default()));
+    let backend: Arc<dyn PadStore> = sim.clone();
+    let store = Store::open_with_backend("test", backend, options())
+        .await
+        .unwrap();
+    (store, sim)
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 7 + i / 251) as u8).wrapping_add(seed))
+        .collect()
+}
+
+fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(bytes).unwrap();
+    file
+}
+
+/// A sink that keeps what it is given.
+#[derive(Clone, Default)]
+struct Collected(Arc<Mutex<Vec<u8>>>);
+
+impl ChunkSink for Collected {
+    fn write_chunk(&mut self, chunk: &[u8]) -> anthill::Result<()> {
+        self.0.lock().unwrap().extend_from_slice(chunk);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_file_stored_part_by_part_reads_back_whole_and_by_ranges() {
+    let (store, sim) = sim_store().await;
+    for (key, len) in [
+        ("empty", 0),
+        ("small", 200),
+        ("large", 200 * PAD as usize + 17),
+    ] {
+        let bytes = data(len, len as u8);
+        let file = file_with(&bytes);
+        let source = FileSource::open(file.path()).unwrap();
+        store
+            .store_file(key, source, PutOptions::default(), None)
+            .await
+            .unwrap();
+        let sink = Collected::default();
+        let written = store.fetch_to(key, sink.clone(), None).await.unwrap();
+        assert_eq!(written, len as u64, "{key}");
+        assert_eq!(*sink.0.lock().unwrap(), bytes, "{key}");
+        let handle = store.open_item(key).await.unwrap();
+        assert_eq!(handle.size(), len as u64);
+    }
+    let bytes = data(200 * PAD as usize + 17, 17);
+    for offset in [0u64, PAD - 100, 120 * PAD + 5, 200 * PAD + 16] {
+        let len = 1024.min(bytes.len() as u64 - offset);
+        let before = sim.stats().unwrap().op(OpKind::Get).calls;
+        let range = store.fetch_range("large", offset, len).await.unwrap();
+        let gets = sim.stats().unwrap().op(OpKind::Get).calls - before;
+        assert_eq!(
+            range,
+            Bytes::copy_from_slice(&bytes[offset as usize..][..len as usize])
+        );
+        assert!(gets <= 2, "{gets} reads for 1 KiB at {offset}");
+    }
+    assert!(matches!(
+        store.fetch_range("large", bytes.len() as u64 - 3, 4).await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_file_that_shrinks_while_stored_leaves_the_key_absent() {
+    let (store, _sim) = sim_store().await;
+    let bytes = data(50 * PAD as usize, 3);
+    let file = file_with(&bytes);
+    let path = file.path().to_path_buf();
+    let callback: Callback<PutEvent> = Arc::new(move |event: PutEvent| {
+        if matches!(event, PutEvent::StartingUpload { .. }) {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_len(10 * PAD)
+                .unwrap();
+        }
+        async { Ok(true) }.boxed()
+    });
+    let source = FileSource::open(file.path()).unwrap();
+    let result = store
+        .store_file("k", source, PutOptions::default(), Some(callback))
+        .await;
+    assert!(matches!(result, Err(Error::InvalidInput(_))), "{result:?}");
+    assert!(!store.contains("k").await.unwrap());
+    assert_eq!(store.summary().await.unwrap().pending, 0);
+    assert!(matches!(
+        store.fetch_range("k", 0, 1).await,
+        Err(Error::KeyNotFound(_))
+    ));
+}
