@@ -33,6 +33,10 @@ impl FolderWriter {
         Self { root, fsync, url }
     }
 
+    pub fn fsync(&self) -> bool {
+        self.fsync
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
