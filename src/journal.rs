@@ -653,7 +653,11 @@ impl Journal {
                     // Unflushed, a small object reaches the page cache in tens
                     // of microseconds, less than a hop to the blocking pool and
                     // back (which halved the puts per second of a sync loop).
-                    let cost = if folder.fsync() { usize::MAX } else { sealed.len() };
+                    let cost = if folder.fsync() {
+                        usize::MAX
+                    } else {
+                        sealed.len()
+                    };
                     crypto::off_runtime(cost, move || folder.create(&name, &sealed))
                 })
                 .await?;

@@ -221,7 +221,9 @@ impl DrainFinished {
 
 fn lock(queue: &Mutex<Vec<FinishedCall>>) -> std::sync::MutexGuard<'_, Vec<FinishedCall>> {
     // A panic while holding the lock cannot leave the Vec half changed.
-    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Finished {
@@ -244,10 +246,8 @@ impl Finished {
             Some(Wake::CallSoon { event_loop, drain }) => Python::attach(|py| {
                 // Fails only if the loop is closed or gone: nobody waits any more.
                 if let Some(event_loop) = event_loop.bind(py).upgrade() {
-                    let _ = event_loop.call_method1(
-                        intern!(py, "call_soon_threadsafe"),
-                        (drain.clone_ref(py),),
-                    );
+                    let _ = event_loop
+                        .call_method1(intern!(py, "call_soon_threadsafe"), (drain.clone_ref(py),));
                 }
             }),
             None => {}

@@ -193,9 +193,11 @@ impl NativeStore {
         key: String,
     ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
-            store.remove_item(&key).await
-        })
+        awaitable(
+            py,
+            &event_loop,
+            async move { store.remove_item(&key).await },
+        )
     }
 
     #[pyo3(signature = (old, new, *, overwrite = false))]
