@@ -600,7 +600,7 @@ def p9(r: dict[str, Any]) -> list[str]:
         "",
         (
             f"Two local folder stores, of {small:,} and {large:,} items of 64 B, built once "
-            "under the scratch folder (`p9-<keys>`, kept between runs) through "
+            "under the scratch folder (`kept/p9-<keys>`, kept between runs) through "
             "`store_item_async` in `asyncio.gather` batches, then flushed and closed, so each "
             "holds a checkpoint and the log after it. Each run is a fresh process: `open` + "
             "`fetch_item` of one key timed inside it after `import anthill`, and apart the "

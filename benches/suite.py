@@ -569,7 +569,10 @@ def main() -> None:
         raise SystemExit("the anthill extension is a debug build: run scripts/bench.sh")
     EXTENSION["digest"] = digest
     scratch = Path(os.environ.get("ANTHILL_BENCH_SCRATCH", BENCHES / "target" / "scratch"))
-    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted run left
+    # What an interrupted run left; stores kept between runs (P9) stay.
+    for entry in scratch.glob("*"):
+        if entry.name != "kept":
+            shutil.rmtree(entry, ignore_errors=True)
     machine = {
         "CPU": f"{cpu_model()}, {os.cpu_count()} cores",
         "Memory": memory_total(),

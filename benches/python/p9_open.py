@@ -2,8 +2,8 @@
 items) and fetching one item, against the same with 10^3 keys; and
 `anthill get` of one item as a whole process on each.
 
-The two stores are built once under the scratch folder (`p9-<keys>`, kept
-between runs: filling 10^6 keys takes minutes) through `store_item_async`
+The two stores are built once under the scratch folder (`kept/p9-<keys>`,
+which the suite does not clear: filling 10^6 keys takes minutes) through `store_item_async`
 in `asyncio.gather` batches, then flushed and closed, so each holds a
 checkpoint and the log after it as a long-lived store does. A store whose
 marker file is missing (an interrupted build) is built again. Each timed
@@ -61,7 +61,7 @@ async def fill(store: anthill.Store, count: int) -> None:
 def built(keys: int) -> tuple[Path, float | None]:
     """The store of `keys` items, built unless a complete one is there;
     the seconds building took, if it was built now."""
-    path = SCRATCH / f"p9-{keys}"
+    path = SCRATCH / "kept" / f"p9-{keys}"
     if (path / MARKER).exists():
         return path, None
     shutil.rmtree(path, ignore_errors=True)
