@@ -339,6 +339,10 @@ pub fn map_from_index(index: &Index, pad_size: u64) -> Result<MemoryMap> {
         piece.check(pad_size)?;
         extents.push(piece.extent(pad_size));
     }
+    // In address order, each take carves the front of a pad's free run: in
+    // the index's hash order each split a run in the middle, inserting into
+    // the pad's free list (a writer's first change on a large store).
+    extents.sort_unstable_by_key(|extent| extent.start);
     map.take(&extents)
         .map_err(|e| Error::integrity(format!("index places two items in the same space: {e}")))?;
     Ok(map)
