@@ -567,6 +567,37 @@ def z1_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def p9_rows(r: dict[str, Any]) -> list[Row]:
+    small, large = f"{r['small_keys']:,}", f"{r['large_keys']:,}"
+    rows = []
+    for what, suffix, target in (
+        ("open + fetch one item (in process)", "", 2.0),
+        ("`anthill get` of one item (whole process)", "_cli", 2.0),
+    ):
+        ours, base = r[f"large{suffix}_s"], r[f"small{suffix}_s"]
+        rows.append(
+            Row(
+                f"P9 open: {what}, {large} keys of 64 B, local folder",
+                seconds(ours),
+                f"the same with {small} keys {seconds(base)}",
+                ours / base,
+                f"≤ {target:g}",
+                ours / base <= target,
+            )
+        )
+    rows.append(
+        Row(
+            f"P9 open: open + fetch one item, {large} keys, absolute",
+            seconds(r["large_s"]),
+            "target 0.2 s",
+            r["large_s"] / 0.2,
+            "< 1",
+            r["large_s"] < 0.2,
+        )
+    )
+    return rows
+
+
 BENCHMARKS: list[
     tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Row]]]
 ] = [
@@ -578,6 +609,7 @@ BENCHMARKS: list[
     ("P6", lambda: python("p6_memory.py"), p6_rows),
     ("P7", lambda: python("p7_s3_small_puts.py"), p7_rows),
     ("P8", lambda: python("p8_streaming.py", timeout=3600), p8_rows),
+    ("P9", lambda: python("p9_open.py", timeout=3600), p9_rows),
     ("C1", lambda: rust("c1"), c1_rows),
     ("C2", lambda: python("c2_compaction.py"), c2_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
@@ -595,7 +627,10 @@ def main() -> None:
         raise SystemExit("the anthill extension is a debug build: run scripts/bench.sh")
     EXTENSION["digest"] = digest
     scratch = Path(os.environ.get("ANTHILL_BENCH_SCRATCH", BENCHES / "target" / "scratch"))
-    shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted run left
+    # What an interrupted run left; stores kept between runs (P9) stay.
+    for entry in scratch.glob("*"):
+        if entry.name != "kept":
+            shutil.rmtree(entry, ignore_errors=True)
     machine = {
         "CPU": f"{cpu_model()}, {os.cpu_count()} cores",
         "Memory": memory_total(),

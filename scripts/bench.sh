@@ -34,6 +34,8 @@ ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
 export ANTHILL_BENCH_SOURCES
 
 echo "[bench] building anthill, optimised (maturin build --release)" >&2
+# An editable install builds with a maturin of its own: .venv may lack one.
+pip_install "maturin>=1.9,<2"
 rm -rf benches/target/wheels benches/target/pylib
 .venv/bin/maturin build --release --quiet --out benches/target/wheels >&2
 pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthill-*.whl

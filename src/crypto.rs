@@ -253,8 +253,8 @@ pub fn open_owned(
 /// and keep a large get on one core.
 const OFF_RUNTIME_BYTES: usize = 256 << 10;
 
-/// Runs `work` (sealing, opening or hashing `len` bytes) on the blocking pool
-/// if it is large, inline otherwise.
+/// Runs `work` (sealing, opening or hashing `len` bytes, or writing them to
+/// the page cache) on the blocking pool if it is large, inline otherwise.
 pub async fn off_runtime<T: Send + 'static>(
     len: usize,
     work: impl FnOnce() -> T + Send + 'static,

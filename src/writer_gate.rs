@@ -63,8 +63,19 @@ impl WriterGate {
     }
 
     /// Enters the gate, taking the writer lock and catching up if this
-    /// process did not hold it.
+    /// process did not hold it. The first caller in also has the
+    /// allocator's map built (nothing of this process is in flight then).
     pub async fn enter(self: &Arc<Self>) -> Result<WriterGuard> {
+        self.enter_with(true).await
+    }
+
+    /// Like `enter`, but leaves the map unbuilt: for opening, which changes
+    /// nothing unless it finds pads to adopt (and then builds it itself).
+    pub async fn enter_unmapped(self: &Arc<Self>) -> Result<WriterGuard> {
+        self.enter_with(false).await
+    }
+
+    async fn enter_with(self: &Arc<Self>, map: bool) -> Result<WriterGuard> {
         let _entry = self.entry.lock().await;
         let lingering = {
             let mut held = self.held.lock().expect("gate lock");
@@ -89,6 +100,9 @@ impl WriterGate {
             if self.journal.in_doubt() && self.journal.refresh(true).await? {
                 self.allocator.rebuild()?;
             }
+            if map {
+                self.allocator.ensure_map()?;
+            }
             return Ok(guard);
         }
         let lock: Arc<dyn WriterLock> = Arc::from(self.backend.lock_writer(&self.holder).await?);
@@ -98,6 +112,11 @@ impl WriterGate {
         let current = lock.undisturbed() && !self.journal.in_doubt();
         if !current && self.journal.refresh(true).await? {
             self.allocator.rebuild()?;
+        }
+        if map {
+            // Before the lock is noted as held: a failed build leaves the
+            // gate as if never entered (the lock is dropped, so released).
+            self.allocator.ensure_map()?;
         }
         self.journal.set_writer_lock(Some(Arc::clone(&lock)));
         let mut held = self.held.lock().expect("gate lock");

@@ -115,12 +115,19 @@ async def test_upload_pending_while_another_call_stores_the_key(
     import asyncio
 
     slow = make_store(f"sim+memory://busy-{id(make_store)}?latency_ms=30")
-    first = asyncio.ensure_future(slow.store_item_async("k", b"k" * (3 * PAD_SIZE)))
-    await asyncio.sleep(0.05)
+    uploading = asyncio.Event()
+
+    def watch(event: anthill.PutEvent) -> None:
+        if isinstance(event, anthill.StartingUpload):
+            uploading.set()
+
+    data = b"k" * (3 * PAD_SIZE)
+    first = asyncio.ensure_future(slow.store_item_async("k", data, callback=watch))
+    await uploading.wait()  # the first put holds the key until it ends
     with pytest.raises(anthill.UploadPendingError, match="right now"):
         await slow.store_item_async("k", b"other", overwrite=True)
     await first
-    assert await slow.fetch_item_async("k") == b"k" * (3 * PAD_SIZE)
+    assert await slow.fetch_item_async("k") == data
 
 
 def test_operation_cancelled(store: anthill.Store) -> None:

@@ -40,9 +40,12 @@ import json, os, random, signal, sys
 import anthill
 
 path, count, sizes, then = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+flush_at = int(sys.argv[5])
 store = anthill.open(path)  # the secret: $ANTHILL_SECRET
 rng = random.Random(path)
 for i in range(count):
+    if i == flush_at:
+        store.flush()
     key, size = f"k{i}", rng.choice(sizes)
     store.store_item(key, random.Random(key).randbytes(size))
     print(json.dumps({"key": key, "size": size}), flush=True)
@@ -86,9 +89,13 @@ class Writer:
     """A writer subprocess running ``WRITER``; ``items`` holds every key it
     reported stored (so committed) with its size."""
 
-    def __init__(self, url: Path | str, count: int, sizes: list[int], then: str) -> None:
+    def __init__(
+        self, url: Path | str, count: int, sizes: list[int], then: str, flush_at: int = -1
+    ) -> None:
+        """``flush_at``: the writer flushes before its put number ``flush_at``."""
+        args = [str(url), str(count), json.dumps(sizes), then, str(flush_at)]
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(url), str(count), json.dumps(sizes), then],
+            [sys.executable, "-c", WRITER, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -274,18 +281,19 @@ def test_exit_without_close_writes_back(tmp_path: Path) -> None:
 
 
 def test_sigkill_with_dirty_pads_loses_nothing_committed(tmp_path: Path) -> None:
-    """A writer SIGKILLed while its pads hold unflushed items (some pads were
-    written back half-dirty during its run, others not): a fresh open reads
-    every committed item exactly, and its close writes them back."""
+    """A writer SIGKILLed while its pads hold unflushed items (it flushed
+    half-way, so some items are in pads and the later ones only in the log):
+    a fresh open reads every committed item exactly, and its close writes
+    them back."""
     path = tmp_path / "store"
-    # Up to 200 KiB items (log-first below 256 KiB): pads fill past half and
-    # are written back while the writer runs.
-    writer = Writer(path, 120, [1, 100, KIB, 5000, 60_000, 200_000], then="stop")
+    # Up to 200 KiB items (log-first below 256 KiB).
+    sizes = [1, 100, KIB, 5000, 60_000, 200_000]
+    writer = Writer(path, 120, sizes, then="stop", flush_at=60)
     writer.read_report()
     writer.wait_stopped()
     writer.kill()
     assert writer.unflushed > 0, "the writer held nothing unflushed when killed"
-    assert writer.unflushed < sum(writer.items.values()), "no pad was written back during the run"
+    assert writer.unflushed < sum(writer.items.values()), "the flush wrote nothing back"
 
     store = open_store(path)
     assert store.unflushed_bytes() == writer.unflushed

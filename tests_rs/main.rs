@@ -8,6 +8,7 @@ mod hardening;
 mod index_journal;
 mod log_history;
 mod memory_map;
+mod open_cost;
 mod reliability;
 mod s3;
 mod secrets;

@@ -8,14 +8,22 @@ re-raised unchanged. ``data`` is any buffer: a C-contiguous one is used in place
 order. Results are ``bytes``.
 """
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeAlias, final
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol, TypeAlias, TypeVar, final
 
 from typing_extensions import Buffer
 
 from ._summary import BackendStats, StorageSummary
 
-__all__ = ["NativeItemReader", "NativeStore", "NativeStreams", "__version__"]
+__all__ = [
+    "CoreCall",
+    "EventLoopBridge",
+    "NativeItemReader",
+    "NativeStore",
+    "NativeStreams",
+    "__version__",
+]
 
 class _ArrayLike(Protocol):
     # A numpy array (whose stubs declare the buffer protocol only for Python >= 3.12).
@@ -25,6 +33,23 @@ class _ArrayLike(Protocol):
 _Data: TypeAlias = Buffer | _ArrayLike
 
 __version__: str
+
+_T = TypeVar("_T")
+
+@final
+class EventLoopBridge:
+    """Completes the async calls of one event loop, in batches (one per loop)."""
+
+    def __new__(cls, event_loop: asyncio.AbstractEventLoop) -> EventLoopBridge: ...
+
+@final
+class CoreCall:
+    """The core side of an async call."""
+
+    def cancel(self) -> None:
+        """Drops the core's future (a no-op once it has finished)."""
+
+_AsyncCall: TypeAlias = tuple[asyncio.Future[_T], CoreCall]
 
 @final
 class NativeStore:
@@ -67,6 +92,7 @@ class NativeStore:
 
     def store_item_async(
         self,
+        event_loop: EventLoopBridge,
         key: str,
         data: _Data,
         callback: Callable[[Any], Any] | None = None,
@@ -74,7 +100,7 @@ class NativeStore:
         overwrite: bool = False,
         resume: bool = False,
         max_new_pads: int | None = None,
-    ) -> Awaitable[None]:
+    ) -> _AsyncCall[None]:
         """Awaitable ``store_item``; the callback may be ``async def``. Must be
         called with an asyncio event loop running."""
 
@@ -82,20 +108,22 @@ class NativeStore:
         """The data stored under ``key``."""
 
     def fetch_item_async(
-        self, key: str, callback: Callable[[Any], Any] | None = None
-    ) -> Awaitable[bytes]:
+        self, event_loop: EventLoopBridge, key: str, callback: Callable[[Any], Any] | None = None
+    ) -> _AsyncCall[bytes]:
         """Awaitable ``fetch_item``."""
 
     def remove_item(self, key: str) -> None:
         """Removes ``key``."""
 
-    def remove_item_async(self, key: str) -> Awaitable[None]:
+    def remove_item_async(self, event_loop: EventLoopBridge, key: str) -> _AsyncCall[None]:
         """Awaitable ``remove_item``."""
 
     def rename_item(self, old: str, new: str, *, overwrite: bool = False) -> None:
         """Moves the item ``old`` to ``new`` (one index record, no data moved)."""
 
-    def rename_item_async(self, old: str, new: str, *, overwrite: bool = False) -> Awaitable[None]:
+    def rename_item_async(
+        self, event_loop: EventLoopBridge, old: str, new: str, *, overwrite: bool = False
+    ) -> _AsyncCall[None]:
         """Awaitable ``rename_item``."""
 
     def verify(
@@ -114,13 +142,15 @@ class NativeStore:
     def summary(self) -> StorageSummary:
         """The allocator's storage summary."""
 
-    def summary_async(self) -> Awaitable[StorageSummary]:
+    def summary_async(self, event_loop: EventLoopBridge) -> _AsyncCall[StorageSummary]:
         """Awaitable ``summary``."""
 
     def check_allocation_possible(self, size: int) -> int | None:
         """``None``, or the new pads a put of ``size`` bytes needs."""
 
-    def check_allocation_possible_async(self, size: int) -> Awaitable[int | None]:
+    def check_allocation_possible_async(
+        self, event_loop: EventLoopBridge, size: int
+    ) -> _AsyncCall[int | None]:
         """Awaitable ``check_allocation_possible``."""
 
     def keys(self) -> list[str]:
@@ -138,7 +168,7 @@ class NativeStore:
     def flush(self) -> None:
         """Writes back every small item held only in the log."""
 
-    def flush_async(self) -> Awaitable[None]:
+    def flush_async(self, event_loop: EventLoopBridge) -> _AsyncCall[None]:
         """Awaitable ``flush``."""
 
     def unflushed_bytes(self) -> int:
@@ -169,6 +199,7 @@ class NativeStreams:
     ) -> None: ...
     def store_file_async(
         self,
+        event_loop: EventLoopBridge,
         key: str,
         path: str | None = None,
         fd: int | None = None,
@@ -178,7 +209,7 @@ class NativeStreams:
         overwrite: bool = False,
         resume: bool = False,
         max_new_pads: int | None = None,
-    ) -> Awaitable[None]: ...
+    ) -> _AsyncCall[None]: ...
     def fetch_file(
         self,
         key: str,
@@ -188,13 +219,16 @@ class NativeStreams:
     ) -> int: ...
     def fetch_file_async(
         self,
+        event_loop: EventLoopBridge,
         key: str,
         path: str | None = None,
         writer: Any = None,
         callback: Callable[[Any], Any] | None = None,
-    ) -> Awaitable[int]: ...
+    ) -> _AsyncCall[int]: ...
     def fetch_range(self, key: str, offset: int, length: int) -> bytes: ...
-    def fetch_range_async(self, key: str, offset: int, length: int) -> Awaitable[bytes]: ...
+    def fetch_range_async(
+        self, event_loop: EventLoopBridge, key: str, offset: int, length: int
+    ) -> _AsyncCall[bytes]: ...
     def open_item(self, key: str) -> NativeItemReader: ...
 
 @final

@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, KeysView, MutableMapping
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 from . import _anthill
 from ._config import default_store_url, resolve_secret, state_dir, to_url
@@ -196,23 +196,28 @@ class Store(MutableMapping[str, bytes]):
         >>> await asyncio.gather(*(store.store_item_async(f"k{i}", b"v") for i in range(10)))
         """
         with _operation(callback):
-            await self._native.store_item_async(
-                _key(key),
-                data,
-                callback,
-                overwrite=_flag("overwrite", overwrite),
-                resume=_flag("resume", resume),
-                max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+            await _complete(
+                self._native.store_item_async(
+                    _event_loop(),
+                    _key(key),
+                    data,
+                    callback,
+                    overwrite=_flag("overwrite", overwrite),
+                    resume=_flag("resume", resume),
+                    max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+                )
             )
 
     async def fetch_item_async(self, key: str, callback: AsyncGetCallback | None = None) -> bytes:
         """The awaitable :meth:`fetch_item`; ``callback`` may be an ``async def``."""
         with _operation(callback):
-            return await self._native.fetch_item_async(_key(key), callback)
+            return await _complete(
+                self._native.fetch_item_async(_event_loop(), _key(key), callback)
+            )
 
     async def remove_item_async(self, key: str) -> None:
         """The awaitable :meth:`remove_item`."""
-        await self._native.remove_item_async(_key(key))
+        await _complete(self._native.remove_item_async(_event_loop(), _key(key)))
 
     # --- items larger than memory ---------------------------------------------
 
@@ -271,15 +276,18 @@ class Store(MutableMapping[str, bytes]):
         args = await asyncio.to_thread(source_args, source)
         try:
             with _operation(callback):
-                await _anthill.NativeStreams(self._native).store_file_async(
-                    _key(key),
-                    args.path,
-                    args.fd,
-                    args.offset,
-                    callback,
-                    overwrite=_flag("overwrite", overwrite),
-                    resume=_flag("resume", resume),
-                    max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+                await _complete(
+                    _anthill.NativeStreams(self._native).store_file_async(
+                        _event_loop(),
+                        _key(key),
+                        args.path,
+                        args.fd,
+                        args.offset,
+                        callback,
+                        overwrite=_flag("overwrite", overwrite),
+                        resume=_flag("resume", resume),
+                        max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+                    )
                 )
             args.done()
         finally:
@@ -311,8 +319,10 @@ class Store(MutableMapping[str, bytes]):
         """The awaitable :meth:`fetch_file`."""
         path, writer = dest_args(dest)
         with _operation(callback):
-            return await _anthill.NativeStreams(self._native).fetch_file_async(
-                _key(key), path, writer, callback
+            return await _complete(
+                _anthill.NativeStreams(self._native).fetch_file_async(
+                    _event_loop(), _key(key), path, writer, callback
+                )
             )
 
     def open_item(self, key: str) -> ItemReader:
@@ -341,8 +351,10 @@ class Store(MutableMapping[str, bytes]):
 
     async def fetch_range_async(self, key: str, offset: int, length: int) -> bytes:
         """The awaitable :meth:`fetch_range`."""
-        data = await _anthill.NativeStreams(self._native).fetch_range_async(
-            _key(key), _count("offset", offset, 0), _count("length", length, 0)
+        data = await _complete(
+            _anthill.NativeStreams(self._native).fetch_range_async(
+                _event_loop(), _key(key), _count("offset", offset, 0), _count("length", length, 0)
+            )
         )
         return bytes(data)
 
@@ -354,7 +366,7 @@ class Store(MutableMapping[str, bytes]):
 
     async def summary_async(self) -> StorageSummary:
         """The awaitable :meth:`summary`."""
-        return await self._native.summary_async()
+        return await _complete(self._native.summary_async(_event_loop()))
 
     def check_allocation_possible(self, size: int) -> int | None:
         """``None`` if ``size`` bytes fit in free space, else the number of new
@@ -363,7 +375,8 @@ class Store(MutableMapping[str, bytes]):
 
     async def check_allocation_possible_async(self, size: int) -> int | None:
         """The awaitable :meth:`check_allocation_possible`."""
-        return await self._native.check_allocation_possible_async(_count("size", size, 0))
+        size = _count("size", size, 0)
+        return await _complete(self._native.check_allocation_possible_async(_event_loop(), size))
 
     def backend_stats(self) -> BackendStats | None:
         """Operation counters of a simulated (``sim+...``) backend, else ``None``."""
@@ -414,8 +427,10 @@ class Store(MutableMapping[str, bytes]):
 
     async def rename_item_async(self, old: str, new: str, *, overwrite: bool = False) -> None:
         """The awaitable :meth:`rename_item`."""
-        await self._native.rename_item_async(
-            _key(old), _key(new), overwrite=_flag("overwrite", overwrite)
+        await _complete(
+            self._native.rename_item_async(
+                _event_loop(), _key(old), _key(new), overwrite=_flag("overwrite", overwrite)
+            )
         )
 
     def verify(self, deep: bool = True, callback: OperationCallback | None = None) -> VerifyReport:
@@ -475,7 +490,7 @@ class Store(MutableMapping[str, bytes]):
 
     async def flush_async(self) -> None:
         """The awaitable :meth:`flush`."""
-        await self._native.flush_async()
+        await _complete(self._native.flush_async(_event_loop()))
 
     def unflushed_bytes(self) -> int:
         """Bytes of small items committed in the log and not yet written back
@@ -520,6 +535,34 @@ def _flush_at_exit() -> None:
                 store.url,
                 error,
             )
+
+
+_T = TypeVar("_T")
+
+_bridges: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _anthill.EventLoopBridge] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _event_loop() -> _anthill.EventLoopBridge:
+    """The running event loop's bridge, through which the Rust core completes
+    the loop's async calls in batches (see ``EventLoopBridge`` in
+    src/python/runtime.rs)."""
+    loop = asyncio.get_running_loop()
+    bridge = _bridges.get(loop)
+    if bridge is None:
+        bridge = _bridges[loop] = _anthill.EventLoopBridge(loop)
+    return bridge
+
+
+async def _complete(call: tuple[asyncio.Future[_T], _anthill.CoreCall]) -> _T:
+    """Awaits a core call; a cancelled caller drops the core's future too."""
+    future, core = call
+    try:
+        return await future
+    except asyncio.CancelledError:
+        core.cancel()
+        raise
 
 
 def _key(key: object) -> str:

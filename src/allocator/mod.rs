@@ -74,7 +74,17 @@ pub struct MemoryAllocator {
     writer: Arc<PadWriter>,
     journal: Arc<Journal>,
     /// The address space. Held only for in-memory updates, never across I/O.
+    /// Built from the index at the first change, not at open: building it
+    /// takes every item's pieces, which only a writer needs (see
+    /// `ensure_map`). Until then it is empty.
     map: Arc<Mutex<MemoryMap>>,
+    /// Whether `map` describes the index (set once built).
+    map_built: AtomicBool,
+    /// Serialises the first build of `map`.
+    map_building: Mutex<()>,
+    /// How many times `map` was built from the index (opening and reading
+    /// build it never; tests count this).
+    map_builds: AtomicU64,
     next_data_id: AtomicU64,
     /// Pads reserved and mapped (wholly taken) whose recording failed.
     stray_pads: Mutex<Vec<PadRecord>>,
@@ -105,7 +115,8 @@ pub struct Allocation {
 }
 
 impl MemoryAllocator {
-    /// Builds the allocator over the pads and used pieces of the index.
+    /// Builds the allocator over the pads of the index; the map of used
+    /// space waits for the first change (`ensure_map`).
     pub fn new(
         io: Arc<PadIo>,
         journal: Arc<Journal>,
@@ -113,12 +124,16 @@ impl MemoryAllocator {
         download_concurrency: usize,
     ) -> Result<Arc<Self>> {
         let writer = PadWriter::new(Arc::clone(&io));
-        let (map, next_data_id) = build_map(&journal, &writer, io.pad_size)?;
+        journal.read(|index| check_pieces(index, io.pad_size))?;
+        let next_data_id = build_pad_table(&journal, &writer);
         let allocator = Arc::new(Self {
+            map: Arc::new(Mutex::new(MemoryMap::new(io.pad_size))),
             io,
             writer,
             journal,
-            map: Arc::new(Mutex::new(map)),
+            map_built: AtomicBool::new(false),
+            map_building: Mutex::new(()),
+            map_builds: AtomicU64::new(0),
             next_data_id: AtomicU64::new(next_data_id),
             stray_pads: Mutex::new(Vec::new()),
             expansion: Arc::new(tokio::sync::Mutex::new(())),
@@ -133,13 +148,51 @@ impl MemoryAllocator {
     }
 
     /// Rebuilds the map and pad table from the index, after another process
-    /// changed the store. Only with nothing of this process in flight.
+    /// changed the store. Only with nothing of this process in flight. A
+    /// map not built yet stays so (it is built from the index when needed).
     pub fn rebuild(&self) -> Result<()> {
+        let _building = self.map_building.lock().expect("map build lock");
         self.writer.clear();
-        let (map, next_data_id) = build_map(&self.journal, &self.writer, self.io.pad_size)?;
+        let next_data_id = build_pad_table(&self.journal, &self.writer);
+        self.next_data_id.fetch_max(next_data_id, Ordering::Relaxed);
+        if self.map_built.load(Ordering::Acquire) {
+            self.build_map()?;
+        }
+        Ok(())
+    }
+
+    /// Builds the map from the index unless it is built. The writer gate
+    /// calls it on entry, with nothing of this process in flight: a release
+    /// applied to the index but not yet freed would otherwise be free in the
+    /// new map and then freed twice. Reads never need the map, so opening
+    /// and fetching cost nothing per key; the first change pays once.
+    pub fn ensure_map(&self) -> Result<()> {
+        if self.map_built.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _building = self.map_building.lock().expect("map build lock");
+        if self.map_built.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.build_map()
+    }
+
+    /// Replaces the map with the one the index describes. Call holding
+    /// `map_building`.
+    fn build_map(&self) -> Result<()> {
+        let (map, next_data_id) = self.journal.read(|index| {
+            map_from_index(index, self.io.pad_size).map(|map| (map, index.next_data_id))
+        })?;
         *self.map.lock().expect("map lock") = map;
         self.next_data_id.fetch_max(next_data_id, Ordering::Relaxed);
+        self.map_builds.fetch_add(1, Ordering::Relaxed);
+        self.map_built.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// How many times the map was built from the index.
+    pub fn map_builds(&self) -> u64 {
+        self.map_builds.load(Ordering::Relaxed)
     }
 
     /// Resolves once no pad upload of this store is in flight.
@@ -151,11 +204,13 @@ impl MemoryAllocator {
         self.io.pad_size
     }
 
+    /// The map's figures; outside the writer gate, call `ensure_map` first.
     pub fn summary(&self) -> MapSummary {
         self.map.lock().expect("map lock").summary()
     }
 
-    /// `None` if `size` fits in free space, else the number of new pads needed.
+    /// `None` if `size` fits in free space, else the number of new pads
+    /// needed; outside the writer gate, call `ensure_map` first.
     pub fn check_allocation_possible(&self, size: u64) -> Option<u64> {
         let needed = self.map.lock().expect("map lock").new_pads_needed(size);
         (needed > 0).then_some(needed)
@@ -188,6 +243,7 @@ impl MemoryAllocator {
         if ids.is_empty() {
             return Ok(());
         }
+        self.ensure_map()?;
         let records: Vec<PadRecord> = {
             let map = self.map.lock().expect("map lock");
             let mut ordinals = map.holes().into_iter().chain(map.next_ordinal()..);
@@ -244,15 +300,32 @@ fn existing_pieces(existing: &[Extent], pad_size: u64) -> Vec<Piece> {
         .collect()
 }
 
-/// The map and pad table the index describes, and the next data id.
-fn build_map(journal: &Journal, writer: &PadWriter, pad_size: u64) -> Result<(MemoryMap, u64)> {
+/// Fills the pad table from the index (a few entries per pad, never per
+/// item); returns the next data id.
+fn build_pad_table(journal: &Journal, writer: &PadWriter) -> u64 {
     journal.read(|index| {
-        let map = map_from_index(index, pad_size)?;
         for (ordinal, (id, version)) in &index.pads {
             writer.add_pad(*ordinal, *id, *version, false);
         }
-        Ok((map, index.next_data_id))
+        index.next_data_id
     })
+}
+
+/// Refuses an index with a piece outside its pad or in a pad it does not
+/// own (a checkpoint is decoded whole, not record by record), so a damaged
+/// index fails at open, not at some later fetch or first write. A pass over
+/// the pieces, far cheaper than building the map from them.
+fn check_pieces(index: &Index, pad_size: u64) -> Result<()> {
+    for piece in index.used_pieces() {
+        piece.check(pad_size)?;
+        if !index.pads.contains_key(&piece.pad) {
+            return Err(Error::integrity(format!(
+                "index places data in pad ordinal {} which it does not own",
+                piece.pad
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The memory map an index describes: its pads as space, every item's and
@@ -269,6 +342,10 @@ pub fn map_from_index(index: &Index, pad_size: u64) -> Result<MemoryMap> {
         piece.check(pad_size)?;
         extents.push(piece.extent(pad_size));
     }
+    // In address order, each take carves the front of a pad's free run: in
+    // the index's hash order each split a run in the middle, inserting into
+    // the pad's free list (a writer's first change on a large store).
+    extents.sort_unstable_by_key(|extent| extent.start);
     map.take(&extents)
         .map_err(|e| Error::integrity(format!("index places two items in the same space: {e}")))?;
     Ok(map)

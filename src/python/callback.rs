@@ -53,6 +53,21 @@ pub(crate) fn check_callable(callback: &Option<Py<PyAny>>, py: Python<'_>) -> Py
     }
 }
 
+/// The core callback of an `*_async` method: `callable` runs on the caller's
+/// event loop, in the caller's context. Only a call with a callback needs them.
+pub(crate) fn bridge_on_loop<E: IntoPyEvent>(
+    py: Python<'_>,
+    callable: Option<Py<PyAny>>,
+) -> PyResult<Option<Callback<E>>> {
+    match callable {
+        None => Ok(None),
+        Some(callable) => Ok(bridge(
+            Some(callable),
+            CallMode::Async(pyo3_async_runtimes::tokio::get_current_locals(py)?),
+        )),
+    }
+}
+
 /// The core callback for the Python `callable`, or `None` without one.
 pub(crate) fn bridge<E: IntoPyEvent>(
     callable: Option<Py<PyAny>>,

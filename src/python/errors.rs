@@ -46,6 +46,16 @@ pub(crate) fn invalid_input(py: Python<'_>, message: impl Into<String>) -> PyErr
     exception(py, "InvalidInputError", message.into(), None)
 }
 
+/// An `anthill.AnthillError` for a failure of anthill itself (a bug).
+pub(crate) fn internal_error(py: Python<'_>, message: &str) -> PyErr {
+    exception(
+        py,
+        "AnthillError",
+        format!("{message} (a bug in anthill: please report it)"),
+        None,
+    )
+}
+
 fn exception(py: Python<'_>, class: &str, message: String, key: Option<&str>) -> PyErr {
     let instance = CLASSES
         .get(py, class)

@@ -5,7 +5,8 @@
 //!
 //! - [`store`]: the `NativeStore` class, a sync and an async method per operation.
 //! - [`runtime`]: running core futures with the GIL released (sync) or as
-//!   asyncio awaitables (async), on pyo3-async-runtimes' one tokio runtime.
+//!   asyncio futures completed in batches per event loop (async), on
+//!   pyo3-async-runtimes' one tokio runtime.
 //! - [`callback`]: a Python callable as a core [`crate::Callback`].
 //! - [`events`], [`summary`]: core values as instances of the Python classes.
 //! - [`errors`]: core errors as the exceptions of `anthill._errors`.
@@ -78,6 +79,8 @@ fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<store::NativeStore>()?;
     module.add_class::<stream::NativeStreams>()?;
     module.add_class::<stream::NativeItemReader>()?;
+    module.add_class::<runtime::EventLoopBridge>()?;
+    module.add_class::<runtime::CoreCall>()?;
     let exit_hook = wrap_pyfunction!(runtime::wait_for_async_calls, module)?;
     module
         .py()

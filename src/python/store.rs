@@ -6,11 +6,10 @@
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3_async_runtimes::tokio::get_current_locals;
 
 use super::buffer::{BytesOut, bytes_from_py};
-use super::callback::{CallMode, bridge, check_callable};
-use super::runtime::{awaitable, block_on, block_on_read};
+use super::callback::{CallMode, bridge, bridge_on_loop, check_callable};
+use super::runtime::{AsyncCall, EventLoopBridge, awaitable, block_on, block_on_read};
 use super::summary::{SummaryOut, backend_stats};
 use crate::pad_store::BackendOptions;
 use crate::store::{CompactReport, PutOptions, Store, StoreOptions, VerifyReport};
@@ -127,23 +126,23 @@ impl NativeStore {
         })
     }
 
-    #[pyo3(signature = (key, data, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
+    #[pyo3(signature = (event_loop, key, data, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
     #[allow(clippy::too_many_arguments)]
     fn store_item_async<'py>(
         &self,
         py: Python<'py>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         key: String,
         data: &Bound<'py, PyAny>,
         callback: Option<Py<PyAny>>,
         overwrite: bool,
         resume: bool,
         max_new_pads: Option<u64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         let call = put_call(py, data, &callback, overwrite, resume, max_new_pads)?;
-        let locals = get_current_locals(py)?;
-        let callback = bridge(callback, CallMode::Async(locals.clone()));
+        let callback = bridge_on_loop(py, callback)?;
         let store = self.store.clone();
-        awaitable(py, locals, async move {
+        awaitable(py, &event_loop, async move {
             store
                 .store_item(&key, call.data, call.options, callback)
                 .await
@@ -166,18 +165,18 @@ impl NativeStore {
         data.into_pyobject(py)
     }
 
-    #[pyo3(signature = (key, callback = None))]
-    fn fetch_item_async<'py>(
+    #[pyo3(signature = (event_loop, key, callback = None))]
+    fn fetch_item_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         key: String,
         callback: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         check_callable(&callback, py)?;
-        let locals = get_current_locals(py)?;
-        let callback = bridge(callback, CallMode::Async(locals.clone()));
+        let callback = bridge_on_loop(py, callback)?;
         let store = self.store.clone();
-        awaitable(py, locals, async move {
+        awaitable(py, &event_loop, async move {
             store.fetch_item_into(&key, BytesOut::new, callback).await
         })
     }
@@ -187,11 +186,18 @@ impl NativeStore {
         block_on(py, async move { store.remove_item(&key).await })
     }
 
-    fn remove_item_async<'py>(&self, py: Python<'py>, key: String) -> PyResult<Bound<'py, PyAny>> {
+    fn remove_item_async(
+        &self,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
+        key: String,
+    ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(py, get_current_locals(py)?, async move {
-            store.remove_item(&key).await
-        })
+        awaitable(
+            py,
+            &event_loop,
+            async move { store.remove_item(&key).await },
+        )
     }
 
     #[pyo3(signature = (old, new, *, overwrite = false))]
@@ -209,16 +215,17 @@ impl NativeStore {
         )
     }
 
-    #[pyo3(signature = (old, new, *, overwrite = false))]
-    fn rename_item_async<'py>(
+    #[pyo3(signature = (event_loop, old, new, *, overwrite = false))]
+    fn rename_item_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         old: String,
         new: String,
         overwrite: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(py, get_current_locals(py)?, async move {
+        awaitable(py, &event_loop, async move {
             store.rename_item(&old, &new, overwrite).await
         })
     }
@@ -276,9 +283,13 @@ impl NativeStore {
         SummaryOut(summary).into_pyobject(py)
     }
 
-    fn summary_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn summary_async(
+        &self,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
+    ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(py, get_current_locals(py)?, async move {
+        awaitable(py, &event_loop, async move {
             store.summary().await.map(SummaryOut)
         })
     }
@@ -291,13 +302,14 @@ impl NativeStore {
         )
     }
 
-    fn check_allocation_possible_async<'py>(
+    fn check_allocation_possible_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         size: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(py, get_current_locals(py)?, async move {
+        awaitable(py, &event_loop, async move {
             store.check_allocation_possible(size).await
         })
     }
@@ -332,13 +344,13 @@ impl NativeStore {
         block_on(py, async move { store.flush().await })
     }
 
-    fn flush_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn flush_async(
+        &self,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
+    ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(
-            py,
-            get_current_locals(py)?,
-            async move { store.flush().await },
-        )
+        awaitable(py, &event_loop, async move { store.flush().await })
     }
 
     fn unflushed_bytes(&self) -> u64 {

@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3_async_runtimes::tokio::get_current_locals;
 
-use super::callback::{CallMode, bridge, check_callable};
+use super::callback::{CallMode, bridge, bridge_on_loop, check_callable};
 use super::errors::callback_failed;
-use super::runtime::{awaitable, block_on, block_on_read};
+use super::runtime::{AsyncCall, EventLoopBridge, awaitable, block_on, block_on_read};
 use super::store::NativeStore;
 use crate::allocator::{ChunkSink, FileSource};
 use crate::error::{Error, Result};
@@ -111,11 +110,12 @@ impl NativeStreams {
         })
     }
 
-    #[pyo3(signature = (key, path = None, fd = None, offset = 0, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
+    #[pyo3(signature = (event_loop, key, path = None, fd = None, offset = 0, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
     #[allow(clippy::too_many_arguments)]
-    fn store_file_async<'py>(
+    fn store_file_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         key: String,
         path: Option<PathBuf>,
         fd: Option<RawFd>,
@@ -124,7 +124,7 @@ impl NativeStreams {
         overwrite: bool,
         resume: bool,
         max_new_pads: Option<u64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         check_callable(&callback, py)?;
         let source = file_source(path, fd, offset)?;
         let options = PutOptions {
@@ -132,10 +132,9 @@ impl NativeStreams {
             resume,
             max_new_pads,
         };
-        let locals = get_current_locals(py)?;
-        let callback = bridge(callback, CallMode::Async(locals.clone()));
+        let callback = bridge_on_loop(py, callback)?;
         let store = self.store.clone();
-        awaitable(py, locals, async move {
+        awaitable(py, &event_loop, async move {
             store.store_file(&key, source, options, callback).await
         })
     }
@@ -163,20 +162,20 @@ impl NativeStreams {
         })
     }
 
-    #[pyo3(signature = (key, path = None, writer = None, callback = None))]
-    fn fetch_file_async<'py>(
+    #[pyo3(signature = (event_loop, key, path = None, writer = None, callback = None))]
+    fn fetch_file_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         key: String,
         path: Option<PathBuf>,
         writer: Option<Py<PyAny>>,
         callback: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         check_callable(&callback, py)?;
-        let locals = get_current_locals(py)?;
-        let callback = bridge(callback, CallMode::Async(locals.clone()));
+        let callback = bridge_on_loop(py, callback)?;
         let store = self.store.clone();
-        awaitable(py, locals, async move {
+        awaitable(py, &event_loop, async move {
             match (path, writer) {
                 (Some(path), None) => store.fetch_file(&key, &path, callback).await,
                 (None, Some(writer)) => store.fetch_to(&key, PyWriter(writer), callback).await,
@@ -200,15 +199,16 @@ impl NativeStreams {
         Ok(PyBytes::new(py, &data))
     }
 
-    fn fetch_range_async<'py>(
+    fn fetch_range_async(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
+        event_loop: PyRef<'_, EventLoopBridge>,
         key: String,
         offset: u64,
         length: u64,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<AsyncCall> {
         let store = self.store.clone();
-        awaitable(py, get_current_locals(py)?, async move {
+        awaitable(py, &event_loop, async move {
             store
                 .fetch_range(&key, offset, length)
                 .await

@@ -313,7 +313,8 @@ impl Store {
         {
             // Pads reserved but never recorded (a crash in between) are
             // adopted; inside the gate, so no other writer is reserving.
-            let _writing = gate.enter().await?;
+            // The map of used space is built only if there are any.
+            let _writing = gate.enter_unmapped().await?;
             let removed = backend.remove_partial_writes().await?;
             if removed > 0 {
                 log::info!("removed {removed} partial writes left by an interrupted process");
@@ -487,6 +488,7 @@ impl Store {
     /// How full each pad is, from the memory map alone (no backend call).
     pub fn pad_usage(&self) -> Result<allocator::PadUsage> {
         self.check_open()?;
+        self.inner.allocator.ensure_map()?;
         Ok(self.inner.allocator.pad_usage())
     }
 
@@ -494,6 +496,12 @@ impl Store {
     /// to their pads (held in memory by every process that read the log).
     pub fn log_only_bytes(&self) -> u64 {
         self.inner.allocator.log_only_bytes()
+    }
+
+    /// How many times this handle built its map of used space from the
+    /// index: 0 until its first change (opening and reading never do).
+    pub fn map_builds(&self) -> u64 {
+        self.inner.allocator.map_builds()
     }
 
     /// Records `key -> pieces` in the index; returns the space it released.
@@ -701,12 +709,14 @@ impl Store {
     pub async fn summary(&self) -> Result<StorageSummary> {
         self.check_open()?;
         self.inner.gate.catch_up().await?;
+        self.inner.allocator.ensure_map()?;
         Ok(self.summary_now())
     }
 
     /// `None` if `size` bytes fit in free space, else the new pads needed.
     pub async fn check_allocation_possible(&self, size: u64) -> Result<Option<u64>> {
         self.check_open()?;
+        self.inner.allocator.ensure_map()?;
         Ok(self.inner.allocator.check_allocation_possible(size))
     }
 

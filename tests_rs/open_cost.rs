@@ -1,0 +1,170 @@
+//! What opening a store costs: reading builds nothing per item. The map of
+//! used space (every item's pieces) is built at a handle's first change,
+//! from the index as it is then, so a handle that only read, while another
+//! wrote, still never places data over the other's.
+
+use anthill::{PutOptions, Store, StoreOptions};
+use bytes::Bytes;
+
+const PAD: u64 = 4096;
+
+fn options() -> StoreOptions {
+    let mut options = StoreOptions::default();
+    options.secret = b"open cost secret".to_vec();
+    options.pad_size = Some(PAD);
+    options
+}
+
+async fn open(path: &std::path::Path) -> Store {
+    Store::open(&format!("file://{}", path.display()), options())
+        .await
+        .unwrap()
+}
+
+/// The value stored under `key`: its size is in its name.
+fn value(key: &str) -> Bytes {
+    let size: usize = key.rsplit('-').next().unwrap().parse().unwrap();
+    let seed = key
+        .bytes()
+        .fold(7u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    (0..size)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+async fn put(store: &Store, key: &str) {
+    store
+        .store_item(key, value(key), PutOptions::default(), None)
+        .await
+        .unwrap();
+}
+
+/// Items of several sizes: in the log, filling a pad, spanning pads.
+fn keys(tag: &str, count: usize) -> Vec<String> {
+    let sizes = [10, 200, 1000, 3000, 4096, 9000];
+    (0..count)
+        .map(|i| format!("{tag}{i}-{}", sizes[i % sizes.len()]))
+        .collect()
+}
+
+async fn check_all(store: &Store, keys: &[String]) {
+    for key in keys {
+        let got = store.fetch_item(key, None).await.unwrap();
+        assert_eq!(got, value(key), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn opening_and_reading_build_no_map_the_first_change_builds_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stored = keys("a", 120);
+    {
+        let store = open(dir.path()).await;
+        for key in &stored {
+            put(&store, key).await;
+        }
+        for key in stored.iter().step_by(3) {
+            store.remove_item(key).await.unwrap();
+        }
+        assert_eq!(store.map_builds(), 1);
+        store.close().await.unwrap();
+    }
+    let kept: Vec<String> = stored
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, k)| k.clone())
+        .collect();
+
+    let store = open(dir.path()).await;
+    check_all(&store, &kept).await;
+    assert!(store.contains(&kept[0]).await.unwrap());
+    assert_eq!(store.len().await.unwrap(), kept.len() as u64);
+    assert_eq!(store.keys().await.unwrap().len(), kept.len());
+    assert_eq!(store.map_builds(), 0, "opening and reading built the map");
+
+    // The first change builds it, later ones reuse it.
+    let more = keys("b", 30);
+    for key in &more {
+        put(&store, key).await;
+    }
+    store.remove_item(&kept[1]).await.unwrap();
+    assert_eq!(store.map_builds(), 1);
+    assert!(!store.contains(&kept[1]).await.unwrap());
+    check_all(&store, &kept[2..]).await;
+    check_all(&store, &more).await;
+    store.close().await.unwrap();
+
+    // The map built late is the one a fresh build gives: a third handle
+    // sees the same space taken.
+    let again = open(dir.path()).await;
+    let late = store_summary(&again).await;
+    assert_eq!(again.map_builds(), 1, "a summary needs the map");
+    let mut all: Vec<String> = kept.iter().filter(|k| **k != kept[1]).cloned().collect();
+    all.extend(more);
+    check_all(&again, &all).await;
+    let expected: u64 = all.iter().map(|k| value(k).len() as u64).sum();
+    assert_eq!(late.0, expected);
+    assert_eq!(late.1, all.len() as u64);
+}
+
+async fn store_summary(store: &Store) -> (u64, u64) {
+    let summary = store.summary().await.unwrap();
+    (summary.used_space, summary.items)
+}
+
+#[tokio::test]
+async fn a_reader_that_starts_writing_after_another_writer_keeps_its_data_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = keys("a", 60);
+    {
+        let store = open(dir.path()).await;
+        for key in &first {
+            put(&store, key).await;
+        }
+        store.close().await.unwrap();
+    }
+    // The reader opens (no map) and reads.
+    let reader = open(dir.path()).await;
+    check_all(&reader, &first[..5]).await;
+
+    // Another handle (its own writer lock) frees space and fills it and more.
+    let writer = open(dir.path()).await;
+    for key in first.iter().step_by(2) {
+        writer.remove_item(key).await.unwrap();
+    }
+    let second = keys("w", 60);
+    for key in &second {
+        put(&writer, key).await;
+    }
+    writer.close().await.unwrap();
+    drop(writer);
+
+    // Reading the other's work catches up without building the map.
+    check_all(&reader, &second).await;
+    assert_eq!(reader.map_builds(), 0);
+
+    // Now the reader writes: its map comes from the index as it is now.
+    let third = keys("r", 60);
+    for key in &third {
+        put(&reader, key).await;
+    }
+    assert_eq!(reader.map_builds(), 1);
+    reader.flush().await.unwrap();
+    let mut live: Vec<String> = first.iter().skip(1).step_by(2).cloned().collect();
+    live.extend(second);
+    live.extend(third);
+    check_all(&reader, &live).await;
+    reader.close().await.unwrap();
+    drop(reader);
+
+    let fresh = open(dir.path()).await;
+    check_all(&fresh, &live).await;
+    let (used, items) = store_summary(&fresh).await;
+    assert_eq!(items, live.len() as u64);
+    assert_eq!(
+        used,
+        live.iter().map(|k| value(k).len() as u64).sum::<u64>()
+    );
+    fresh.close().await.unwrap();
+}
