@@ -595,8 +595,14 @@ def p7(r: dict[str, Any]) -> list[str]:
 def p7_throughput(t: dict[str, Any]) -> list[str]:
     size, puts = t["large_bytes"], t["small_puts"]
 
-    def requests(x: dict[str, int], ops: int) -> str:
-        return ", ".join(f"{n} {c / ops:,.2f}" for n, c in sorted(x.items())) or "—"
+    def requests(x: dict[str, Any], ops: int) -> str:
+        counts = ", ".join(f"{n} {c / ops:,.2f}" for n, c in sorted(x.items()) if " " not in n)
+        return counts or "—"
+
+    def cpu(x: dict[str, Any]) -> str:
+        if "client cpu s" not in x:
+            return "—"
+        return f"{x['client cpu s']:.1f} s + Garage {x['garage cpu s']:.1f} s"
 
     out = [
         "#### anthill against obstore on the same bucket",
@@ -610,11 +616,15 @@ def p7_throughput(t: dict[str, Any]) -> list[str]:
             f"{puts:,} sequential puts of {t['item_bytes']} B (after one first put each). "
             "3 runs, the sides alternating; the table gives the median and each run. "
             "Requests are Garage's counts (the node both talk to) in the last run, per "
-            "operation (per put for the small puts)."
+            "operation (per put for the small puts); CPU is the seconds the client process "
+            "and the 3 Garage nodes used in that run, on this machine's cores."
         ),
         "",
-        "| case | anthill (runs) | obstore (runs) | anthill's requests | obstore's requests |",
-        "|---|---|---|---|---|",
+        (
+            "| case | anthill (runs) | obstore (runs) | anthill's requests "
+            "| obstore's requests | CPU, anthill | CPU, obstore |"
+        ),
+        "|---|---|---|---|---|---|---|",
     ]
     runs = t["runs"]
     for direction in ("put", "get"):
@@ -626,7 +636,8 @@ def p7_throughput(t: dict[str, Any]) -> list[str]:
             f"| {size / t[f'obstore_{direction}_s'] / MIB:,.0f} MiB/s "
             f"({', '.join(f'{v:,.0f}' for v in peer)}) "
             f"| {requests(t[f'anthill_{direction}_req'], 1)} "
-            f"| {requests(t[f'obstore_{direction}_req'], 1)} |"
+            f"| {requests(t[f'obstore_{direction}_req'], 1)} "
+            f"| {cpu(t[f'anthill_{direction}_req'])} | {cpu(t[f'obstore_{direction}_req'])} |"
         )
     ours = [puts / x["s"] for x in runs["anthill_small"]]
     peer = [puts / x["s"] for x in runs["obstore_small"]]
@@ -637,7 +648,8 @@ def p7_throughput(t: dict[str, Any]) -> list[str]:
             f"| {puts / t['obstore_small_s']:,.1f} puts/s "
             f"({', '.join(f'{v:,.1f}' for v in peer)}) "
             f"| {requests(t['anthill_small_req'], puts)} "
-            f"| {requests(t['obstore_small_req'], puts)} |"
+            f"| {requests(t['obstore_small_req'], puts)} "
+            f"| {cpu(t['anthill_small_req'])} | {cpu(t['obstore_small_req'])} |"
         ),
         "",
     ]

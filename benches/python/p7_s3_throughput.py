@@ -12,7 +12,7 @@ Each case runs 3 times (the order of the two sides alternating) and the
 median is reported. Requests per operation come from Garage's own counters
 (the `/metrics` of the node both clients talk to), read around each timed
 part, so both sides are counted the same way, anthill's writer lease
-included.
+included; so are the CPU seconds of this process and of the Garage nodes.
 
 Needs `ANTHILL_TEST_S3_URL` and the `AWS_*` variables that
 `scripts/garage.sh start 3` prints (scripts/bench.sh starts a cluster).
@@ -21,8 +21,10 @@ Needs `ANTHILL_TEST_S3_URL` and the `AWS_*` variables that
 from __future__ import annotations
 
 import os
+import resource
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -67,12 +69,31 @@ def fresh_obstore() -> S3Store:
     )
 
 
-def counted(endpoint: str, f: Callable[[], object]) -> tuple[float, dict[str, int]]:
-    """Seconds `f()` takes and the S3 requests Garage served meanwhile."""
-    before = garage_requests(endpoint)
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by this process, and by the Garage nodes
+    (`GARAGE_PIDS`, from scripts/garage.sh; 0 where unknown)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    garage = 0.0
+    for pid in os.environ.get("GARAGE_PIDS", "").split():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        garage += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own.ru_utime + own.ru_stime, garage
+
+
+def counted(endpoint: str, f: Callable[[], object]) -> tuple[float, dict[str, Any]]:
+    """Seconds `f()` takes, and the S3 requests Garage served meanwhile with
+    the CPU seconds the client and Garage used (as "client cpu s" and
+    "garage cpu s"): on a machine of few cores, both compete for them."""
+    before, cpu_before = garage_requests(endpoint), cpu_seconds()
     seconds = timed(f)
-    after = garage_requests(endpoint)
-    return seconds, {k: v for k, v in minus(after, before).items() if " " not in k and v}
+    after, cpu_after = garage_requests(endpoint), cpu_seconds()
+    found: dict[str, Any] = {k: v for k, v in minus(after, before).items() if " " not in k and v}
+    found["client cpu s"] = cpu_after[0] - cpu_before[0]
+    found["garage cpu s"] = cpu_after[1] - cpu_before[1]
+    return seconds, found
 
 
 def anthill_large(data: bytes, endpoint: str) -> dict[str, Any]:
