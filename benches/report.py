@@ -652,6 +652,19 @@ def p7_throughput(t: dict[str, Any]) -> list[str]:
             f"| {cpu(t['anthill_small_req'])} | {cpu(t['obstore_small_req'])} |"
         ),
         "",
+        (
+            "What each side sends: anthill's large put is one `PUT` per 4 MiB pad, each "
+            "followed by a `HEAD` (the pad's commit: the service holds that version), and a "
+            "few index writes (the pads are created by their first write, see "
+            "docs/architecture.md); its get one `GET` per pad, 20 at a time, each opened and "
+            "checked on another core. obstore's put is a multipart upload of 5 MiB parts, "
+            "its get one streamed `GET`. A small put of anthill is its log object (a `HEAD` "
+            "then a `PUT` on Garage, which ignores conditional writes), an obstore put one "
+            "`PUT`. The client and the three Garage nodes share this machine's cores (with "
+            "whatever else runs on it), so the throughput follows how busy the machine is "
+            "and the runs vary; the CPU columns say what each side cost the machine."
+        ),
+        "",
     ]
     return out
 
