@@ -407,3 +407,30 @@ def test_a_small_writer_paused_past_its_lease_is_refused_after_a_takeover(
         for key in ("a0", "a1"):
             assert store.fetch_item(key) == b"a" * 1000, key
         assert store.verify().ok
+
+
+@needs_s3
+def test_a_large_put_sends_one_put_and_one_head_per_pad(s3_url: str) -> None:
+    """Pads are created by their first write: no empty object first (and on
+    Garage no ``HEAD`` before it), so each pad costs its upload and the
+    check of its commit; a few more requests are the index log's."""
+    pads = 8
+    base, options = split(s3_url)
+    url = join(base, {**options, "lease_ttl_secs": "120"})
+    with anthill.open(url, secret=SECRET, pad_size=PAD) as store:
+        store["first"] = b"takes the lease"
+        before = garage_requests(s3_url)
+        store["large"] = data(pads * PAD - 1000, 7)
+        after = garage_requests(s3_url)
+        sent = {
+            name: count - before.get(name, 0)
+            for name, count in after.items()
+            if count != before.get(name, 0)
+        }
+        assert set(sent) <= {"PutObject", "HeadObject"}, sent
+        # Each pad's upload and commit check; at most 3 log writes besides.
+        assert pads <= sent["PutObject"] <= pads + 3, sent
+        assert pads <= sent["HeadObject"] <= pads + 3, sent
+    with anthill.open(s3_url, secret=SECRET) as again:
+        assert again["large"] == data(pads * PAD - 1000, 7)
+        assert again.verify().ok
