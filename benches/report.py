@@ -613,15 +613,95 @@ def p7(r: dict[str, Any]) -> list[str]:
         "",
         (
             "What one small put sends (src/journal.rs `create_log_object`, "
-            "src/pad_store/object.rs, src/pad_store/lease.rs): its log object is created by a "
+            "src/pad_store/object.rs, src/pad_store/lease.rs): its log object, created by a "
             "`reserve`, which on a service that ignores conditional writes (Garage) is a "
-            "`HEAD` (is the name free?) and then the `PUT` of about 1.1 KiB; then a `verify`, "
-            "a second `HEAD`; and before the log write the writer lease is checked, which "
-            "without conditional writes is a `GET` of the lease object. Where conditional "
-            "writes are honoured (AWS S3, MinIO, R2) the first `HEAD` and the `GET` are not "
-            "sent. The few extra requests of the loop are the first put's (taking the lease, "
-            "reserving the pad) and the lease's renewal. A put's requests go one after "
-            "another, so its time is about the sum of their times on the server."
+            "`HEAD` (is the name free?) and then the `PUT` of about 1.1 KiB. Nothing else: "
+            "the writer lease is kept through the loop and checked by the fence's local clocks "
+            "(no read of the lease object; see `HeldLease::check`), and a create that answered "
+            "success is not read back. Where conditional writes are honoured (AWS S3, MinIO, "
+            "R2) the `HEAD` is not sent either. The few extra requests of the loop are the "
+            "first put's (taking the lease, reserving the pad) and the lease's renewal. A "
+            "put's requests go one after another, so its time is about the sum of their times "
+            "on the server."
+        ),
+        "",
+    ]
+    if "throughput" in r:
+        out += p7_throughput(r["throughput"])
+    return out
+
+
+def p7_throughput(t: dict[str, Any]) -> list[str]:
+    size, puts = t["large_bytes"], t["small_puts"]
+
+    def requests(x: dict[str, Any], ops: int) -> str:
+        counts = ", ".join(f"{n} {c / ops:,.2f}" for n, c in sorted(x.items()) if " " not in n)
+        return counts or "—"
+
+    def cpu(x: dict[str, Any]) -> str:
+        if "client cpu s" not in x:
+            return "—"
+        return f"{x['client cpu s']:.1f} s + Garage {x['garage cpu s']:.1f} s"
+
+    out = [
+        "#### anthill against obstore on the same bucket",
+        "",
+        (
+            f"The same Garage cluster and bucket, fresh prefixes: one item of {size // MIB} MiB "
+            "(random bytes) put and got back, by anthill (`store_item` / `fetch_item`, a fresh "
+            "store with default options: 4 MiB pads, 20 uploads and 20 downloads in flight) "
+            "and by obstore's `S3Store` (`put`: its default multipart upload, 12 parts in "
+            "flight; `get(...).bytes()`: one GET); then "
+            f"{puts:,} sequential puts of {t['item_bytes']} B (after one first put each). "
+            "3 runs, the sides alternating; the table gives the median and each run. "
+            "Requests are Garage's counts (the node both talk to) in the last run, per "
+            "operation (per put for the small puts); CPU is the seconds the client process "
+            "and the 3 Garage nodes used in that run, on this machine's cores."
+        ),
+        "",
+        (
+            "| case | anthill (runs) | obstore (runs) | anthill's requests "
+            "| obstore's requests | CPU, anthill | CPU, obstore |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    runs = t["runs"]
+    for direction in ("put", "get"):
+        ours = [size / x[f"{direction}_s"] / MIB for x in runs["anthill_large"]]
+        peer = [size / x[f"{direction}_s"] / MIB for x in runs["obstore_large"]]
+        out.append(
+            f"| {direction} {size // MIB} MiB | {size / t[f'anthill_{direction}_s'] / MIB:,.0f} "
+            f"MiB/s ({', '.join(f'{v:,.0f}' for v in ours)}) "
+            f"| {size / t[f'obstore_{direction}_s'] / MIB:,.0f} MiB/s "
+            f"({', '.join(f'{v:,.0f}' for v in peer)}) "
+            f"| {requests(t[f'anthill_{direction}_req'], 1)} "
+            f"| {requests(t[f'obstore_{direction}_req'], 1)} "
+            f"| {cpu(t[f'anthill_{direction}_req'])} | {cpu(t[f'obstore_{direction}_req'])} |"
+        )
+    ours = [puts / x["s"] for x in runs["anthill_small"]]
+    peer = [puts / x["s"] for x in runs["obstore_small"]]
+    out += [
+        (
+            f"| {puts:,} puts of 1 KiB | {puts / t['anthill_small_s']:,.1f} puts/s "
+            f"({', '.join(f'{v:,.1f}' for v in ours)}) "
+            f"| {puts / t['obstore_small_s']:,.1f} puts/s "
+            f"({', '.join(f'{v:,.1f}' for v in peer)}) "
+            f"| {requests(t['anthill_small_req'], puts)} "
+            f"| {requests(t['obstore_small_req'], puts)} "
+            f"| {cpu(t['anthill_small_req'])} | {cpu(t['obstore_small_req'])} |"
+        ),
+        "",
+        (
+            "What each side sends: anthill's large put is one `PUT` per 4 MiB pad, each "
+            "followed by a `HEAD` (the pad's commit: the service holds that version), and a "
+            "few index writes (the pads are created by their first write, see "
+            "docs/architecture.md); its get one `GET` per pad, 20 at a time, each opened and "
+            "checked on another core. obstore's put is a multipart upload of 5 MiB parts, "
+            "its get one streamed `GET`. A small put of anthill is its log object (a `HEAD` "
+            "then a `PUT` on Garage, which ignores conditional writes), an obstore put one "
+            "`PUT`. The client and the three Garage nodes share this machine's cores (with "
+            "whatever else runs on it), so the throughput follows how busy the machine is "
+            "and the runs vary; the CPU columns say what each side cost the machine."
         ),
         "",
     ]

@@ -433,7 +433,57 @@ def p7_rows(r: dict[str, Any]) -> list[Row]:
             "none (reported)",
             None,
         ),
+        *p7_throughput_rows(r["throughput"]),
     ]
+
+
+def p7_run() -> dict[str, Any]:
+    """Both P7 scripts: requests of small puts, then anthill against obstore."""
+    result = python("p7_s3_small_puts.py")
+    result["throughput"] = python("p7_s3_throughput.py", timeout=1800)
+    result["_wall_s"] += result["throughput"]["_wall_s"]
+    return result
+
+
+def p7_throughput_rows(t: dict[str, Any]) -> list[Row]:
+    """anthill against obstore's S3Store on the same Garage bucket."""
+
+    def per_op(requests: dict[str, Any], ops: int) -> str:
+        counts = {n: c for n, c in requests.items() if " " not in n}
+        total = sum(counts.values()) / ops
+        parts = ", ".join(f"{n} {c / ops:.3g}" for n, c in sorted(counts.items()))
+        return f"{total:.3g} requests/op ({parts})"
+
+    size = t["large_bytes"]
+    rows = []
+    for direction in ("put", "get"):
+        ours, peer = t[f"anthill_{direction}_s"], t[f"obstore_{direction}_s"]
+        ratio = peer / ours
+        rows.append(
+            Row(
+                f"P7 S3 (Garage, 3 nodes): {direction} of {mib(size)}, median of 3",
+                f"{rate(size / ours / MIB, 'MiB')}; {per_op(t[f'anthill_{direction}_req'], 1)}",
+                f"obstore S3Store {rate(size / peer / MIB, 'MiB')}; "
+                f"{per_op(t[f'obstore_{direction}_req'], 1)}",
+                ratio,
+                "≥ 0.9",
+                ratio >= 0.9,
+            )
+        )
+    puts = t["small_puts"]
+    ours, peer = t["anthill_small_s"], t["obstore_small_s"]
+    ratio = peer / ours
+    rows.append(
+        Row(
+            f"P7 S3 (Garage, 3 nodes): {puts:,} sequential 1 KiB puts, median of 3",
+            f"{rate(puts / ours, 'puts')}; {per_op(t['anthill_small_req'], puts)}",
+            f"obstore S3Store {rate(puts / peer, 'puts')}; {per_op(t['obstore_small_req'], puts)}",
+            ratio,
+            "≥ 0.5",
+            ratio >= 0.5,
+        )
+    )
+    return rows
 
 
 def p6_rows(r: dict[str, Any]) -> list[Row]:
@@ -607,7 +657,7 @@ BENCHMARKS: list[
     ("P4", lambda: python("p4_index_scaling.py"), p4_rows),
     ("P5", lambda: python("p5_small_items.py"), p5_rows),
     ("P6", lambda: python("p6_memory.py"), p6_rows),
-    ("P7", lambda: python("p7_s3_small_puts.py"), p7_rows),
+    ("P7", lambda: p7_run(), p7_rows),
     ("P8", lambda: python("p8_streaming.py", timeout=3600), p8_rows),
     ("P9", lambda: python("p9_open.py", timeout=3600), p9_rows),
     ("C1", lambda: rust("c1"), c1_rows),

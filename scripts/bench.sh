@@ -5,7 +5,7 @@
 # at the end), runs every benchmark and rewrites docs/benchmarks.md with the
 # machine and one table.
 #
-#   bash scripts/bench.sh           # the whole suite (about 3 minutes when built)
+#   bash scripts/bench.sh           # the whole suite (about 8 minutes when built)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
 #   bash scripts/bench.sh --only Z1 # one benchmark; its rows replace those in the document
 #
@@ -17,17 +17,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Everything it needs it installs itself, into the virtual environment that
+# scripts/test.sh makes (made here if missing): the build tool, anthill's own
+# dependencies (the release build is installed without them) and the peers.
+# It needs what the README's test command needs: python3, cargo, a network.
+for tool in python3 cargo; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "bench.sh: $tool is missing (see the README's test command)" >&2
+        exit 1
+    fi
+done
 python=.venv/bin/python
 if [[ ! -x $python ]]; then
-    echo "bench.sh: no virtual environment at .venv (python -m venv .venv; pip install maturin)" >&2
-    exit 1
+    echo "[bench] creating the virtual environment .venv" >&2
+    python3 -m venv .venv
 fi
 pip_install() {
     $python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-echo "[bench] installing the peers (obstore, diskcache, zarr, slatedb) into .venv" >&2
-pip_install "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0"
+echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb) into .venv" >&2
+pip_install "maturin>=1.9,<2" "tqdm" "fsspec>=2024.12" \
+    "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0"
 
 # What the build is made from; the suite reports whether it changed meanwhile.
 ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
@@ -37,7 +48,7 @@ echo "[bench] building anthill, optimised (maturin build --release)" >&2
 # An editable install builds with a maturin of its own: .venv may lack one.
 pip_install "maturin>=1.9,<2"
 rm -rf benches/target/wheels benches/target/pylib
-.venv/bin/maturin build --release --quiet --out benches/target/wheels >&2
+$python -m maturin build --release --quiet --out benches/target/wheels >&2
 pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthill-*.whl
 
 echo "[bench] building the Rust benchmarks (benches/, release)" >&2
@@ -48,11 +59,12 @@ cargo build --release --quiet --manifest-path benches/Cargo.toml
 if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " == *P7* ) ]]; then
     export GARAGE_STATE_DIR=${GARAGE_STATE_DIR:-/tmp/anthill-bench-garage-$(id -u)}
     export GARAGE_BASE_PORT=${GARAGE_BASE_PORT:-3950}
+    bash scripts/garage.sh install # at once if scripts/test.sh installed it
     if garage_env=$(bash scripts/garage.sh start 3); then
         eval "$garage_env"
         trap 'bash scripts/garage.sh stop' EXIT
     else
-        echo "[bench] no Garage cluster (scripts/garage.sh install): P7 will fail" >&2
+        echo "[bench] the Garage cluster did not start: P7 will fail" >&2
     fi
 fi
 

@@ -31,8 +31,8 @@
 //!   ([`margin`]), is still ahead on the monotonic clock and on the wall
 //!   clock. That is a local check, no round trip; a write still running at
 //!   that deadline (unless renewals moved it) is abandoned.
-//! - **check** (before every index write): the fence, plus (without
-//!   conditional writes) a read that the object still carries our token.
+//! - **check** (before every index write): the fence, without a request
+//!   (see [`HeldLease::check`] for why no read of the lease is needed).
 //! - **release** (on drop, in the background): delete the object if it
 //!   still carries our token.
 //! - A lease whose holder ran on this machine (same boot, same PID
@@ -536,7 +536,6 @@ impl Lease {
         HeldLease {
             lease: Arc::clone(self),
             token: record.token,
-            conditional,
             state,
             renewal,
             guard: std::sync::Mutex::new(Some(guard)),
@@ -685,7 +684,6 @@ async fn renew_forever(
 struct HeldLease {
     lease: Arc<Lease>,
     token: String,
-    conditional: bool,
     state: Arc<std::sync::Mutex<HeldState>>,
     renewal: tokio::task::JoinHandle<()>,
     /// This handle's in-process lock, let go after the release; `None` once
@@ -732,37 +730,32 @@ impl WriterLock for HeldLease {
         self.release_now().await;
     }
 
+    /// The fence's own check: no request. Another writer takes the lease
+    /// only once it reads it expired by its own wall clock (or its holder's
+    /// process gone, which ours is not while it runs this), and the fence
+    /// passes only while the lease is still valid, with a margin, by both
+    /// of this process's clocks since the start of its last successful
+    /// write of the lease: so while it passes, no writer keeping to the
+    /// protocol can hold the lease (within the clock skew and pause the
+    /// margin covers, as for every other write). Reading the lease object
+    /// back before each index write would add one round trip per small put
+    /// and catch only what the protocol itself cannot exclude on a service
+    /// that ignores conditional writes: two writers taking a free lease at
+    /// the same moment. That race stays best-effort (see `docs/s3.md`): the
+    /// acquisition's read-back settles most of it, and each renewal reads
+    /// the lease first and stops this holder if it is another's.
     async fn check(&self) -> Result<(), BackendError> {
-        let lost = |why: String| {
-            BackendError::Permanent(format!(
-                "{why}; nothing more is written under this lock (another writer may be \
-                 changing the store): retry the operation"
-            ))
-        };
         let deadline = self
             .state
             .lock()
             .expect("lease state")
             .write_deadline(&self.lease);
-        deadline.map_err(lost)?;
-        if self.conditional {
-            // Only a conditional write after expiry could have replaced it.
-            return Ok(());
-        }
-        let current = self.lease.read().await?;
-        let ours = current
-            .as_ref()
-            .and_then(|current| current.record.as_ref())
-            .is_some_and(|current| current.token == self.token);
-        if ours {
-            return Ok(());
-        }
-        let why = format!(
-            "the writer lease of {} is no longer ours (another writer took it over)",
-            self.lease.url
-        );
-        self.state.lock().expect("lease state").lost = Some(why.clone());
-        Err(lost(why))
+        deadline.map(drop).map_err(|why| {
+            BackendError::Permanent(format!(
+                "{why}; nothing more is written under this lock (another writer may be \
+                 changing the store): retry the operation"
+            ))
+        })
     }
 }
 
@@ -847,9 +840,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stolen_lease_fails_check_and_is_not_deleted_on_release() {
+    async fn a_stolen_lease_stops_its_holder_and_is_not_deleted_on_release() {
         for conditional in [ConditionalWrites::Honoured, ConditionalWrites::Ignored] {
-            let lease = memory_lease(conditional, DEFAULT_TTL);
+            let ttl = Duration::from_millis(900);
+            let lease = memory_lease(conditional, ttl);
             let held = lease.acquire().await.unwrap();
             held.check().await.unwrap();
             // Another writer overwrites it (as if ours had expired).
@@ -861,13 +855,14 @@ mod tests {
                 host: "elsewhere".into(),
             };
             lease.write(&thief, PutMode::Overwrite).await.unwrap();
-            if conditional == ConditionalWrites::Ignored {
-                let error = held.check().await.unwrap_err();
-                assert!(
-                    error.to_string().contains("no longer ours"),
-                    "{conditional:?}: {error}"
-                );
-            }
+            // The next renewal (every third of the lifetime) finds it taken.
+            tokio::time::sleep(ttl / 3 + Duration::from_millis(200)).await;
+            let error = held.check().await.unwrap_err();
+            assert!(
+                error.to_string().contains("another writer took over"),
+                "{conditional:?}: {error}"
+            );
+            assert!(lease.write_deadline("p/x", false).is_err());
             drop(held);
             // The release runs in the background and lets go of this lock last.
             drop(lease.in_process.lock().await);

@@ -32,9 +32,9 @@ enum CreateCheck {
     /// MinIO and R2 honour `If-None-Match: *`; Garage and some others ignore
     /// it and overwrite, so there the check is best-effort (a race between
     /// the `head` and the put of two writers of the same name can overwrite).
-    /// Pad names are random, so such a race needs two writers reserving the
-    /// same fresh name at once; the writer lease keeps other processes out
-    /// of reservations anyway.
+    /// What is reserved here is an index log object or `meta` (pads are
+    /// created by their first write), and the writer lease keeps other
+    /// processes out of both.
     HeadThenPut,
 }
 
@@ -488,7 +488,13 @@ impl PadStore for ObjectPadStore {
     }
 
     fn pads_created_on_first_write(&self) -> bool {
-        self.folder.is_some()
+        // S3 as a folder: an empty object per reservation (a PUT, and on a
+        // service ignoring conditional writes a HEAD before it) would be
+        // replaced by the pad's first write anyway: twice the requests of a
+        // large put for nothing a reader needs, since a recorded pad without
+        // an object reads as empty. Pad names are random, so the first write
+        // cannot meet another pad's object.
+        self.folder.is_some() || self.create_check == CreateCheck::HeadThenPut
     }
 
     fn folder_writer(&self) -> Option<FolderWriter> {
