@@ -267,7 +267,13 @@ pub async fn off_runtime<T: Send + 'static>(
 
 /// Runs `work` on tokio's blocking pool, passing on its panic.
 pub async fn on_blocking_pool<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
+    joined(tokio::task::spawn_blocking(work)).await
+}
+
+/// The outcome of a spawned task, passing on its panic (a task of a
+/// dropped caller is aborted with it, never joined).
+pub async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
         Ok(value) => value,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
     }

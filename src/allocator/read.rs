@@ -98,12 +98,7 @@ impl MemoryAllocator {
                     .await?;
                     Ok::<_, Error>((bytes, digests))
                 });
-                async move {
-                    match task.await {
-                        Ok(outcome) => outcome,
-                        Err(error) => std::panic::resume_unwind(error.into_panic()),
-                    }
-                }
+                crypto::joined(task)
             })
             .buffer_unordered(self.download_concurrency);
         let mut bytes_read = 0;
@@ -338,12 +333,7 @@ impl MemoryAllocator {
                     };
                     Ok::<_, Error>((bytes, digest))
                 });
-                async move {
-                    match task.await {
-                        Ok(outcome) => outcome,
-                        Err(error) => std::panic::resume_unwind(error.into_panic()),
-                    }
-                }
+                crypto::joined(task)
             })
             .buffered(self.download_concurrency);
         let mut bytes_read = 0;
@@ -352,18 +342,13 @@ impl MemoryAllocator {
             let (bytes, digest) = result?;
             digests.push(digest);
             bytes_read += bytes.len() as u64;
-            sink = match tokio::task::spawn_blocking(move || {
+            let written;
+            (sink, written) = crypto::on_blocking_pool(move || {
                 let written = sink.write_chunk(&bytes);
                 (sink, written)
             })
-            .await
-            {
-                Ok((sink, written)) => {
-                    written?;
-                    sink
-                }
-                Err(error) => std::panic::resume_unwind(error.into_panic()),
-            };
+            .await;
+            written?;
             events
                 .emit(|| GetEvent::DownloadProgress {
                     bytes_read,

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use twox_hash::XxHash3_128;
 
-use crate::crypto::Digest;
+use crate::crypto::{Digest, on_blocking_pool};
 use crate::error::{Error, Result};
 
 /// Bytes sampled from each MiB by the fingerprint (as `crypto::fingerprint`).
@@ -69,7 +69,7 @@ impl ItemData {
             ItemData::Memory(bytes) => Ok(crate::crypto::fingerprint(bytes)),
             ItemData::File(file) => {
                 let file = Arc::clone(file);
-                blocking(move || file.fingerprint()).await
+                on_blocking_pool(move || file.fingerprint()).await
             }
         }
     }
@@ -80,7 +80,7 @@ impl ItemData {
             ItemData::Memory(_) => Ok(()),
             ItemData::File(file) => {
                 let file = Arc::clone(file);
-                blocking(move || file.check_unchanged()).await
+                on_blocking_pool(move || file.check_unchanged()).await
             }
         }
     }
@@ -172,7 +172,7 @@ impl FileSource {
     /// `len` bytes at `at` (of the source), on the blocking pool.
     pub async fn read(self: &Arc<Self>, at: u64, len: u64) -> Result<Bytes> {
         let this = Arc::clone(self);
-        blocking(move || this.read_now(at, len).map(Bytes::from)).await
+        on_blocking_pool(move || this.read_now(at, len).map(Bytes::from)).await
     }
 
     fn read_now(&self, at: u64, len: u64) -> Result<Vec<u8>> {
@@ -233,15 +233,6 @@ impl FileSource {
             hasher.write(&self.read_now(self.len - FINGERPRINT_SAMPLE, FINGERPRINT_SAMPLE)?);
         }
         Ok(hasher.finish_128().to_le_bytes())
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
 }
 

@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use super::{Store, validate_key};
 use crate::allocator::{ChunkSink, FileSource, ItemData, inline_digest};
+use crate::crypto::on_blocking_pool;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::Entry;
@@ -301,9 +302,9 @@ impl Store {
         let events = EventSink::new(callback);
         let result = async {
             let (entry, inline) = self.lookup(key).await?;
-            let file = blocking(move || FileDest::create(&dest)).await?;
+            let file = on_blocking_pool(move || FileDest::create(&dest)).await?;
             let (written, file) = self.stream_to(&entry, inline, file, &events).await?;
-            blocking(move || file.commit()).await?;
+            on_blocking_pool(move || file.commit()).await?;
             events.finish(GetEvent::DownloadFinished).await?;
             Ok(written)
         }
@@ -352,9 +353,9 @@ impl Store {
                 events
                     .emit(|| GetEvent::StartingDownload { total_bytes })
                     .await?;
-                let sink = blocking(move || {
+                let sink = on_blocking_pool(move || {
                     sink.write_chunk(&buffer)?;
-                    Ok(sink)
+                    Ok::<_, Error>(sink)
                 })
                 .await?;
                 events
@@ -372,14 +373,5 @@ impl Store {
                 allocator.read_to(entry, sink, events).await
             }
         }
-    }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
     }
 }
