@@ -64,7 +64,8 @@ def sim_store(make_store: Callable[..., anthill.Store]) -> anthill.Store:
 
 def settle_interrupted(store: anthill.Store, key: str) -> None:
     """After a put was interrupted: the key must be absent, or pending
-    (resumable, brief §7); a pending upload is discarded here."""
+    (resumable: an interrupted put never leaves it half-present); a pending
+    upload is discarded here."""
     assert key not in store
     if store.summary().pending:
         store.remove_item(key)

@@ -1,7 +1,8 @@
-"""Crash harness (issue 5, R1): writer processes doing put / overwrite /
+"""Crash harness: writer processes doing put / overwrite /
 remove loops on one local store are killed with SIGKILL at random instants;
-after each kill the store must reopen with every promise of the brief (§7)
-kept.
+after each kill the store must reopen with its crash promises kept: every
+item stored before stays readable and intact, and the interrupted operation's
+key is absent, pending or complete, never half-present.
 
 CI runs a bounded version through ``test_crash.py``; the full run is
 
@@ -168,7 +169,7 @@ def apply(expected: dict[str, bytes], event: dict | None) -> None:
 
 
 def check(path: str, expected: dict[str, bytes], in_flight: dict | None, report: Report) -> None:
-    """Reopens the store and checks the brief's promises; settles the key of
+    """Reopens the store and checks those promises; settles the key of
     the interrupted operation in ``expected`` to what the store holds."""
     import anthill
 

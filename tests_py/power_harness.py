@@ -1,4 +1,4 @@
-"""Power-loss harness (R8): writer processes work on a folder store inside a
+"""Power-loss harness: writer processes work on a folder store inside a
 FUSE file system that forgets everything not yet synced (``powerfs.py``);
 the power is cut at seeded random instants, and after each cut the store is
 reopened and checked against what the writers were told.

@@ -1,4 +1,4 @@
-"""Issue 5, R4: bad input through the API and the CLI. Each case ends in one
+"""Bad input through the API and the CLI. Each case ends in one
 specific anthill exception with a helpful message, and the store unchanged."""
 
 from __future__ import annotations

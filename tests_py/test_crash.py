@@ -1,4 +1,4 @@
-"""Issue 5, R1: SIGKILLed writers never damage a local store (bounded run;
+"""SIGKILLed writers never damage a local store (bounded run;
 the full run is `python tests_py/crash_harness.py --kills 250`), including
 kills while small items are written back from the log to their pads."""
 

@@ -1,4 +1,5 @@
-"""Put and get events as Python sees them (brief §3)."""
+"""Put and get events as Python sees them: their order, their counters
+(monotonic, ending at their total) and their fields."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""R7: several processes opening one new store at once all end up in the same
+"""Several processes opening one new store at once all end up in the same
 store, and nothing any of them stored is lost.
 
 Four worker processes wait at a common instant, open a store that does not

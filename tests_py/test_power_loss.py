@@ -1,4 +1,4 @@
-"""R8: power loss, simulated with a FUSE file system that forgets everything
+"""Power loss, simulated with a FUSE file system that forgets everything
 not yet synced (``powerfs.py``, whose header states the model).
 
 A SIGKILL keeps the page cache, so the crash suite cannot see a missing

@@ -1,4 +1,4 @@
-"""Issue 5, R5: several processes write one local store at once (with readers
+"""Several processes write one local store at once (with readers
 alongside); nothing is lost, no block is shared, the summary adds up.
 
 The guarantee: every change to a store runs under an OS file lock on the
