@@ -8,61 +8,184 @@ use futures::future::BoxFuture;
 
 use crate::error::{Error, Result};
 
-/// Events of a `store_item` call, in the order the brief (§3) describes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PutEvent {
-    ReservingScratchpads {
-        needed: u64,
-    },
-    ConfirmReservation {
-        needed: u64,
-        data_size: u64,
-        total_space: u64,
-        free_space: u64,
-        current_scratchpads: u64,
-        estimated_cost: Option<String>,
-    },
-    ReservationProgress {
-        current: u64,
-        total: u64,
-    },
-    StartingUpload {
-        total_bytes: u64,
-        total_pads: u64,
-    },
-    UploadProgress {
-        bytes_written: u64,
-        total_bytes: u64,
-    },
-    ScratchpadUploadComplete {
-        index: u64,
-        total: u64,
-    },
-    ScratchpadCommitComplete {
-        index: u64,
-        total: u64,
-    },
-    UploadFinished,
-    StoreComplete,
+/// Declares event types once: the Rust type itself and, from the same
+/// lines, its [`EventSchema`] (name and fields, in order) and
+/// `into_fields`, which the Python layer turns into instances of its
+/// classes of the same names. A field added here reaches every consumer,
+/// and a test of the Python package checks its dataclasses against the
+/// schema.
+macro_rules! declare_events {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $variant:ident $({ $($field:ident : $ty:ty),* $(,)? })? ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $( $variant $({ $($field: $ty),* })? ),*
+        }
+
+        impl $name {
+            /// Every variant with its fields, in declaration order.
+            pub const SCHEMA: &'static [EventSchema] = &[
+                $( EventSchema {
+                    name: stringify!($variant),
+                    fields: &[ $($( (stringify!($field), <$ty as EventField>::KIND) ),*)? ],
+                } ),*
+            ];
+
+            /// The variant's name and its fields' values, in schema order.
+            pub fn into_fields(self) -> (&'static str, Vec<(&'static str, FieldValue)>) {
+                match self {
+                    $( Self::$variant $({ $($field),* })? => (
+                        stringify!($variant),
+                        vec![ $($( (stringify!($field), EventField::into_value($field)) ),*)? ],
+                    ) ),*
+                }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident { $( $(#[$field_meta:meta])* pub $field:ident : $ty:ty ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        pub struct $name { $( $(#[$field_meta])* pub $field: $ty ),* }
+
+        impl $name {
+            /// The type with its fields, in declaration order.
+            pub const SCHEMA: &'static [EventSchema] = &[EventSchema {
+                name: stringify!($name),
+                fields: &[ $( (stringify!($field), <$ty as EventField>::KIND) ),* ],
+            }];
+
+            /// The type's name and its fields' values, in schema order.
+            pub fn into_fields(self) -> (&'static str, Vec<(&'static str, FieldValue)>) {
+                let Self { $($field),* } = self;
+                (
+                    stringify!($name),
+                    vec![ $( (stringify!($field), EventField::into_value($field)) ),* ],
+                )
+            }
+        }
+    };
 }
 
-/// Events of a `fetch_item` call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum GetEvent {
-    StartingDownload { total_bytes: u64 },
-    DownloadProgress { bytes_read: u64, total_bytes: u64 },
-    DownloadFinished,
+/// One event type as other languages see it: its name and its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSchema {
+    pub name: &'static str,
+    pub fields: &'static [(&'static str, FieldKind)],
 }
 
-/// Progress of a store-wide operation (`verify`, `compact`): `done` of
-/// `total` units (pads checked, pads emptied) of the named operation.
+/// The kinds of value an event field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A count of bytes, pads or units (`u64`).
+    Count,
+    /// A text (a name of an operation).
+    Text,
+    /// A text that may be absent.
+    OptionalText,
+}
+
+/// The value of one event field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperationProgress {
-    pub operation: &'static str,
-    pub done: u64,
-    pub total: u64,
+pub enum FieldValue {
+    Count(u64),
+    Text(&'static str),
+    OptionalText(Option<String>),
+}
+
+/// A type an event field may have.
+pub trait EventField {
+    const KIND: FieldKind;
+    fn into_value(self) -> FieldValue;
+}
+
+impl EventField for u64 {
+    const KIND: FieldKind = FieldKind::Count;
+    fn into_value(self) -> FieldValue {
+        FieldValue::Count(self)
+    }
+}
+
+impl EventField for &'static str {
+    const KIND: FieldKind = FieldKind::Text;
+    fn into_value(self) -> FieldValue {
+        FieldValue::Text(self)
+    }
+}
+
+impl EventField for Option<String> {
+    const KIND: FieldKind = FieldKind::OptionalText;
+    fn into_value(self) -> FieldValue {
+        FieldValue::OptionalText(self)
+    }
+}
+
+declare_events! {
+    /// Events of a `store_item` call, in the order a put emits them.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum PutEvent {
+        ReservingScratchpads {
+            needed: u64,
+        },
+        ConfirmReservation {
+            needed: u64,
+            data_size: u64,
+            total_space: u64,
+            free_space: u64,
+            current_scratchpads: u64,
+            estimated_cost: Option<String>,
+        },
+        ReservationProgress {
+            current: u64,
+            total: u64,
+        },
+        StartingUpload {
+            total_bytes: u64,
+            total_pads: u64,
+        },
+        UploadProgress {
+            bytes_written: u64,
+            total_bytes: u64,
+        },
+        ScratchpadUploadComplete {
+            index: u64,
+            total: u64,
+        },
+        ScratchpadCommitComplete {
+            index: u64,
+            total: u64,
+        },
+        UploadFinished,
+        StoreComplete,
+    }
+}
+
+declare_events! {
+    /// Events of a `fetch_item` call.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum GetEvent {
+        StartingDownload { total_bytes: u64 },
+        DownloadProgress { bytes_read: u64, total_bytes: u64 },
+        DownloadFinished,
+    }
+}
+
+declare_events! {
+    /// Progress of a store-wide operation (`verify`, `compact`): `done` of
+    /// `total` units (pads checked, pads emptied) of the named operation.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct OperationProgress {
+        pub operation: &'static str,
+        pub done: u64,
+        pub total: u64,
+    }
 }
 
 /// A user callback: `Ok(true)` continues, `Ok(false)` cancels, `Err` aborts

@@ -1,29 +1,54 @@
 //! Core events as instances of the Python classes of `anthill._events`
-//! (frozen dataclasses, built with keyword arguments).
+//! (frozen dataclasses, built with keyword arguments). The classes and their
+//! fields come from the events' schemas (`crate::events`), declared once
+//! with the Rust types.
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::ClassCache;
-use crate::events::{GetEvent, OperationProgress, PutEvent};
+use crate::events::{EventSchema, FieldKind, FieldValue, GetEvent, OperationProgress, PutEvent};
 
-static CLASSES: ClassCache<12> = ClassCache::new(
-    "anthill._events",
-    [
-        "ReservingScratchpads",
-        "ConfirmReservation",
-        "ReservationProgress",
-        "StartingUpload",
-        "UploadProgress",
-        "ScratchpadUploadComplete",
-        "ScratchpadCommitComplete",
-        "UploadFinished",
-        "StoreComplete",
-        "StartingDownload",
-        "DownloadProgress",
-        "DownloadFinished",
-    ],
-);
+/// Every event type the core hands to a callback.
+pub(crate) const EVENT_SCHEMAS: [&[EventSchema]; 3] = [
+    PutEvent::SCHEMA,
+    GetEvent::SCHEMA,
+    OperationProgress::SCHEMA,
+];
+
+const EVENT_COUNT: usize =
+    PutEvent::SCHEMA.len() + GetEvent::SCHEMA.len() + OperationProgress::SCHEMA.len();
+
+static CLASSES: ClassCache<EVENT_COUNT> =
+    ClassCache::new("anthill._events", schema_names(&EVENT_SCHEMAS));
+
+/// The names of the types of `schemas`, in order (exactly `N` of them).
+const fn schema_names<const N: usize>(schemas: &[&[EventSchema]]) -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut filled = 0;
+    let mut group = 0;
+    while group < schemas.len() {
+        let mut member = 0;
+        while member < schemas[group].len() {
+            names[filled] = schemas[group][member].name;
+            filled += 1;
+            member += 1;
+        }
+        group += 1;
+    }
+    assert!(filled == N, "the event count disagrees with the schemas");
+    names
+}
+
+/// The Python type of a field of the kind `kind`, as the dataclasses
+/// annotate it.
+pub(crate) fn python_type(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Count => "int",
+        FieldKind::Text => "str",
+        FieldKind::OptionalText => "str | None",
+    }
+}
 
 /// An event that can be handed to a Python callback.
 pub(crate) trait IntoPyEvent: Send + 'static {
@@ -33,126 +58,33 @@ pub(crate) trait IntoPyEvent: Send + 'static {
 /// `class(**fields)` for the event class `name`.
 fn event<'py>(
     py: Python<'py>,
-    name: &str,
-    fields: &[(&str, Bound<'py, PyAny>)],
+    (name, fields): (&'static str, Vec<(&'static str, FieldValue)>),
 ) -> PyResult<Bound<'py, PyAny>> {
     let kwargs = PyDict::new(py);
     for (field, value) in fields {
-        kwargs.set_item(field, value)?;
+        match value {
+            FieldValue::Count(count) => kwargs.set_item(field, count)?,
+            FieldValue::Text(text) => kwargs.set_item(field, text)?,
+            FieldValue::OptionalText(text) => kwargs.set_item(field, text)?,
+        }
     }
     CLASSES.get(py, name)?.call((), Some(&kwargs))
 }
 
-fn int(py: Python<'_>, value: u64) -> PyResult<Bound<'_, PyAny>> {
-    Ok(value.into_pyobject(py)?.into_any())
-}
-
 impl IntoPyEvent for PutEvent {
     fn into_py_event(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        match self {
-            PutEvent::ReservingScratchpads { needed } => {
-                event(py, "ReservingScratchpads", &[("needed", int(py, needed)?)])
-            }
-            PutEvent::ConfirmReservation {
-                needed,
-                data_size,
-                total_space,
-                free_space,
-                current_scratchpads,
-                estimated_cost,
-            } => event(
-                py,
-                "ConfirmReservation",
-                &[
-                    ("needed", int(py, needed)?),
-                    ("data_size", int(py, data_size)?),
-                    ("total_space", int(py, total_space)?),
-                    ("free_space", int(py, free_space)?),
-                    ("current_scratchpads", int(py, current_scratchpads)?),
-                    (
-                        "estimated_cost",
-                        estimated_cost.into_pyobject(py)?.into_any(),
-                    ),
-                ],
-            ),
-            PutEvent::ReservationProgress { current, total } => event(
-                py,
-                "ReservationProgress",
-                &[("current", int(py, current)?), ("total", int(py, total)?)],
-            ),
-            PutEvent::StartingUpload {
-                total_bytes,
-                total_pads,
-            } => event(
-                py,
-                "StartingUpload",
-                &[
-                    ("total_bytes", int(py, total_bytes)?),
-                    ("total_pads", int(py, total_pads)?),
-                ],
-            ),
-            PutEvent::UploadProgress {
-                bytes_written,
-                total_bytes,
-            } => event(
-                py,
-                "UploadProgress",
-                &[
-                    ("bytes_written", int(py, bytes_written)?),
-                    ("total_bytes", int(py, total_bytes)?),
-                ],
-            ),
-            PutEvent::ScratchpadUploadComplete { index, total } => event(
-                py,
-                "ScratchpadUploadComplete",
-                &[("index", int(py, index)?), ("total", int(py, total)?)],
-            ),
-            PutEvent::ScratchpadCommitComplete { index, total } => event(
-                py,
-                "ScratchpadCommitComplete",
-                &[("index", int(py, index)?), ("total", int(py, total)?)],
-            ),
-            PutEvent::UploadFinished => event(py, "UploadFinished", &[]),
-            PutEvent::StoreComplete => event(py, "StoreComplete", &[]),
-        }
+        event(py, self.into_fields())
     }
 }
 
 impl IntoPyEvent for GetEvent {
     fn into_py_event(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        match self {
-            GetEvent::StartingDownload { total_bytes } => event(
-                py,
-                "StartingDownload",
-                &[("total_bytes", int(py, total_bytes)?)],
-            ),
-            GetEvent::DownloadProgress {
-                bytes_read,
-                total_bytes,
-            } => event(
-                py,
-                "DownloadProgress",
-                &[
-                    ("bytes_read", int(py, bytes_read)?),
-                    ("total_bytes", int(py, total_bytes)?),
-                ],
-            ),
-            GetEvent::DownloadFinished => event(py, "DownloadFinished", &[]),
-        }
+        event(py, self.into_fields())
     }
 }
 
-/// Progress of store-wide operations: not a put or get event.
-static OPERATION_CLASSES: ClassCache<1> = ClassCache::new("anthill._events", ["OperationProgress"]);
-
 impl IntoPyEvent for OperationProgress {
     fn into_py_event(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("operation", self.operation)?;
-        kwargs.set_item("done", self.done)?;
-        kwargs.set_item("total", self.total)?;
-        OPERATION_CLASSES
-            .get(py, "OperationProgress")?
-            .call((), Some(&kwargs))
+        event(py, self.into_fields())
     }
 }
