@@ -1,63 +1,148 @@
 //! The store's reports as instances of the Python classes of
-//! `anthill._summary`: the storage summary and a simulated backend's counters.
+//! `anthill._summary` (frozen dataclasses, built with keyword arguments):
+//! the storage summary, the items of `list_items`, the reports of `verify`
+//! and `compact`, and a simulated backend's counters.
+//!
+//! Each report is listed once below with its fields; the conversion
+//! destructures the core type completely, so a field added in the core and
+//! not here fails to compile, and the listed types must be the core's.
+//! `anthill._anthill.schema()` shows the same list to the Python tests,
+//! which check the dataclasses against it.
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::ClassCache;
-use crate::pad_store::SimStats;
-use crate::pad_store::sim::OpStats;
-use crate::store::StorageSummary;
+use crate::store::{CompactReport, ItemInfo, OpStats, SimStats, StorageSummary, VerifyReport};
 
-static CLASSES: ClassCache<3> = ClassCache::new(
-    "anthill._summary",
-    ["StorageSummary", "OpStats", "BackendStats"],
-);
+/// A field type of a report, and how it crosses into Python.
+trait ReportField {
+    /// The type as the dataclass annotates it.
+    const PYTHON_TYPE: &'static str;
+    fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>>;
+}
 
-/// A [`StorageSummary`] on its way to Python (as `anthill.StorageSummary`).
-pub(crate) struct SummaryOut(pub StorageSummary);
+macro_rules! plain_fields {
+    ($($ty:ty => $python:literal),* $(,)?) => {$(
+        impl ReportField for $ty {
+            const PYTHON_TYPE: &'static str = $python;
+            fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+                Ok(self.into_pyobject(py)?.into_any())
+            }
+        }
+    )*};
+}
 
-impl<'py> IntoPyObject<'py> for SummaryOut {
+plain_fields! {
+    u64 => "int",
+    f64 => "float",
+    String => "str",
+    Vec<String> => "list[str]",
+}
+
+/// A core report that crosses into Python as a dataclass instance.
+pub(crate) trait Report: Sized {
+    /// The class's name in `anthill._summary`.
+    const CLASS: &'static str;
+    fn kwargs(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>>;
+}
+
+/// Lists each report once: its Python class, the core type and every field
+/// with its core type.
+macro_rules! reports {
+    ($( $class:ident = $ty:ident { $($field:ident : $field_ty:ty),* $(,)? } )*) => {
+        $(
+            impl Report for $ty {
+                const CLASS: &'static str = stringify!($class);
+                fn kwargs(self, py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+                    let $ty { $($field),* } = self;
+                    let kwargs = PyDict::new(py);
+                    $(
+                        let $field: $field_ty = $field;
+                        kwargs.set_item(stringify!($field), ReportField::into_py($field, py)?)?;
+                    )*
+                    Ok(kwargs)
+                }
+            }
+        )*
+
+        /// Each report's class with its fields and their Python types.
+        pub(crate) const REPORT_SCHEMAS: &[(&str, &[(&str, &str)])] = &[$(
+            (stringify!($class), &[$( (stringify!($field), <$field_ty as ReportField>::PYTHON_TYPE) ),*]),
+        )*];
+
+        static CLASSES: ClassCache<{ [$(stringify!($class)),*].len() }> =
+            ClassCache::new("anthill._summary", [$(stringify!($class)),*]);
+    };
+}
+
+reports! {
+    StorageSummary = StorageSummary {
+        total_pads: u64,
+        pad_size: u64,
+        total_space: u64,
+        used_space: u64,
+        free_space: u64,
+        items: u64,
+        pending: u64,
+    }
+    ItemInfo = ItemInfo {
+        key: String,
+        size: u64,
+        created: u64,
+        modified: u64,
+    }
+    VerifyReport = VerifyReport {
+        items_checked: u64,
+        damaged: Vec<String>,
+        missing_pads: Vec<String>,
+        pads_checked: u64,
+    }
+    CompactReport = CompactReport {
+        pads_before: u64,
+        pads_after: u64,
+        bytes_moved: u64,
+        items_moved: u64,
+        pads_released: u64,
+    }
+    OpStats = OpStats {
+        calls: u64,
+        failures: u64,
+        in_flight: u64,
+        peak_in_flight: u64,
+        bytes: u64,
+    }
+    BackendStats = SimStats {
+        reserve: OpStats,
+        put: OpStats,
+        durable_put: OpStats,
+        verify: OpStats,
+        get: OpStats,
+        list: OpStats,
+        delete: OpStats,
+        pads_reserved: u64,
+        cost: f64,
+        pads_deleted: u64,
+    }
+}
+
+impl ReportField for OpStats {
+    const PYTHON_TYPE: &'static str = "OpStats";
+    fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        Out(self).into_pyobject(py)
+    }
+}
+
+/// A report on its way to Python, as an instance of its dataclass.
+pub(crate) struct Out<T>(pub T);
+
+impl<'py, T: Report> IntoPyObject<'py> for Out<T> {
     type Target = PyAny;
     type Output = Bound<'py, PyAny>;
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.0;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("total_pads", s.total_pads)?;
-        kwargs.set_item("pad_size", s.pad_size)?;
-        kwargs.set_item("total_space", s.total_space)?;
-        kwargs.set_item("used_space", s.used_space)?;
-        kwargs.set_item("free_space", s.free_space)?;
-        kwargs.set_item("items", s.items)?;
-        kwargs.set_item("pending", s.pending)?;
-        CLASSES.get(py, "StorageSummary")?.call((), Some(&kwargs))
+        let kwargs = self.0.kwargs(py)?;
+        CLASSES.get(py, T::CLASS)?.call((), Some(&kwargs))
     }
-}
-
-fn op_stats<'py>(py: Python<'py>, op: &OpStats) -> PyResult<Bound<'py, PyAny>> {
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("calls", op.calls)?;
-    kwargs.set_item("failures", op.failures)?;
-    kwargs.set_item("in_flight", op.in_flight)?;
-    kwargs.set_item("peak_in_flight", op.peak_in_flight)?;
-    kwargs.set_item("bytes", op.bytes)?;
-    CLASSES.get(py, "OpStats")?.call((), Some(&kwargs))
-}
-
-/// `anthill.BackendStats` for the counters of a simulated backend.
-pub(crate) fn backend_stats<'py>(py: Python<'py>, stats: &SimStats) -> PyResult<Bound<'py, PyAny>> {
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("reserve", op_stats(py, &stats.reserve)?)?;
-    kwargs.set_item("put", op_stats(py, &stats.put)?)?;
-    kwargs.set_item("durable_put", op_stats(py, &stats.durable_put)?)?;
-    kwargs.set_item("verify", op_stats(py, &stats.verify)?)?;
-    kwargs.set_item("get", op_stats(py, &stats.get)?)?;
-    kwargs.set_item("list", op_stats(py, &stats.list)?)?;
-    kwargs.set_item("delete", op_stats(py, &stats.delete)?)?;
-    kwargs.set_item("pads_reserved", stats.pads_reserved)?;
-    kwargs.set_item("cost", stats.cost)?;
-    kwargs.set_item("pads_deleted", stats.pads_deleted)?;
-    CLASSES.get(py, "BackendStats")?.call((), Some(&kwargs))
 }

@@ -20,7 +20,9 @@ use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal, RollbackCheck};
 use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
-use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
+use crate::pad_store::{self, BackendError, PadStore};
+// The backend types a caller of the store sees (options in, counters out).
+pub use crate::pad_store::{BackendOptions, SimStats, is_url, sim::OpStats};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
