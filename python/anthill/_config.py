@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._anthill import is_url
 from ._errors import InvalidInputError
 
 __all__ = [
@@ -90,20 +91,13 @@ def secret_key_path() -> Path:
 
 
 def to_url(location: str | os.PathLike[str]) -> str:
-    """What to hand the core for ``location``: a URL as it is, a folder path
-    made absolute (``~`` expanded)."""
+    """What to hand the core for ``location``: a URL as it is (the core parses
+    and checks it), a folder path made absolute (``~`` expanded)."""
     text = os.fspath(location)
     if not text.strip():
         raise InvalidInputError("the store location is empty: pass a URL or a folder path")
-    if "://" in text:
+    if is_url(text):
         return text
-    if text.startswith(("sim+", "memory:", "file:", "s3:")):
-        # Only the scheme: the rest may hold credentials.
-        scheme = text.split(":", 1)[0]
-        raise InvalidInputError(
-            f"malformed store URL (starting {scheme + ':'!r}): expected file:///path, "
-            "memory://NAME, s3://bucket/prefix or sim+<url>"
-        )
     return str(Path(text).expanduser().absolute())
 
 

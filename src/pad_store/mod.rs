@@ -17,7 +17,7 @@ mod url;
 pub use self::folder::FolderWriter;
 pub(crate) use self::folder::{create_folder_durably, publish as replace_file};
 pub use self::url::{
-    BackendOptions, CREDENTIAL_OPTIONS, REDACTED, is_credential, open, redact_url,
+    BackendOptions, CREDENTIAL_OPTIONS, REDACTED, is_credential, is_url, open, redact_url,
 };
 pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
 

@@ -206,7 +206,8 @@ async fn open_target(
     if let Some(inner) = base.strip_prefix("sim+") {
         if inner.is_empty() {
             return Err(invalid(
-                "sim+ needs a backend URL after it, like sim+memory://demo?latency_ms=50",
+                "malformed store URL: sim+ needs a backend URL after it, like \
+                 sim+memory://demo?latency_ms=50",
             ));
         }
         let (config, rest) = sim_config(pairs)?;
@@ -218,8 +219,9 @@ async fn open_target(
         Some(scheme) => {
             let rest = &base[scheme.len() + 1..];
             if !rest.starts_with("//") {
+                // Only the scheme: the rest may hold credentials.
                 return Err(invalid(format!(
-                    "malformed backend URL {base:?}: expected {scheme}://…"
+                    "malformed store URL (starting {scheme}:): expected {scheme}://…"
                 )));
             }
             match scheme.to_ascii_lowercase().as_str() {
@@ -233,6 +235,13 @@ async fn open_target(
             }
         }
     }
+}
+
+/// Whether `location` is a URL (with a scheme, or `sim+`) rather than a
+/// folder path.
+pub fn is_url(location: &str) -> bool {
+    let location = location.trim();
+    location.starts_with("sim+") || scheme_of(location).is_some()
 }
 
 /// The scheme of `url` (`memory` in `memory://x`), or `None` for a path. A
