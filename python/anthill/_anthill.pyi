@@ -9,12 +9,12 @@ order. Results are ``bytes``.
 """
 
 import asyncio
-from collections.abc import Callable
-from typing import Any, Protocol, TypeAlias, TypeVar, final
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeAlias, TypeVar, final, overload
 
 from typing_extensions import Buffer
 
-from ._summary import BackendStats, StorageSummary
+from ._summary import BackendStats, CompactReport, ItemInfo, StorageSummary, VerifyReport
 
 __all__ = [
     "CoreCall",
@@ -23,6 +23,9 @@ __all__ = [
     "NativeStore",
     "NativeStreams",
     "__version__",
+    "is_url",
+    "schema",
+    "store_defaults",
 ]
 
 class _ArrayLike(Protocol):
@@ -33,6 +36,18 @@ class _ArrayLike(Protocol):
 _Data: TypeAlias = Buffer | _ArrayLike
 
 __version__: str
+
+def store_defaults() -> dict[str, int]:
+    """The values the core gives the options of ``anthill.open`` left out:
+    ``pad_size``, ``reservation_concurrency``, ``upload_concurrency``,
+    ``download_concurrency``, ``retry_attempts``."""
+
+def is_url(location: str) -> bool:
+    """Whether ``location`` names a store by URL (else it is a folder path)."""
+
+def schema() -> dict[str, list[tuple[str, str]]]:
+    """Every class the core builds in Python (events, reports): its fields
+    and their Python types, in order, as the core declares them."""
 
 _T = TypeVar("_T")
 
@@ -51,6 +66,14 @@ class CoreCall:
 
 _AsyncCall: TypeAlias = tuple[asyncio.Future[_T], CoreCall]
 
+# A method whose operation has an ``*_async`` twin serves both: it takes the
+# caller's event loop first, ``None`` to run to completion (the GIL released)
+# and return the result, an ``EventLoopBridge`` to return an awaitable.
+# Arguments are passed as the user gave them: the core checks them and fills
+# in every default (see ``store_defaults``).
+
+_Callback: TypeAlias = Callable[[Any], Any] | None
+
 @final
 class NativeStore:
     """One open store. Thread-safe; cheap to share."""
@@ -62,13 +85,13 @@ class NativeStore:
         *,
         pad_size: int | None = None,
         max_new_pads: int | None = None,
-        reservation_concurrency: int = 20,
-        upload_concurrency: int = 20,
-        download_concurrency: int = 20,
-        retry_attempts: int = 10,
+        reservation_concurrency: int | None = None,
+        upload_concurrency: int | None = None,
+        download_concurrency: int | None = None,
+        retry_attempts: int | None = None,
         state_dir: str | None = None,
-        allow_rollback: bool = False,
-        backend_options: list[tuple[str, str]] = ...,
+        allow_rollback: object = None,
+        backend_options: Mapping[str, object] | None = None,
     ) -> NativeStore:
         """Opens (creating if needed) the store at ``url`` (a backend URL).
         ``state_dir``: where this machine remembers each store's log position
@@ -76,88 +99,68 @@ class NativeStore:
 
     @property
     def url(self) -> str:
-        """The backend URL."""
+        """The backend URL, credentials redacted."""
 
+    @overload
     def store_item(
         self,
+        event_loop: None,
         key: str,
         data: _Data,
-        callback: Callable[[Any], Any] | None = None,
+        callback: _Callback,
         *,
-        overwrite: bool = False,
-        resume: bool = False,
-        max_new_pads: int | None = None,
-    ) -> None:
-        """Stores ``data`` under ``key``; the callback may not be ``async def``."""
-
-    def store_item_async(
+        overwrite: bool,
+        resume: bool,
+        max_new_pads: int | None,
+    ) -> None: ...
+    @overload
+    def store_item(
         self,
         event_loop: EventLoopBridge,
         key: str,
         data: _Data,
-        callback: Callable[[Any], Any] | None = None,
+        callback: _Callback,
         *,
-        overwrite: bool = False,
-        resume: bool = False,
-        max_new_pads: int | None = None,
-    ) -> _AsyncCall[None]:
-        """Awaitable ``store_item``; the callback may be ``async def``. Must be
-        called with an asyncio event loop running."""
-
-    def fetch_item(self, key: str, callback: Callable[[Any], Any] | None = None) -> bytes:
-        """The data stored under ``key``."""
-
-    def fetch_item_async(
-        self, event_loop: EventLoopBridge, key: str, callback: Callable[[Any], Any] | None = None
-    ) -> _AsyncCall[bytes]:
-        """Awaitable ``fetch_item``."""
-
-    def remove_item(self, key: str) -> None:
-        """Removes ``key``."""
-
-    def remove_item_async(self, event_loop: EventLoopBridge, key: str) -> _AsyncCall[None]:
-        """Awaitable ``remove_item``."""
-
-    def rename_item(self, old: str, new: str, *, overwrite: bool = False) -> None:
-        """Moves the item ``old`` to ``new`` (one index record, no data moved)."""
-
-    def rename_item_async(
-        self, event_loop: EventLoopBridge, old: str, new: str, *, overwrite: bool = False
-    ) -> _AsyncCall[None]:
-        """Awaitable ``rename_item``."""
-
-    def verify(
-        self, deep: bool = True, callback: Callable[[Any], bool | None] | None = None
-    ) -> tuple[int, list[str], list[str], int]:
-        """``(items_checked, damaged keys, missing pad names, pads_checked)``."""
-
-    def compact(
-        self, callback: Callable[[Any], bool | None] | None = None
-    ) -> tuple[int, int, int, int, int]:
-        """``(pads_before, pads_after, bytes_moved, items_moved, pads_released)``."""
-
+        overwrite: bool,
+        resume: bool,
+        max_new_pads: int | None,
+    ) -> _AsyncCall[None]: ...
+    @overload
+    def fetch_item(self, event_loop: None, key: str, callback: _Callback) -> bytes: ...
+    @overload
+    def fetch_item(
+        self, event_loop: EventLoopBridge, key: str, callback: _Callback
+    ) -> _AsyncCall[bytes]: ...
+    @overload
+    def remove_item(self, event_loop: None, key: str) -> None: ...
+    @overload
+    def remove_item(self, event_loop: EventLoopBridge, key: str) -> _AsyncCall[None]: ...
+    @overload
+    def rename_item(self, event_loop: None, old: str, new: str, *, overwrite: bool) -> None: ...
+    @overload
+    def rename_item(
+        self, event_loop: EventLoopBridge, old: str, new: str, *, overwrite: bool
+    ) -> _AsyncCall[None]: ...
+    def verify(self, deep: bool, callback: _Callback) -> VerifyReport: ...
+    def compact(self, callback: _Callback) -> CompactReport: ...
     def pad_usage(self) -> tuple[int, list[tuple[int, int]], int]:
         """``(pad_size, [(ordinal, used bytes)], largest free run)``, from memory."""
 
-    def summary(self) -> StorageSummary:
-        """The allocator's storage summary."""
-
-    def summary_async(self, event_loop: EventLoopBridge) -> _AsyncCall[StorageSummary]:
-        """Awaitable ``summary``."""
-
-    def check_allocation_possible(self, size: int) -> int | None:
-        """``None``, or the new pads a put of ``size`` bytes needs."""
-
-    def check_allocation_possible_async(
+    @overload
+    def summary(self, event_loop: None) -> StorageSummary: ...
+    @overload
+    def summary(self, event_loop: EventLoopBridge) -> _AsyncCall[StorageSummary]: ...
+    @overload
+    def check_allocation_possible(self, event_loop: None, size: int) -> int | None: ...
+    @overload
+    def check_allocation_possible(
         self, event_loop: EventLoopBridge, size: int
-    ) -> _AsyncCall[int | None]:
-        """Awaitable ``check_allocation_possible``."""
-
+    ) -> _AsyncCall[int | None]: ...
     def keys(self) -> list[str]:
         """The committed keys, sorted."""
 
-    def list_items(self) -> list[tuple[str, int, int, int]]:
-        """``(key, size, created, modified)`` of every stored item, sorted by key."""
+    def list_items(self) -> list[ItemInfo]:
+        """Every stored item, sorted by key."""
 
     def contains(self, key: str) -> bool:
         """Whether ``key`` is stored (committed)."""
@@ -165,12 +168,10 @@ class NativeStore:
     def len(self) -> int:
         """The number of stored (committed) keys."""
 
-    def flush(self) -> None:
-        """Writes back every small item held only in the log."""
-
-    def flush_async(self, event_loop: EventLoopBridge) -> _AsyncCall[None]:
-        """Awaitable ``flush``."""
-
+    @overload
+    def flush(self, event_loop: None) -> None: ...
+    @overload
+    def flush(self, event_loop: EventLoopBridge) -> _AsyncCall[None]: ...
     def unflushed_bytes(self) -> int:
         """Bytes of small items held only in the log."""
 
@@ -185,48 +186,51 @@ class NativeStreams:
     """The streaming operations of one store (files, ranges)."""
 
     def __new__(cls, store: NativeStore) -> NativeStreams: ...
+    @overload
     def store_file(
         self,
+        event_loop: None,
         key: str,
-        path: str | None = None,
-        fd: int | None = None,
-        offset: int = 0,
-        callback: Callable[[Any], Any] | None = None,
+        path: str | None,
+        fd: int | None,
+        offset: int,
+        callback: _Callback,
         *,
-        overwrite: bool = False,
-        resume: bool = False,
-        max_new_pads: int | None = None,
+        overwrite: bool,
+        resume: bool,
+        max_new_pads: int | None,
     ) -> None: ...
-    def store_file_async(
+    @overload
+    def store_file(
         self,
         event_loop: EventLoopBridge,
         key: str,
-        path: str | None = None,
-        fd: int | None = None,
-        offset: int = 0,
-        callback: Callable[[Any], Any] | None = None,
+        path: str | None,
+        fd: int | None,
+        offset: int,
+        callback: _Callback,
         *,
-        overwrite: bool = False,
-        resume: bool = False,
-        max_new_pads: int | None = None,
+        overwrite: bool,
+        resume: bool,
+        max_new_pads: int | None,
     ) -> _AsyncCall[None]: ...
+    @overload
+    def fetch_file(
+        self, event_loop: None, key: str, path: str | None, writer: Any, callback: _Callback
+    ) -> int: ...
+    @overload
     def fetch_file(
         self,
-        key: str,
-        path: str | None = None,
-        writer: Any = None,
-        callback: Callable[[Any], Any] | None = None,
-    ) -> int: ...
-    def fetch_file_async(
-        self,
         event_loop: EventLoopBridge,
         key: str,
-        path: str | None = None,
-        writer: Any = None,
-        callback: Callable[[Any], Any] | None = None,
+        path: str | None,
+        writer: Any,
+        callback: _Callback,
     ) -> _AsyncCall[int]: ...
-    def fetch_range(self, key: str, offset: int, length: int) -> bytes: ...
-    def fetch_range_async(
+    @overload
+    def fetch_range(self, event_loop: None, key: str, offset: int, length: int) -> bytes: ...
+    @overload
+    def fetch_range(
         self, event_loop: EventLoopBridge, key: str, offset: int, length: int
     ) -> _AsyncCall[bytes]: ...
     def open_item(self, key: str) -> NativeItemReader: ...

@@ -11,15 +11,15 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator, KeysView, MutableMapping
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, TypeVar
 
 from . import _anthill
 from ._config import default_store_url, resolve_secret, state_dir, to_url
-from ._errors import AnthillError, InvalidInputError
+from ._errors import AnthillError
 from ._events import GetEvent, OperationProgress, PutEvent
 from ._picture import PadPicture, to_html
 from ._progress import Progress
-from ._stream import Dest, ItemReader, Source, dest_args, source_args
+from ._stream import Dest, FileArgs, ItemReader, Source, dest_args, source_args
 from ._summary import BackendStats, CompactReport, ItemInfo, StorageSummary, VerifyReport
 
 if TYPE_CHECKING:
@@ -54,6 +54,28 @@ OperationCallback: TypeAlias = Callable[[OperationProgress], bool | None]
 """A callback of :meth:`Store.verify` and :meth:`Store.compact`: ``False`` cancels."""
 AsyncGetCallback: TypeAlias = Callable[[GetEvent], bool | None | Awaitable[bool | None]]
 """A callback of :meth:`Store.fetch_item_async`: a plain or an ``async def`` callable."""
+
+
+class _PutOptions(TypedDict):
+    overwrite: bool
+    resume: bool
+    max_new_pads: int | None
+
+
+def _put(overwrite: bool, resume: bool, max_new_pads: int | None) -> _PutOptions:
+    """The options of a put, as every put method passes them to the core."""
+    return {"overwrite": overwrite, "resume": resume, "max_new_pads": max_new_pads}
+
+
+@contextmanager
+def _reading(args: FileArgs) -> Iterator[None]:
+    """Closes what a put opened to read its source, however it ends, and marks
+    a file object read to its end when the put succeeds."""
+    try:
+        yield
+        args.done()
+    finally:
+        args.close()
 
 
 @contextmanager
@@ -158,12 +180,7 @@ class Store(MutableMapping[str, bytes]):
         """
         with _operation(callback):
             self._native.store_item(
-                _key(key),
-                data,
-                callback,
-                overwrite=_flag("overwrite", overwrite),
-                resume=_flag("resume", resume),
-                max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
+                None, key, data, callback, **_put(overwrite, resume, max_new_pads)
             )
 
     def fetch_item(self, key: str, callback: GetCallback | None = None) -> bytes:
@@ -175,11 +192,11 @@ class Store(MutableMapping[str, bytes]):
         b'...'
         """
         with _operation(callback):
-            return self._native.fetch_item(_key(key), callback)
+            return self._native.fetch_item(None, key, callback)
 
     def remove_item(self, key: str) -> None:
         """Removes ``key``, freeing its space for reuse. Raises :class:`KeyNotFoundError`."""
-        self._native.remove_item(_key(key))
+        self._native.remove_item(None, key)
 
     async def store_item_async(
         self,
@@ -196,28 +213,17 @@ class Store(MutableMapping[str, bytes]):
         >>> await asyncio.gather(*(store.store_item_async(f"k{i}", b"v") for i in range(10)))
         """
         with _operation(callback):
-            await _complete(
-                self._native.store_item_async(
-                    _event_loop(),
-                    _key(key),
-                    data,
-                    callback,
-                    overwrite=_flag("overwrite", overwrite),
-                    resume=_flag("resume", resume),
-                    max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
-                )
-            )
+            options = _put(overwrite, resume, max_new_pads)
+            await _complete(self._native.store_item(_event_loop(), key, data, callback, **options))
 
     async def fetch_item_async(self, key: str, callback: AsyncGetCallback | None = None) -> bytes:
         """The awaitable :meth:`fetch_item`; ``callback`` may be an ``async def``."""
         with _operation(callback):
-            return await _complete(
-                self._native.fetch_item_async(_event_loop(), _key(key), callback)
-            )
+            return await _complete(self._native.fetch_item(_event_loop(), key, callback))
 
     async def remove_item_async(self, key: str) -> None:
         """The awaitable :meth:`remove_item`."""
-        await _complete(self._native.remove_item_async(_event_loop(), _key(key)))
+        await _complete(self._native.remove_item(_event_loop(), key))
 
     # --- items larger than memory ---------------------------------------------
 
@@ -246,21 +252,10 @@ class Store(MutableMapping[str, bytes]):
         >>> store.store_file("backups/2024.tar", "/data/2024.tar", callback=anthill.progress)
         """
         args = source_args(source)
-        try:
-            with _operation(callback):
-                _anthill.NativeStreams(self._native).store_file(
-                    _key(key),
-                    args.path,
-                    args.fd,
-                    args.offset,
-                    callback,
-                    overwrite=_flag("overwrite", overwrite),
-                    resume=_flag("resume", resume),
-                    max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
-                )
-            args.done()
-        finally:
-            args.close()
+        with _reading(args), _operation(callback):
+            _anthill.NativeStreams(self._native).store_file(
+                None, key, *args.native(), callback, **_put(overwrite, resume, max_new_pads)
+            )
 
     async def store_file_async(
         self,
@@ -274,24 +269,17 @@ class Store(MutableMapping[str, bytes]):
     ) -> None:
         """The awaitable :meth:`store_file` (a stream is spooled in a thread)."""
         args = await asyncio.to_thread(source_args, source)
-        try:
-            with _operation(callback):
-                await _complete(
-                    _anthill.NativeStreams(self._native).store_file_async(
-                        _event_loop(),
-                        _key(key),
-                        args.path,
-                        args.fd,
-                        args.offset,
-                        callback,
-                        overwrite=_flag("overwrite", overwrite),
-                        resume=_flag("resume", resume),
-                        max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
-                    )
+        with _reading(args), _operation(callback):
+            streams = _anthill.NativeStreams(self._native)
+            await _complete(
+                streams.store_file(
+                    _event_loop(),
+                    key,
+                    *args.native(),
+                    callback,
+                    **_put(overwrite, resume, max_new_pads),
                 )
-            args.done()
-        finally:
-            args.close()
+            )
 
     def fetch_file(self, key: str, dest: Dest, callback: GetCallback | None = None) -> int:
         """Writes the item stored under ``key`` to ``dest``; returns the bytes written.
@@ -310,7 +298,7 @@ class Store(MutableMapping[str, bytes]):
         path, writer = dest_args(dest)
         with _operation(callback):
             return _anthill.NativeStreams(self._native).fetch_file(
-                _key(key), path, writer, callback
+                None, key, path, writer, callback
             )
 
     async def fetch_file_async(
@@ -320,8 +308,8 @@ class Store(MutableMapping[str, bytes]):
         path, writer = dest_args(dest)
         with _operation(callback):
             return await _complete(
-                _anthill.NativeStreams(self._native).fetch_file_async(
-                    _event_loop(), _key(key), path, writer, callback
+                _anthill.NativeStreams(self._native).fetch_file(
+                    _event_loop(), key, path, writer, callback
                 )
             )
 
@@ -334,7 +322,7 @@ class Store(MutableMapping[str, bytes]):
         >>> with store.open_item("video.mp4") as f:
         ...     header = f.read(64)
         """
-        native = _anthill.NativeStreams(self._native).open_item(_key(key))
+        native = _anthill.NativeStreams(self._native).open_item(key)
         return ItemReader(native, key)
 
     def fetch_range(self, key: str, offset: int, length: int) -> bytes:
@@ -345,38 +333,32 @@ class Store(MutableMapping[str, bytes]):
 
         >>> store.fetch_range("video.mp4", 0, 1024)
         """
-        return _anthill.NativeStreams(self._native).fetch_range(
-            _key(key), _count("offset", offset, 0), _count("length", length, 0)
-        )
+        return _anthill.NativeStreams(self._native).fetch_range(None, key, offset, length)
 
     async def fetch_range_async(self, key: str, offset: int, length: int) -> bytes:
         """The awaitable :meth:`fetch_range`."""
-        data = await _complete(
-            _anthill.NativeStreams(self._native).fetch_range_async(
-                _event_loop(), _key(key), _count("offset", offset, 0), _count("length", length, 0)
-            )
+        return await _complete(
+            _anthill.NativeStreams(self._native).fetch_range(_event_loop(), key, offset, length)
         )
-        return bytes(data)
 
     # --- the allocator's view --------------------------------------------------
 
     def summary(self) -> StorageSummary:
         """Pads, space (bytes) and item counts, as the allocator sees them now."""
-        return self._native.summary()
+        return self._native.summary(None)
 
     async def summary_async(self) -> StorageSummary:
         """The awaitable :meth:`summary`."""
-        return await _complete(self._native.summary_async(_event_loop()))
+        return await _complete(self._native.summary(_event_loop()))
 
     def check_allocation_possible(self, size: int) -> int | None:
         """``None`` if ``size`` bytes fit in free space, else the number of new
         pads a put of that size would reserve."""
-        return self._native.check_allocation_possible(_count("size", size, 0))
+        return self._native.check_allocation_possible(None, size)
 
     async def check_allocation_possible_async(self, size: int) -> int | None:
         """The awaitable :meth:`check_allocation_possible`."""
-        size = _count("size", size, 0)
-        return await _complete(self._native.check_allocation_possible_async(_event_loop(), size))
+        return await _complete(self._native.check_allocation_possible(_event_loop(), size))
 
     def backend_stats(self) -> BackendStats | None:
         """Operation counters of a simulated (``sim+...``) backend, else ``None``."""
@@ -386,7 +368,7 @@ class Store(MutableMapping[str, bytes]):
 
     def list_items(self) -> list[ItemInfo]:
         """Every stored item with its size and times, sorted by key (reads no data)."""
-        return [ItemInfo(*item) for item in self._native.list_items()]
+        return self._native.list_items()
 
     def keys(self) -> StoreKeys:
         """The stored keys (committed items only), sorted: a snapshot."""
@@ -396,15 +378,15 @@ class Store(MutableMapping[str, bytes]):
         return isinstance(key, str) and self._native.contains(key)
 
     def __getitem__(self, key: str) -> bytes:
-        return self._native.fetch_item(_key(key), None)
+        return self._native.fetch_item(None, key, None)
 
     def __setitem__(self, key: str, data: _Data) -> None:
         self._native.store_item(
-            _key(key), data, None, overwrite=True, resume=False, max_new_pads=None
+            None, key, data, None, overwrite=True, resume=False, max_new_pads=None
         )
 
     def __delitem__(self, key: str) -> None:
-        self._native.remove_item(_key(key))
+        self._native.remove_item(None, key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._native.keys())
@@ -423,15 +405,11 @@ class Store(MutableMapping[str, bytes]):
 
         >>> store.rename_item("draft", "final")
         """
-        self._native.rename_item(_key(old), _key(new), overwrite=_flag("overwrite", overwrite))
+        self._native.rename_item(None, old, new, overwrite=overwrite)
 
     async def rename_item_async(self, old: str, new: str, *, overwrite: bool = False) -> None:
         """The awaitable :meth:`rename_item`."""
-        await _complete(
-            self._native.rename_item_async(
-                _event_loop(), _key(old), _key(new), overwrite=_flag("overwrite", overwrite)
-            )
-        )
+        await _complete(self._native.rename_item(_event_loop(), old, new, overwrite=overwrite))
 
     def verify(self, deep: bool = True, callback: OperationCallback | None = None) -> VerifyReport:
         """Checks the store without changing it: every pad the index knows
@@ -445,8 +423,7 @@ class Store(MutableMapping[str, bytes]):
         >>> report.ok, report.damaged, report.missing_pads
         (True, [], [])
         """
-        items, damaged, missing, pads = self._native.verify(_flag("deep", deep), callback)
-        return VerifyReport(items, damaged, missing, pads)
+        return self._native.verify(deep, callback)
 
     def compact(self, callback: OperationCallback | None = None) -> CompactReport:
         """Moves live items out of the least-used pads into free space of the
@@ -460,7 +437,7 @@ class Store(MutableMapping[str, bytes]):
         >>> report = store.compact()
         >>> print(f"{report.pads_before} -> {report.pads_after} pads")
         """
-        return CompactReport(*self._native.compact(callback))
+        return self._native.compact(callback)
 
     def _pad_picture(self) -> PadPicture:
         """How full each pad is, from the memory map (no backend call)."""
@@ -486,11 +463,11 @@ class Store(MutableMapping[str, bytes]):
         written later, in the background; ``flush`` does it now. ``close()``
         and the interpreter's exit flush too.
         """
-        self._native.flush()
+        self._native.flush(None)
 
     async def flush_async(self) -> None:
         """The awaitable :meth:`flush`."""
-        await _complete(self._native.flush_async(_event_loop()))
+        await _complete(self._native.flush(_event_loop()))
 
     def unflushed_bytes(self) -> int:
         """Bytes of small items committed in the log and not yet written back
@@ -565,51 +542,16 @@ async def _complete(call: tuple[asyncio.Future[_T], _anthill.CoreCall]) -> _T:
         raise
 
 
-def _key(key: object) -> str:
-    """A key as the core takes it; any other type is an :class:`InvalidInputError`."""
-    if not isinstance(key, str):
-        raise InvalidInputError(f"key must be str, got {type(key).__name__}")
-    return key
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInputError(f"{name} must be True or False, got {type(value).__name__}")
-    return value
-
-
-def _count(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise InvalidInputError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _optional_count(name: str, value: int | None, minimum: int) -> int | None:
-    return None if value is None else _count(name, value, minimum)
-
-
-def _option_text(name: str, value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        return str(value)
-    raise InvalidInputError(
-        f"backend option {name} must be str, int, float or bool, got {type(value).__name__}"
-    )
-
-
 def open(
     url: str | os.PathLike[str] | None = None,
     *,
     secret: str | bytes | None = None,
     pad_size: int | None = None,
     max_new_pads: int | None = None,
-    reservation_concurrency: int = 20,
-    upload_concurrency: int = 20,
-    download_concurrency: int = 20,
-    retry_attempts: int = 10,
+    reservation_concurrency: int | None = None,
+    upload_concurrency: int | None = None,
+    download_concurrency: int | None = None,
+    retry_attempts: int | None = None,
     allow_rollback: bool = False,
     **backend_options: str | float | bool,
 ) -> Store:
@@ -620,10 +562,14 @@ def open(
     ``None`` opens ``$ANTHILL_STORE`` or the default store in your data folder.
     ``secret`` (str or bytes): else ``$ANTHILL_SECRET``, else a key file made on
     first use in your config folder. ``pad_size`` (bytes) applies to a new store
-    (default 4 MiB); ``max_new_pads`` caps the new pads of every put; the
-    concurrency limits and ``retry_attempts`` tune backend traffic. Further
-    keyword arguments go to the backend (for S3: ``endpoint``, ``region``,
-    ``access_key_id``, ``secret_access_key``, ...).
+    (default {pad_size}); ``max_new_pads`` caps the new pads of every put; the
+    concurrency limits (backend calls in flight: reservations, uploads and
+    downloads, default {reservation_concurrency}, {upload_concurrency} and
+    {download_concurrency}) and ``retry_attempts`` (attempts per backend call,
+    default {retry_attempts}) tune backend traffic. An option left out or
+    ``None`` takes its default. Further keyword arguments go to the backend
+    (for S3: ``endpoint``, ``region``, ``access_key_id``,
+    ``secret_access_key``, ...).
 
     This machine remembers how far it has seen each store's log (in your state
     folder); a store that is behind that, or whose history differs, was rolled
@@ -641,16 +587,27 @@ def open(
     native = _anthill.NativeStore.open(
         location,
         resolve_secret(secret),
-        pad_size=_optional_count("pad_size", pad_size, 1),
-        max_new_pads=_optional_count("max_new_pads", max_new_pads, 0),
-        reservation_concurrency=_count("reservation_concurrency", reservation_concurrency, 1),
-        upload_concurrency=_count("upload_concurrency", upload_concurrency, 1),
-        download_concurrency=_count("download_concurrency", download_concurrency, 1),
-        retry_attempts=_count("retry_attempts", retry_attempts, 0),
+        pad_size=pad_size,
+        max_new_pads=max_new_pads,
+        reservation_concurrency=reservation_concurrency,
+        upload_concurrency=upload_concurrency,
+        download_concurrency=download_concurrency,
+        retry_attempts=retry_attempts,
         state_dir=str(state_dir()),
-        allow_rollback=bool(allow_rollback),
-        backend_options=[
-            (name, _option_text(name, value)) for name, value in backend_options.items()
-        ],
+        allow_rollback=allow_rollback,
+        backend_options=backend_options,
     )
     return Store(native)
+
+
+def _documented_defaults() -> dict[str, str]:
+    """The core's defaults of the options of :func:`open`, as its docstring shows them."""
+    values = _anthill.store_defaults()
+    shown = {name: str(value) for name, value in values.items()}
+    pad_size = values["pad_size"]
+    shown["pad_size"] = f"{pad_size >> 20} MiB" if pad_size % (1 << 20) == 0 else f"{pad_size} B"
+    return shown
+
+
+# The defaults live in the core; the docstring shows them as it has them.
+open.__doc__ = (open.__doc__ or "").format(**_documented_defaults())

@@ -52,6 +52,10 @@ class FileArgs:
         self.file_object: IO[bytes] | None = None
         self.spool: IO[bytes] | None = None
 
+    def native(self) -> tuple[str | None, int | None, int]:
+        """``(path, fd, offset)``, the core's arguments for the source."""
+        return self.path, self.fd, self.offset
+
     def close(self) -> None:
         if self.spool is not None:
             self.spool.close()

@@ -251,3 +251,17 @@ mod export {
         None
     }
 }
+
+/// Bytes the core read (a range of an item), on their way to Python as
+/// `bytes` (one copy, into the new object).
+pub(crate) struct BytesResult(pub Bytes);
+
+impl<'py> IntoPyObject<'py> for BytesResult {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}

@@ -21,6 +21,7 @@ use pyo3_async_runtimes::TaskLocals;
 
 use super::errors::{callback_failed, invalid_input};
 use super::events::IntoPyEvent;
+use super::runtime::EventLoopBridge;
 use crate::error::{Error, Result};
 use crate::events::Callback;
 
@@ -50,6 +51,20 @@ pub(crate) fn check_callable(callback: &Option<Py<PyAny>>, py: Python<'_>) -> Py
             ))
         }
         _ => Ok(()),
+    }
+}
+
+/// The core callback for `callable` in a call made with `event_loop` (an
+/// `*_async` method) or without (a sync one), after checking it is callable.
+pub(crate) fn callback_for<E: IntoPyEvent>(
+    py: Python<'_>,
+    event_loop: Option<&EventLoopBridge>,
+    callable: Option<Py<PyAny>>,
+) -> PyResult<Option<Callback<E>>> {
+    check_callable(&callable, py)?;
+    match event_loop {
+        None => Ok(bridge(callable, CallMode::Blocking)),
+        Some(_) => bridge_on_loop(py, callable),
     }
 }
 

@@ -3,15 +3,19 @@
 //! decision is the core's. The pure-Python package in `python/anthill/` wraps
 //! this module (its `Store` class, events, exceptions, progress bars, CLI).
 //!
-//! - [`store`]: the `NativeStore` class, a sync and an async method per operation.
+//! - [`store`]: the `NativeStore` class, one method per operation serving
+//!   both its sync and its `*_async` form; [`stream`]: the streaming ones.
+//! - [`args`]: Python arguments as core types (keys, flags, counts).
 //! - [`runtime`]: running core futures with the GIL released (sync) or as
 //!   asyncio futures completed in batches per event loop (async), on
 //!   pyo3-async-runtimes' one tokio runtime.
 //! - [`callback`]: a Python callable as a core [`crate::Callback`].
-//! - [`events`], [`summary`]: core values as instances of the Python classes.
+//! - [`events`], [`summary`]: core values as instances of the Python classes,
+//!   and [`schema`], their fields for the tests that compare the two sides.
 //! - [`errors`]: core errors as the exceptions of `anthill._errors`.
 //! - [`buffer`]: any Python buffer as `bytes::Bytes`, without a copy.
 
+mod args;
 mod buffer;
 mod callback;
 mod errors;
@@ -23,7 +27,7 @@ mod summary;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyDict, PyType};
 
 /// Python classes of one module of the package, imported on first use.
 ///
@@ -62,12 +66,36 @@ impl<const N: usize> ClassCache<N> {
 }
 
 /// The extension's own allocations (not Python's) go through mimalloc. It
-/// keeps blocks of one size together, which the memory map of a large store
-/// (many short lists, one per pad) reads faster: with 10^6 items an
-/// allocation or free costs about 15% less than with the system allocator
-/// (P3 in docs/benchmarks.md; the benchmarks use it too).
+/// keeps blocks of one size together, which suits the memory map of a large
+/// store (many short lists, one per pad); docs/benchmarks.md measures the
+/// difference, and the benchmarks use it too.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Every class the core builds in Python (events and reports) with its
+/// fields and their Python types, in order, as the core declares them.
+#[pyfunction]
+fn schema(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let classes = PyDict::new(py);
+    for schema in events::EVENT_SCHEMAS.iter().copied().flatten() {
+        let fields: Vec<(&str, &str)> = schema
+            .fields
+            .iter()
+            .map(|(name, kind)| (*name, events::python_type(*kind)))
+            .collect();
+        classes.set_item(schema.name, fields)?;
+    }
+    for (name, fields) in summary::REPORT_SCHEMAS {
+        classes.set_item(name, fields.to_vec())?;
+    }
+    Ok(classes)
+}
+
+/// Whether `location` names a store by URL (else it is a folder path).
+#[pyfunction]
+fn is_url(location: &str) -> bool {
+    crate::store::is_url(location)
+}
 
 #[pymodule]
 fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -81,6 +109,9 @@ fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<stream::NativeItemReader>()?;
     module.add_class::<runtime::EventLoopBridge>()?;
     module.add_class::<runtime::CoreCall>()?;
+    module.add_function(wrap_pyfunction!(schema, module)?)?;
+    module.add_function(wrap_pyfunction!(is_url, module)?)?;
+    module.add_function(wrap_pyfunction!(store::store_defaults, module)?)?;
     let exit_hook = wrap_pyfunction!(runtime::wait_for_async_calls, module)?;
     module
         .py()

@@ -147,8 +147,9 @@ pub(crate) fn wait_for_async_calls(py: Python<'_>) {
 /// outcome into Python and setting its future. So a burst of gathered calls
 /// costs one wake-up, and no tokio thread waits for the GIL while the loop's
 /// thread runs Python. (pyo3-async-runtimes takes the GIL on the tokio thread
-/// and calls `call_soon_threadsafe` for every call, which held gathered
-/// calls to about 10,000 a second.) Loops without `add_reader` (Windows'
+/// and calls `call_soon_threadsafe` for every call, which made each
+/// gathered call wait its turn for the GIL; docs/benchmarks.md has the
+/// figures.) Loops without `add_reader` (Windows'
 /// proactor loop) are woken with `call_soon_threadsafe`, once per batch.
 ///
 /// It holds its loop weakly: `anthill._store` keeps one bridge per loop in a
@@ -368,4 +369,40 @@ where
             task: task.abort_handle(),
         },
     ))
+}
+
+/// What a call does to its store, which decides whether a callback may make
+/// it from inside another call (see [`block_on`] and [`block_on_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Change,
+}
+
+/// The event loop a method serving both twins is called with (`None`: the
+/// sync method).
+pub(crate) type EventLoop<'a> = Option<PyRef<'a, EventLoopBridge>>;
+
+/// What such a method returns: the result itself (sync), or the
+/// [`AsyncCall`] of the twin.
+pub(crate) type Answer = PyResult<Py<PyAny>>;
+
+/// Runs `future` for a method that serves a sync method and its `*_async`
+/// twin at once: without an event loop to completion on this thread (GIL
+/// released), with one as an awaitable of that loop ([`AsyncCall`]).
+pub(crate) fn call<F, T>(
+    py: Python<'_>,
+    event_loop: EventLoop<'_>,
+    access: Access,
+    future: F,
+) -> Answer
+where
+    F: Future<Output = Result<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    match (event_loop, access) {
+        (Some(bridge), _) => awaitable(py, &bridge, future)?.into_py_any(py),
+        (None, Access::Read) => block_on_read(py, future)?.into_py_any(py),
+        (None, Access::Change) => block_on(py, future)?.into_py_any(py),
+    }
 }

@@ -1,18 +1,20 @@
-//! `anthill._anthill.NativeStore`: one [`Store`] and, per operation, a sync
-//! method (GIL released while it runs) and an `*_async` twin (an asyncio
-//! awaitable). Arguments are converted and the store handle cloned before the
-//! GIL is let go; the core decides everything else.
+//! `anthill._anthill.NativeStore`: one [`Store`] and a method per operation.
+//! A method whose operation has an `*_async` twin takes the caller's event
+//! loop first: `None` runs it to completion with the GIL released (the sync
+//! method), a bridge returns an asyncio awaitable (the twin). Arguments are
+//! converted and the store handle cloned before the GIL is let go; the core
+//! decides everything else, defaults and limits included.
 
-use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::PyDict;
 
+use super::args;
+use super::args::Arg;
 use super::buffer::{BytesOut, bytes_from_py};
-use super::callback::{CallMode, bridge, bridge_on_loop, check_callable};
-use super::runtime::{AsyncCall, EventLoopBridge, awaitable, block_on, block_on_read};
-use super::summary::{SummaryOut, backend_stats};
-use crate::pad_store::BackendOptions;
-use crate::store::{CompactReport, PutOptions, Store, StoreOptions, VerifyReport};
+use super::callback::callback_for;
+use super::runtime::{Access, Answer, EventLoop, block_on, call};
+use super::summary::Out;
+use crate::store::{BackendOptions, DEFAULT_PAD_SIZE, PutOptions, Store, StoreOptions};
 
 /// An open store, wrapped by the pure-Python `anthill.Store`.
 #[pyclass(module = "anthill._anthill", frozen)]
@@ -20,33 +22,42 @@ pub(crate) struct NativeStore {
     pub(crate) store: Store,
 }
 
-/// The arguments of a put, converted while attached to Python.
-struct PutCall {
-    data: Bytes,
-    options: PutOptions,
+/// The options of a put, from the keyword arguments of `store_item` and
+/// `store_file`.
+pub(crate) fn put_options(
+    overwrite: &Arg<'_>,
+    resume: &Arg<'_>,
+    max_new_pads: Option<&Arg<'_>>,
+) -> PyResult<PutOptions> {
+    Ok(PutOptions {
+        overwrite: args::flag("overwrite", overwrite)?,
+        resume: args::flag("resume", resume)?,
+        max_new_pads: args::optional_count("max_new_pads", max_new_pads)?,
+    })
 }
 
-fn put_call(
-    py: Python<'_>,
-    data: &Bound<'_, PyAny>,
-    callback: &Option<Py<PyAny>>,
-    overwrite: bool,
-    resume: bool,
-    max_new_pads: Option<u64>,
-) -> PyResult<PutCall> {
-    check_callable(callback, py)?;
-    Ok(PutCall {
-        data: bytes_from_py(data)?,
-        options: PutOptions {
-            overwrite,
-            resume,
-            max_new_pads,
-        },
-    })
+/// The store options a caller leaves out, as `anthill.open` documents them.
+#[pyfunction]
+pub(crate) fn store_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let StoreOptions {
+        reservation_concurrency,
+        upload_concurrency,
+        download_concurrency,
+        retry_attempts,
+        ..
+    } = StoreOptions::default();
+    let defaults = PyDict::new(py);
+    defaults.set_item("pad_size", DEFAULT_PAD_SIZE)?;
+    defaults.set_item("reservation_concurrency", reservation_concurrency)?;
+    defaults.set_item("upload_concurrency", upload_concurrency)?;
+    defaults.set_item("download_concurrency", download_concurrency)?;
+    defaults.set_item("retry_attempts", retry_attempts)?;
+    Ok(defaults)
 }
 
 #[pymethods]
 impl NativeStore {
+    /// Every option but `url` and `secret` may be `None`: the core's default.
     #[staticmethod]
     #[pyo3(signature = (
         url,
@@ -54,46 +65,60 @@ impl NativeStore {
         *,
         pad_size = None,
         max_new_pads = None,
-        reservation_concurrency = 20,
-        upload_concurrency = 20,
-        download_concurrency = 20,
-        retry_attempts = 10,
+        reservation_concurrency = None,
+        upload_concurrency = None,
+        download_concurrency = None,
+        retry_attempts = None,
         state_dir = None,
-        allow_rollback = false,
-        backend_options = Vec::new(),
+        allow_rollback = None,
+        backend_options = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn open(
         py: Python<'_>,
         url: String,
         secret: Vec<u8>,
-        pad_size: Option<u64>,
-        max_new_pads: Option<u64>,
-        reservation_concurrency: usize,
-        upload_concurrency: usize,
-        download_concurrency: usize,
-        retry_attempts: u32,
+        pad_size: Option<&Arg<'_>>,
+        max_new_pads: Option<&Arg<'_>>,
+        reservation_concurrency: Option<&Arg<'_>>,
+        upload_concurrency: Option<&Arg<'_>>,
+        download_concurrency: Option<&Arg<'_>>,
+        retry_attempts: Option<&Arg<'_>>,
         state_dir: Option<std::path::PathBuf>,
-        allow_rollback: bool,
-        backend_options: Vec<(String, String)>,
+        allow_rollback: Option<&Arg<'_>>,
+        backend_options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let defaults = StoreOptions::default();
         let options = StoreOptions {
             secret,
-            pad_size,
-            max_new_pads,
-            reservation_concurrency,
-            upload_concurrency,
-            download_concurrency,
-            retry_attempts,
+            pad_size: args::optional_count("pad_size", pad_size)?,
+            max_new_pads: args::optional_count("max_new_pads", max_new_pads)?,
+            reservation_concurrency: args::optional_count(
+                "reservation_concurrency",
+                reservation_concurrency,
+            )?
+            .unwrap_or(defaults.reservation_concurrency),
+            upload_concurrency: args::optional_count("upload_concurrency", upload_concurrency)?
+                .unwrap_or(defaults.upload_concurrency),
+            download_concurrency: args::optional_count(
+                "download_concurrency",
+                download_concurrency,
+            )?
+            .unwrap_or(defaults.download_concurrency),
+            retry_attempts: args::optional_count("retry_attempts", retry_attempts)?
+                .unwrap_or(defaults.retry_attempts),
             backend: BackendOptions {
-                options: backend_options,
+                options: args::backend_options(backend_options)?,
             },
             state_dir,
-            allow_rollback,
-            ..StoreOptions::default()
+            allow_rollback: match allow_rollback {
+                Some(allow) => allow.is_truthy()?,
+                None => defaults.allow_rollback,
+            },
+            ..defaults
         };
         let store = block_on(py, async move { Store::open(&url, options).await })?;
-        // Without the query, which may hold credentials.
+        // The location only: the query's options add nothing here.
         let location = store.url().split('?').next().unwrap_or_default();
         log::debug!("opened the store at {location}");
         Ok(Self { store })
@@ -104,170 +129,85 @@ impl NativeStore {
         self.store.url()
     }
 
-    #[pyo3(signature = (key, data, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
+    #[pyo3(signature = (event_loop, key, data, callback, *, overwrite, resume, max_new_pads))]
     #[allow(clippy::too_many_arguments)]
     fn store_item(
         &self,
         py: Python<'_>,
-        key: String,
-        data: &Bound<'_, PyAny>,
+        event_loop: EventLoop<'_>,
+        key: &Arg<'_>,
+        data: &Arg<'_>,
         callback: Option<Py<PyAny>>,
-        overwrite: bool,
-        resume: bool,
-        max_new_pads: Option<u64>,
-    ) -> PyResult<()> {
-        let call = put_call(py, data, &callback, overwrite, resume, max_new_pads)?;
-        let callback = bridge(callback, CallMode::Blocking);
+        overwrite: &Arg<'_>,
+        resume: &Arg<'_>,
+        max_new_pads: Option<&Arg<'_>>,
+    ) -> Answer {
+        let key = args::key(key)?;
+        let options = put_options(overwrite, resume, max_new_pads)?;
+        let data = bytes_from_py(data)?;
+        let callback = callback_for(py, event_loop.as_deref(), callback)?;
         let store = self.store.clone();
-        block_on(py, async move {
-            store
-                .store_item(&key, call.data, call.options, callback)
-                .await
+        call(py, event_loop, Access::Change, async move {
+            store.store_item(&key, data, options, callback).await
         })
     }
 
-    #[pyo3(signature = (event_loop, key, data, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn store_item_async<'py>(
-        &self,
-        py: Python<'py>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        key: String,
-        data: &Bound<'py, PyAny>,
-        callback: Option<Py<PyAny>>,
-        overwrite: bool,
-        resume: bool,
-        max_new_pads: Option<u64>,
-    ) -> PyResult<AsyncCall> {
-        let call = put_call(py, data, &callback, overwrite, resume, max_new_pads)?;
-        let callback = bridge_on_loop(py, callback)?;
-        let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
-            store
-                .store_item(&key, call.data, call.options, callback)
-                .await
-        })
-    }
-
-    #[pyo3(signature = (key, callback = None))]
-    fn fetch_item<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        check_callable(&callback, py)?;
-        let callback = bridge(callback, CallMode::Blocking);
-        let store = self.store.clone();
-        let data = block_on_read(py, async move {
-            store.fetch_item_into(&key, BytesOut::new, callback).await
-        })?;
-        data.into_pyobject(py)
-    }
-
-    #[pyo3(signature = (event_loop, key, callback = None))]
-    fn fetch_item_async(
+    #[pyo3(signature = (event_loop, key, callback))]
+    fn fetch_item(
         &self,
         py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        key: String,
+        event_loop: EventLoop<'_>,
+        key: &Arg<'_>,
         callback: Option<Py<PyAny>>,
-    ) -> PyResult<AsyncCall> {
-        check_callable(&callback, py)?;
-        let callback = bridge_on_loop(py, callback)?;
+    ) -> Answer {
+        let key = args::key(key)?;
+        let callback = callback_for(py, event_loop.as_deref(), callback)?;
         let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
+        call(py, event_loop, Access::Read, async move {
             store.fetch_item_into(&key, BytesOut::new, callback).await
         })
     }
 
-    fn remove_item(&self, py: Python<'_>, key: String) -> PyResult<()> {
+    fn remove_item(&self, py: Python<'_>, event_loop: EventLoop<'_>, key: &Arg<'_>) -> Answer {
+        let key = args::key(key)?;
         let store = self.store.clone();
-        block_on(py, async move { store.remove_item(&key).await })
+        call(py, event_loop, Access::Change, async move {
+            store.remove_item(&key).await
+        })
     }
 
-    fn remove_item_async(
-        &self,
-        py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        key: String,
-    ) -> PyResult<AsyncCall> {
-        let store = self.store.clone();
-        awaitable(
-            py,
-            &event_loop,
-            async move { store.remove_item(&key).await },
-        )
-    }
-
-    #[pyo3(signature = (old, new, *, overwrite = false))]
+    #[pyo3(signature = (event_loop, old, new, *, overwrite))]
     fn rename_item(
         &self,
         py: Python<'_>,
-        old: String,
-        new: String,
-        overwrite: bool,
-    ) -> PyResult<()> {
+        event_loop: EventLoop<'_>,
+        old: &Arg<'_>,
+        new: &Arg<'_>,
+        overwrite: &Arg<'_>,
+    ) -> Answer {
+        let (old, new) = (args::key(old)?, args::key(new)?);
+        let overwrite = args::flag("overwrite", overwrite)?;
         let store = self.store.clone();
-        block_on(
-            py,
-            async move { store.rename_item(&old, &new, overwrite).await },
-        )
-    }
-
-    #[pyo3(signature = (event_loop, old, new, *, overwrite = false))]
-    fn rename_item_async(
-        &self,
-        py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        old: String,
-        new: String,
-        overwrite: bool,
-    ) -> PyResult<AsyncCall> {
-        let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
+        call(py, event_loop, Access::Change, async move {
             store.rename_item(&old, &new, overwrite).await
         })
     }
 
-    /// `(items_checked, damaged keys, missing pad names, pads_checked)`.
-    #[pyo3(signature = (deep = true, callback = None))]
-    fn verify(
-        &self,
-        py: Python<'_>,
-        deep: bool,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<(u64, Vec<String>, Vec<String>, u64)> {
-        check_callable(&callback, py)?;
-        let callback = bridge(callback, CallMode::Blocking);
+    fn verify(&self, py: Python<'_>, deep: &Arg<'_>, callback: Option<Py<PyAny>>) -> Answer {
+        let deep = args::flag("deep", deep)?;
+        let callback = callback_for(py, None, callback)?;
         let store = self.store.clone();
-        let report: VerifyReport = block_on(py, async move { store.verify(deep, callback).await })?;
-        Ok((
-            report.items_checked,
-            report.damaged,
-            report.missing_pads,
-            report.pads_checked,
-        ))
+        call(py, None, Access::Change, async move {
+            store.verify(deep, callback).await.map(Out)
+        })
     }
 
-    /// `(pads_before, pads_after, bytes_moved, items_moved, pads_released)`.
-    #[pyo3(signature = (callback = None))]
-    fn compact(
-        &self,
-        py: Python<'_>,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<(u64, u64, u64, u64, u64)> {
-        check_callable(&callback, py)?;
-        let callback = bridge(callback, CallMode::Blocking);
+    fn compact(&self, py: Python<'_>, callback: Option<Py<PyAny>>) -> Answer {
+        let callback = callback_for(py, None, callback)?;
         let store = self.store.clone();
-        let report: CompactReport = block_on(py, async move { store.compact(callback).await })?;
-        Ok((
-            report.pads_before,
-            report.pads_after,
-            report.bytes_moved,
-            report.items_moved,
-            report.pads_released,
-        ))
+        call(py, None, Access::Change, async move {
+            store.compact(callback).await.map(Out)
+        })
     }
 
     /// `(pad_size, [(ordinal, used bytes)], largest free run)`, from memory.
@@ -277,95 +217,75 @@ impl NativeStore {
         Ok((usage.pad_size, usage.pads, usage.largest_free))
     }
 
-    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn summary(&self, py: Python<'_>, event_loop: EventLoop<'_>) -> Answer {
         let store = self.store.clone();
-        let summary = block_on_read(py, async move { store.summary().await })?;
-        SummaryOut(summary).into_pyobject(py)
-    }
-
-    fn summary_async(
-        &self,
-        py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-    ) -> PyResult<AsyncCall> {
-        let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
-            store.summary().await.map(SummaryOut)
+        call(py, event_loop, Access::Read, async move {
+            store.summary().await.map(Out)
         })
     }
 
-    fn check_allocation_possible(&self, py: Python<'_>, size: u64) -> PyResult<Option<u64>> {
-        let store = self.store.clone();
-        block_on_read(
-            py,
-            async move { store.check_allocation_possible(size).await },
-        )
-    }
-
-    fn check_allocation_possible_async(
+    fn check_allocation_possible(
         &self,
         py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        size: u64,
-    ) -> PyResult<AsyncCall> {
+        event_loop: EventLoop<'_>,
+        size: &Arg<'_>,
+    ) -> Answer {
+        let size: u64 = args::count("size", size)?;
         let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
+        call(py, event_loop, Access::Read, async move {
             store.check_allocation_possible(size).await
         })
     }
 
-    fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+    fn keys(&self, py: Python<'_>) -> Answer {
         let store = self.store.clone();
-        block_on_read(py, async move { store.keys().await })
+        call(py, None, Access::Read, async move { store.keys().await })
     }
 
-    /// `(key, size, created, modified)` of every stored item, sorted by key.
-    fn list_items(&self, py: Python<'_>) -> PyResult<Vec<(String, u64, u64, u64)>> {
+    /// Every stored item as an `anthill.ItemInfo`, sorted by key.
+    fn list_items(&self, py: Python<'_>) -> Answer {
         let store = self.store.clone();
-        let items = block_on_read(py, async move { store.list_items().await })?;
-        Ok(items
-            .into_iter()
-            .map(|item| (item.key, item.size, item.created, item.modified))
-            .collect())
+        call(py, None, Access::Read, async move {
+            let items = store.list_items().await?;
+            Ok(items.into_iter().map(Out).collect::<Vec<_>>())
+        })
     }
 
-    fn contains(&self, py: Python<'_>, key: String) -> PyResult<bool> {
+    fn contains(&self, py: Python<'_>, key: String) -> Answer {
         let store = self.store.clone();
-        block_on_read(py, async move { store.contains(&key).await })
+        call(
+            py,
+            None,
+            Access::Read,
+            async move { store.contains(&key).await },
+        )
     }
 
-    fn len(&self, py: Python<'_>) -> PyResult<u64> {
+    fn len(&self, py: Python<'_>) -> Answer {
         let store = self.store.clone();
-        block_on_read(py, async move { store.len().await })
+        call(py, None, Access::Read, async move { store.len().await })
     }
 
-    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+    fn flush(&self, py: Python<'_>, event_loop: EventLoop<'_>) -> Answer {
         let store = self.store.clone();
-        block_on(py, async move { store.flush().await })
-    }
-
-    fn flush_async(
-        &self,
-        py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-    ) -> PyResult<AsyncCall> {
-        let store = self.store.clone();
-        awaitable(py, &event_loop, async move { store.flush().await })
+        call(py, event_loop, Access::Change, async move {
+            store.flush().await
+        })
     }
 
     fn unflushed_bytes(&self) -> u64 {
         self.store.log_only_bytes()
     }
 
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
+    fn close(&self, py: Python<'_>) -> Answer {
         let store = self.store.clone();
-        block_on(py, async move { store.close().await })
+        call(py, None, Access::Change, async move { store.close().await })
     }
 
     fn backend_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.store
             .backend_stats()
-            .map(|stats| backend_stats(py, &stats))
+            .map(|stats| Out(stats).into_pyobject(py))
             .transpose()
     }
 

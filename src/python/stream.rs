@@ -10,13 +10,16 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::callback::{CallMode, bridge, bridge_on_loop, check_callable};
+use super::args;
+use super::args::Arg;
+use super::buffer::BytesResult;
+use super::callback::callback_for;
 use super::errors::callback_failed;
-use super::runtime::{AsyncCall, EventLoopBridge, awaitable, block_on, block_on_read};
-use super::store::NativeStore;
+use super::runtime::{Access, Answer, EventLoop, block_on_read, call};
+use super::store::{NativeStore, put_options};
 use crate::allocator::{ChunkSink, FileSource};
 use crate::error::{Error, Result};
-use crate::store::{ItemHandle, PutOptions, Store};
+use crate::store::{ItemHandle, Store};
 
 /// A put's source: a path, or a descriptor of an open regular file read
 /// from `offset` (duplicated here: the caller may close its own).
@@ -82,78 +85,49 @@ impl NativeStreams {
         }
     }
 
-    #[pyo3(signature = (key, path = None, fd = None, offset = 0, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
+    /// Stores the file at `path`, or the open file `fd` from `offset`.
+    /// `event_loop` as for `NativeStore.store_item`.
+    #[pyo3(signature = (event_loop, key, path, fd, offset, callback, *, overwrite, resume, max_new_pads))]
     #[allow(clippy::too_many_arguments)]
     fn store_file(
         &self,
         py: Python<'_>,
-        key: String,
+        event_loop: EventLoop<'_>,
+        key: &Arg<'_>,
         path: Option<PathBuf>,
         fd: Option<RawFd>,
         offset: u64,
         callback: Option<Py<PyAny>>,
-        overwrite: bool,
-        resume: bool,
-        max_new_pads: Option<u64>,
-    ) -> PyResult<()> {
-        check_callable(&callback, py)?;
+        overwrite: &Arg<'_>,
+        resume: &Arg<'_>,
+        max_new_pads: Option<&Arg<'_>>,
+    ) -> Answer {
+        let key = args::key(key)?;
+        let options = put_options(overwrite, resume, max_new_pads)?;
+        let callback = callback_for(py, event_loop.as_deref(), callback)?;
         let source = file_source(path, fd, offset)?;
-        let options = PutOptions {
-            overwrite,
-            resume,
-            max_new_pads,
-        };
-        let callback = bridge(callback, CallMode::Blocking);
         let store = self.store.clone();
-        block_on(py, async move {
-            store.store_file(&key, source, options, callback).await
-        })
-    }
-
-    #[pyo3(signature = (event_loop, key, path = None, fd = None, offset = 0, callback = None, *, overwrite = false, resume = false, max_new_pads = None))]
-    #[allow(clippy::too_many_arguments)]
-    fn store_file_async(
-        &self,
-        py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        key: String,
-        path: Option<PathBuf>,
-        fd: Option<RawFd>,
-        offset: u64,
-        callback: Option<Py<PyAny>>,
-        overwrite: bool,
-        resume: bool,
-        max_new_pads: Option<u64>,
-    ) -> PyResult<AsyncCall> {
-        check_callable(&callback, py)?;
-        let source = file_source(path, fd, offset)?;
-        let options = PutOptions {
-            overwrite,
-            resume,
-            max_new_pads,
-        };
-        let callback = bridge_on_loop(py, callback)?;
-        let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
+        call(py, event_loop, Access::Change, async move {
             store.store_file(&key, source, options, callback).await
         })
     }
 
     /// Streams an item to the file at `path` (renamed into place when
     /// complete and verified) or to the writable file object `writer`.
-    #[pyo3(signature = (key, path = None, writer = None, callback = None))]
+    #[pyo3(signature = (event_loop, key, path, writer, callback))]
     fn fetch_file(
         &self,
         py: Python<'_>,
-        key: String,
+        event_loop: EventLoop<'_>,
+        key: &Arg<'_>,
         path: Option<PathBuf>,
         writer: Option<Py<PyAny>>,
         callback: Option<Py<PyAny>>,
-    ) -> PyResult<u64> {
-        check_callable(&callback, py)?;
-        let callback = bridge(callback, CallMode::Blocking);
+    ) -> Answer {
+        let key = args::key(key)?;
+        let callback = callback_for(py, event_loop.as_deref(), callback)?;
         let store = self.store.clone();
-        block_on_read(py, async move {
+        call(py, event_loop, Access::Read, async move {
             match (path, writer) {
                 (Some(path), None) => store.fetch_file(&key, &path, callback).await,
                 (None, Some(writer)) => store.fetch_to(&key, PyWriter(writer), callback).await,
@@ -162,61 +136,28 @@ impl NativeStreams {
         })
     }
 
-    #[pyo3(signature = (event_loop, key, path = None, writer = None, callback = None))]
-    fn fetch_file_async(
+    fn fetch_range(
         &self,
         py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        key: String,
-        path: Option<PathBuf>,
-        writer: Option<Py<PyAny>>,
-        callback: Option<Py<PyAny>>,
-    ) -> PyResult<AsyncCall> {
-        check_callable(&callback, py)?;
-        let callback = bridge_on_loop(py, callback)?;
+        event_loop: EventLoop<'_>,
+        key: &Arg<'_>,
+        offset: &Arg<'_>,
+        length: &Arg<'_>,
+    ) -> Answer {
+        let key = args::key(key)?;
+        let offset: u64 = args::count("offset", offset)?;
+        let length: u64 = args::count("length", length)?;
         let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
-            match (path, writer) {
-                (Some(path), None) => store.fetch_file(&key, &path, callback).await,
-                (None, Some(writer)) => store.fetch_to(&key, PyWriter(writer), callback).await,
-                _ => Err(Error::invalid("fetch_file needs a path or a file object")),
-            }
-        })
-    }
-
-    fn fetch_range<'py>(
-        &self,
-        py: Python<'py>,
-        key: String,
-        offset: u64,
-        length: u64,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let store = self.store.clone();
-        let data = block_on_read(
-            py,
-            async move { store.fetch_range(&key, offset, length).await },
-        )?;
-        Ok(PyBytes::new(py, &data))
-    }
-
-    fn fetch_range_async(
-        &self,
-        py: Python<'_>,
-        event_loop: PyRef<'_, EventLoopBridge>,
-        key: String,
-        offset: u64,
-        length: u64,
-    ) -> PyResult<AsyncCall> {
-        let store = self.store.clone();
-        awaitable(py, &event_loop, async move {
+        call(py, event_loop, Access::Read, async move {
             store
                 .fetch_range(&key, offset, length)
                 .await
-                .map(|data| data.to_vec())
+                .map(BytesResult)
         })
     }
 
-    fn open_item(&self, py: Python<'_>, key: String) -> PyResult<NativeItemReader> {
+    fn open_item(&self, py: Python<'_>, key: &Arg<'_>) -> PyResult<NativeItemReader> {
+        let key = args::key(key)?;
         let store = self.store.clone();
         let handle = block_on_read(py, async move { store.open_item(&key).await })?;
         Ok(NativeItemReader {
@@ -247,6 +188,6 @@ impl NativeItemReader {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let handle = Arc::clone(&self.handle);
         let data = block_on_read(py, async move { handle.read(offset, length).await })?;
-        Ok(PyBytes::new(py, &data))
+        BytesResult(data).into_pyobject(py)
     }
 }
