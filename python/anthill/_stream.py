@@ -73,6 +73,23 @@ def _path(value: object) -> str | None:
     return None
 
 
+def _binary_file(value: object, role: str, method: str) -> IO[bytes]:
+    """``value`` as an open binary file object with a ``method`` (``read`` or
+    ``write``), or an :class:`InvalidInputError` that says what it is instead."""
+    readable = method == "read"
+    if not callable(getattr(value, method, None)):
+        kind = "readable" if readable else "writable"
+        raise InvalidInputError(
+            f"{role} must be a path or a {kind} binary file object, got {type(value).__name__}"
+        )
+    if getattr(value, "closed", False):
+        raise InvalidInputError(f"{role} is a closed file object")
+    if isinstance(value, io.TextIOBase):
+        mode = "rb" if readable else "wb"
+        raise InvalidInputError(f"{role} is a text file object; open it in binary mode ({mode!r})")
+    return value  # type: ignore[return-value]
+
+
 def source_args(source: object) -> FileArgs:
     """Resolves ``source`` without reading it (except to spool a stream)."""
     args = FileArgs()
@@ -90,16 +107,7 @@ def source_args(source: object) -> FileArgs:
             return args
         args.path = path
         return args
-    read = getattr(source, "read", None)
-    if not callable(read):
-        raise InvalidInputError(
-            f"source must be a path or a readable binary file object, got {type(source).__name__}"
-        )
-    if getattr(source, "closed", False):
-        raise InvalidInputError("source is a closed file object")
-    if isinstance(source, io.TextIOBase):
-        raise InvalidInputError("source is a text file object; open it in binary mode ('rb')")
-    file_object: IO[bytes] = source  # type: ignore[assignment]
+    file_object = _binary_file(source, "source", "read")
     args.file_object = file_object
     try:
         fd = file_object.fileno()
@@ -143,16 +151,7 @@ def dest_args(dest: object) -> tuple[str | None, IO[bytes] | None]:
     path = _path(dest)
     if path is not None:
         return path, None
-    write = getattr(dest, "write", None)
-    if not callable(write):
-        raise InvalidInputError(
-            f"dest must be a path or a writable binary file object, got {type(dest).__name__}"
-        )
-    if getattr(dest, "closed", False):
-        raise InvalidInputError("dest is a closed file object")
-    if isinstance(dest, io.TextIOBase):
-        raise InvalidInputError("dest is a text file object; open it in binary mode ('wb')")
-    return None, dest  # type: ignore[return-value]
+    return None, _binary_file(dest, "dest", "write")
 
 
 class ItemReader(io.BufferedIOBase):

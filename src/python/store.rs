@@ -5,6 +5,8 @@
 //! converted and the store handle cloned before the GIL is let go; the core
 //! decides everything else, defaults and limits included.
 
+use std::future::Future;
+
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -12,9 +14,10 @@ use super::args;
 use super::args::Arg;
 use super::buffer::{BytesOut, bytes_from_py};
 use super::callback::callback_for;
-use super::runtime::{Access, Answer, EventLoop, block_on, call};
+use super::runtime::{Access, Answer, EventLoop, block_on, block_on_read, call};
 use super::summary::Out;
-use crate::store::{BackendOptions, DEFAULT_PAD_SIZE, PutOptions, Store, StoreOptions};
+
+use crate::store::{BackendOptions, DEFAULT_PAD_SIZE, ItemInfo, PutOptions, Store, StoreOptions};
 
 /// An open store, wrapped by the pure-Python `anthill.Store`.
 #[pyclass(module = "anthill._anthill", frozen)]
@@ -55,6 +58,18 @@ pub(crate) fn store_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(defaults)
 }
 
+impl NativeStore {
+    /// Runs a read-only operation of a method without an async twin on a
+    /// handle of the store, to completion with the GIL released.
+    fn read<T, Fut>(&self, py: Python<'_>, operation: impl FnOnce(Store) -> Fut) -> PyResult<T>
+    where
+        T: Send,
+        Fut: Future<Output = crate::Result<T>> + Send,
+    {
+        block_on_read(py, operation(self.store.clone()))
+    }
+}
+
 #[pymethods]
 impl NativeStore {
     /// Every option but `url` and `secret` may be `None`: the core's default.
@@ -88,35 +103,44 @@ impl NativeStore {
         allow_rollback: Option<&Arg<'_>>,
         backend_options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let defaults = StoreOptions::default();
-        let options = StoreOptions {
+        // What is left out keeps the core's default.
+        let mut options = StoreOptions {
             secret,
             pad_size: args::optional_count("pad_size", pad_size)?,
             max_new_pads: args::optional_count("max_new_pads", max_new_pads)?,
-            reservation_concurrency: args::optional_count(
-                "reservation_concurrency",
-                reservation_concurrency,
-            )?
-            .unwrap_or(defaults.reservation_concurrency),
-            upload_concurrency: args::optional_count("upload_concurrency", upload_concurrency)?
-                .unwrap_or(defaults.upload_concurrency),
-            download_concurrency: args::optional_count(
-                "download_concurrency",
-                download_concurrency,
-            )?
-            .unwrap_or(defaults.download_concurrency),
-            retry_attempts: args::optional_count("retry_attempts", retry_attempts)?
-                .unwrap_or(defaults.retry_attempts),
             backend: BackendOptions {
                 options: args::backend_options(backend_options)?,
             },
             state_dir,
-            allow_rollback: match allow_rollback {
-                Some(allow) => allow.is_truthy()?,
-                None => defaults.allow_rollback,
-            },
-            ..defaults
+            ..StoreOptions::default()
         };
+        for (name, given, field) in [
+            (
+                "reservation_concurrency",
+                reservation_concurrency,
+                &mut options.reservation_concurrency,
+            ),
+            (
+                "upload_concurrency",
+                upload_concurrency,
+                &mut options.upload_concurrency,
+            ),
+            (
+                "download_concurrency",
+                download_concurrency,
+                &mut options.download_concurrency,
+            ),
+        ] {
+            if let Some(given) = given {
+                *field = args::count(name, given)?;
+            }
+        }
+        if let Some(given) = retry_attempts {
+            options.retry_attempts = args::count("retry_attempts", given)?;
+        }
+        if let Some(given) = allow_rollback {
+            options.allow_rollback = given.is_truthy()?;
+        }
         let store = block_on(py, async move { Store::open(&url, options).await })?;
         // The location only: the query's options add nothing here.
         let location = store.url().split('?').next().unwrap_or_default();
@@ -237,33 +261,22 @@ impl NativeStore {
         })
     }
 
-    fn keys(&self, py: Python<'_>) -> Answer {
-        let store = self.store.clone();
-        call(py, None, Access::Read, async move { store.keys().await })
+    fn keys(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.read(py, |store| async move { store.keys().await })
     }
 
     /// Every stored item as an `anthill.ItemInfo`, sorted by key.
-    fn list_items(&self, py: Python<'_>) -> Answer {
-        let store = self.store.clone();
-        call(py, None, Access::Read, async move {
-            let items = store.list_items().await?;
-            Ok(items.into_iter().map(Out).collect::<Vec<_>>())
-        })
+    fn list_items(&self, py: Python<'_>) -> PyResult<Vec<Out<ItemInfo>>> {
+        let items = self.read(py, |store| async move { store.list_items().await })?;
+        Ok(items.into_iter().map(Out).collect())
     }
 
-    fn contains(&self, py: Python<'_>, key: String) -> Answer {
-        let store = self.store.clone();
-        call(
-            py,
-            None,
-            Access::Read,
-            async move { store.contains(&key).await },
-        )
+    fn contains(&self, py: Python<'_>, key: String) -> PyResult<bool> {
+        self.read(py, |store| async move { store.contains(&key).await })
     }
 
-    fn len(&self, py: Python<'_>) -> Answer {
-        let store = self.store.clone();
-        call(py, None, Access::Read, async move { store.len().await })
+    fn len(&self, py: Python<'_>) -> PyResult<u64> {
+        self.read(py, |store| async move { store.len().await })
     }
 
     fn flush(&self, py: Python<'_>, event_loop: EventLoop<'_>) -> Answer {
