@@ -256,3 +256,100 @@ impl<E> EventSink<E> {
         self.closed.store(true, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names and fields `into_fields` hands over are those of the schema.
+    fn assert_follows_schema(
+        schema: &[EventSchema],
+        (name, fields): (&str, Vec<(&str, FieldValue)>),
+    ) {
+        let declared = schema
+            .iter()
+            .find(|event| event.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the schema"));
+        let names: Vec<&str> = fields.iter().map(|(field, _)| *field).collect();
+        let declared_names: Vec<&str> = declared.fields.iter().map(|(field, _)| *field).collect();
+        assert_eq!(names, declared_names, "{name}");
+    }
+
+    #[test]
+    fn every_event_hands_over_the_fields_its_schema_declares() {
+        let puts = [
+            PutEvent::ReservingScratchpads { needed: 1 },
+            PutEvent::ConfirmReservation {
+                needed: 1,
+                data_size: 2,
+                total_space: 3,
+                free_space: 4,
+                current_scratchpads: 5,
+                estimated_cost: None,
+            },
+            PutEvent::ReservationProgress {
+                current: 1,
+                total: 2,
+            },
+            PutEvent::StartingUpload {
+                total_bytes: 1,
+                total_pads: 2,
+            },
+            PutEvent::UploadProgress {
+                bytes_written: 1,
+                total_bytes: 2,
+            },
+            PutEvent::ScratchpadUploadComplete { index: 1, total: 2 },
+            PutEvent::ScratchpadCommitComplete { index: 1, total: 2 },
+            PutEvent::UploadFinished,
+            PutEvent::StoreComplete,
+        ];
+        assert_eq!(puts.len(), PutEvent::SCHEMA.len());
+        for event in puts {
+            assert_follows_schema(PutEvent::SCHEMA, event.into_fields());
+        }
+        let gets = [
+            GetEvent::StartingDownload { total_bytes: 1 },
+            GetEvent::DownloadProgress {
+                bytes_read: 1,
+                total_bytes: 2,
+            },
+            GetEvent::DownloadFinished,
+        ];
+        assert_eq!(gets.len(), GetEvent::SCHEMA.len());
+        for event in gets {
+            assert_follows_schema(GetEvent::SCHEMA, event.into_fields());
+        }
+        let progress = OperationProgress {
+            operation: "verify",
+            done: 1,
+            total: 2,
+        };
+        assert_follows_schema(OperationProgress::SCHEMA, progress.into_fields());
+    }
+
+    #[test]
+    fn field_values_keep_their_kind() {
+        let (_, fields) = PutEvent::ConfirmReservation {
+            needed: 7,
+            data_size: 0,
+            total_space: 0,
+            free_space: 0,
+            current_scratchpads: 0,
+            estimated_cost: Some("0.02".into()),
+        }
+        .into_fields();
+        assert_eq!(fields[0], ("needed", FieldValue::Count(7)));
+        assert_eq!(
+            fields[5],
+            (
+                "estimated_cost",
+                FieldValue::OptionalText(Some("0.02".into()))
+            )
+        );
+        assert_eq!(
+            PutEvent::SCHEMA[1].fields[5],
+            ("estimated_cost", FieldKind::OptionalText)
+        );
+    }
+}
