@@ -401,10 +401,20 @@ impl Journal {
             }
             None => None,
         };
+        let started = std::time::Instant::now();
         journal.opened_from_cache = journal.load_from_cache().await;
         if !journal.opened_from_cache {
             journal.load().await?;
         }
+        log::debug!(
+            "index loaded from the {} in {:?}",
+            if journal.opened_from_cache {
+                "local cache"
+            } else {
+                "backend"
+            },
+            started.elapsed()
+        );
         journal
             .check_rollback(remembered, rollback.allow_rollback)
             .await?;
@@ -559,6 +569,7 @@ impl Journal {
         let index = std::mem::take(&mut log.index);
         let (keys, store_id, position) =
             (Arc::clone(&journal.keys), journal.store_id, log.next_seq);
+        let started = std::time::Instant::now();
         let (index, written) = crypto::on_blocking_pool(move || {
             let written =
                 index::cache::write(&cache.path, &keys, &store_id, position, state, &index);
@@ -566,8 +577,9 @@ impl Journal {
         })
         .await;
         journal.log.get_mut().expect("journal lock").index = index;
-        if let Err(error) = written {
-            log::warn!("no local index cache: {error}");
+        match written {
+            Ok(()) => log::debug!("local index cache written in {:?}", started.elapsed()),
+            Err(error) => log::warn!("no local index cache: {error}"),
         }
     }
 
