@@ -177,32 +177,17 @@ impl Index {
     pub fn apply(&mut self, record: &Record) -> Result<Vec<Piece>> {
         let mut released = Vec::new();
         match record {
-            Record::PadsAdded(pads) => {
-                for pad in pads {
-                    if let Some((existing, _)) = self.pads.get(&pad.ordinal)
-                        && *existing != pad.id
-                    {
-                        return Err(Error::integrity(format!(
-                            "index gives pad ordinal {} to two pads",
-                            pad.ordinal
-                        )));
-                    }
-                    self.pads.entry(pad.ordinal).or_insert((pad.id, 0));
-                }
-            }
+            Record::PadsAdded(pads) => self.add_pads(pads)?,
             Record::Pending { key, entry } => {
                 self.note_entry(entry)?;
                 if let Some(old) = self.pending.insert(key.clone(), entry.clone()) {
-                    released.extend(old.pieces);
+                    released = old.pieces;
                 }
             }
             Record::Put { key, entry } => {
                 self.note_entry(entry)?;
                 let pending = self.pending.remove(key);
-                if let Some(old) = self.items.insert(key.clone(), entry.clone())? {
-                    self.forget_inline(&old);
-                    released.extend(old.pieces);
-                }
+                released = self.set_item(key.clone(), entry.clone())?;
                 // A resumed upload's pieces become the item's; anything else
                 // the pending entry held is released.
                 if let Some(pending) = pending {
@@ -215,44 +200,12 @@ impl Index {
                 }
             }
             Record::Remove { key } => {
-                if let Some(old) = self.items.remove(key)? {
-                    self.forget_inline(&old);
-                    released.extend(old.pieces);
-                }
-                if let Some(old) = self.pending.remove(key) {
-                    released.extend(old.pieces);
-                }
+                released = self.take_item(key)?;
+                released.extend(self.clear_pending(key));
             }
-            Record::ClearPending { key } => {
-                if let Some(old) = self.pending.remove(key) {
-                    released.extend(old.pieces);
-                }
-            }
+            Record::ClearPending { key } => released = self.clear_pending(key),
             Record::PutInline { key, entry, data } => {
-                check_inline(entry, data)?;
-                self.note_entry(entry)?;
-                if let Some(old) = self.pending.remove(key) {
-                    released.extend(old.pieces);
-                }
-                if let Some(old) = self.items.insert(key.clone(), entry.clone())? {
-                    self.forget_inline(&old);
-                    released.extend(old.pieces);
-                }
-                for piece in &entry.pieces {
-                    let dirty = self.dirty_pads.entry(piece.pad).or_default();
-                    dirty.data_ids.insert(entry.data_id);
-                    dirty.bytes += piece.len;
-                }
-                if !entry.pieces.is_empty() {
-                    let inline = Inline {
-                        key: key.clone(),
-                        data: data.clone(),
-                    };
-                    self.inline_bytes += data.len() as u64;
-                    if let Some(old) = self.inline.insert(entry.data_id, inline) {
-                        self.inline_bytes -= old.data.len() as u64;
-                    }
-                }
+                released = self.put_inline(key, entry, data)?
             }
             Record::WrittenBack {
                 pad,
@@ -266,32 +219,100 @@ impl Index {
                     if let Some(inline) = self.inline.get_mut(&entry.data_id) {
                         inline.key = to.clone();
                     }
-                    if let Some(old) = self.items.insert(to.clone(), entry)? {
-                        self.forget_inline(&old);
-                        released.extend(old.pieces);
-                    }
+                    released = self.set_item(to.clone(), entry)?;
                 }
             }
-            Record::PadsRemoved(ordinals) => {
-                let removed: BTreeSet<u64> = ordinals.iter().copied().collect();
-                let mut in_use = None;
-                self.for_each_used_piece(|p| {
-                    if removed.contains(&p.pad) {
-                        in_use.get_or_insert(p.pad);
-                    }
-                })?;
-                if let Some(pad) = in_use {
-                    return Err(Error::integrity(format!(
-                        "index removes pad ordinal {pad} while data lives in it"
-                    )));
-                }
-                for ordinal in &removed {
-                    self.pads.remove(ordinal);
-                    self.dirty_pads.remove(ordinal);
-                }
+            Record::PadsRemoved(ordinals) => self.remove_pads(ordinals)?,
+        }
+        Ok(released)
+    }
+
+    fn add_pads(&mut self, pads: &[PadRecord]) -> Result<()> {
+        for pad in pads {
+            if let Some((existing, _)) = self.pads.get(&pad.ordinal)
+                && *existing != pad.id
+            {
+                return Err(Error::integrity(format!(
+                    "index gives pad ordinal {} to two pads",
+                    pad.ordinal
+                )));
+            }
+            self.pads.entry(pad.ordinal).or_insert((pad.id, 0));
+        }
+        Ok(())
+    }
+
+    fn remove_pads(&mut self, ordinals: &[u64]) -> Result<()> {
+        let removed: BTreeSet<u64> = ordinals.iter().copied().collect();
+        let mut in_use = None;
+        self.for_each_used_piece(|p| {
+            if removed.contains(&p.pad) {
+                in_use.get_or_insert(p.pad);
+            }
+        })?;
+        if let Some(pad) = in_use {
+            return Err(Error::integrity(format!(
+                "index removes pad ordinal {pad} while data lives in it"
+            )));
+        }
+        for ordinal in &removed {
+            self.pads.remove(ordinal);
+            self.dirty_pads.remove(ordinal);
+        }
+        Ok(())
+    }
+
+    fn put_inline(&mut self, key: &str, entry: &Entry, data: &Bytes) -> Result<Vec<Piece>> {
+        check_inline(entry, data)?;
+        self.note_entry(entry)?;
+        let mut released = self.clear_pending(key);
+        released.extend(self.set_item(key.to_owned(), entry.clone())?);
+        for piece in &entry.pieces {
+            let dirty = self.dirty_pads.entry(piece.pad).or_default();
+            dirty.data_ids.insert(entry.data_id);
+            dirty.bytes += piece.len;
+        }
+        if !entry.pieces.is_empty() {
+            let inline = Inline {
+                key: key.to_owned(),
+                data: data.clone(),
+            };
+            self.inline_bytes += data.len() as u64;
+            if let Some(old) = self.inline.insert(entry.data_id, inline) {
+                self.inline_bytes -= old.data.len() as u64;
             }
         }
         Ok(released)
+    }
+
+    /// Sets the item under `key`; returns the pieces of the one it replaced.
+    fn set_item(&mut self, key: String, entry: Entry) -> Result<Vec<Piece>> {
+        match self.items.insert(key, entry)? {
+            Some(old) => {
+                self.forget_inline(&old);
+                Ok(old.pieces)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes the item under `key`; returns its pieces.
+    fn take_item(&mut self, key: &str) -> Result<Vec<Piece>> {
+        match self.items.remove(key)? {
+            Some(old) => {
+                self.forget_inline(&old);
+                Ok(old.pieces)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Drops the pending upload of `key`; returns its pieces.
+    fn clear_pending(&mut self, key: &str) -> Vec<Piece> {
+        self.pending
+            .remove(key)
+            .map(|old| old.pieces)
+            .unwrap_or_default()
     }
 
     /// Notes that `version` of `pad` holds the pieces there of `data_ids`;

@@ -134,6 +134,69 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
+/// The store's journal, with the index loaded, checked against this
+/// machine's memory of the store, and its local cache if it keeps one.
+async fn open_journal(
+    backend: &Arc<dyn PadStore>,
+    keys: &Arc<StoreKeys>,
+    meta: &Meta,
+    options: &StoreOptions,
+    retry: RetryPolicy,
+) -> Result<Arc<Journal>> {
+    let store_id = meta.store_id;
+    let seen = SeenLogs::for_store(options.state_dir.as_deref(), &backend.describe(), &store_id);
+    // Kept wherever the log position is remembered: both describe a store
+    // that outlives the process.
+    let cache = seen
+        .as_ref()
+        .and(options.state_dir.as_deref())
+        .map(|state_dir| IndexCache {
+            path: index::cache::path(state_dir, &store_id),
+            min_items: options.index_cache_min_items,
+            pad_size: meta.pad_size,
+        });
+    let rollback = RollbackCheck {
+        seen,
+        allow_rollback: options.allow_rollback,
+    };
+    Journal::open(
+        Arc::clone(backend),
+        Arc::clone(keys),
+        store_id,
+        retry,
+        options.checkpoint_interval,
+        rollback,
+        cache,
+    )
+    .await
+}
+
+/// Adopts pads reserved but never recorded (a crash in between); inside the
+/// gate, so no other writer is reserving. The map of used space is built
+/// only if there are any.
+async fn adopt_stray_pads(
+    gate: &Arc<WriterGate>,
+    backend: &Arc<dyn PadStore>,
+    journal: &Journal,
+    allocator: &MemoryAllocator,
+    retry: RetryPolicy,
+) -> Result<()> {
+    let _writing = gate.enter_unmapped().await?;
+    let removed = backend.remove_partial_writes().await?;
+    if removed > 0 {
+        log::info!("removed {removed} partial writes left by an interrupted process");
+    }
+    let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
+    let known: HashSet<PadId> = journal.read(|index| index.pads.values().map(|p| p.0).collect());
+    let mut orphans: Vec<PadId> = names
+        .iter()
+        .filter_map(|n| PadId::from_object_name(n))
+        .filter(|id| !known.contains(id))
+        .collect();
+    orphans.sort();
+    allocator.adopt_pads(orphans).await
+}
+
 /// Options of one put.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -283,31 +346,7 @@ impl Store {
         let (meta, keys) = open_meta(&backend, &options, &retry).await?;
         let (store_id, pad_size) = (meta.store_id, meta.pad_size);
         let keys = Arc::new(keys);
-        let seen =
-            SeenLogs::for_store(options.state_dir.as_deref(), &backend.describe(), &store_id);
-        // Kept wherever the log position is remembered: both describe a
-        // store that outlives the process.
-        let cache = seen
-            .as_ref()
-            .and(options.state_dir.as_deref())
-            .map(|state_dir| IndexCache {
-                path: index::cache::path(state_dir, &store_id),
-                min_items: options.index_cache_min_items,
-                pad_size,
-            });
-        let journal = Journal::open(
-            Arc::clone(&backend),
-            Arc::clone(&keys),
-            store_id,
-            retry,
-            options.checkpoint_interval,
-            RollbackCheck {
-                seen,
-                allow_rollback: options.allow_rollback,
-            },
-            cache,
-        )
-        .await?;
+        let journal = open_journal(&backend, &keys, &meta, &options, retry).await?;
         let io = Arc::new(PadIo {
             backend: Arc::clone(&backend),
             keys,
@@ -329,26 +368,7 @@ impl Store {
             Arc::clone(&journal),
             Arc::clone(&allocator),
         );
-        {
-            // Pads reserved but never recorded (a crash in between) are
-            // adopted; inside the gate, so no other writer is reserving.
-            // The map of used space is built only if there are any.
-            let _writing = gate.enter_unmapped().await?;
-            let removed = backend.remove_partial_writes().await?;
-            if removed > 0 {
-                log::info!("removed {removed} partial writes left by an interrupted process");
-            }
-            let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
-            let known: HashSet<PadId> =
-                journal.read(|index| index.pads.values().map(|p| p.0).collect());
-            let mut orphans: Vec<PadId> = names
-                .iter()
-                .filter_map(|n| PadId::from_object_name(n))
-                .filter(|id| !known.contains(id))
-                .collect();
-            orphans.sort();
-            allocator.adopt_pads(orphans).await?;
-        }
+        adopt_stray_pads(&gate, &backend, &journal, &allocator, retry).await?;
         let store = Store {
             inner: Arc::new(Inner {
                 // Shown in reprs, messages and logs: never its credentials.
