@@ -85,6 +85,9 @@ const INLINE_LOG_LIMIT: u64 = 32 << 20;
 /// (which also writes a new cache) costs less.
 const MOST_CACHE_TAIL_RECORDS: usize = 4096;
 const CACHE_ITEMS_PER_TAIL_RECORD: usize = 64;
+/// Past this many records replayed over the cache, opening writes a new
+/// one, so that the next open does not replay them again.
+const CACHE_REWRITE_TAIL_RECORDS: usize = 1024;
 
 /// Writes back every pad holding bytes only in the log; the journal calls
 /// it before a checkpoint, which must carry no item data.
@@ -402,8 +405,9 @@ impl Journal {
             None => None,
         };
         let started = std::time::Instant::now();
-        journal.opened_from_cache = journal.load_from_cache().await;
-        if !journal.opened_from_cache {
+        let replayed = journal.load_from_cache().await;
+        journal.opened_from_cache = replayed.is_some();
+        if replayed.is_none() {
             journal.load().await?;
         }
         log::debug!(
@@ -418,7 +422,7 @@ impl Journal {
         journal
             .check_rollback(remembered, rollback.allow_rollback)
             .await?;
-        if !journal.opened_from_cache {
+        if replayed.is_none_or(|records| records > CACHE_REWRITE_TAIL_RECORDS) {
             journal.keep_cache().await;
         }
         Ok(Arc::new(journal))
@@ -430,17 +434,16 @@ impl Journal {
     }
 
     /// Loads the index from the local cache if it still describes the
-    /// store; `false` (the caller loads from the backend) if there is none,
-    /// if it cannot be read, or if it is not on the store's history.
-    async fn load_from_cache(&self) -> bool {
-        let Some(cache) = &self.cache else {
-            return false;
-        };
+    /// store, returning how many log records it replayed over it; `None`
+    /// (the caller loads from the backend) if there is none, if it cannot
+    /// be read, or if it is not on the store's history.
+    async fn load_from_cache(&self) -> Option<usize> {
+        let cache = self.cache.as_ref()?;
         match self.try_load_from_cache(cache).await {
-            Ok(used) => used,
+            Ok(replayed) => replayed,
             Err(error) => {
                 log::info!("loading the index from the backend: {error}");
-                false
+                None
             }
         }
     }
@@ -452,10 +455,10 @@ impl Journal {
     /// that log is then replayed on top, as a load replays the log after a
     /// checkpoint. The store's objects are write-once (see the module
     /// header), so the same object at the anchor means the same history.
-    async fn try_load_from_cache(&self, cache: &IndexCache) -> Result<bool> {
+    async fn try_load_from_cache(&self, cache: &IndexCache) -> Result<Option<usize>> {
         let Some(opened) = index::cache::open(&cache.path, Arc::clone(&self.keys), &self.store_id)?
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let state: CachedLog = index::from_bytes(&opened.state, "index cache")?;
         let (checkpoints, logs) = futures::try_join!(
@@ -464,7 +467,7 @@ impl Journal {
         )?;
         let newest = checkpoints.last().copied();
         if newest.is_some_and(|checkpoint| checkpoint >= opened.position) {
-            return Ok(false);
+            return Ok(None);
         }
         let receipt = PutReceipt {
             e_tag: state.anchor_tag.clone(),
@@ -472,7 +475,7 @@ impl Journal {
         };
         if let Err(error) = self.backend.verify(&state.anchor, &receipt).await {
             log::info!("the index cache is not on the store's history: {error}");
-            return Ok(false);
+            return Ok(None);
         }
         let tail: Vec<u64> = logs.into_iter().filter(|s| *s >= opened.position).collect();
         let contiguous = tail
@@ -480,7 +483,7 @@ impl Journal {
             .zip(opened.position..)
             .all(|(s, want)| *s == want);
         if !contiguous {
-            return Ok(false);
+            return Ok(None);
         }
         let most_records =
             MOST_CACHE_TAIL_RECORDS.max(opened.index.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
@@ -499,19 +502,19 @@ impl Journal {
             let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
             records += loaded.replay(seq, &plaintext, &sealed)?;
             if records > most_records {
-                return Ok(false);
+                return Ok(None);
             }
         }
         if self.checkpointed_since(newest).await? {
-            return Ok(false);
+            return Ok(None);
         }
         self.install(loaded);
-        Ok(true)
+        Ok(Some(records))
     }
 
-    /// Writes the local index cache if this store keeps one and a load from
-    /// the backend just paid for the whole index: the next open then reads
-    /// a few kilobytes. An index that fails its check is not kept (opening
+    /// Writes the local index cache if this store keeps one, after a load
+    /// from the backend paid for the whole index or a long replay over the
+    /// old cache: the next open then reads a few kilobytes. An index that fails its check is not kept (opening
     /// then fails on it). Failures are only reported: the cache is an
     /// optimisation.
     async fn keep_cache(&mut self) {
@@ -529,6 +532,11 @@ impl Journal {
                 return;
             }
             if let Err(error) = log.index.check(cache.pad_size) {
+                log::info!("no local index cache: {error}");
+                return;
+            }
+            // After a replay over the old cache: the file needs every entry.
+            if let Err(error) = log.index.items.load_all() {
                 log::info!("no local index cache: {error}");
                 return;
             }

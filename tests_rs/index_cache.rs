@@ -330,3 +330,42 @@ async fn a_small_store_keeps_no_cache() {
     assert!(!setup.state.join("index-cache").exists());
     check(&store, &expected).await;
 }
+
+#[tokio::test]
+async fn a_long_log_after_the_cache_makes_opening_write_a_new_one() {
+    let setup = setup();
+    let store = open(&setup).await;
+    let mut expected = fill(&store, "l", 50, 1).await;
+    store.close().await.unwrap();
+    drop(open(&setup).await);
+    let old = std::fs::read(cache_file(&setup)).unwrap();
+
+    // More records after the cache than opening replays without rewriting.
+    let writer = open(&setup).await;
+    for i in 0..1100 {
+        let key = format!("tiny{i}");
+        let data = Bytes::from(format!("{i}"));
+        writer
+            .store_item(&key, data.clone(), PutOptions::default(), None)
+            .await
+            .unwrap();
+        expected.insert(key, data);
+    }
+    writer.close().await.unwrap();
+
+    let store = open(&setup).await;
+    assert!(store.index_from_cache());
+    check(&store, &expected).await;
+    store.close().await.unwrap();
+    let new = std::fs::read(cache_file(&setup)).unwrap();
+    assert_ne!(new, old, "replaced after the long replay");
+
+    let store = open(&setup).await;
+    assert!(store.index_from_cache());
+    check(&store, &expected).await;
+    assert_eq!(
+        std::fs::read(cache_file(&setup)).unwrap(),
+        new,
+        "nothing left to replay"
+    );
+}

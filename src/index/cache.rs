@@ -44,13 +44,15 @@ const MAGIC: &[u8; 16] = b"anthill-idxcache";
 const FORMAT: u32 = 1;
 const FOLDER: &str = "index-cache";
 const HEADER_LEN: usize = 16 + 4 + 16 + 16 + 8 + 8;
-/// Items per block on average: about 64 KiB of a store of small items, one
-/// read and one decryption of a few tens of microseconds per lookup.
-const BLOCK_ENTRIES: usize = 512;
+/// Items per block on average: about 8 KiB of a store of small items, one
+/// read, decryption and decoding of about 15 microseconds per lookup (a
+/// block of 512 took 115: replaying the log over the cache does one per
+/// record). The table of blocks in the head stays small: 6-7 bytes a block.
+const BLOCK_ENTRIES: usize = 64;
 /// Most bytes a head or block may claim: bounds what a damaged length
 /// could make a reader allocate.
 const MOST_SECTION_BYTES: u64 = 1 << 30;
-/// Blocks kept decoded, for lookups of nearby keys.
+/// Blocks kept decoded, for repeated lookups of one key.
 const RECENT_BLOCKS: usize = 8;
 
 /// Where a store's cache file lives.
