@@ -456,17 +456,18 @@ impl Journal {
     /// checkpoint. The store's objects are write-once (see the module
     /// header), so the same object at the anchor means the same history.
     async fn try_load_from_cache(&self, cache: &IndexCache) -> Result<Option<usize>> {
-        let Some(opened) = index::cache::open(&cache.path, Arc::clone(&self.keys), &self.store_id)?
+        let Some((cached, state, position)) =
+            index::open_cache(&cache.path, Arc::clone(&self.keys), &self.store_id)?
         else {
             return Ok(None);
         };
-        let state: CachedLog = index::from_bytes(&opened.state, "index cache")?;
+        let state: CachedLog = index::from_bytes(&state, "index cache")?;
         let (checkpoints, logs) = futures::try_join!(
             self.list_seqs(CHECKPOINT_PREFIX),
             self.list_seqs(LOG_PREFIX)
         )?;
         let newest = checkpoints.last().copied();
-        if newest.is_some_and(|checkpoint| checkpoint >= opened.position) {
+        if newest.is_some_and(|checkpoint| checkpoint >= position) {
             return Ok(None);
         }
         let receipt = PutReceipt {
@@ -477,19 +478,16 @@ impl Journal {
             log::info!("the index cache is not on the store's history: {error}");
             return Ok(None);
         }
-        let tail: Vec<u64> = logs.into_iter().filter(|s| *s >= opened.position).collect();
-        let contiguous = tail
-            .iter()
-            .zip(opened.position..)
-            .all(|(s, want)| *s == want);
+        let tail: Vec<u64> = logs.into_iter().filter(|s| *s >= position).collect();
+        let contiguous = tail.iter().zip(position..).all(|(s, want)| *s == want);
         if !contiguous {
             return Ok(None);
         }
         let most_records =
-            MOST_CACHE_TAIL_RECORDS.max(opened.index.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
+            MOST_CACHE_TAIL_RECORDS.max(cached.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
         let mut loaded = Loaded {
-            index: opened.index,
-            next_seq: opened.position,
+            index: cached,
+            next_seq: position,
             uncheckpointed: state.uncheckpointed,
             log_bytes: state.log_bytes,
             inline_log_bytes: state.inline_log_bytes,

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, Index, Items, from_bytes, to_bytes};
+use super::{Entry, Index, from_bytes, to_bytes};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::pad::PadId;
@@ -85,10 +85,13 @@ fn block_of(key: &str, blocks: usize) -> usize {
     (twox_hash::XxHash3_128::oneshot(key.as_bytes()) % blocks as u128) as usize
 }
 
-/// What [`open`] read: the index (its items read on demand), the caller's
-/// state and the position the file was written at.
+/// What [`open`] read: the index without its items, the items (read on
+/// demand), the caller's state and the position the file was written at.
 pub struct Opened {
-    pub index: Index,
+    pub pads: BTreeMap<u64, (PadId, u64)>,
+    pub pending: HashMap<String, Entry>,
+    pub next_data_id: u64,
+    pub items: CachedItems,
     pub state: Vec<u8>,
     pub position: u64,
 }
@@ -208,15 +211,11 @@ pub fn open(path: &Path, keys: Arc<StoreKeys>, store_id: &[u8; 16]) -> Result<Op
         blocks: head.blocks,
         recent: Mutex::new(Vec::new()),
     };
-    let index = Index {
+    Ok(Some(Opened {
         pads: head.pads,
-        items: Items::from_cache(Arc::new(cached)),
         pending: head.pending,
         next_data_id: head.next_data_id,
-        ..Index::default()
-    };
-    Ok(Some(Opened {
-        index,
+        items: cached,
         state: head.state,
         position: binding.position,
     }))

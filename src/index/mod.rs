@@ -526,6 +526,27 @@ where
     deserializer.deserialize_map(Presized(std::marker::PhantomData))
 }
 
+/// The index in the local cache file at `path` (its items read on demand),
+/// the state kept with it and its log position; `None` if there is no file
+/// (see [`cache::open`]).
+pub fn open_cache(
+    path: &std::path::Path,
+    keys: std::sync::Arc<crate::crypto::StoreKeys>,
+    store_id: &[u8; 16],
+) -> Result<Option<(Index, Vec<u8>, u64)>> {
+    let Some(opened) = cache::open(path, keys, store_id)? else {
+        return Ok(None);
+    };
+    let index = Index {
+        pads: opened.pads,
+        items: Items::from_cache(std::sync::Arc::new(opened.items)),
+        pending: opened.pending,
+        next_data_id: opened.next_data_id,
+        ..Index::default()
+    };
+    Ok(Some((index, opened.state, opened.position)))
+}
+
 /// Encodes records or a whole index for the journal (before encryption).
 pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     postcard::to_stdvec(value).map_err(|e| Error::invalid(format!("cannot encode index: {e}")))
