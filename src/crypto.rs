@@ -247,38 +247,6 @@ pub fn open_owned(
     Ok(sealed)
 }
 
-/// Sealing, opening or hashing more bytes than this runs on tokio's blocking
-/// pool: a 4 MiB pad takes about a millisecond of CPU, which would otherwise
-/// stall the runtime's few workers (and every request and timer they drive)
-/// and keep a large get on one core.
-const OFF_RUNTIME_BYTES: usize = 256 << 10;
-
-/// Runs `work` (sealing, opening or hashing `len` bytes, or writing them to
-/// the page cache) on the blocking pool if it is large, inline otherwise.
-pub async fn off_runtime<T: Send + 'static>(
-    len: usize,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if len < OFF_RUNTIME_BYTES {
-        return work();
-    }
-    on_blocking_pool(work).await
-}
-
-/// Runs `work` on tokio's blocking pool, passing on its panic.
-pub async fn on_blocking_pool<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    joined(tokio::task::spawn_blocking(work)).await
-}
-
-/// The outcome of a spawned task, passing on its panic (a task of a
-/// dropped caller is aborted with it, never joined).
-pub async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match task.await {
-        Ok(value) => value,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    }
-}
-
 /// Bytes of a digest.
 pub const DIGEST_LEN: usize = 16;
 

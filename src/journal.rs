@@ -41,6 +41,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
+use crate::blocking;
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::index::{self, Index, Piece, Record};
@@ -658,7 +659,7 @@ impl Journal {
                     } else {
                         sealed.len()
                     };
-                    crypto::off_runtime(cost, move || folder.create(&name, &sealed))
+                    blocking::off_runtime(cost, move || folder.create(&name, &sealed))
                 })
                 .await?;
             return Ok(created);

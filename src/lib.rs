@@ -11,6 +11,7 @@
 //! - [`store`]: `store_item` and friends, the API the Python layer wraps.
 
 pub mod allocator;
+mod blocking;
 pub mod crypto;
 pub mod error;
 pub mod events;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::blocking;
 use crate::crypto::{self, AuthTag, StoreKeys};
 use crate::error::{Error, Result};
 use crate::pad::{self, PadId};
@@ -135,7 +136,7 @@ impl PadIo {
             other => other?,
         };
         let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
-        crypto::off_runtime(sealed.len(), move || {
+        blocking::off_runtime(sealed.len(), move || {
             let tag = crypto::auth_tag(&sealed);
             // Without a copy when the backend handed over its own buffer.
             let sealed = Vec::from(sealed);
@@ -175,7 +176,7 @@ impl PadIo {
             // while the sealed bytes are still in that core's cache.
             Some(folder) => {
                 let name = name.clone();
-                crypto::on_blocking_pool(move || {
+                blocking::on_blocking_pool(move || {
                     let tag = seal(&mut buffer)?;
                     let written = if durable {
                         folder.put_durable(&name, &buffer)
@@ -186,9 +187,11 @@ impl PadIo {
                 })
                 .await?
             }
-            None => crypto::off_runtime(len, move || Ok::<_, Error>((seal(&mut buffer)?, buffer)))
-                .await
-                .map(|(tag, buffer)| (buffer, tag, None))?,
+            None => {
+                blocking::off_runtime(len, move || Ok::<_, Error>((seal(&mut buffer)?, buffer)))
+                    .await
+                    .map(|(tag, buffer)| (buffer, tag, None))?
+            }
         };
         let sealed = self.buffers.share(buffer);
         let receipt = match written {

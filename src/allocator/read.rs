@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::stream::StreamExt;
 
 use super::{MemoryAllocator, inline_digest};
+use crate::blocking;
 use crate::crypto::{self, AuthTag, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GetEvent};
@@ -65,7 +66,7 @@ impl MemoryAllocator {
                     let need_tag = pieces.iter().any(|(_, piece, _)| whole(piece));
                     let (content, tag) = read_pad(&io, &writer, pad, min_version, need_tag).await?;
                     let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
-                    let digests = crypto::off_runtime(bytes as usize, move || {
+                    let digests = blocking::off_runtime(bytes as usize, move || {
                         let mut digests = Vec::with_capacity(pieces.len());
                         for (at, piece, index) in pieces {
                             // SAFETY: pieces tile the item (offsets are the
@@ -98,7 +99,7 @@ impl MemoryAllocator {
                     .await?;
                     Ok::<_, Error>((bytes, digests))
                 });
-                crypto::joined(task)
+                blocking::joined(task)
             })
             .buffer_unordered(self.download_concurrency);
         let mut bytes_read = 0;
@@ -327,13 +328,13 @@ impl MemoryAllocator {
                         }
                         (false, _) => {
                             let bytes = bytes.clone();
-                            crypto::off_runtime(bytes.len(), move || crypto::piece_digest(&bytes))
+                            blocking::off_runtime(bytes.len(), move || crypto::piece_digest(&bytes))
                                 .await
                         }
                     };
                     Ok::<_, Error>((bytes, digest))
                 });
-                crypto::joined(task)
+                blocking::joined(task)
             })
             .buffered(self.download_concurrency);
         let mut bytes_read = 0;
@@ -343,7 +344,7 @@ impl MemoryAllocator {
             digests.push(digest);
             bytes_read += bytes.len() as u64;
             let written;
-            (sink, written) = crypto::on_blocking_pool(move || {
+            (sink, written) = blocking::on_blocking_pool(move || {
                 let written = sink.write_chunk(&bytes);
                 (sink, written)
             })

@@ -13,6 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::{Allocation, ItemData, MemoryAllocator};
+use crate::blocking;
 use crate::crypto::{self, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
@@ -397,7 +398,7 @@ fn writer_stopped() -> Error {
 /// parts as the pad writer takes them and the digest of each part's piece.
 async fn hash_parts(parts: Vec<LoadedPart>) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
     let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
-    crypto::off_runtime(bytes, move || {
+    blocking::off_runtime(bytes, move || {
         let digests = parts
             .iter()
             .map(|p| (p.piece, crypto::piece_digest(&p.bytes)))

@@ -15,6 +15,7 @@ use futures::stream::StreamExt;
 
 use super::Store;
 use crate::allocator::inline_digest;
+use crate::blocking;
 use crate::crypto::{self, Digest};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress};
@@ -152,7 +153,7 @@ impl Store {
                             Err(other) => return Err(other),
                         };
                         let bytes: u64 = pieces.iter().map(|(_, _, p)| p.len).sum();
-                        let digests = crypto::off_runtime(bytes as usize, move || {
+                        let digests = blocking::off_runtime(bytes as usize, move || {
                             piece_digests(&pieces, &content.plaintext, content.tag, pad_size)
                         })
                         .await;
