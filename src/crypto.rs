@@ -186,7 +186,11 @@ pub fn seal_into(
     let (key, gcm_nonce) = cipher.object_key(&nonce);
     let tag = key
         .seal_in_place_separate_tag(gcm_nonce, Aad::from(aad), &mut out[body..])
-        .map_err(|_| Error::invalid("object too large to encrypt"))?;
+        .map_err(|_| {
+            // Only above AES-GCM's limit of 64 GiB per key and nonce, far
+            // above the largest pad or index object anthill writes.
+            Error::internal(format!("AES-GCM refused to seal {} bytes", plaintext.len()))
+        })?;
     out.extend_from_slice(tag.as_ref());
     Ok(auth_tag(out).expect("just appended"))
 }

@@ -328,7 +328,7 @@ impl Journal {
                 let seen = seen.clone();
                 tokio::task::spawn_blocking(move || seen.load())
                     .await
-                    .map_err(|e| Error::invalid(format!("state folder task failed: {e}")))?
+                    .map_err(|e| Error::internal(format!("state folder task failed: {e}")))?
             }
             None => None,
         };

@@ -220,6 +220,12 @@ impl PadIo {
     }
 }
 
+/// The error of acquiring a permit of [`PadIo`]'s semaphores, which
+/// nothing closes: reaching it is a bug.
+pub fn permits_closed(_: tokio::sync::AcquireError) -> Error {
+    Error::internal("a pad I/O semaphore was closed, which nothing does")
+}
+
 /// A pad as read.
 pub struct PadContent {
     pub version: u64,
@@ -470,7 +476,7 @@ impl PadWriter {
             .upload_permits
             .acquire()
             .await
-            .map_err(|_| Error::invalid("store is closed"))?;
+            .map_err(permits_closed)?;
         let end = parts
             .iter()
             .map(|(o, b)| o + b.len() as u64)

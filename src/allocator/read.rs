@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::events::{EventSink, GetEvent};
 use crate::index::{Entry, Piece};
 use crate::pad::fills_pad;
-use crate::pad_io::{PadIo, PadWriter};
+use crate::pad_io::{PadIo, PadWriter, permits_closed};
 
 impl MemoryAllocator {
     /// Reads an item into `out` (of the item's size, in any state: every
@@ -149,7 +149,7 @@ impl MemoryAllocator {
         }
         let target = out.as_mut();
         if target.len() != data.len() {
-            return Err(Error::invalid("the output buffer is not the item's size"));
+            return Err(wrong_buffer_size(target.len(), entry.size));
         }
         target.copy_from_slice(&data);
         events
@@ -161,6 +161,15 @@ impl MemoryAllocator {
         events.finish(GetEvent::DownloadFinished).await?;
         Ok(out)
     }
+}
+
+/// The error of a read into a buffer of another size than the item's: the
+/// store makes the buffer of the item's size (and checks one a caller
+/// made), so reaching it is a bug.
+fn wrong_buffer_size(buffer: usize, item: u64) -> Error {
+    Error::internal(format!(
+        "a read of a {item}-byte item was given a {buffer}-byte buffer"
+    ))
 }
 
 /// An item's pieces in one pad: (offset in the item, piece, piece index).
@@ -198,7 +207,7 @@ async fn read_pad_version(
         .download_permits
         .acquire()
         .await
-        .map_err(|_| Error::invalid("store is closed"))?;
+        .map_err(permits_closed)?;
     let id = writer.pad_id(pad)?;
     let read = io.read(id, min_version).await?;
     Ok((Bytes::from(read.plaintext), read.tag, read.version))
@@ -393,7 +402,7 @@ impl<B: AsMut<[u8]>> ItemBuffer<B> {
         let this = Arc::get_mut(&mut shared).expect("not shared yet");
         let bytes = this.buffer.get_mut().as_mut();
         if bytes.len() as u64 != size {
-            return Err(Error::invalid("the output buffer is not the item's size"));
+            return Err(wrong_buffer_size(bytes.len(), size));
         }
         (this.start, this.len) = (bytes.as_mut_ptr(), bytes.len());
         Ok(shared)

@@ -160,7 +160,7 @@ impl MemoryAllocator {
             && let Some(task) = expansion.task.take()
         {
             task.await
-                .map_err(|e| Error::invalid(format!("pad reservation task failed: {e}")))??;
+                .map_err(|e| Error::internal(format!("pad reservation task failed: {e}")))??;
         }
         for piece in &mut pieces {
             piece.version = versions[&piece.pad];
@@ -184,7 +184,7 @@ impl MemoryAllocator {
     ) -> Result<PadWritten> {
         // Held until the pad is committed: the writer keeps its bytes until then.
         let _in_memory = match parts_in_memory {
-            Some(bound) => Some(bound.acquire().await.map_err(|_| writer_stopped())?),
+            Some(bound) => Some(bound.acquire().await.map_err(bound_closed)?),
             None => None,
         };
         let parts = load_parts(parts, data).await?;
@@ -294,7 +294,7 @@ impl MemoryAllocator {
         events: &EventSink<PutEvent>,
     ) -> Result<PadWritten> {
         let _in_memory = match parts_in_memory {
-            Some(bound) => Some(bound.acquire().await.map_err(|_| writer_stopped())?),
+            Some(bound) => Some(bound.acquire().await.map_err(bound_closed)?),
             None => None,
         };
         let parts = load_parts(parts, data).await?;
@@ -390,8 +390,10 @@ fn streamed_bound(data: &ItemData) -> Option<Semaphore> {
         .then(|| Semaphore::new(STREAMED_PARTS_IN_MEMORY))
 }
 
-fn writer_stopped() -> Error {
-    Error::invalid("the put stopped")
+/// The error of acquiring a permit of the bound on parts in memory, a
+/// semaphore nothing closes: reaching it is a bug.
+fn bound_closed(_: tokio::sync::AcquireError) -> Error {
+    Error::internal("the bound on a put's parts in memory was closed, which nothing does")
 }
 
 /// Hashes each part's bytes (on the blocking pool if large), returning the
@@ -455,6 +457,8 @@ impl WriteProgress {
     }
 }
 
+/// The error of a pad write whose writer task ended without answering: it
+/// answers every write it takes, so it panicked or its runtime shut down.
 pub(super) fn writer_gone(_: oneshot::error::RecvError) -> Error {
-    Error::invalid("the pad writer stopped")
+    Error::internal("the pad writer task stopped before answering")
 }

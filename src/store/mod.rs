@@ -644,7 +644,7 @@ impl Store {
                 None => allocator.read(&entry, buffer, events).await,
             }
         };
-        let buffer = make_buffer(usize_size(entry.0.size)?)?;
+        let buffer = sized_buffer(make_buffer, entry.0.size)?;
         match read(entry.clone(), buffer).await {
             // A pad gone (emptied by another process's compaction) also
             // means the item moved.
@@ -654,7 +654,7 @@ impl Store {
                 self.inner.gate.catch_up().await?;
                 match lookup() {
                     Some(fresh) if fresh.0 != entry.0 => {
-                        let buffer = make_buffer(usize_size(fresh.0.size)?)?;
+                        let buffer = sized_buffer(make_buffer, fresh.0.size)?;
                         read(fresh, buffer).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
@@ -872,6 +872,23 @@ async fn create_meta(
     .await;
     lock.release().await;
     created
+}
+
+/// A buffer for an item of `size` bytes from the caller's `make_buffer`,
+/// which must make it of that size.
+fn sized_buffer<B: AsMut<[u8]>>(
+    make_buffer: &mut impl FnMut(usize) -> Result<B>,
+    size: u64,
+) -> Result<B> {
+    let size = usize_size(size)?;
+    let mut buffer = make_buffer(size)?;
+    let made = buffer.as_mut().len();
+    if made != size {
+        return Err(Error::invalid(format!(
+            "the output buffer is not the item's size ({made} bytes for {size})"
+        )));
+    }
+    Ok(buffer)
 }
 
 /// An item's size as a buffer length.
