@@ -15,6 +15,7 @@ mod blocking;
 pub mod crypto;
 pub mod error;
 pub mod events;
+mod group_commit;
 pub mod index;
 pub mod journal;
 pub mod memory_map;

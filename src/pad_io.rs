@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 use crate::blocking;
 use crate::crypto::{self, AuthTag, StoreKeys};
 use crate::error::{Error, Result};
+use crate::group_commit::{self, GroupCommit, Reply, Ticket};
 use crate::pad::{self, PadId};
 use crate::pad_store::{BackendError, PadStore};
 use crate::retry::RetryPolicy;
@@ -238,10 +239,10 @@ pub struct PadContent {
 /// Where a pad write stands, as seen by the put that asked for it.
 pub struct PadWrite {
     /// Resolves when the upload is done (before its commit check).
-    pub uploaded: oneshot::Receiver<Result<()>>,
+    pub uploaded: Ticket<()>,
     /// Resolves with the pad version that holds the patches, once
     /// committed, and the authentication tag of that version's object.
-    pub committed: oneshot::Receiver<Result<(u64, AuthTag)>>,
+    pub committed: Ticket<(u64, AuthTag)>,
 }
 
 struct Patch {
@@ -249,19 +250,19 @@ struct Patch {
     parts: Vec<(u64, Bytes)>,
     /// Must reach stable storage (see `PadWriter::write`).
     durable: bool,
-    uploaded: oneshot::Sender<Result<()>>,
-    committed: oneshot::Sender<Result<(u64, AuthTag)>>,
+    uploaded: Reply<()>,
+    committed: Reply<(u64, AuthTag)>,
 }
 
 struct Slot {
     id: PadId,
-    /// Protects the queue and what is known of the pad; held only briefly.
+    /// Patches waiting for the pad's next upload, group-committed.
+    patches: GroupCommit<Patch>,
+    /// Protects what is known of the pad; held only briefly.
     state: Mutex<SlotState>,
 }
 
 struct SlotState {
-    waiting: Vec<Patch>,
-    flushing: bool,
     /// The pad's committed plaintext, when known (cached or fresh).
     content: Option<Bytes>,
     /// Lowest version the backend may hold (what a read must accept).
@@ -297,9 +298,8 @@ impl PadWriter {
     pub fn add_pad(&self, ordinal: u64, id: PadId, version: u64, fresh: bool) {
         let slot = Arc::new(Slot {
             id,
+            patches: GroupCommit::default(),
             state: Mutex::new(SlotState {
-                waiting: Vec::new(),
-                flushing: false,
                 content: fresh.then(Bytes::new),
                 min_version: version,
                 next_version: version.saturating_add(1),
@@ -327,25 +327,21 @@ impl PadWriter {
         durable: bool,
     ) -> Result<PadWrite> {
         let slot = self.slot(ordinal)?;
-        let (uploaded_tx, uploaded) = oneshot::channel();
-        let (committed_tx, committed) = oneshot::channel();
-        let lead = {
-            let mut state = slot.state.lock().expect("slot lock");
-            state.waiting.push(Patch {
-                parts,
-                durable,
-                uploaded: uploaded_tx,
-                committed: committed_tx,
-            });
-            !std::mem::replace(&mut state.flushing, true)
+        let (uploaded_reply, uploaded) = group_commit::ticket();
+        let (committed_reply, committed) = group_commit::ticket();
+        let patch = Patch {
+            parts,
+            durable,
+            uploaded: uploaded_reply,
+            committed: committed_reply,
         };
-        if lead {
+        if slot.patches.push(patch) {
             // Its own task: a put dropping its future must not strand the
             // other puts whose patches ride in the same upload.
             self.flushing.fetch_add(1, Ordering::AcqRel);
             let writer = Arc::clone(self);
             tokio::spawn(async move {
-                Arc::clone(&writer).flush(slot).await;
+                slot.patches.run(|batch| writer.flush(&slot, batch)).await;
                 if writer.flushing.fetch_sub(1, Ordering::AcqRel) == 1 {
                     writer.idle.notify_waiters();
                 }
@@ -406,56 +402,43 @@ impl PadWriter {
         Ok(self.slot(ordinal)?.id)
     }
 
-    async fn flush(self: Arc<Self>, slot: Arc<Slot>) {
-        loop {
-            let (batch, content, min_version) = {
-                let mut state = slot.state.lock().expect("slot lock");
-                if state.waiting.is_empty() {
-                    state.flushing = false;
-                    return;
+    /// Uploads one batch of patches to the slot's pad and answers them.
+    async fn flush(&self, slot: &Slot, batch: Vec<Patch>) {
+        let (content, min_version) = {
+            let state = slot.state.lock().expect("slot lock");
+            (state.content.clone(), state.min_version)
+        };
+        let mut parts = Vec::new();
+        let mut uploaded = Vec::with_capacity(batch.len());
+        let mut committed = Vec::with_capacity(batch.len());
+        let durable = batch.iter().any(|patch| patch.durable);
+        for patch in batch {
+            parts.extend(patch.parts);
+            uploaded.push(patch.uploaded);
+            committed.push(patch.committed);
+        }
+        let outcome = self
+            .flush_batch(slot, &parts, content, min_version, durable, &mut uploaded)
+            .await;
+        // Let go of the callers' data before telling them it is written.
+        drop(parts);
+        let mut state = slot.state.lock().expect("slot lock");
+        match outcome {
+            Ok((version, plaintext, tag)) => {
+                state.min_version = version;
+                state.next_version = state.next_version.max(version.saturating_add(1));
+                self.replace_cache(&mut state, plaintext);
+                for done in committed {
+                    done.send(Ok((version, tag)));
                 }
-                (
-                    std::mem::take(&mut state.waiting),
-                    state.content.clone(),
-                    state.min_version,
-                )
-            };
-            let mut parts = Vec::new();
-            let mut uploaded = Vec::with_capacity(batch.len());
-            let mut committed = Vec::with_capacity(batch.len());
-            let durable = batch.iter().any(|patch| patch.durable);
-            for patch in batch {
-                parts.extend(patch.parts);
-                uploaded.push(patch.uploaded);
-                committed.push(patch.committed);
             }
-            let outcome = self
-                .flush_batch(&slot, &parts, content, min_version, durable, &mut uploaded)
-                .await;
-            // Let go of the callers' data before telling them it is written.
-            drop(parts);
-            let mut state = slot.state.lock().expect("slot lock");
-            match outcome {
-                Ok((version, plaintext, tag)) => {
-                    state.min_version = version;
-                    state.next_version = state.next_version.max(version.saturating_add(1));
-                    self.replace_cache(&mut state, plaintext);
-                    for done in committed {
-                        let _ = done.send(Ok((version, tag)));
-                    }
-                }
-                Err(error) => {
-                    // The upload may or may not have landed: forget the
-                    // content and never reuse the attempted version.
-                    state.next_version = state.next_version.saturating_add(1);
-                    self.replace_cache(&mut state, None);
-                    for done in uploaded {
-                        let _ = done.send(Err(error.clone()));
-                    }
-                    for done in committed {
-                        let _ = done.send(Err(error.clone()));
-                    }
-                }
+            Err(error) => {
+                // The upload may or may not have landed: forget the
+                // content and never reuse the attempted version.
+                state.next_version = state.next_version.saturating_add(1);
+                self.replace_cache(&mut state, None);
+                group_commit::fail_all(uploaded, &error);
+                group_commit::fail_all(committed, &error);
             }
         }
     }
@@ -469,7 +452,7 @@ impl PadWriter {
         content: Option<Bytes>,
         min_version: u64,
         durable: bool,
-        uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
+        uploaded: &mut Vec<Reply<()>>,
     ) -> Result<(u64, Option<Bytes>, AuthTag)> {
         let permit = self
             .io
@@ -537,8 +520,7 @@ impl PadWriter {
             .io
             .upload(slot.id, version, content.clone(), durable, permit, || {
                 for done in uploaded.drain(..) {
-                    // The receiver may be gone (a cancelled put); fine.
-                    let _ = done.send(Ok(()));
+                    done.send(Ok(()));
                 }
             })
             .await?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
 use super::{Allocation, ItemData, MemoryAllocator};
 use crate::blocking;
@@ -208,9 +208,9 @@ impl MemoryAllocator {
         };
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         let write = self.writer.write(pad, parts, false)?;
-        write.uploaded.await.map_err(writer_gone)??;
+        write.uploaded.answer().await?;
         progress.report_uploaded(bytes, events).await?;
-        let (version, tag) = write.committed.await.map_err(writer_gone)??;
+        let (version, tag) = write.committed.answer().await?;
         if whole_piece.is_some() {
             digests[0].1 = tag;
         }
@@ -455,10 +455,4 @@ impl WriteProgress {
             })
             .await
     }
-}
-
-/// The error of a pad write whose writer task ended without answering: it
-/// answers every write it takes, so it panicked or its runtime shut down.
-pub(super) fn writer_gone(_: oneshot::error::RecvError) -> Error {
-    Error::internal("the pad writer task stopped before answering")
 }
