@@ -160,7 +160,7 @@ impl MemoryAllocator {
 /// The digest of a piece read from its pad (see `crypto::item_digest`): the
 /// pad object's tag for a piece filling its pad (authentic, since the pad
 /// opened), else the hash of the piece's bytes.
-fn piece_digest(
+pub(crate) fn piece_digest(
     piece: &Piece,
     pad_size: u64,
     tag: Option<AuthTag>,
@@ -226,7 +226,7 @@ fn copy_piece(content: &[u8], piece: &Piece, target: &mut [u8]) {
 
 /// The bytes `[from, from + len)` of a piece, out of its pad's plaintext
 /// (a pad stores only the prefix ever written; past it, zeros).
-pub(super) fn piece_bytes(content: &Bytes, piece: &Piece, from: u64, len: u64) -> Bytes {
+pub(crate) fn piece_bytes(content: &Bytes, piece: &Piece, from: u64, len: u64) -> Bytes {
     let start = (piece.offset + from) as usize;
     let end = start + len as usize;
     if end <= content.len() {
