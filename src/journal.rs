@@ -1084,9 +1084,14 @@ impl Journal {
             log.checkpoint_bytes = plaintext.len() as u64;
             log.chains = log.chains.split_off(&(seq + 1));
         }
-        // Older objects are now garbage; leftovers are skipped on load.
-        // Deleted concurrently: a checkpoint absorbs thousands of small log
-        // objects, and the caller that made it due waits for this.
+        self.delete_absorbed(seq, absorbed).await;
+    }
+
+    /// Deletes the log objects checkpoint `seq` absorbed and the older
+    /// checkpoints: garbage now (leftovers are skipped on load). Deleted
+    /// concurrently: a checkpoint absorbs thousands of small log objects,
+    /// and the caller that made it due waits for this.
+    async fn delete_absorbed(&self, seq: u64, absorbed: Vec<u64>) {
         let mut garbage: Vec<String> = absorbed
             .into_iter()
             .map(|old| object_name(LOG_PREFIX, old))

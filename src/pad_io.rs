@@ -460,11 +460,6 @@ impl PadWriter {
             .acquire()
             .await
             .map_err(permits_closed)?;
-        let end = parts
-            .iter()
-            .map(|(o, b)| o + b.len() as u64)
-            .max()
-            .unwrap_or(0);
         // One part filling the whole pad (most pads of a large item): seal
         // it straight from the caller's bytes, with no plaintext copy.
         let whole = match parts {
@@ -473,36 +468,13 @@ impl PadWriter {
             }
             _ => None,
         };
-        let (base_version, mut plaintext) = if whole.is_some() || covers(parts, self.io.pad_size) {
-            (min_version, Vec::new())
-        } else if let Some(content) = content {
-            (min_version, content.to_vec())
-        } else {
-            match self.io.read(slot.id, min_version).await {
-                Ok(read) => (read.version, read.plaintext),
-                // A write-back into a pad whose content is gone (an OS crash
-                // without fsync left its file empty or torn): the items it
-                // held are lost already (their reads fail their checks);
-                // the ones still in the log are not, so the pad is rebuilt
-                // from them rather than leave them in the log for ever.
-                Err(Error::Integrity(message)) if durable => {
-                    log::warn!(
-                        "pad {} is damaged ({message}); rewriting it with the small items                          still in the index log (items it held otherwise stay unreadable)",
-                        slot.id.object_name()
-                    );
-                    (min_version, Vec::new())
-                }
-                Err(error) => return Err(error),
-            }
-        };
+        let mut base_version = min_version;
+        let mut plaintext = Vec::new();
         if whole.is_none() {
-            if (plaintext.len() as u64) < end {
-                plaintext.resize(end as usize, 0);
-            }
-            for (offset, bytes) in parts {
-                let offset = *offset as usize;
-                plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
-            }
+            (base_version, plaintext) = self
+                .content_to_patch(slot, parts, content, min_version, durable)
+                .await?;
+            patch(&mut plaintext, parts);
         }
         let version = {
             let state = slot.state.lock().expect("slot lock");
@@ -528,6 +500,41 @@ impl PadWriter {
         Ok((version, (!is_whole).then_some(content), tag))
     }
 
+    /// The content that `parts` patch, and its version: nothing if they
+    /// cover the pad, else the cached content, else the pad as read.
+    async fn content_to_patch(
+        &self,
+        slot: &Slot,
+        parts: &[(u64, Bytes)],
+        content: Option<Bytes>,
+        min_version: u64,
+        durable: bool,
+    ) -> Result<(u64, Vec<u8>)> {
+        if covers(parts, self.io.pad_size) {
+            return Ok((min_version, Vec::new()));
+        }
+        if let Some(content) = content {
+            return Ok((min_version, content.to_vec()));
+        }
+        match self.io.read(slot.id, min_version).await {
+            Ok(read) => Ok((read.version, read.plaintext)),
+            // A write-back into a pad whose content is gone (an OS crash
+            // without fsync left its file empty or torn): the items it
+            // held are lost already (their reads fail their checks);
+            // the ones still in the log are not, so the pad is rebuilt
+            // from them rather than leave them in the log for ever.
+            Err(Error::Integrity(message)) if durable => {
+                log::warn!(
+                    "pad {} is damaged ({message}); rewriting it with the small items \
+                     still in the index log (items it held otherwise stay unreadable)",
+                    slot.id.object_name()
+                );
+                Ok((min_version, Vec::new()))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
     /// Keeps a partly filled pad's plaintext if the cache budget allows.
     fn replace_cache(&self, state: &mut SlotState, plaintext: Option<Bytes>) {
         if let Some(old) = state.content.take() {
@@ -544,6 +551,23 @@ impl PadWriter {
         } else if partly_filled {
             self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
         }
+    }
+}
+
+/// Writes `parts` (`(offset, bytes)`) over `plaintext`, extending it with
+/// zeros as far as they reach.
+fn patch(plaintext: &mut Vec<u8>, parts: &[(u64, Bytes)]) {
+    let end = parts
+        .iter()
+        .map(|(o, b)| o + b.len() as u64)
+        .max()
+        .unwrap_or(0);
+    if (plaintext.len() as u64) < end {
+        plaintext.resize(end as usize, 0);
+    }
+    for (offset, bytes) in parts {
+        let offset = *offset as usize;
+        plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
 }
 
