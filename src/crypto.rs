@@ -7,9 +7,10 @@
 //! object's subkey (a keyed BLAKE3 hash under the store key), the other 96
 //! bits are the GCM nonce. A store may seal billions of objects over its
 //! life; with subkeys no GCM key comes near its limit of 2^32 random
-//! nonces. AES-GCM, through `ring`, runs at 9 GB/s per core on this machine
-//! with VAES (6x XChaCha20-Poly1305 in RustCrypto): sealing stops being the
-//! bottleneck of a large put (docs/benchmarks.md, P2).
+//! nonces. AES-GCM, through `ring`, uses the CPU's AES instructions (VAES
+//! where present), several times faster than XChaCha20-Poly1305 in
+//! RustCrypto, so sealing is not what bounds a large put (measurements in
+//! docs/benchmarks.md).
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use twox_hash::XxHash3_128;
@@ -270,7 +271,7 @@ pub fn piece_digest(bytes: &[u8]) -> Digest {
 /// in the wrong place). So a piece that fills its pad (most of a large
 /// item) is identified by the pad object's authentication tag, which the
 /// AEAD ties to those very bytes, the pad and its version: hashing them
-/// again would repeat that check at a sixth of a put's CPU time. A piece
+/// again would repeat that check at a sizeable share of a put's CPU. A piece
 /// that shares its pad is hashed (XXH3-128) where it is written or read,
 /// while its bytes are in the cache.
 pub fn item_digest(pieces: &[Digest]) -> Digest {

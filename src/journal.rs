@@ -1,8 +1,8 @@
 //! The durable, encrypted log of index [`Record`]s, with checkpoints.
 //!
 //! Each write is one object `j/<seq>` holding a batch of records; concurrent
-//! appends are group-committed into one write, so many small puts share one
-//! index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
+//! appends are group-committed into one write (`group_commit.rs`), so many
+//! small puts share one index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
 //! is written when the log since the last one outgrows it, so the cost per
 //! put stays constant however many keys the store holds. Objects are sealed
 //! with the index key; the associated data binds their kind and sequence
@@ -648,9 +648,9 @@ impl Journal {
                 .retry
                 .run(|_| {
                     let (folder, name, sealed) = (folder.clone(), name.clone(), sealed.clone());
-                    // Unflushed, a small object reaches the page cache in tens
-                    // of microseconds, less than a hop to the blocking pool and
-                    // back (which halved the puts per second of a sync loop).
+                    // Unflushed, a small object reaches the page cache sooner
+                    // than a hop to the blocking pool and back would take,
+                    // and that hop is most of a small put's time.
                     let cost = if folder.fsync() {
                         usize::MAX
                     } else {
@@ -1024,7 +1024,7 @@ impl Journal {
 
     /// Writes a checkpoint once the log since the last one is larger than it
     /// (and than a floor), then deletes the absorbed log objects. Runs inside
-    /// the flush loop before the batch's callers are answered, so no append
+    /// the batch's commit, before its callers are answered, so no append
     /// interleaves and the writer lock is held. A failure only postpones it.
     async fn checkpoint_if_due(&self) {
         let (due, dirty) = {

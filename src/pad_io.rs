@@ -1,9 +1,9 @@
 //! Pad I/O: reserving, reading and writing sealed pads, with retries and the
-//! concurrency limits of a store. Writes to one pad are group-committed: every
-//! change to a pad goes through its [`PadWriter`] slot, which applies all
-//! queued patches to the latest content and uploads them in one write, so two
-//! puts sharing a pad never lose each other's bytes and many small puts share
-//! one upload.
+//! concurrency limits of a store. Writes to one pad are group-committed
+//! (`group_commit.rs`): every change to a pad goes through its [`PadWriter`]
+//! slot, which applies all queued patches to the latest content and uploads
+//! them in one write, so two puts sharing a pad never lose each other's
+//! bytes and many small puts share one upload.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

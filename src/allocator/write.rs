@@ -30,8 +30,8 @@ impl MemoryAllocator {
     /// Uploads `data` into the allocation and commits every pad, emitting
     /// `StartingUpload`, `UploadProgress`, `ScratchpadUploadComplete`,
     /// `ScratchpadCommitComplete` and `UploadFinished`. Uploads to new pads
-    /// start as each is reserved. Returns the item's pieces in data order.
-    /// Returns the item's pieces and digest.
+    /// start as each is reserved. Returns the item's pieces, in data order,
+    /// and its digest.
     pub async fn write(
         &self,
         allocation: &mut Allocation,

@@ -1,6 +1,7 @@
-//! The store: `store_item`, `fetch_item`, `remove_item` and friends, as the
-//! brief's §2 describes them. It checks keys, asks for confirmation, and then
-//! leaves space to the allocator and durability to the journal.
+//! The store: `store_item`, `fetch_item`, `remove_item` and friends, step by
+//! step as docs/architecture.md ("The path of one `store_item`") tells them.
+//! It checks keys, asks for confirmation, and then leaves space to the
+//! allocator and durability to the journal.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -406,7 +407,9 @@ impl Store {
         })
     }
 
-    /// Stores `data` under `key` (brief §2), emitting put events to `callback`.
+    /// Stores `data` under `key`, emitting put events to `callback`: asks
+    /// for confirmation if new pads are needed, reserves and uploads them,
+    /// then records the key (see docs/architecture.md).
     pub async fn store_item(
         &self,
         key: &str,
