@@ -29,10 +29,7 @@ impl MemoryAllocator {
         out: B,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
-        let total_bytes = entry.size;
-        events
-            .emit(|| GetEvent::StartingDownload { total_bytes })
-            .await?;
+        let total_bytes = starting_download(events, entry).await?;
         // pad -> (newest version its pieces need, [(data offset, piece, index)])
         let mut by_pad: BTreeMap<u64, (u64, PiecesInPad)> = BTreeMap::new();
         let pad_size = self.io.pad_size;
@@ -96,10 +93,7 @@ impl MemoryAllocator {
         mut out: B,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
-        let total_bytes = entry.size;
-        events
-            .emit(|| GetEvent::StartingDownload { total_bytes })
-            .await?;
+        let total_bytes = starting_download(events, entry).await?;
         if inline_digest(&entry.pieces, &data)? != entry.hash {
             return Err(Error::integrity(
                 "item content does not match its digest: its index log record was modified",
@@ -200,6 +194,15 @@ pub(super) async fn read_pad(
     let id = writer.pad_id(pad)?;
     let read = io.read(id, min_version).await?;
     Ok((Bytes::from(read.plaintext), read.tag, read.version))
+}
+
+/// Emits `StartingDownload` for `entry`; returns its size.
+async fn starting_download(events: &EventSink<GetEvent>, entry: &Entry) -> Result<u64> {
+    let total_bytes = entry.size;
+    events
+        .emit(|| GetEvent::StartingDownload { total_bytes })
+        .await?;
+    Ok(total_bytes)
 }
 
 /// Checks the digests of an item's pieces, read from its pads, against the
@@ -324,11 +327,8 @@ impl MemoryAllocator {
         mut sink: S,
         events: &EventSink<GetEvent>,
     ) -> Result<(u64, S)> {
-        let total_bytes = entry.size;
         let tiles = tile(entry, self.io.pad_size)?;
-        events
-            .emit(|| GetEvent::StartingDownload { total_bytes })
-            .await?;
+        let total_bytes = starting_download(events, entry).await?;
         let pad_size = self.io.pad_size;
         let mut reads = futures::stream::iter(tiles)
             .map(|(_, piece)| {

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Allocation, ItemData, MemoryAllocator};
 use crate::blocking;
-use crate::crypto::{self, Digest};
+use crate::crypto::{self, AuthTag, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
 use crate::index::Piece;
@@ -160,13 +160,8 @@ impl MemoryAllocator {
         item: &ItemWrite<'_>,
     ) -> Result<PadWritten> {
         let whole_piece = self.whole_piece(&parts);
-        let (parts, mut digests) = match whole_piece {
-            Some(piece) => {
-                let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
-                (parts, vec![(piece, Digest::default())])
-            }
-            None => hash_parts(parts).await,
-        };
+        // A whole piece's digest is its pad's tag, known once committed.
+        let (parts, mut digests) = self.digest_parts(parts, Some(AuthTag::default())).await;
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         let write = self.writer.write(pad, parts, false)?;
         write.uploaded.answer().await?;
@@ -177,6 +172,23 @@ impl MemoryAllocator {
         }
         item.progress.report_committed(item.events).await?;
         Ok((pad, version, digests))
+    }
+
+    /// The parts as the pad writer takes them, and the digest of each
+    /// part's piece: `tag` (the pad object's) for a single part filling its
+    /// pad, if given; else the hash of the part's bytes.
+    async fn digest_parts(
+        &self,
+        parts: Vec<LoadedPart>,
+        tag: Option<AuthTag>,
+    ) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
+        match (self.whole_piece(&parts), tag) {
+            (Some(piece), Some(tag)) => {
+                let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
+                (parts, vec![(piece, tag)])
+            }
+            _ => hash_parts(parts).await,
+        }
     }
 
     /// The piece of `parts` if it is their only one and fills its pad.
@@ -237,14 +249,7 @@ impl MemoryAllocator {
         };
         let version = read.version;
         // A pad that holds a whole part was written, so it has a tag.
-        let (parts, digests) = match (self.whole_piece(&parts), read.tag) {
-            (Some(piece), Some(tag)) => {
-                let parts: Vec<(u64, Bytes)> =
-                    parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
-                (parts, vec![(piece, tag)])
-            }
-            _ => hash_parts(parts).await,
-        };
+        let (parts, digests) = self.digest_parts(parts, read.tag).await;
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         item.progress.report_uploaded(bytes, item.events).await?;
         item.progress.report_committed(item.events).await?;
