@@ -35,6 +35,7 @@
 //! fsync setting: otherwise a power loss could lose both.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -45,7 +46,7 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::group_commit::{self, GroupCommit, Reply};
 use crate::index::{self, Index, Piece, Record};
-use crate::pad_store::{BackendError, PadStore, WriterLock};
+use crate::pad_store::{BackendError, PadStore, PutReceipt, WriterLock};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::{LogPosition, SeenLogs};
 
@@ -79,6 +80,12 @@ const REMEMBER_PERIOD: std::time::Duration = std::time::Duration::from_millis(50
 /// open. Counted apart from the records themselves, so a loop of small puts
 /// checkpoints (and so writes its pads back) as rarely as one of large puts.
 const INLINE_LOG_LIMIT: u64 = 32 << 20;
+/// Most records replayed over the local index cache: each may read a block
+/// of it (tens of microseconds), so past this, or past one record for every
+/// `CACHE_ITEMS_PER_TAIL_RECORD` cached items, a load from the backend
+/// (which also writes a new cache) costs less.
+const MOST_CACHE_TAIL_RECORDS: usize = 4096;
+const CACHE_ITEMS_PER_TAIL_RECORD: usize = 64;
 
 /// Writes back every pad holding bytes only in the log; the journal calls
 /// it before a checkpoint, which must carry no item data.
@@ -110,6 +117,66 @@ pub struct Journal {
     remembering_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What writes pads back before a checkpoint (the allocator).
     write_back: Mutex<Option<std::sync::Weak<dyn WriteBackAll>>>,
+    /// The local copy of the index, if this store keeps one.
+    cache: Option<IndexCache>,
+    /// Whether opening read the index from that copy.
+    opened_from_cache: bool,
+}
+
+/// Where a store keeps its local index cache (`index::cache`), and from
+/// what size: a small index loads faster than the cache is checked.
+#[derive(Debug, Clone)]
+pub struct IndexCache {
+    pub path: PathBuf,
+    pub min_items: u64,
+    /// The store's pad size, to check the index against before keeping it.
+    pub pad_size: u64,
+}
+
+/// The log state kept in the index cache beside the index, and the object
+/// it was read up to, whose receipt tells whether the store still holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedLog {
+    anchor: String,
+    anchor_size: u64,
+    anchor_tag: Option<String>,
+    uncheckpointed: Vec<u64>,
+    log_bytes: u64,
+    inline_log_bytes: u64,
+    checkpoint_bytes: u64,
+    chain: [u8; 32],
+    chains: BTreeMap<u64, [u8; 32]>,
+}
+
+/// An index read from the backend (or the cache) and the log state that
+/// goes with it, before it replaces the journal's.
+struct Loaded {
+    index: Index,
+    next_seq: u64,
+    uncheckpointed: Vec<u64>,
+    log_bytes: u64,
+    inline_log_bytes: u64,
+    checkpoint_bytes: u64,
+    chain: [u8; 32],
+    chains: BTreeMap<u64, [u8; 32]>,
+}
+
+impl Loaded {
+    /// Applies log object `seq`, which must be the next; returns how many
+    /// records it held.
+    fn replay(&mut self, seq: u64, plaintext: &[u8], sealed: &[u8]) -> Result<usize> {
+        let records: Vec<Record> = index::from_bytes(plaintext, "index log")?;
+        for record in &records {
+            self.index.apply(record)?;
+        }
+        self.log_bytes += plaintext.len() as u64;
+        self.inline_log_bytes += inline_len(&records);
+        self.uncheckpointed.push(seq);
+        self.next_seq = seq + 1;
+        self.chain = chain_next(&self.chain, seq, sealed);
+        self.chains.insert(self.next_seq, self.chain);
+        Ok(records.len())
+    }
 }
 
 /// The newest position not yet remembered, and whether a task is at it.
@@ -289,8 +356,9 @@ impl Journal {
         retry: RetryPolicy,
         checkpoint_interval: u64,
         rollback: RollbackCheck,
+        cache: Option<IndexCache>,
     ) -> Result<Arc<Self>> {
-        let journal = Journal {
+        let mut journal = Journal {
             backend,
             keys,
             store_id,
@@ -316,6 +384,8 @@ impl Journal {
             remembering: Arc::default(),
             remembering_task: Mutex::new(None),
             write_back: Mutex::new(None),
+            cache,
+            opened_from_cache: false,
         };
         // The memory first: it only ever holds positions whose log writes
         // had landed, so a store read after it is at least there unless it
@@ -329,11 +399,208 @@ impl Journal {
             }
             None => None,
         };
-        journal.load().await?;
+        let started = std::time::Instant::now();
+        journal.opened_from_cache = journal.load_from_cache().await;
+        if !journal.opened_from_cache {
+            journal.load().await?;
+        }
+        log::debug!(
+            "index loaded from the {} in {:?}",
+            if journal.opened_from_cache {
+                "local cache"
+            } else {
+                "backend"
+            },
+            started.elapsed()
+        );
         journal
             .check_rollback(remembered, rollback.allow_rollback)
             .await?;
+        if !journal.opened_from_cache {
+            journal.keep_cache().await;
+        }
         Ok(Arc::new(journal))
+    }
+
+    /// Whether opening read the index from the local cache.
+    pub fn opened_from_cache(&self) -> bool {
+        self.opened_from_cache
+    }
+
+    /// Loads the index from the local cache if it still describes the
+    /// store; `false` (the caller loads from the backend) if there is none,
+    /// if it cannot be read, or if it is not on the store's history.
+    async fn load_from_cache(&self) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        match self.try_load_from_cache(cache).await {
+            Ok(used) => used,
+            Err(error) => {
+                log::info!("loading the index from the backend: {error}");
+                false
+            }
+        }
+    }
+
+    /// The cache is never trusted over the backend: it is used only if the
+    /// object it was read up to (the last log object it covers, or the
+    /// checkpoint it starts from) is still there unchanged, no checkpoint
+    /// has absorbed the log past it, and the log after it is contiguous;
+    /// that log is then replayed on top, as a load replays the log after a
+    /// checkpoint. The store's objects are write-once (see the module
+    /// header), so the same object at the anchor means the same history.
+    async fn try_load_from_cache(&self, cache: &IndexCache) -> Result<bool> {
+        let Some(opened) = index::cache::open(&cache.path, Arc::clone(&self.keys), &self.store_id)?
+        else {
+            return Ok(false);
+        };
+        let state: CachedLog = index::from_bytes(&opened.state, "index cache")?;
+        let (checkpoints, logs) = futures::try_join!(
+            self.list_seqs(CHECKPOINT_PREFIX),
+            self.list_seqs(LOG_PREFIX)
+        )?;
+        let newest = checkpoints.last().copied();
+        if newest.is_some_and(|checkpoint| checkpoint >= opened.position) {
+            return Ok(false);
+        }
+        let receipt = PutReceipt {
+            e_tag: state.anchor_tag.clone(),
+            size: state.anchor_size,
+        };
+        if let Err(error) = self.backend.verify(&state.anchor, &receipt).await {
+            log::info!("the index cache is not on the store's history: {error}");
+            return Ok(false);
+        }
+        let tail: Vec<u64> = logs.into_iter().filter(|s| *s >= opened.position).collect();
+        let contiguous = tail
+            .iter()
+            .zip(opened.position..)
+            .all(|(s, want)| *s == want);
+        if !contiguous {
+            return Ok(false);
+        }
+        let most_records =
+            MOST_CACHE_TAIL_RECORDS.max(opened.index.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
+        let mut loaded = Loaded {
+            index: opened.index,
+            next_seq: opened.position,
+            uncheckpointed: state.uncheckpointed,
+            log_bytes: state.log_bytes,
+            inline_log_bytes: state.inline_log_bytes,
+            checkpoint_bytes: state.checkpoint_bytes,
+            chain: state.chain,
+            chains: state.chains,
+        };
+        let mut records = 0;
+        for seq in tail {
+            let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
+            records += loaded.replay(seq, &plaintext, &sealed)?;
+            if records > most_records {
+                return Ok(false);
+            }
+        }
+        if self.checkpointed_since(newest).await? {
+            return Ok(false);
+        }
+        self.install(loaded);
+        Ok(true)
+    }
+
+    /// Writes the local index cache if this store keeps one and a load from
+    /// the backend just paid for the whole index: the next open then reads
+    /// a few kilobytes. An index that fails its check is not kept (opening
+    /// then fails on it). Failures are only reported: the cache is an
+    /// optimisation.
+    async fn keep_cache(&mut self) {
+        let journal = self;
+        let Some(cache) = journal.cache.clone() else {
+            return;
+        };
+        let (anchor, state) = {
+            let log = journal.log.get_mut().expect("journal lock");
+            let small = (log.index.items.len() as u64) < cache.min_items;
+            let Some(last) = log.next_seq.checked_sub(1) else {
+                return;
+            };
+            if small || !log.index.inline.is_empty() || log.doubt.is_some() {
+                return;
+            }
+            if let Err(error) = log.index.check(cache.pad_size) {
+                log::info!("no local index cache: {error}");
+                return;
+            }
+            let anchor = if log.uncheckpointed.last() == Some(&last) {
+                object_name(LOG_PREFIX, last)
+            } else {
+                object_name(CHECKPOINT_PREFIX, last)
+            };
+            let state = CachedLog {
+                anchor: anchor.clone(),
+                anchor_size: 0,
+                anchor_tag: None,
+                uncheckpointed: log.uncheckpointed.clone(),
+                log_bytes: log.log_bytes,
+                inline_log_bytes: log.inline_log_bytes,
+                checkpoint_bytes: log.checkpoint_bytes,
+                chain: log.chain,
+                chains: log.chains.clone(),
+            };
+            (anchor, state)
+        };
+        let receipt = match journal.backend.head(&anchor).await {
+            Ok(receipt) => receipt,
+            Err(error) => {
+                log::info!("no local index cache: {error}");
+                return;
+            }
+        };
+        let state = CachedLog {
+            anchor_size: receipt.size,
+            anchor_tag: receipt.e_tag,
+            ..state
+        };
+        let Ok(state) = index::to_bytes(&state) else {
+            return;
+        };
+        let log = journal.log.get_mut().expect("journal lock");
+        let index = std::mem::take(&mut log.index);
+        let (keys, store_id, position) =
+            (Arc::clone(&journal.keys), journal.store_id, log.next_seq);
+        let started = std::time::Instant::now();
+        let (index, written) = blocking::on_blocking_pool(move || {
+            let written =
+                index::cache::write(&cache.path, &keys, &store_id, position, state, &index);
+            (index, written)
+        })
+        .await;
+        journal.log.get_mut().expect("journal lock").index = index;
+        match written {
+            Ok(()) => log::debug!("local index cache written in {:?}", started.elapsed()),
+            Err(error) => log::warn!("no local index cache: {error}"),
+        }
+    }
+
+    /// Reads the index with `f`, which may fail only where it reads items:
+    /// if they come from a local cache file that turns out damaged, the
+    /// file is deleted, the index is loaded from the backend, and `f` runs
+    /// again.
+    pub async fn read_items<R>(&self, f: impl Fn(&Index) -> Result<R>) -> Result<R> {
+        let (result, cached) = {
+            let log = self.log.lock().expect("journal lock");
+            (f(&log.index), log.index.items.is_cached())
+        };
+        match result {
+            Err(error) if cached => {
+                log::warn!("reading the index from the backend: {error}");
+                if let Some(cache) = &self.cache {
+                    let _ = std::fs::remove_file(&cache.path);
+                }
+                self.load().await?;
+                self.read(f)
+            }
+            result => result,
+        }
     }
 
     /// Where the store's log is now.
@@ -509,63 +776,63 @@ impl Journal {
     /// meanwhile and it must start again.
     async fn load_once(&self) -> Result<bool> {
         let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
-        let loaded = checkpoints.last().copied();
-        let mut index = Index::default();
-        let mut next_seq = 0;
-        let mut checkpoint_bytes = 0;
-        let mut chain = CHAIN_START;
-        if let Some(&seq) = checkpoints.last() {
-            let (loaded, size, loaded_chain) = self.read_checkpoint(seq).await?;
-            (index, checkpoint_bytes, chain) = (loaded, size, loaded_chain);
-            next_seq = seq + 1;
+        let newest = checkpoints.last().copied();
+        let mut loaded = Loaded {
+            index: Index::default(),
+            next_seq: 0,
+            uncheckpointed: Vec::new(),
+            log_bytes: 0,
+            inline_log_bytes: 0,
+            checkpoint_bytes: 0,
+            chain: CHAIN_START,
+            chains: BTreeMap::new(),
+        };
+        if let Some(seq) = newest {
+            let (index, size, chain) = self.read_checkpoint(seq).await?;
+            (loaded.index, loaded.checkpoint_bytes, loaded.chain) = (index, size, chain);
+            loaded.next_seq = seq + 1;
         }
-        let mut chains = BTreeMap::from([(next_seq, chain)]);
-        let mut uncheckpointed = Vec::new();
-        let (mut log_bytes, mut inline_log_bytes) = (0, 0);
+        loaded.chains.insert(loaded.next_seq, loaded.chain);
         for seq in self.list_seqs(LOG_PREFIX).await? {
-            if seq < next_seq {
+            if seq < loaded.next_seq {
                 continue; // absorbed by the checkpoint; left over from a crash
             }
-            if seq != next_seq {
-                if self.checkpointed_since(loaded).await? {
+            if seq != loaded.next_seq {
+                if self.checkpointed_since(newest).await? {
                     return Ok(false);
                 }
                 return Err(Error::integrity(format!(
                     "index log object {} is missing (found {} next)",
-                    object_name(LOG_PREFIX, next_seq),
+                    object_name(LOG_PREFIX, loaded.next_seq),
                     object_name(LOG_PREFIX, seq)
                 )));
             }
             let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
-            log_bytes += plaintext.len() as u64;
-            let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
-            for record in &records {
-                index.apply(record)?;
-            }
-            inline_log_bytes += inline_len(&records);
-            uncheckpointed.push(seq);
-            next_seq = seq + 1;
-            chain = chain_next(&chain, seq, &sealed);
-            chains.insert(next_seq, chain);
+            loaded.replay(seq, &plaintext, &sealed)?;
         }
-        if self.checkpointed_since(loaded).await? {
+        if self.checkpointed_since(newest).await? {
             return Ok(false);
         }
+        self.install(loaded);
+        Ok(true)
+    }
+
+    /// Makes `loaded` the journal's index and log state.
+    fn install(&self, loaded: Loaded) {
         let mut log = self.log.lock().expect("journal lock");
-        log.index = index;
-        log.next_seq = next_seq;
-        log.uncheckpointed = uncheckpointed;
-        log.log_bytes = log_bytes;
-        log.inline_log_bytes = inline_log_bytes;
-        log.checkpoint_bytes = checkpoint_bytes;
+        log.index = loaded.index;
+        log.next_seq = loaded.next_seq;
+        log.uncheckpointed = loaded.uncheckpointed;
+        log.log_bytes = loaded.log_bytes;
+        log.inline_log_bytes = loaded.inline_log_bytes;
+        log.checkpoint_bytes = loaded.checkpoint_bytes;
         // Facts about this index (write-backs) that the new one may lack:
         // still true of the pads, and harmless to apply again.
         for record in log.deferred.clone() {
             let _ = log.index.apply(&record);
         }
-        log.chain = chain;
-        log.chains = chains;
-        Ok(true)
+        log.chain = loaded.chain;
+        log.chains = loaded.chains;
     }
 
     /// Reads checkpoint `c/<seq>`: the index, its plaintext size and the
@@ -796,6 +1063,16 @@ impl Journal {
     /// Sets (or clears) the writer lock checked before every write.
     pub fn set_writer_lock(&self, lock: Option<Arc<dyn WriterLock>>) {
         *self.writer_lock.lock().expect("writer lock slot") = lock;
+    }
+
+    /// Moves every item of the index into memory (see `Items::load_all`).
+    pub fn load_all_items(&self) -> Result<()> {
+        self.log
+            .lock()
+            .expect("journal lock")
+            .index
+            .items
+            .load_all()
     }
 
     /// Reads the durable index.

@@ -5,6 +5,7 @@ mod capped_reads;
 mod format_fixture;
 mod fuzz_regressions;
 mod hardening;
+mod index_cache;
 mod index_journal;
 mod log_history;
 mod memory_map;

@@ -460,6 +460,7 @@ mod tests {
             retry,
             1 << 20,
             crate::journal::RollbackCheck::default(),
+            None,
         )
         .await
         .unwrap();

@@ -182,7 +182,7 @@ impl MemoryAllocator {
         // be removed and its place reused by a put whose patch is queued
         // first, which these stale bytes would then overwrite.
         let queued = self.journal.read(|index| {
-            let parts = index.dirty_parts(pad);
+            let parts = index.dirty_parts(pad)?;
             if parts.is_empty() {
                 return Ok(None);
             }

@@ -112,6 +112,17 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// receipt's size (and version tag, where the backend gives one).
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError>;
 
+    /// What `name` holds now, as a receipt (size and version tag) that
+    /// [`PadStore::verify`] can later check against: how a local copy of an
+    /// object's content notices that the object changed since. A backend
+    /// that cannot tell refuses, and the copy is not kept.
+    async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
+        Err(BackendError::Permanent(format!(
+            "{} cannot describe object {name:?}",
+            self.describe()
+        )))
+    }
+
     /// Reads the whole content of `name`.
     async fn get(&self, name: &str) -> Result<Bytes, BackendError>;
 

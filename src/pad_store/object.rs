@@ -369,6 +369,19 @@ impl PadStore for ObjectPadStore {
             .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
     }
 
+    async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
+        let path = self.path_of(name)?;
+        let meta = self
+            .store
+            .head(&path)
+            .await
+            .map_err(|error| self.error(error, name))?;
+        Ok(PutReceipt {
+            e_tag: meta.e_tag,
+            size: meta.size,
+        })
+    }
+
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
         let path = self.path_of(name)?;
         let meta = self

@@ -527,6 +527,12 @@ impl PadStore for SimPadStore {
         self.run(OpKind::DurablePut, name, sent, |_| 0, op).await
     }
 
+    async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
+        // A HEAD, as `verify` is.
+        let op = self.inner.head(name);
+        self.run(OpKind::Verify, name, 0, |_| 0, op).await
+    }
+
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
         let op = self.inner.verify(name, receipt);
         self.run(OpKind::Verify, name, 0, |_| 0, op).await

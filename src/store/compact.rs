@@ -66,9 +66,12 @@ fn remove_pad_runs(pool: &mut BTreeMap<u64, Vec<u64>>, ordinal: u64, runs: &[(u6
 }
 
 /// The pads that compaction leaves as they are (holding bytes only in the
-/// log, or an interrupted upload's pieces), and the keys of the items in
-/// each other pad.
-fn keys_by_pad(index: &Index) -> (HashSet<u64>, HashMap<u64, Vec<&String>>) {
+/// log, or an interrupted upload's pieces), and the keys of the items
+/// (`entries`: the index's, all in memory) in each other pad.
+fn keys_by_pad<'a>(
+    index: &Index,
+    entries: &HashMap<&'a String, &Entry>,
+) -> (HashSet<u64>, HashMap<u64, Vec<&'a String>>) {
     let mut pinned: HashSet<u64> = index.dirty_pads.keys().copied().collect();
     pinned.extend(
         index
@@ -77,7 +80,7 @@ fn keys_by_pad(index: &Index) -> (HashSet<u64>, HashMap<u64, Vec<&String>>) {
             .flat_map(|e| e.pieces.iter().map(|p| p.pad)),
     );
     let mut by_pad: HashMap<u64, Vec<&String>> = HashMap::new();
-    for (key, entry) in &index.items {
+    for (&key, entry) in entries {
         let stays = index.inline.contains_key(&entry.data_id) || index.pending.contains_key(key);
         for piece in &entry.pieces {
             if stays {
@@ -179,7 +182,7 @@ impl Store {
         };
         let mut progress = (0u64, 0u64);
         for _ in 0..MAX_PASSES {
-            let plan = self.plan_pass(remove);
+            let plan = self.plan_pass(remove)?;
             if plan.pads.is_empty() {
                 break;
             }
@@ -228,12 +231,14 @@ impl Store {
     }
 
     /// Chooses the pads one pass empties (see the module header).
-    fn plan_pass(&self, remove: bool) -> PassPlan {
+    fn plan_pass(&self, remove: bool) -> Result<PassPlan> {
         let allocator = &self.inner.allocator;
         let usage = allocator.pad_usage();
         let pad_size = usage.pad_size;
         self.inner.journal.read(|index| {
-            let (pinned, by_pad) = keys_by_pad(index);
+            // Building the map (pad_usage) moved every entry into memory.
+            let entries: HashMap<&String, &Entry> = index.items.in_memory()?.collect();
+            let (pinned, by_pad) = keys_by_pad(index, &entries);
             let mut order: Vec<(u64, u64)> = usage
                 .pads
                 .iter()
@@ -260,7 +265,7 @@ impl Store {
                 let mut sizes = Vec::new();
                 let mut joining = Vec::new();
                 for key in by_pad.get(&ordinal).into_iter().flatten().copied() {
-                    let entry = &index.items[key];
+                    let entry = entries[key];
                     if !allocator.log_first(entry.size) {
                         sizes.extend(
                             entry
@@ -287,11 +292,11 @@ impl Store {
             }
             let mut items: Vec<(String, Entry)> = moving
                 .into_iter()
-                .map(|key| (key.clone(), index.items[key].clone()))
+                .map(|key| (key.clone(), entries[key].clone()))
                 .collect();
             // The largest first, while free space is least fragmented.
             items.sort_unstable_by(|a, b| b.1.size.cmp(&a.1.size).then(a.0.cmp(&b.0)));
-            PassPlan { pads, items }
+            Ok(PassPlan { pads, items })
         })
     }
 
@@ -323,11 +328,15 @@ impl Store {
             let Ok(busy) = self.claim_key(&key) else {
                 continue;
             };
-            let unchanged = self.inner.journal.read(|index| {
-                index.items.get(&key) == Some(&entry)
-                    && !index.pending.contains_key(&key)
-                    && !index.inline.contains_key(&entry.data_id)
-            });
+            let unchanged = self
+                .inner
+                .journal
+                .read_items(|index| {
+                    Ok(index.items.get(&key)?.as_ref() == Some(&entry)
+                        && !index.pending.contains_key(&key)
+                        && !index.inline.contains_key(&entry.data_id))
+                })
+                .await?;
             if !unchanged {
                 continue;
             }

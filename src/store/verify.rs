@@ -69,15 +69,22 @@ impl Store {
         let _maintenance = self.inner.maintenance.lock().await;
         // Inside the gate, no other process changes the store meanwhile.
         let _writing = self.inner.gate.enter().await?;
-        let (pads, items) = self.inner.journal.read(|index| {
-            let pads: Pads = index.pads.clone();
-            let items: Vec<Item> = index
-                .items
-                .iter()
-                .map(|(k, e)| (k.clone(), e.clone(), index.inline.contains_key(&e.data_id)))
-                .collect();
-            (pads, items)
-        });
+        let (pads, items) = self
+            .inner
+            .journal
+            .read_items(|index| {
+                let pads: Pads = index.pads.clone();
+                let mut items: Vec<Item> = Vec::with_capacity(index.items.len());
+                index.items.for_each(|k, e| {
+                    items.push((
+                        k.to_owned(),
+                        e.clone(),
+                        index.inline.contains_key(&e.data_id),
+                    ));
+                })?;
+                Ok((pads, items))
+            })
+            .await?;
         let missing = self.missing_pads(&pads).await?;
         let mut damaged = vec![false; items.len()];
         let by_pad = self.pieces_by_pad(&items, &pads, &missing, &mut damaged)?;
@@ -89,20 +96,24 @@ impl Store {
         };
 
         // An item this process replaced or removed meanwhile was not damaged.
-        let mut damaged_keys: Vec<String> = self.inner.journal.read(|index| {
-            items
-                .iter()
-                .zip(&damaged)
-                .filter(|((key, entry, _), bad)| {
-                    **bad
+        let mut damaged_keys: Vec<String> = self
+            .inner
+            .journal
+            .read_items(|index| {
+                let mut keys = Vec::new();
+                for ((key, entry, _), bad) in items.iter().zip(&damaged) {
+                    if *bad
                         && index
                             .items
-                            .get(key)
+                            .get(key)?
                             .is_some_and(|now| now.data_id == entry.data_id)
-                })
-                .map(|((key, _, _), _)| key.clone())
-                .collect()
-        });
+                    {
+                        keys.push(key.clone());
+                    }
+                }
+                Ok(keys)
+            })
+            .await?;
         damaged_keys.sort_unstable();
         let mut missing_pads: Vec<String> = missing
             .iter()
