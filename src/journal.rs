@@ -1,8 +1,8 @@
 //! The durable, encrypted log of index [`Record`]s, with checkpoints.
 //!
 //! Each write is one object `j/<seq>` holding a batch of records; concurrent
-//! appends are group-committed into one write, so many small puts share one
-//! index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
+//! appends are group-committed into one write (`group_commit.rs`), so many
+//! small puts share one index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
 //! is written when the log since the last one outgrows it, so the cost per
 //! put stays constant however many keys the store holds. Objects are sealed
 //! with the index key; the associated data binds their kind and sequence
@@ -40,10 +40,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::oneshot;
 
+use crate::blocking;
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
+use crate::group_commit::{self, GroupCommit, Reply};
 use crate::index::{self, Index, Piece, Record};
 use crate::pad_store::{BackendError, PadStore, PutReceipt, WriterLock};
 use crate::retry::RetryPolicy;
@@ -106,11 +107,11 @@ pub struct Journal {
     checkpoint_interval: u64,
     /// The writer lock this process holds, checked before every write.
     writer_lock: Mutex<Option<Arc<dyn WriterLock>>>,
-    /// The index as of the last durable record, and the queue of appends.
-    /// Held only for short in-memory updates, never across backend I/O.
+    /// The index as of the last durable record. Held only for short
+    /// in-memory updates, never across backend I/O.
     log: Mutex<Log>,
-    /// Told when the flush loop ends (`Log::flushing` turns false).
-    flushed: tokio::sync::Notify,
+    /// Appends waiting for the next log write, group-committed.
+    appends: GroupCommit<Append>,
     /// This machine's memory of the store's log position (`None`: off).
     seen: Option<SeenLogs>,
     /// Updates of the memory after log writes (see `remember_later`).
@@ -199,8 +200,6 @@ pub struct RollbackCheck {
 
 struct Log {
     index: Index,
-    waiting: Vec<Append>,
-    flushing: bool,
     next_seq: u64,
     /// Sequence numbers of log objects a checkpoint has not yet absorbed.
     uncheckpointed: Vec<u64>,
@@ -327,11 +326,12 @@ impl Log {
 }
 
 /// What each caller of a batch is answered.
-type Answers = Vec<(oneshot::Sender<Result<Vec<Piece>>>, Result<Vec<Piece>>)>;
+type Answers = Vec<(Reply<Vec<Piece>>, Result<Vec<Piece>>)>;
 
+/// One caller's records, answered with the pieces they released.
 struct Append {
     records: Vec<Record>,
-    done: oneshot::Sender<Result<Vec<Piece>>>,
+    done: Reply<Vec<Piece>>,
 }
 
 fn object_name(prefix: &str, seq: u64) -> String {
@@ -368,11 +368,9 @@ impl Journal {
             retry,
             checkpoint_interval,
             writer_lock: Mutex::new(None),
-            flushed: tokio::sync::Notify::new(),
+            appends: GroupCommit::default(),
             log: Mutex::new(Log {
                 index: Index::default(),
-                waiting: Vec::new(),
-                flushing: false,
                 next_seq: 0,
                 uncheckpointed: Vec::new(),
                 log_bytes: 0,
@@ -400,7 +398,7 @@ impl Journal {
                 let seen = seen.clone();
                 tokio::task::spawn_blocking(move || seen.load())
                     .await
-                    .map_err(|e| Error::invalid(format!("state folder task failed: {e}")))?
+                    .map_err(|e| Error::internal(format!("state folder task failed: {e}")))?
             }
             None => None,
         };
@@ -576,7 +574,7 @@ impl Journal {
         let (keys, store_id, position) =
             (Arc::clone(&journal.keys), journal.store_id, log.next_seq);
         let started = std::time::Instant::now();
-        let (index, written) = crypto::on_blocking_pool(move || {
+        let (index, written) = blocking::on_blocking_pool(move || {
             let written =
                 index::cache::write(&cache.path, &keys, &store_id, position, state, &index);
             (index, written)
@@ -923,15 +921,15 @@ impl Journal {
                 .retry
                 .run(|_| {
                     let (folder, name, sealed) = (folder.clone(), name.clone(), sealed.clone());
-                    // Unflushed, a small object reaches the page cache in tens
-                    // of microseconds, less than a hop to the blocking pool and
-                    // back (which halved the puts per second of a sync loop).
+                    // Unflushed, a small object reaches the page cache sooner
+                    // than a hop to the blocking pool and back would take,
+                    // and that hop is most of a small put's time.
                     let cost = if folder.fsync() {
                         usize::MAX
                     } else {
                         sealed.len()
                     };
-                    crypto::off_runtime(cost, move || folder.create(&name, &sealed))
+                    blocking::off_runtime(cost, move || folder.create(&name, &sealed))
                 })
                 .await?;
             return Ok(created);
@@ -1065,15 +1063,7 @@ impl Journal {
     /// a (possibly cancelled) append, or the checkpoint and deletes after
     /// it. The writer lock must outlive them, as every write needs it.
     pub async fn flushed(&self) {
-        loop {
-            let notified = self.flushed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if !self.log.lock().expect("journal lock").flushing {
-                return;
-            }
-            notified.await;
-        }
+        self.appends.idle().await;
     }
 
     /// Sets (or clears) the writer lock checked before every write.
@@ -1135,70 +1125,55 @@ impl Journal {
     /// Makes `records` durable and applies them to the index, in order after
     /// every earlier append. Returns the pieces they released.
     pub async fn append(self: &Arc<Self>, records: Vec<Record>) -> Result<Vec<Piece>> {
-        let (done, finished) = oneshot::channel();
-        let lead = {
-            let mut log = self.log.lock().expect("journal lock");
-            log.waiting.push(Append { records, done });
-            !std::mem::replace(&mut log.flushing, true)
-        };
-        if lead {
+        let (done, answer) = group_commit::ticket();
+        if self.appends.push(Append { records, done }) {
             // A task of its own, so that a caller dropping its future (a
             // cancelled put) never stops a write that others are waiting on.
-            tokio::spawn(Arc::clone(self).flush());
+            let journal = Arc::clone(self);
+            tokio::spawn(async move {
+                journal
+                    .appends
+                    .run(|batch| journal.commit_appends(batch))
+                    .await;
+            });
         }
-        finished
-            .await
-            .map_err(|_| Error::Backend(BackendError::Permanent("index writer stopped".into())))?
+        answer.answer().await
     }
 
-    async fn flush(self: Arc<Self>) {
-        loop {
-            let (mut batch, deferred) = {
-                let mut log = self.log.lock().expect("journal lock");
-                if log.waiting.is_empty() {
-                    log.flushing = false;
-                    drop(log);
-                    self.flushed.notify_waiters();
-                    return;
+    /// Writes one batch of appends (and the write-back records waiting for
+    /// a log write) as one log object, applies it and answers its callers.
+    async fn commit_appends(&self, mut batch: Vec<Append>) {
+        let deferred = std::mem::take(&mut self.log.lock().expect("journal lock").deferred);
+        if !deferred.is_empty() {
+            // Last: a write-back applies only to items already recorded.
+            let (done, _) = group_commit::ticket();
+            batch.push(Append {
+                records: deferred.clone(),
+                done,
+            });
+        }
+        let written = self.write_batch(&batch).await;
+        if written.is_err() {
+            let mut log = self.log.lock().expect("journal lock");
+            let newer = std::mem::replace(&mut log.deferred, deferred);
+            log.deferred.extend(newer);
+        }
+        match written {
+            Ok((seq, sealed)) => {
+                let (at, answers) = self.apply_batch(batch, seq, &sealed);
+                self.remember_later(at);
+                // Before answering: the callers hold the writer lock
+                // until then. A checkpoint deletes log objects, which
+                // must not happen while another writer catches up (it
+                // lists checkpoints and probes the log at once, trusting
+                // that nobody writes meanwhile); that race lost items.
+                self.checkpoint_if_due().await;
+                for (done, released) in answers {
+                    done.send(released);
                 }
-                (
-                    std::mem::take(&mut log.waiting),
-                    std::mem::take(&mut log.deferred),
-                )
-            };
-            if !deferred.is_empty() {
-                // Last: a write-back applies only to items already recorded.
-                let (done, _) = oneshot::channel();
-                batch.push(Append {
-                    records: deferred.clone(),
-                    done,
-                });
             }
-            let written = self.write_batch(&batch).await;
-            if written.is_err() {
-                let mut log = self.log.lock().expect("journal lock");
-                let newer = std::mem::replace(&mut log.deferred, deferred);
-                log.deferred.extend(newer);
-            }
-            match written {
-                Ok((seq, sealed)) => {
-                    let (at, answers) = self.apply_batch(batch, seq, &sealed);
-                    self.remember_later(at);
-                    // Before answering: the callers hold the writer lock
-                    // until then. A checkpoint deletes log objects, which
-                    // must not happen while another writer catches up (it
-                    // lists checkpoints and probes the log at once, trusting
-                    // that nobody writes meanwhile); that race lost items.
-                    self.checkpoint_if_due().await;
-                    for (done, released) in answers {
-                        let _ = done.send(released);
-                    }
-                }
-                Err(error) => {
-                    for append in batch {
-                        let _ = append.done.send(Err(error.clone()));
-                    }
-                }
+            Err(error) => {
+                group_commit::fail_all(batch.into_iter().map(|append| append.done), &error);
             }
         }
     }
@@ -1332,7 +1307,7 @@ impl Journal {
 
     /// Writes a checkpoint once the log since the last one is larger than it
     /// (and than a floor), then deletes the absorbed log objects. Runs inside
-    /// the flush loop before the batch's callers are answered, so no append
+    /// the batch's commit, before its callers are answered, so no append
     /// interleaves and the writer lock is held. A failure only postpones it.
     async fn checkpoint_if_due(&self) {
         let (due, dirty) = {
@@ -1392,9 +1367,14 @@ impl Journal {
             log.checkpoint_bytes = plaintext.len() as u64;
             log.chains = log.chains.split_off(&(seq + 1));
         }
-        // Older objects are now garbage; leftovers are skipped on load.
-        // Deleted concurrently: a checkpoint absorbs thousands of small log
-        // objects, and the caller that made it due waits for this.
+        self.delete_absorbed(seq, absorbed).await;
+    }
+
+    /// Deletes the log objects checkpoint `seq` absorbed and the older
+    /// checkpoints: garbage now (leftovers are skipped on load). Deleted
+    /// concurrently: a checkpoint absorbs thousands of small log objects,
+    /// and the caller that made it due waits for this.
+    async fn delete_absorbed(&self, seq: u64, absorbed: Vec<u64>) {
         let mut garbage: Vec<String> = absorbed
             .into_iter()
             .map(|old| object_name(LOG_PREFIX, old))

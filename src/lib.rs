@@ -11,9 +11,11 @@
 //! - [`store`]: `store_item` and friends, the API the Python layer wraps.
 
 pub mod allocator;
+mod blocking;
 pub mod crypto;
 pub mod error;
 pub mod events;
+mod group_commit;
 pub mod index;
 pub mod journal;
 pub mod memory_map;

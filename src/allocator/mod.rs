@@ -31,9 +31,9 @@ mod write_back;
 pub use compact::PadUsage;
 use expansion::{Expansion, PendingClaim, new_pieces};
 pub use read::{ChunkSink, tile};
+pub(crate) use read::{piece_bytes, piece_digest};
 pub use source::{FileSource, ItemData};
 pub use write::inline_digest;
-use write::writer_gone;
 pub use write_back::{IDLE, LOG_FIRST_FRACTION, MEMORY_BOUND, write_back_when_idle};
 
 /// A put spanning pads, to be recorded as pending (`Record::Pending`) once

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::{MemoryAllocator, writer_gone};
+use super::MemoryAllocator;
 use crate::error::{Error, Result};
 use crate::index::Record;
 use crate::journal::WriteBackAll;
@@ -207,7 +207,7 @@ impl MemoryAllocator {
         let Some((data_ids, write)) = queued else {
             return Ok(None);
         };
-        let (version, _tag) = write.committed.await.map_err(writer_gone)??;
+        let (version, _tag) = write.committed.answer().await?;
         Ok(Some(Record::WrittenBack {
             pad,
             version,

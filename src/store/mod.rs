@@ -1,6 +1,7 @@
-//! The store: `store_item`, `fetch_item`, `remove_item` and friends, as the
-//! brief's §2 describes them. It checks keys, asks for confirmation, and then
-//! leaves space to the allocator and durability to the journal.
+//! The store: `store_item`, `fetch_item`, `remove_item` and friends, step by
+//! step as docs/architecture.md ("The path of one `store_item`") tells them.
+//! It checks keys, asks for confirmation, and then leaves space to the
+//! allocator and durability to the journal.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -445,7 +446,9 @@ impl Store {
         })
     }
 
-    /// Stores `data` under `key` (brief §2), emitting put events to `callback`.
+    /// Stores `data` under `key`, emitting put events to `callback`: asks
+    /// for confirmation if new pads are needed, reserves and uploads them,
+    /// then records the key (see docs/architecture.md).
     pub async fn store_item(
         &self,
         key: &str,
@@ -676,7 +679,7 @@ impl Store {
                 None => allocator.read(&entry, buffer, events).await,
             }
         };
-        let buffer = make_buffer(usize_size(entry.0.size)?)?;
+        let buffer = sized_buffer(make_buffer, entry.0.size)?;
         match read(entry.clone(), buffer).await {
             // A pad gone (emptied by another process's compaction) also
             // means the item moved.
@@ -686,7 +689,7 @@ impl Store {
                 self.inner.gate.catch_up().await?;
                 match self.lookup_here(key).await? {
                     Some(fresh) if fresh.0 != entry.0 => {
-                        let buffer = make_buffer(usize_size(fresh.0.size)?)?;
+                        let buffer = sized_buffer(make_buffer, fresh.0.size)?;
                         read(fresh, buffer).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
@@ -912,6 +915,23 @@ async fn create_meta(
     .await;
     lock.release().await;
     created
+}
+
+/// A buffer for an item of `size` bytes from the caller's `make_buffer`,
+/// which must make it of that size.
+fn sized_buffer<B: AsMut<[u8]>>(
+    make_buffer: &mut impl FnMut(usize) -> Result<B>,
+    size: u64,
+) -> Result<B> {
+    let size = usize_size(size)?;
+    let mut buffer = make_buffer(size)?;
+    let made = buffer.as_mut().len();
+    if made != size {
+        return Err(Error::invalid(format!(
+            "the output buffer is not the item's size ({made} bytes for {size})"
+        )));
+    }
+    Ok(buffer)
 }
 
 /// An item's size as a buffer length.

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::{Store, validate_key};
 use crate::allocator::{ChunkSink, FileSource, ItemData, inline_digest};
-use crate::crypto::on_blocking_pool;
+use crate::blocking::on_blocking_pool;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::Entry;
