@@ -180,30 +180,23 @@ def cycles(graph: dict[str, set[str]]) -> list[tuple[list[str], list[str]]]:
 
 def shortest_cycle(graph: dict[str, set[str]], within: set[str], start: str) -> list[str]:
     """The shortest path start -> ... -> start inside one component."""
+    paths = reach(graph, start, within)
+    back = [path for node, path in paths.items() if start in graph.get(node, ())]
+    return min(back, key=len) + [start] if back else [start]
+
+
+def reach(
+    graph: dict[str, set[str]], start: str, within: set[str] | None = None
+) -> dict[str, list[str]]:
+    """Every module reachable from start (through `within` only, if given),
+    with a shortest path to it."""
     paths = {start: [start]}
     frontier = [start]
     while frontier:
         following = []
         for node in frontier:
             for nxt in sorted(graph.get(node, ())):
-                if nxt == start:
-                    return paths[node] + [start]
-                if nxt in within and nxt not in paths:
-                    paths[nxt] = paths[node] + [nxt]
-                    following.append(nxt)
-        frontier = following
-    return [start]
-
-
-def reach(graph: dict[str, set[str]], start: str) -> dict[str, list[str]]:
-    """Every module reachable from start, with one path to it."""
-    paths = {start: [start]}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for nxt in sorted(graph.get(node, ())):
-                if nxt not in paths:
+                if nxt not in paths and (within is None or nxt in within):
                     paths[nxt] = paths[node] + [nxt]
                     following.append(nxt)
         frontier = following
