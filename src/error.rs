@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::pad_store::BackendError;
+use crate::backend_error::BackendError;
 
 /// Result with anthill's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -912,7 +912,7 @@ impl Journal {
     /// something else is there (see `landed` for whose it is).
     async fn create_log_object(&self, seq: u64, sealed: &Bytes) -> Result<bool> {
         let name = object_name(LOG_PREFIX, seq);
-        if let Some(folder) = self.backend.folder_writer() {
+        if let Some(folder) = self.backend.capabilities().folder_writer.clone() {
             // A local folder: created, linked into place and (with fsync)
             // flushed by one blocking call; a link that succeeded needs no
             // check. Most of a small put's time is handing work between

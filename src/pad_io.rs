@@ -93,7 +93,7 @@ impl PadIo {
     /// Creates a new, empty pad on the backend: the costly act. Nothing to do
     /// where pads are created by their first write.
     pub async fn reserve(&self, id: PadId) -> Result<()> {
-        if self.backend.pads_created_on_first_write() {
+        if self.backend.capabilities().pads_created_on_first_write {
             return Ok(());
         }
         let name = id.object_name();
@@ -126,7 +126,7 @@ impl PadIo {
             // Reserved without a call and never written: empty. A pad that
             // was written (version >= 1) and is missing stays an error.
             Err(BackendError::NotFound(_))
-                if min_version == 0 && self.backend.missing_pads_read_empty() =>
+                if min_version == 0 && self.backend.capabilities().missing_pads_read_empty =>
             {
                 return Ok(PadContent {
                     version: 0,
@@ -172,7 +172,7 @@ impl PadIo {
         let seal = move |buffer: &mut Vec<u8>| {
             pad::encode_into(&keys, &store_id, id, version, &plaintext, buffer)
         };
-        let (buffer, tag, written) = match self.backend.folder_writer() {
+        let (buffer, tag, written) = match self.backend.capabilities().folder_writer.clone() {
             // A local folder: sealed and written by one call on one thread,
             // while the sealed bytes are still in that core's cache.
             Some(folder) => {

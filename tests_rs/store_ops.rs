@@ -246,11 +246,11 @@ async fn the_sim_models_both_kinds_of_backend() {
     let refunding = pad_store::open("sim+memory://r1", &no_options)
         .await
         .unwrap();
-    assert!(refunding.deleting_pads_refunds());
+    assert!(refunding.capabilities().deleting_pads_refunds);
     let keeping = pad_store::open("sim+memory://r2?pads_refund=false", &no_options)
         .await
         .unwrap();
-    assert!(!keeping.deleting_pads_refunds());
+    assert!(!keeping.capabilities().deleting_pads_refunds);
     assert!(keeping.describe().contains("pads_refund=false"));
     let bad = pad_store::open("sim+memory://r3?pads_refund=maybe", &no_options).await;
     assert!(

@@ -50,7 +50,7 @@ pub struct PendingPut {
 impl PendingPut {
     /// The pending record of the put, given where its data goes.
     pub fn record(self, data_id: u64, pieces: Vec<Piece>) -> Record {
-        let now = crate::store::now();
+        let now = crate::index::now();
         let entry = crate::index::Entry {
             data_id,
             size: self.size,
@@ -411,5 +411,19 @@ impl Drop for Allocation {
         if let Err(error) = map.free(&extents) {
             log::error!("giving back an abandoned allocation failed: {error}");
         }
+    }
+}
+
+impl crate::writer_gate::IndexFollower for MemoryAllocator {
+    fn rebuild(&self) -> Result<()> {
+        MemoryAllocator::rebuild(self)
+    }
+
+    fn ensure_map(&self) -> Result<()> {
+        MemoryAllocator::ensure_map(self)
+    }
+
+    fn writer_idle(&self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(MemoryAllocator::writer_idle(self))
     }
 }

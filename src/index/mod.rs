@@ -557,6 +557,15 @@ pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result
     postcard::from_bytes(bytes).map_err(|e| Error::integrity(format!("{what} is malformed: {e}")))
 }
 
+/// The time for an entry's `created` and `modified`: seconds since the Unix
+/// epoch (0 on a clock set before it).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

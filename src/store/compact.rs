@@ -13,7 +13,7 @@
 //! which the next open adopts as free space.
 //!
 //! Where deleting a pad refunds nothing (a network where a pad once paid
-//! for stays paid for, `PadStore::deleting_pads_refunds`), the emptied
+//! for stays paid for, `Capabilities::deleting_pads_refunds`), the emptied
 //! pads are kept as free space: the moves still gather the live data, and
 //! the free space into whole pads.
 //!
@@ -173,7 +173,7 @@ impl Store {
         let writing = self.inner.gate.enter().await?;
         let allocator = &self.inner.allocator;
         allocator.record_stray_pads().await?;
-        let remove = self.inner.backend.deleting_pads_refunds();
+        let remove = self.inner.backend.capabilities().deleting_pads_refunds;
         let pads_before = allocator.summary().total_pads;
         let mut report = CompactReport {
             pads_before,

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -21,7 +20,7 @@ use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, IndexCache, Journal, RollbackC
 use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
-use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimStats};
+use crate::pad_store::{self, BackendError, BackendOptions, PadStore, SimPadStore, SimStats};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
@@ -256,12 +255,7 @@ struct Inner {
     maintenance: tokio::sync::Mutex<()>,
 }
 
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use crate::index::now;
 
 fn validate_options(options: &StoreOptions) -> Result<()> {
     if options.secret.is_empty() {
@@ -422,7 +416,7 @@ impl Store {
 
     /// The backend's counters, for a simulated (`sim+`) backend.
     pub fn backend_stats(&self) -> Option<SimStats> {
-        self.inner.backend.stats()
+        SimPadStore::of(self.inner.backend.as_ref()).map(SimPadStore::sim_stats)
     }
 
     fn check_open(&self) -> Result<()> {

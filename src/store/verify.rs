@@ -146,7 +146,11 @@ impl Store {
             .await?
             .into_iter()
             .collect();
-        let empty_until_written = self.inner.backend.pads_created_on_first_write();
+        let empty_until_written = self
+            .inner
+            .backend
+            .capabilities()
+            .pads_created_on_first_write;
         let mut missing = HashSet::new();
         for (ordinal, (id, version)) in pads {
             let absent = !listed.contains(&id.object_name());
