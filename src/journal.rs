@@ -136,35 +136,72 @@ pub struct IndexCache {
     pub pad_size: u64,
 }
 
-/// The log state kept in the index cache beside the index, and the object
-/// it was read up to, whose receipt tells whether the store still holds it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CachedLog {
+/// What the index cache keeps beside the index: the log state, and the
+/// object it was read up to, whose receipt tells whether the store still
+/// holds it.
+#[derive(serde::Serialize)]
+struct CachedLogOut<'a> {
+    anchor: &'a str,
+    receipt: (u64, Option<&'a str>),
+    log: &'a LogState,
+}
+
+#[derive(serde::Deserialize)]
+struct CachedLogIn {
     anchor: String,
-    anchor_size: u64,
-    anchor_tag: Option<String>,
-    uncheckpointed: Vec<u64>,
-    log_bytes: u64,
-    inline_log_bytes: u64,
-    checkpoint_bytes: u64,
-    chain: [u8; 32],
-    chains: BTreeMap<u64, [u8; 32]>,
+    receipt: (u64, Option<String>),
+    log: LogState,
 }
 
-/// An index read from the backend (or the cache) and the log state that
-/// goes with it, before it replaces the journal's.
-struct Loaded {
+/// The index and the log it was read from: what a load builds (from the
+/// backend or the cache) before it replaces the journal's. The index cache
+/// keeps all but the index.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogState {
+    #[serde(skip)]
     index: Index,
+    /// The next log object's sequence number.
     next_seq: u64,
+    /// Sequence numbers of log objects a checkpoint has not yet absorbed.
     uncheckpointed: Vec<u64>,
     log_bytes: u64,
+    /// The part of `log_bytes` that is item data (inline records).
     inline_log_bytes: u64,
     checkpoint_bytes: u64,
+    /// The chain value after log object `next_seq - 1`.
     chain: [u8; 32],
+    /// Chain values at each position from the newest checkpoint's on, to
+    /// check a remembered position against.
     chains: BTreeMap<u64, [u8; 32]>,
 }
 
-impl Loaded {
+impl LogState {
+    /// An empty store's, or one that starts from a checkpoint at
+    /// `next_seq - 1` with chain value `chain`.
+    fn starting(index: Index, next_seq: u64, checkpoint_bytes: u64, chain: [u8; 32]) -> Self {
+        Self {
+            index,
+            next_seq,
+            uncheckpointed: Vec::new(),
+            log_bytes: 0,
+            inline_log_bytes: 0,
+            checkpoint_bytes,
+            chain,
+            chains: BTreeMap::from([(next_seq, chain)]),
+        }
+    }
+
+    /// Notes that log object `seq` of `size` bytes (`inline` of them item
+    /// data), sealed as `sealed`, is applied to the index.
+    fn applied(&mut self, seq: u64, size: u64, inline: u64, sealed: &[u8]) {
+        self.uncheckpointed.push(seq);
+        self.log_bytes += size;
+        self.inline_log_bytes += inline;
+        self.next_seq = seq + 1;
+        self.chain = chain_next(&self.chain, seq, sealed);
+        self.chains.insert(self.next_seq, self.chain);
+    }
+
     /// Applies log object `seq`, which must be the next; returns how many
     /// records it held.
     fn replay(&mut self, seq: u64, plaintext: &[u8], sealed: &[u8]) -> Result<usize> {
@@ -172,12 +209,7 @@ impl Loaded {
         for record in &records {
             self.index.apply(record)?;
         }
-        self.log_bytes += plaintext.len() as u64;
-        self.inline_log_bytes += inline_len(&records);
-        self.uncheckpointed.push(seq);
-        self.next_seq = seq + 1;
-        self.chain = chain_next(&self.chain, seq, sealed);
-        self.chains.insert(self.next_seq, self.chain);
+        self.applied(seq, plaintext.len() as u64, inline_len(&records), sealed);
         Ok(records.len())
     }
 }
@@ -199,22 +231,10 @@ pub struct RollbackCheck {
 }
 
 struct Log {
-    index: Index,
-    next_seq: u64,
-    /// Sequence numbers of log objects a checkpoint has not yet absorbed.
-    uncheckpointed: Vec<u64>,
-    log_bytes: u64,
-    /// The part of `log_bytes` that is item data (inline records).
-    inline_log_bytes: u64,
-    checkpoint_bytes: u64,
+    state: LogState,
     /// Records applied to the index but not yet in the log (write-backs):
     /// they ride along with the next log write.
     deferred: Vec<Record>,
-    /// The chain value after log object `next_seq - 1`.
-    chain: [u8; 32],
-    /// Chain values at each position from the newest checkpoint's on, to
-    /// check a remembered position against.
-    chains: BTreeMap<u64, [u8; 32]>,
     /// A log write that failed, may have landed, and could not be checked.
     doubt: Option<Doubt>,
     /// The backend holds a log object at `next_seq` that this index has not
@@ -312,19 +332,6 @@ fn inline_len<'a>(records: impl IntoIterator<Item = &'a Record>) -> u64 {
         .sum()
 }
 
-impl Log {
-    /// Notes that log object `seq` of `size` bytes (`inline` of them item
-    /// data), sealed as `sealed`, is applied to the index.
-    fn applied(&mut self, seq: u64, size: u64, inline: u64, sealed: &[u8]) {
-        self.uncheckpointed.push(seq);
-        self.log_bytes += size;
-        self.inline_log_bytes += inline;
-        self.next_seq = seq + 1;
-        self.chain = chain_next(&self.chain, seq, sealed);
-        self.chains.insert(self.next_seq, self.chain);
-    }
-}
-
 /// What each caller of a batch is answered.
 type Answers = Vec<(Reply<Vec<Piece>>, Result<Vec<Piece>>)>;
 
@@ -370,15 +377,8 @@ impl Journal {
             writer_lock: Mutex::new(None),
             appends: GroupCommit::default(),
             log: Mutex::new(Log {
-                index: Index::default(),
-                next_seq: 0,
-                uncheckpointed: Vec::new(),
-                log_bytes: 0,
-                inline_log_bytes: 0,
-                checkpoint_bytes: 0,
+                state: LogState::starting(Index::default(), 0, 0, CHAIN_START),
                 deferred: Vec::new(),
-                chain: CHAIN_START,
-                chains: BTreeMap::from([(0, CHAIN_START)]),
                 doubt: None,
                 stale: false,
                 rebuild_due: false,
@@ -459,7 +459,7 @@ impl Journal {
         else {
             return Ok(None);
         };
-        let state: CachedLog = index::from_bytes(&state, "index cache")?;
+        let state: CachedLogIn = index::from_bytes(&state, "index cache")?;
         let (checkpoints, logs) = futures::try_join!(
             self.list_seqs(CHECKPOINT_PREFIX),
             self.list_seqs(LOG_PREFIX)
@@ -469,8 +469,8 @@ impl Journal {
             return Ok(None);
         }
         let receipt = PutReceipt {
-            e_tag: state.anchor_tag.clone(),
-            size: state.anchor_size,
+            size: state.receipt.0,
+            e_tag: state.receipt.1,
         };
         if let Err(error) = self.backend.verify(&state.anchor, &receipt).await {
             log::info!("the index cache is not on the store's history: {error}");
@@ -483,15 +483,10 @@ impl Journal {
         }
         let most_records =
             MOST_CACHE_TAIL_RECORDS.max(cached.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
-        let mut loaded = Loaded {
+        let mut loaded = LogState {
             index: cached,
             next_seq: position,
-            uncheckpointed: state.uncheckpointed,
-            log_bytes: state.log_bytes,
-            inline_log_bytes: state.inline_log_bytes,
-            checkpoint_bytes: state.checkpoint_bytes,
-            chain: state.chain,
-            chains: state.chains,
+            ..state.log
         };
         let mut records = 0;
         for seq in tail {
@@ -518,41 +513,29 @@ impl Journal {
         let Some(cache) = journal.cache.clone() else {
             return;
         };
-        let (anchor, state) = {
+        let anchor = {
             let log = journal.log.get_mut().expect("journal lock");
-            let small = (log.index.items.len() as u64) < cache.min_items;
-            let Some(last) = log.next_seq.checked_sub(1) else {
+            let small = (log.state.index.items.len() as u64) < cache.min_items;
+            let Some(last) = log.state.next_seq.checked_sub(1) else {
                 return;
             };
-            if small || !log.index.inline.is_empty() || log.doubt.is_some() {
+            if small || !log.state.index.inline.is_empty() || log.doubt.is_some() {
                 return;
             }
-            if let Err(error) = log.index.check(cache.pad_size) {
+            if let Err(error) = log.state.index.check(cache.pad_size) {
                 log::info!("no local index cache: {error}");
                 return;
             }
             // After a replay over the old cache: the file needs every entry.
-            if let Err(error) = log.index.items.load_all() {
+            if let Err(error) = log.state.index.items.load_all() {
                 log::info!("no local index cache: {error}");
                 return;
             }
-            let anchor = if log.uncheckpointed.last() == Some(&last) {
+            if log.state.uncheckpointed.last() == Some(&last) {
                 object_name(LOG_PREFIX, last)
             } else {
                 object_name(CHECKPOINT_PREFIX, last)
-            };
-            let state = CachedLog {
-                anchor: anchor.clone(),
-                anchor_size: 0,
-                anchor_tag: None,
-                uncheckpointed: log.uncheckpointed.clone(),
-                log_bytes: log.log_bytes,
-                inline_log_bytes: log.inline_log_bytes,
-                checkpoint_bytes: log.checkpoint_bytes,
-                chain: log.chain,
-                chains: log.chains.clone(),
-            };
-            (anchor, state)
+            }
         };
         let receipt = match journal.backend.head(&anchor).await {
             Ok(receipt) => receipt,
@@ -561,18 +544,21 @@ impl Journal {
                 return;
             }
         };
-        let state = CachedLog {
-            anchor_size: receipt.size,
-            anchor_tag: receipt.e_tag,
-            ..state
+        let log = journal.log.get_mut().expect("journal lock");
+        let kept = CachedLogOut {
+            anchor: &anchor,
+            receipt: (receipt.size, receipt.e_tag.as_deref()),
+            log: &log.state,
         };
-        let Ok(state) = index::to_bytes(&state) else {
+        let Ok(state) = index::to_bytes(&kept) else {
             return;
         };
-        let log = journal.log.get_mut().expect("journal lock");
-        let index = std::mem::take(&mut log.index);
-        let (keys, store_id, position) =
-            (Arc::clone(&journal.keys), journal.store_id, log.next_seq);
+        let index = std::mem::take(&mut log.state.index);
+        let (keys, store_id, position) = (
+            Arc::clone(&journal.keys),
+            journal.store_id,
+            log.state.next_seq,
+        );
         let started = std::time::Instant::now();
         let (index, written) = blocking::on_blocking_pool(move || {
             let written =
@@ -580,7 +566,7 @@ impl Journal {
             (index, written)
         })
         .await;
-        journal.log.get_mut().expect("journal lock").index = index;
+        journal.log.get_mut().expect("journal lock").state.index = index;
         match written {
             Ok(()) => log::debug!("local index cache written in {:?}", started.elapsed()),
             Err(error) => log::warn!("no local index cache: {error}"),
@@ -594,7 +580,7 @@ impl Journal {
     pub async fn read_items<R>(&self, f: impl Fn(&Index) -> Result<R>) -> Result<R> {
         let (result, cached) = {
             let log = self.log.lock().expect("journal lock");
-            (f(&log.index), log.index.items.is_cached())
+            (f(&log.state.index), log.state.index.items.is_cached())
         };
         match result {
             Err(error) if cached => {
@@ -613,8 +599,8 @@ impl Journal {
     fn position(&self) -> LogPosition {
         let log = self.log.lock().expect("journal lock");
         LogPosition {
-            position: log.next_seq,
-            chain: log.chain,
+            position: log.state.next_seq,
+            chain: log.state.chain,
         }
     }
 
@@ -634,6 +620,7 @@ impl Journal {
                 .log
                 .lock()
                 .expect("journal lock")
+                .state
                 .chains
                 .get(&known.position)
                 .copied();
@@ -783,22 +770,13 @@ impl Journal {
     async fn load_once(&self) -> Result<bool> {
         let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
         let newest = checkpoints.last().copied();
-        let mut loaded = Loaded {
-            index: Index::default(),
-            next_seq: 0,
-            uncheckpointed: Vec::new(),
-            log_bytes: 0,
-            inline_log_bytes: 0,
-            checkpoint_bytes: 0,
-            chain: CHAIN_START,
-            chains: BTreeMap::new(),
+        let mut loaded = match newest {
+            Some(seq) => {
+                let (index, size, chain) = self.read_checkpoint(seq).await?;
+                LogState::starting(index, seq + 1, size, chain)
+            }
+            None => LogState::starting(Index::default(), 0, 0, CHAIN_START),
         };
-        if let Some(seq) = newest {
-            let (index, size, chain) = self.read_checkpoint(seq).await?;
-            (loaded.index, loaded.checkpoint_bytes, loaded.chain) = (index, size, chain);
-            loaded.next_seq = seq + 1;
-        }
-        loaded.chains.insert(loaded.next_seq, loaded.chain);
         for seq in self.list_seqs(LOG_PREFIX).await? {
             if seq < loaded.next_seq {
                 continue; // absorbed by the checkpoint; left over from a crash
@@ -824,21 +802,14 @@ impl Journal {
     }
 
     /// Makes `loaded` the journal's index and log state.
-    fn install(&self, loaded: Loaded) {
+    fn install(&self, loaded: LogState) {
         let mut log = self.log.lock().expect("journal lock");
-        log.index = loaded.index;
-        log.next_seq = loaded.next_seq;
-        log.uncheckpointed = loaded.uncheckpointed;
-        log.log_bytes = loaded.log_bytes;
-        log.inline_log_bytes = loaded.inline_log_bytes;
-        log.checkpoint_bytes = loaded.checkpoint_bytes;
+        log.state = loaded;
         // Facts about this index (write-backs) that the new one may lack:
         // still true of the pads, and harmless to apply again.
         for record in log.deferred.clone() {
-            let _ = log.index.apply(&record);
+            let _ = log.state.index.apply(&record);
         }
-        log.chain = loaded.chain;
-        log.chains = loaded.chains;
     }
 
     /// Reads checkpoint `c/<seq>`: the index, its plaintext size and the
@@ -997,7 +968,7 @@ impl Journal {
     }
 
     async fn read_news(&self, writer_locked: bool) -> Result<bool> {
-        let next_seq = self.log.lock().expect("journal lock").next_seq;
+        let next_seq = self.log.lock().expect("journal lock").state.next_seq;
         // Read the log on from where we are, then look at the checkpoints
         // (few: older ones are deleted): two requests when nothing changed,
         // however long the log. In that order when another writer may be
@@ -1038,9 +1009,9 @@ impl Journal {
         let mut log = self.log.lock().expect("journal lock");
         for (seq, size, records, sealed) in batches {
             for record in &records {
-                log.index.apply(record)?;
+                log.state.index.apply(record)?;
             }
-            log.applied(seq, size, inline_len(&records), &sealed);
+            log.state.applied(seq, size, inline_len(&records), &sealed);
         }
         Ok(true)
     }
@@ -1076,6 +1047,7 @@ impl Journal {
         self.log
             .lock()
             .expect("journal lock")
+            .state
             .index
             .items
             .load_all()
@@ -1083,7 +1055,7 @@ impl Journal {
 
     /// Reads the durable index.
     pub fn read<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
-        f(&self.log.lock().expect("journal lock").index)
+        f(&self.log.lock().expect("journal lock").state.index)
     }
 
     /// Sets what writes pads back before a checkpoint.
@@ -1101,7 +1073,7 @@ impl Journal {
         }
         let mut log = self.log.lock().expect("journal lock");
         for record in &records {
-            if let Err(error) = log.index.apply(record) {
+            if let Err(error) = log.state.index.apply(record) {
                 log::error!("a write-back record does not apply: {error}");
             }
         }
@@ -1183,12 +1155,12 @@ impl Journal {
     fn apply_batch(&self, batch: Vec<Append>, seq: u64, sealed: &[u8]) -> (LogPosition, Answers) {
         let mut log = self.log.lock().expect("journal lock");
         let inline = inline_len(batch.iter().flat_map(|a| a.records.iter()));
-        log.applied(seq, sealed.len() as u64, inline, sealed);
+        log.state.applied(seq, sealed.len() as u64, inline, sealed);
         let mut answers = Vec::with_capacity(batch.len());
         for append in batch {
             let mut released = Ok(Vec::new());
             for record in &append.records {
-                match (log.index.apply(record), &mut released) {
+                match (log.state.index.apply(record), &mut released) {
                     (Ok(pieces), Ok(all)) => all.extend(pieces),
                     (Err(error), _) => released = Err(error),
                     _ => {}
@@ -1197,8 +1169,8 @@ impl Journal {
             answers.push((append.done, released));
         }
         let at = LogPosition {
-            position: log.next_seq,
-            chain: log.chain,
+            position: log.state.next_seq,
+            chain: log.state.chain,
         };
         (at, answers)
     }
@@ -1244,10 +1216,10 @@ impl Journal {
         let (seq, sealed) = {
             let log = self.log.lock().expect("journal lock");
             if log.stale {
-                return Err(taken_error(log.next_seq));
+                return Err(taken_error(log.state.next_seq));
             }
             match &log.doubt {
-                None => return Ok(log.next_seq),
+                None => return Ok(log.state.next_seq),
                 Some(doubt) => (doubt.seq, doubt.sealed.clone()),
             }
         };
@@ -1269,18 +1241,19 @@ impl Journal {
                     return Err(taken_error(seq));
                 };
                 for record in &doubt.records {
-                    if let Err(error) = log.index.apply(record) {
+                    if let Err(error) = log.state.index.apply(record) {
                         log.stale = true;
                         return Err(error);
                     }
                 }
                 let inline = inline_len(&doubt.records);
-                log.applied(doubt.seq, doubt.sealed.len() as u64, inline, &doubt.sealed);
+                log.state
+                    .applied(doubt.seq, doubt.sealed.len() as u64, inline, &doubt.sealed);
             }
         }
         // The doubtful put kept its space, which is live only if it landed.
         log.rebuild_due = true;
-        Ok(log.next_seq)
+        Ok(log.state.next_seq)
     }
 
     /// Writes checkpoint `c/<seq>` to stable storage (whatever the store's
@@ -1312,10 +1285,13 @@ impl Journal {
     async fn checkpoint_if_due(&self) {
         let (due, dirty) = {
             let log = self.log.lock().expect("journal lock");
-            let records = log.log_bytes.saturating_sub(log.inline_log_bytes);
-            let due = records > self.checkpoint_interval.max(log.checkpoint_bytes)
-                || log.inline_log_bytes > INLINE_LOG_LIMIT.max(self.checkpoint_interval);
-            (due, !log.index.inline.is_empty())
+            let records = log
+                .state
+                .log_bytes
+                .saturating_sub(log.state.inline_log_bytes);
+            let due = records > self.checkpoint_interval.max(log.state.checkpoint_bytes)
+                || log.state.inline_log_bytes > INLINE_LOG_LIMIT.max(self.checkpoint_interval);
+            (due, !log.state.index.inline.is_empty())
         };
         if !due {
             return;
@@ -1336,24 +1312,24 @@ impl Journal {
         }
         let (seq, plaintext, absorbed) = {
             let log = self.log.lock().expect("journal lock");
-            let Some(&seq) = log.uncheckpointed.last() else {
+            let Some(&seq) = log.state.uncheckpointed.last() else {
                 return;
             };
             if log.doubt.is_some() || log.stale {
                 return;
             }
-            if !log.index.inline.is_empty() {
+            if !log.state.index.inline.is_empty() {
                 log::warn!("index checkpoint postponed: some small items are not written back yet");
                 return;
             }
             let checkpoint = CheckpointOut {
-                chain: log.chain,
-                index: &log.index,
+                chain: log.state.chain,
+                index: &log.state.index,
             };
             let Ok(plaintext) = index::to_bytes(&checkpoint) else {
                 return;
             };
-            (seq, plaintext, log.uncheckpointed.clone())
+            (seq, plaintext, log.state.uncheckpointed.clone())
         };
         if let Err(error) = self.write_checkpoint(seq, &plaintext).await {
             log::warn!("index checkpoint postponed: {error}");
@@ -1361,11 +1337,11 @@ impl Journal {
         }
         {
             let mut log = self.log.lock().expect("journal lock");
-            log.uncheckpointed.retain(|s| *s > seq);
-            log.log_bytes = 0;
-            log.inline_log_bytes = 0;
-            log.checkpoint_bytes = plaintext.len() as u64;
-            log.chains = log.chains.split_off(&(seq + 1));
+            log.state.uncheckpointed.retain(|s| *s > seq);
+            log.state.log_bytes = 0;
+            log.state.inline_log_bytes = 0;
+            log.state.checkpoint_bytes = plaintext.len() as u64;
+            log.state.chains = log.state.chains.split_off(&(seq + 1));
         }
         self.delete_absorbed(seq, absorbed).await;
     }

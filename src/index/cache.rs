@@ -109,7 +109,7 @@ pub fn write(
     index: &Index,
 ) -> Result<()> {
     let failed =
-        |e: std::io::Error| Error::invalid(format!("cannot write {}: {e}", path.display()));
+        |e: std::io::Error| Error::internal(format!("cannot write {}: {e}", path.display()));
     let folder = path.parent().expect("a cache file is inside its folder");
     std::fs::create_dir_all(folder).map_err(failed)?;
     let count = index.items.len();

@@ -150,7 +150,7 @@ impl Items {
     /// `load_all`, which building the allocator's map does).
     pub fn in_memory(&self) -> Result<impl Iterator<Item = (&String, &Entry)>> {
         if self.base.is_some() {
-            return Err(crate::error::Error::invalid(
+            return Err(crate::error::Error::internal(
                 "index entries read before they were loaded into memory",
             ));
         }

@@ -549,7 +549,7 @@ pub fn open_cache(
 
 /// Encodes records or a whole index for the journal (before encryption).
 pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| Error::invalid(format!("cannot encode index: {e}")))
+    postcard::to_stdvec(value).map_err(|e| Error::internal(format!("cannot encode index: {e}")))
 }
 
 /// Decodes what [`to_bytes`] wrote; malformed input is an integrity error.
