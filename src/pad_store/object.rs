@@ -248,6 +248,19 @@ impl ObjectPadStore {
     }
 
     /// The full object path of `name` under the prefix.
+    /// Runs a folder write of `name` on a blocking thread: it fsyncs.
+    async fn on_folder<T: Send + 'static>(
+        &self,
+        name: &str,
+        write: impl FnOnce(&str) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        self.path_of(name)?;
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || write(&name))
+            .await
+            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+    }
+
     fn path_of(&self, name: &str) -> Result<Path, BackendError> {
         let invalid = |why: String| {
             BackendError::Permanent(format!(
@@ -367,29 +380,28 @@ impl Backend for ObjectPadStore {
         self.fenced(name, self.put_unfenced(name, content)).await
     }
 
+    // Only a folder may hold a write in the page cache; elsewhere an
+    // acknowledged put is durable.
     async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
-        // Only a folder may hold a write in the page cache; elsewhere an
-        // acknowledged put is durable.
-        let Some(folder) = self.folder.clone() else {
-            return self.put(name, content).await;
-        };
-        self.path_of(name)?;
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || folder.put_durable(&name, &content))
-            .await
-            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+        match &self.folder {
+            Some(folder) => {
+                let folder = folder.clone();
+                self.on_folder(name, move |name| folder.put_durable(name, &content))
+                    .await
+            }
+            None => self.put(name, content).await,
+        }
     }
 
     async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
-        // As with `put_durable`: only a folder may hold a write in the page cache.
-        let Some(folder) = self.folder.clone() else {
-            return self.reserve(name, content).await;
-        };
-        self.path_of(name)?;
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || folder.reserve_durable(&name, &content))
-            .await
-            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+        match &self.folder {
+            Some(folder) => {
+                let folder = folder.clone();
+                self.on_folder(name, move |name| folder.reserve_durable(name, &content))
+                    .await
+            }
+            None => self.reserve(name, content).await,
+        }
     }
 
     async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
