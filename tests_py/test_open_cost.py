@@ -53,17 +53,7 @@ def test_a_reader_that_writes_after_another_process_keeps_its_data_apart(
 
     reader = anthill.open(path, secret=SECRET)
     assert reader.fetch_item(first[1]) == value(first[1])
-    env = {**os.environ, "ANTHILL_SECRET": SECRET}
-    done = subprocess.run(
-        [sys.executable, "-c", OTHER_WRITER, path],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok"]
+    assert run(OTHER_WRITER, path) == ["ok"]
 
     mine = keys("mine")
     for key in mine:
@@ -109,9 +99,10 @@ def small_value(i: int) -> bytes:
     return b"value %d" % i
 
 
-def run(script: str, *args: str) -> list[str]:
+def child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `script` in a fresh Python process with the store's secret."""
     env = {**os.environ, "ANTHILL_SECRET": SECRET}
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
@@ -119,6 +110,11 @@ def run(script: str, *args: str) -> list[str]:
         timeout=300,
         check=False,
     )
+
+
+def run(script: str, *args: str) -> list[str]:
+    """The words a successful `child` printed."""
+    done = child(script, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -164,15 +160,7 @@ def test_the_local_index_cache_never_hides_another_processs_writes(tmp_path: Pat
     assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
 
     # A removed item stays removed, whatever the copy says.
-    env = {**os.environ, "ANTHILL_SECRET": SECRET}
-    gone = subprocess.run(
-        [sys.executable, "-c", READ_ALL, path, "small-0"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    gone = child(READ_ALL, path, "small-0")
     assert gone.returncode != 0
     assert "KeyNotFoundError" in gone.stderr
 
