@@ -635,6 +635,18 @@ def p9_rows(r: dict[str, Any]) -> list[Row]:
                 ours / base <= target,
             )
         )
+    first = r.get("first_s", {}).get("large")
+    if first is not None:
+        rows.append(
+            Row(
+                f"P9 open: first open + fetch, {large} keys, no local index cache yet",
+                seconds(first),
+                "loads the whole index and writes the cache",
+                None,
+                "reported",
+                None,
+            )
+        )
     rows.append(
         Row(
             f"P9 open: open + fetch one item, {large} keys, absolute",

@@ -7,9 +7,10 @@
 //! object's subkey (a keyed BLAKE3 hash under the store key), the other 96
 //! bits are the GCM nonce. A store may seal billions of objects over its
 //! life; with subkeys no GCM key comes near its limit of 2^32 random
-//! nonces. AES-GCM, through `ring`, runs at 9 GB/s per core on this machine
-//! with VAES (6x XChaCha20-Poly1305 in RustCrypto): sealing stops being the
-//! bottleneck of a large put (docs/benchmarks.md, P2).
+//! nonces. AES-GCM, through `ring`, uses the CPU's AES instructions (VAES
+//! where present), several times faster than XChaCha20-Poly1305 in
+//! RustCrypto, so sealing is not what bounds a large put (measurements in
+//! docs/benchmarks.md).
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use twox_hash::XxHash3_128;
@@ -186,7 +187,11 @@ pub fn seal_into(
     let (key, gcm_nonce) = cipher.object_key(&nonce);
     let tag = key
         .seal_in_place_separate_tag(gcm_nonce, Aad::from(aad), &mut out[body..])
-        .map_err(|_| Error::invalid("object too large to encrypt"))?;
+        .map_err(|_| {
+            // Only above AES-GCM's limit of 64 GiB per key and nonce, far
+            // above the largest pad or index object anthill writes.
+            Error::internal(format!("AES-GCM refused to seal {} bytes", plaintext.len()))
+        })?;
     out.extend_from_slice(tag.as_ref());
     Ok(auth_tag(out).expect("just appended"))
 }
@@ -247,38 +252,6 @@ pub fn open_owned(
     Ok(sealed)
 }
 
-/// Sealing, opening or hashing more bytes than this runs on tokio's blocking
-/// pool: a 4 MiB pad takes about a millisecond of CPU, which would otherwise
-/// stall the runtime's few workers (and every request and timer they drive)
-/// and keep a large get on one core.
-const OFF_RUNTIME_BYTES: usize = 256 << 10;
-
-/// Runs `work` (sealing, opening or hashing `len` bytes, or writing them to
-/// the page cache) on the blocking pool if it is large, inline otherwise.
-pub async fn off_runtime<T: Send + 'static>(
-    len: usize,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    if len < OFF_RUNTIME_BYTES {
-        return work();
-    }
-    on_blocking_pool(work).await
-}
-
-/// Runs `work` on tokio's blocking pool, passing on its panic.
-pub async fn on_blocking_pool<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    joined(tokio::task::spawn_blocking(work)).await
-}
-
-/// The outcome of a spawned task, passing on its panic (a task of a
-/// dropped caller is aborted with it, never joined).
-pub async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match task.await {
-        Ok(value) => value,
-        Err(error) => std::panic::resume_unwind(error.into_panic()),
-    }
-}
-
 /// Bytes of a digest.
 pub const DIGEST_LEN: usize = 16;
 
@@ -298,7 +271,7 @@ pub fn piece_digest(bytes: &[u8]) -> Digest {
 /// in the wrong place). So a piece that fills its pad (most of a large
 /// item) is identified by the pad object's authentication tag, which the
 /// AEAD ties to those very bytes, the pad and its version: hashing them
-/// again would repeat that check at a sixth of a put's CPU time. A piece
+/// again would repeat that check at a sizeable share of a put's CPU. A piece
 /// that shares its pad is hashed (XXH3-128) where it is written or read,
 /// while its bytes are in the cache.
 pub fn item_digest(pieces: &[Digest]) -> Digest {

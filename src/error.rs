@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::pad_store::BackendError;
+use crate::backend_error::BackendError;
 
 /// Result with anthill's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -35,6 +35,10 @@ pub enum Error {
     /// A user callback failed; the binding layer re-raises the original error.
     #[error("callback failed: {0}")]
     Callback(CallbackError),
+    /// A failure of anthill itself (a bug), neither the caller's nor the
+    /// backend's.
+    #[error("internal error: {0} (a bug in anthill: please report it)")]
+    Internal(String),
 }
 
 impl Error {
@@ -44,6 +48,10 @@ impl Error {
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())
+    }
+
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
     }
 }
 

@@ -1,8 +1,8 @@
 //! The durable, encrypted log of index [`Record`]s, with checkpoints.
 //!
 //! Each write is one object `j/<seq>` holding a batch of records; concurrent
-//! appends are group-committed into one write, so many small puts share one
-//! index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
+//! appends are group-committed into one write (`group_commit.rs`), so many
+//! small puts share one index write. A checkpoint `c/<seq>` holds the whole index as of `seq`, and
 //! is written when the log since the last one outgrows it, so the cost per
 //! put stays constant however many keys the store holds. Objects are sealed
 //! with the index key; the associated data binds their kind and sequence
@@ -35,16 +35,18 @@
 //! fsync setting: otherwise a power loss could lose both.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::oneshot;
 
+use crate::blocking;
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
+use crate::group_commit::{self, GroupCommit, Reply};
 use crate::index::{self, Index, Piece, Record};
-use crate::pad_store::{BackendError, PadStore, WriterLock};
+use crate::pad_store::{BackendError, PadStore, PutReceipt, WriterLock};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::{LogPosition, SeenLogs};
 
@@ -78,6 +80,15 @@ const REMEMBER_PERIOD: std::time::Duration = std::time::Duration::from_millis(50
 /// open. Counted apart from the records themselves, so a loop of small puts
 /// checkpoints (and so writes its pads back) as rarely as one of large puts.
 const INLINE_LOG_LIMIT: u64 = 32 << 20;
+/// Most records replayed over the local index cache: each may read a block
+/// of it (tens of microseconds), so past this, or past one record for every
+/// `CACHE_ITEMS_PER_TAIL_RECORD` cached items, a load from the backend
+/// (which also writes a new cache) costs less.
+const MOST_CACHE_TAIL_RECORDS: usize = 4096;
+const CACHE_ITEMS_PER_TAIL_RECORD: usize = 64;
+/// Past this many records replayed over the cache, opening writes a new
+/// one, so that the next open does not replay them again.
+const CACHE_REWRITE_TAIL_RECORDS: usize = 1024;
 
 /// Writes back every pad holding bytes only in the log; the journal calls
 /// it before a checkpoint, which must carry no item data.
@@ -96,11 +107,11 @@ pub struct Journal {
     checkpoint_interval: u64,
     /// The writer lock this process holds, checked before every write.
     writer_lock: Mutex<Option<Arc<dyn WriterLock>>>,
-    /// The index as of the last durable record, and the queue of appends.
-    /// Held only for short in-memory updates, never across backend I/O.
+    /// The index as of the last durable record. Held only for short
+    /// in-memory updates, never across backend I/O.
     log: Mutex<Log>,
-    /// Told when the flush loop ends (`Log::flushing` turns false).
-    flushed: tokio::sync::Notify,
+    /// Appends waiting for the next log write, group-committed.
+    appends: GroupCommit<Append>,
     /// This machine's memory of the store's log position (`None`: off).
     seen: Option<SeenLogs>,
     /// Updates of the memory after log writes (see `remember_later`).
@@ -109,6 +120,98 @@ pub struct Journal {
     remembering_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// What writes pads back before a checkpoint (the allocator).
     write_back: Mutex<Option<std::sync::Weak<dyn WriteBackAll>>>,
+    /// The local copy of the index, if this store keeps one.
+    cache: Option<IndexCache>,
+    /// Whether opening read the index from that copy.
+    opened_from_cache: bool,
+}
+
+/// Where a store keeps its local index cache (`index::cache`), and from
+/// what size: a small index loads faster than the cache is checked.
+#[derive(Debug, Clone)]
+pub struct IndexCache {
+    pub path: PathBuf,
+    pub min_items: u64,
+    /// The store's pad size, to check the index against before keeping it.
+    pub pad_size: u64,
+}
+
+/// What the index cache keeps beside the index: the log state, and the
+/// object it was read up to, whose receipt tells whether the store still
+/// holds it.
+#[derive(serde::Serialize)]
+struct CachedLogOut<'a> {
+    anchor: &'a str,
+    receipt: (u64, Option<&'a str>),
+    log: &'a LogState,
+}
+
+#[derive(serde::Deserialize)]
+struct CachedLogIn {
+    anchor: String,
+    receipt: (u64, Option<String>),
+    log: LogState,
+}
+
+/// The index and the log it was read from: what a load builds (from the
+/// backend or the cache) before it replaces the journal's. The index cache
+/// keeps all but the index.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LogState {
+    #[serde(skip)]
+    index: Index,
+    /// The next log object's sequence number.
+    next_seq: u64,
+    /// Sequence numbers of log objects a checkpoint has not yet absorbed.
+    uncheckpointed: Vec<u64>,
+    log_bytes: u64,
+    /// The part of `log_bytes` that is item data (inline records).
+    inline_log_bytes: u64,
+    checkpoint_bytes: u64,
+    /// The chain value after log object `next_seq - 1`.
+    chain: [u8; 32],
+    /// Chain values at each position from the newest checkpoint's on, to
+    /// check a remembered position against.
+    chains: BTreeMap<u64, [u8; 32]>,
+}
+
+impl LogState {
+    /// An empty store's, or one that starts from a checkpoint at
+    /// `next_seq - 1` with chain value `chain`.
+    fn starting(index: Index, next_seq: u64, checkpoint_bytes: u64, chain: [u8; 32]) -> Self {
+        Self {
+            index,
+            next_seq,
+            uncheckpointed: Vec::new(),
+            log_bytes: 0,
+            inline_log_bytes: 0,
+            checkpoint_bytes,
+            chain,
+            chains: BTreeMap::from([(next_seq, chain)]),
+        }
+    }
+
+    /// Notes that log object `seq` of `size` bytes (`inline` of them item
+    /// data), sealed as `sealed`, is applied to the index.
+    fn applied(&mut self, seq: u64, size: u64, inline: u64, sealed: &[u8]) {
+        self.uncheckpointed.push(seq);
+        self.log_bytes += size;
+        self.inline_log_bytes += inline;
+        self.next_seq = seq + 1;
+        self.chain = chain_next(&self.chain, seq, sealed);
+        self.chains.insert(self.next_seq, self.chain);
+    }
+
+    /// Applies log object `seq`, which must be the next; returns how many
+    /// records it held.
+    fn replay(&mut self, seq: u64, plaintext: &[u8], sealed: &[u8]) -> Result<usize> {
+        let records: Vec<Record> = index::from_bytes(plaintext, "index log")?;
+        for record in &records {
+            self.index.apply(record)?;
+        }
+        self.applied(seq, plaintext.len() as u64, inline_len(&records), sealed);
+        Ok(records.len())
+    }
 }
 
 /// The newest position not yet remembered, and whether a task is at it.
@@ -128,24 +231,10 @@ pub struct RollbackCheck {
 }
 
 struct Log {
-    index: Index,
-    waiting: Vec<Append>,
-    flushing: bool,
-    next_seq: u64,
-    /// Sequence numbers of log objects a checkpoint has not yet absorbed.
-    uncheckpointed: Vec<u64>,
-    log_bytes: u64,
-    /// The part of `log_bytes` that is item data (inline records).
-    inline_log_bytes: u64,
-    checkpoint_bytes: u64,
+    state: LogState,
     /// Records applied to the index but not yet in the log (write-backs):
     /// they ride along with the next log write.
     deferred: Vec<Record>,
-    /// The chain value after log object `next_seq - 1`.
-    chain: [u8; 32],
-    /// Chain values at each position from the newest checkpoint's on, to
-    /// check a remembered position against.
-    chains: BTreeMap<u64, [u8; 32]>,
     /// A log write that failed, may have landed, and could not be checked.
     doubt: Option<Doubt>,
     /// The backend holds a log object at `next_seq` that this index has not
@@ -243,25 +332,13 @@ fn inline_len<'a>(records: impl IntoIterator<Item = &'a Record>) -> u64 {
         .sum()
 }
 
-impl Log {
-    /// Notes that log object `seq` of `size` bytes (`inline` of them item
-    /// data), sealed as `sealed`, is applied to the index.
-    fn applied(&mut self, seq: u64, size: u64, inline: u64, sealed: &[u8]) {
-        self.uncheckpointed.push(seq);
-        self.log_bytes += size;
-        self.inline_log_bytes += inline;
-        self.next_seq = seq + 1;
-        self.chain = chain_next(&self.chain, seq, sealed);
-        self.chains.insert(self.next_seq, self.chain);
-    }
-}
-
 /// What each caller of a batch is answered.
-type Answers = Vec<(oneshot::Sender<Result<Vec<Piece>>>, Result<Vec<Piece>>)>;
+type Answers = Vec<(Reply<Vec<Piece>>, Result<Vec<Piece>>)>;
 
+/// One caller's records, answered with the pieces they released.
 struct Append {
     records: Vec<Record>,
-    done: oneshot::Sender<Result<Vec<Piece>>>,
+    done: Reply<Vec<Piece>>,
 }
 
 fn object_name(prefix: &str, seq: u64) -> String {
@@ -289,27 +366,19 @@ impl Journal {
         retry: RetryPolicy,
         checkpoint_interval: u64,
         rollback: RollbackCheck,
+        cache: Option<IndexCache>,
     ) -> Result<Arc<Self>> {
-        let journal = Journal {
+        let mut journal = Journal {
             backend,
             keys,
             store_id,
             retry,
             checkpoint_interval,
             writer_lock: Mutex::new(None),
-            flushed: tokio::sync::Notify::new(),
+            appends: GroupCommit::default(),
             log: Mutex::new(Log {
-                index: Index::default(),
-                waiting: Vec::new(),
-                flushing: false,
-                next_seq: 0,
-                uncheckpointed: Vec::new(),
-                log_bytes: 0,
-                inline_log_bytes: 0,
-                checkpoint_bytes: 0,
+                state: LogState::starting(Index::default(), 0, 0, CHAIN_START),
                 deferred: Vec::new(),
-                chain: CHAIN_START,
-                chains: BTreeMap::from([(0, CHAIN_START)]),
                 doubt: None,
                 stale: false,
                 rebuild_due: false,
@@ -318,6 +387,8 @@ impl Journal {
             remembering: Arc::default(),
             remembering_task: Mutex::new(None),
             write_back: Mutex::new(None),
+            cache,
+            opened_from_cache: false,
         };
         // The memory first: it only ever holds positions whose log writes
         // had landed, so a store read after it is at least there unless it
@@ -327,23 +398,209 @@ impl Journal {
                 let seen = seen.clone();
                 tokio::task::spawn_blocking(move || seen.load())
                     .await
-                    .map_err(|e| Error::invalid(format!("state folder task failed: {e}")))?
+                    .map_err(|e| Error::internal(format!("state folder task failed: {e}")))?
             }
             None => None,
         };
-        journal.load().await?;
+        let started = std::time::Instant::now();
+        let replayed = journal.load_from_cache().await;
+        journal.opened_from_cache = replayed.is_some();
+        if replayed.is_none() {
+            journal.load().await?;
+        }
+        log::debug!(
+            "index loaded from the {} in {:?}",
+            if journal.opened_from_cache {
+                "local cache"
+            } else {
+                "backend"
+            },
+            started.elapsed()
+        );
         journal
             .check_rollback(remembered, rollback.allow_rollback)
             .await?;
+        if replayed.is_none_or(|records| records > CACHE_REWRITE_TAIL_RECORDS) {
+            journal.keep_cache().await;
+        }
         Ok(Arc::new(journal))
+    }
+
+    /// Whether opening read the index from the local cache.
+    pub fn opened_from_cache(&self) -> bool {
+        self.opened_from_cache
+    }
+
+    /// Loads the index from the local cache if it still describes the
+    /// store, returning how many log records it replayed over it; `None`
+    /// (the caller loads from the backend) if there is none, if it cannot
+    /// be read, or if it is not on the store's history.
+    async fn load_from_cache(&self) -> Option<usize> {
+        let cache = self.cache.as_ref()?;
+        match self.try_load_from_cache(cache).await {
+            Ok(replayed) => replayed,
+            Err(error) => {
+                log::info!("loading the index from the backend: {error}");
+                None
+            }
+        }
+    }
+
+    /// The cache is never trusted over the backend: it is used only if the
+    /// object it was read up to (the last log object it covers, or the
+    /// checkpoint it starts from) is still there unchanged, no checkpoint
+    /// has absorbed the log past it, and the log after it is contiguous;
+    /// that log is then replayed on top, as a load replays the log after a
+    /// checkpoint. The store's objects are write-once (see the module
+    /// header), so the same object at the anchor means the same history.
+    async fn try_load_from_cache(&self, cache: &IndexCache) -> Result<Option<usize>> {
+        let Some((cached, state, position)) =
+            index::open_cache(&cache.path, Arc::clone(&self.keys), &self.store_id)?
+        else {
+            return Ok(None);
+        };
+        let state: CachedLogIn = index::from_bytes(&state, "index cache")?;
+        let (checkpoints, logs) = futures::try_join!(
+            self.list_seqs(CHECKPOINT_PREFIX),
+            self.list_seqs(LOG_PREFIX)
+        )?;
+        let newest = checkpoints.last().copied();
+        if newest.is_some_and(|checkpoint| checkpoint >= position) {
+            return Ok(None);
+        }
+        let receipt = PutReceipt {
+            size: state.receipt.0,
+            e_tag: state.receipt.1,
+        };
+        if let Err(error) = self.backend.verify(&state.anchor, &receipt).await {
+            log::info!("the index cache is not on the store's history: {error}");
+            return Ok(None);
+        }
+        let tail: Vec<u64> = logs.into_iter().filter(|s| *s >= position).collect();
+        let contiguous = tail.iter().zip(position..).all(|(s, want)| *s == want);
+        if !contiguous {
+            return Ok(None);
+        }
+        let most_records =
+            MOST_CACHE_TAIL_RECORDS.max(cached.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
+        let mut loaded = LogState {
+            index: cached,
+            next_seq: position,
+            ..state.log
+        };
+        let mut records = 0;
+        for seq in tail {
+            let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
+            records += loaded.replay(seq, &plaintext, &sealed)?;
+            if records > most_records {
+                return Ok(None);
+            }
+        }
+        if self.checkpointed_since(newest).await? {
+            return Ok(None);
+        }
+        self.install(loaded);
+        Ok(Some(records))
+    }
+
+    /// Writes the local index cache if this store keeps one, after a load
+    /// from the backend paid for the whole index or a long replay over the
+    /// old cache: the next open then reads a few kilobytes. An index that fails its check is not kept (opening
+    /// then fails on it). Failures are only reported: the cache is an
+    /// optimisation.
+    async fn keep_cache(&mut self) {
+        let journal = self;
+        let Some(cache) = journal.cache.clone() else {
+            return;
+        };
+        let anchor = {
+            let log = journal.log.get_mut().expect("journal lock");
+            let small = (log.state.index.items.len() as u64) < cache.min_items;
+            let Some(last) = log.state.next_seq.checked_sub(1) else {
+                return;
+            };
+            if small || !log.state.index.inline.is_empty() || log.doubt.is_some() {
+                return;
+            }
+            if let Err(error) = log.state.index.check(cache.pad_size) {
+                log::info!("no local index cache: {error}");
+                return;
+            }
+            // After a replay over the old cache: the file needs every entry.
+            if let Err(error) = log.state.index.items.load_all() {
+                log::info!("no local index cache: {error}");
+                return;
+            }
+            if log.state.uncheckpointed.last() == Some(&last) {
+                object_name(LOG_PREFIX, last)
+            } else {
+                object_name(CHECKPOINT_PREFIX, last)
+            }
+        };
+        let receipt = match journal.backend.head(&anchor).await {
+            Ok(receipt) => receipt,
+            Err(error) => {
+                log::info!("no local index cache: {error}");
+                return;
+            }
+        };
+        let log = journal.log.get_mut().expect("journal lock");
+        let kept = CachedLogOut {
+            anchor: &anchor,
+            receipt: (receipt.size, receipt.e_tag.as_deref()),
+            log: &log.state,
+        };
+        let Ok(state) = index::to_bytes(&kept) else {
+            return;
+        };
+        let index = std::mem::take(&mut log.state.index);
+        let (keys, store_id, position) = (
+            Arc::clone(&journal.keys),
+            journal.store_id,
+            log.state.next_seq,
+        );
+        let started = std::time::Instant::now();
+        let (index, written) = blocking::on_blocking_pool(move || {
+            let written =
+                index::cache::write(&cache.path, &keys, &store_id, position, state, &index);
+            (index, written)
+        })
+        .await;
+        journal.log.get_mut().expect("journal lock").state.index = index;
+        match written {
+            Ok(()) => log::debug!("local index cache written in {:?}", started.elapsed()),
+            Err(error) => log::warn!("no local index cache: {error}"),
+        }
+    }
+
+    /// Reads the index with `f`, which may fail only where it reads items:
+    /// if they come from a local cache file that turns out damaged, the
+    /// file is deleted, the index is loaded from the backend, and `f` runs
+    /// again.
+    pub async fn read_items<R>(&self, f: impl Fn(&Index) -> Result<R>) -> Result<R> {
+        let (result, cached) = {
+            let log = self.log.lock().expect("journal lock");
+            (f(&log.state.index), log.state.index.items.is_cached())
+        };
+        match result {
+            Err(error) if cached => {
+                log::warn!("reading the index from the backend: {error}");
+                if let Some(cache) = &self.cache {
+                    let _ = std::fs::remove_file(&cache.path);
+                }
+                self.load().await?;
+                self.read(f)
+            }
+            result => result,
+        }
     }
 
     /// Where the store's log is now.
     fn position(&self) -> LogPosition {
         let log = self.log.lock().expect("journal lock");
         LogPosition {
-            position: log.next_seq,
-            chain: log.chain,
+            position: log.state.next_seq,
+            chain: log.state.chain,
         }
     }
 
@@ -363,6 +620,7 @@ impl Journal {
                 .log
                 .lock()
                 .expect("journal lock")
+                .state
                 .chains
                 .get(&known.position)
                 .copied();
@@ -511,63 +769,47 @@ impl Journal {
     /// meanwhile and it must start again.
     async fn load_once(&self) -> Result<bool> {
         let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
-        let loaded = checkpoints.last().copied();
-        let mut index = Index::default();
-        let mut next_seq = 0;
-        let mut checkpoint_bytes = 0;
-        let mut chain = CHAIN_START;
-        if let Some(&seq) = checkpoints.last() {
-            let (loaded, size, loaded_chain) = self.read_checkpoint(seq).await?;
-            (index, checkpoint_bytes, chain) = (loaded, size, loaded_chain);
-            next_seq = seq + 1;
-        }
-        let mut chains = BTreeMap::from([(next_seq, chain)]);
-        let mut uncheckpointed = Vec::new();
-        let (mut log_bytes, mut inline_log_bytes) = (0, 0);
+        let newest = checkpoints.last().copied();
+        let mut loaded = match newest {
+            Some(seq) => {
+                let (index, size, chain) = self.read_checkpoint(seq).await?;
+                LogState::starting(index, seq + 1, size, chain)
+            }
+            None => LogState::starting(Index::default(), 0, 0, CHAIN_START),
+        };
         for seq in self.list_seqs(LOG_PREFIX).await? {
-            if seq < next_seq {
+            if seq < loaded.next_seq {
                 continue; // absorbed by the checkpoint; left over from a crash
             }
-            if seq != next_seq {
-                if self.checkpointed_since(loaded).await? {
+            if seq != loaded.next_seq {
+                if self.checkpointed_since(newest).await? {
                     return Ok(false);
                 }
                 return Err(Error::integrity(format!(
                     "index log object {} is missing (found {} next)",
-                    object_name(LOG_PREFIX, next_seq),
+                    object_name(LOG_PREFIX, loaded.next_seq),
                     object_name(LOG_PREFIX, seq)
                 )));
             }
             let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
-            log_bytes += plaintext.len() as u64;
-            let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
-            for record in &records {
-                index.apply(record)?;
-            }
-            inline_log_bytes += inline_len(&records);
-            uncheckpointed.push(seq);
-            next_seq = seq + 1;
-            chain = chain_next(&chain, seq, &sealed);
-            chains.insert(next_seq, chain);
+            loaded.replay(seq, &plaintext, &sealed)?;
         }
-        if self.checkpointed_since(loaded).await? {
+        if self.checkpointed_since(newest).await? {
             return Ok(false);
         }
+        self.install(loaded);
+        Ok(true)
+    }
+
+    /// Makes `loaded` the journal's index and log state.
+    fn install(&self, loaded: LogState) {
         let mut log = self.log.lock().expect("journal lock");
-        log.index = index;
-        log.next_seq = next_seq;
-        log.uncheckpointed = uncheckpointed;
-        log.log_bytes = log_bytes;
-        log.inline_log_bytes = inline_log_bytes;
-        log.checkpoint_bytes = checkpoint_bytes;
+        log.state = loaded;
         // Facts about this index (write-backs) that the new one may lack:
         // still true of the pads, and harmless to apply again.
         for record in log.deferred.clone() {
-            let _ = log.index.apply(&record);
+            let _ = log.state.index.apply(&record);
         }
-        log.chain = chain;
-        log.chains = chains;
-        Ok(true)
     }
 
     /// Reads checkpoint `c/<seq>`: the index, its plaintext size and the
@@ -641,7 +883,7 @@ impl Journal {
     /// something else is there (see `landed` for whose it is).
     async fn create_log_object(&self, seq: u64, sealed: &Bytes) -> Result<bool> {
         let name = object_name(LOG_PREFIX, seq);
-        if let Some(folder) = self.backend.folder_writer() {
+        if let Some(folder) = self.backend.capabilities().folder_writer.clone() {
             // A local folder: created, linked into place and (with fsync)
             // flushed by one blocking call; a link that succeeded needs no
             // check. Most of a small put's time is handing work between
@@ -650,15 +892,15 @@ impl Journal {
                 .retry
                 .run(|_| {
                     let (folder, name, sealed) = (folder.clone(), name.clone(), sealed.clone());
-                    // Unflushed, a small object reaches the page cache in tens
-                    // of microseconds, less than a hop to the blocking pool and
-                    // back (which halved the puts per second of a sync loop).
+                    // Unflushed, a small object reaches the page cache sooner
+                    // than a hop to the blocking pool and back would take,
+                    // and that hop is most of a small put's time.
                     let cost = if folder.fsync() {
                         usize::MAX
                     } else {
                         sealed.len()
                     };
-                    crypto::off_runtime(cost, move || folder.create(&name, &sealed))
+                    blocking::off_runtime(cost, move || folder.create(&name, &sealed))
                 })
                 .await?;
             return Ok(created);
@@ -726,7 +968,7 @@ impl Journal {
     }
 
     async fn read_news(&self, writer_locked: bool) -> Result<bool> {
-        let next_seq = self.log.lock().expect("journal lock").next_seq;
+        let next_seq = self.log.lock().expect("journal lock").state.next_seq;
         // Read the log on from where we are, then look at the checkpoints
         // (few: older ones are deleted): two requests when nothing changed,
         // however long the log. In that order when another writer may be
@@ -767,9 +1009,9 @@ impl Journal {
         let mut log = self.log.lock().expect("journal lock");
         for (seq, size, records, sealed) in batches {
             for record in &records {
-                log.index.apply(record)?;
+                log.state.index.apply(record)?;
             }
-            log.applied(seq, size, inline_len(&records), &sealed);
+            log.state.applied(seq, size, inline_len(&records), &sealed);
         }
         Ok(true)
     }
@@ -792,15 +1034,7 @@ impl Journal {
     /// a (possibly cancelled) append, or the checkpoint and deletes after
     /// it. The writer lock must outlive them, as every write needs it.
     pub async fn flushed(&self) {
-        loop {
-            let notified = self.flushed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
-            if !self.log.lock().expect("journal lock").flushing {
-                return;
-            }
-            notified.await;
-        }
+        self.appends.idle().await;
     }
 
     /// Sets (or clears) the writer lock checked before every write.
@@ -808,9 +1042,20 @@ impl Journal {
         *self.writer_lock.lock().expect("writer lock slot") = lock;
     }
 
+    /// Moves every item of the index into memory (see `Items::load_all`).
+    pub fn load_all_items(&self) -> Result<()> {
+        self.log
+            .lock()
+            .expect("journal lock")
+            .state
+            .index
+            .items
+            .load_all()
+    }
+
     /// Reads the durable index.
     pub fn read<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
-        f(&self.log.lock().expect("journal lock").index)
+        f(&self.log.lock().expect("journal lock").state.index)
     }
 
     /// Sets what writes pads back before a checkpoint.
@@ -828,7 +1073,7 @@ impl Journal {
         }
         let mut log = self.log.lock().expect("journal lock");
         for record in &records {
-            if let Err(error) = log.index.apply(record) {
+            if let Err(error) = log.state.index.apply(record) {
                 log::error!("a write-back record does not apply: {error}");
             }
         }
@@ -852,70 +1097,55 @@ impl Journal {
     /// Makes `records` durable and applies them to the index, in order after
     /// every earlier append. Returns the pieces they released.
     pub async fn append(self: &Arc<Self>, records: Vec<Record>) -> Result<Vec<Piece>> {
-        let (done, finished) = oneshot::channel();
-        let lead = {
-            let mut log = self.log.lock().expect("journal lock");
-            log.waiting.push(Append { records, done });
-            !std::mem::replace(&mut log.flushing, true)
-        };
-        if lead {
+        let (done, answer) = group_commit::ticket();
+        if self.appends.push(Append { records, done }) {
             // A task of its own, so that a caller dropping its future (a
             // cancelled put) never stops a write that others are waiting on.
-            tokio::spawn(Arc::clone(self).flush());
+            let journal = Arc::clone(self);
+            tokio::spawn(async move {
+                journal
+                    .appends
+                    .run(|batch| journal.commit_appends(batch))
+                    .await;
+            });
         }
-        finished
-            .await
-            .map_err(|_| Error::Backend(BackendError::Permanent("index writer stopped".into())))?
+        answer.answer().await
     }
 
-    async fn flush(self: Arc<Self>) {
-        loop {
-            let (mut batch, deferred) = {
-                let mut log = self.log.lock().expect("journal lock");
-                if log.waiting.is_empty() {
-                    log.flushing = false;
-                    drop(log);
-                    self.flushed.notify_waiters();
-                    return;
+    /// Writes one batch of appends (and the write-back records waiting for
+    /// a log write) as one log object, applies it and answers its callers.
+    async fn commit_appends(&self, mut batch: Vec<Append>) {
+        let deferred = std::mem::take(&mut self.log.lock().expect("journal lock").deferred);
+        if !deferred.is_empty() {
+            // Last: a write-back applies only to items already recorded.
+            let (done, _) = group_commit::ticket();
+            batch.push(Append {
+                records: deferred.clone(),
+                done,
+            });
+        }
+        let written = self.write_batch(&batch).await;
+        if written.is_err() {
+            let mut log = self.log.lock().expect("journal lock");
+            let newer = std::mem::replace(&mut log.deferred, deferred);
+            log.deferred.extend(newer);
+        }
+        match written {
+            Ok((seq, sealed)) => {
+                let (at, answers) = self.apply_batch(batch, seq, &sealed);
+                self.remember_later(at);
+                // Before answering: the callers hold the writer lock
+                // until then. A checkpoint deletes log objects, which
+                // must not happen while another writer catches up (it
+                // lists checkpoints and probes the log at once, trusting
+                // that nobody writes meanwhile); that race lost items.
+                self.checkpoint_if_due().await;
+                for (done, released) in answers {
+                    done.send(released);
                 }
-                (
-                    std::mem::take(&mut log.waiting),
-                    std::mem::take(&mut log.deferred),
-                )
-            };
-            if !deferred.is_empty() {
-                // Last: a write-back applies only to items already recorded.
-                let (done, _) = oneshot::channel();
-                batch.push(Append {
-                    records: deferred.clone(),
-                    done,
-                });
             }
-            let written = self.write_batch(&batch).await;
-            if written.is_err() {
-                let mut log = self.log.lock().expect("journal lock");
-                let newer = std::mem::replace(&mut log.deferred, deferred);
-                log.deferred.extend(newer);
-            }
-            match written {
-                Ok((seq, sealed)) => {
-                    let (at, answers) = self.apply_batch(batch, seq, &sealed);
-                    self.remember_later(at);
-                    // Before answering: the callers hold the writer lock
-                    // until then. A checkpoint deletes log objects, which
-                    // must not happen while another writer catches up (it
-                    // lists checkpoints and probes the log at once, trusting
-                    // that nobody writes meanwhile); that race lost items.
-                    self.checkpoint_if_due().await;
-                    for (done, released) in answers {
-                        let _ = done.send(released);
-                    }
-                }
-                Err(error) => {
-                    for append in batch {
-                        let _ = append.done.send(Err(error.clone()));
-                    }
-                }
+            Err(error) => {
+                group_commit::fail_all(batch.into_iter().map(|append| append.done), &error);
             }
         }
     }
@@ -925,12 +1155,12 @@ impl Journal {
     fn apply_batch(&self, batch: Vec<Append>, seq: u64, sealed: &[u8]) -> (LogPosition, Answers) {
         let mut log = self.log.lock().expect("journal lock");
         let inline = inline_len(batch.iter().flat_map(|a| a.records.iter()));
-        log.applied(seq, sealed.len() as u64, inline, sealed);
+        log.state.applied(seq, sealed.len() as u64, inline, sealed);
         let mut answers = Vec::with_capacity(batch.len());
         for append in batch {
             let mut released = Ok(Vec::new());
             for record in &append.records {
-                match (log.index.apply(record), &mut released) {
+                match (log.state.index.apply(record), &mut released) {
                     (Ok(pieces), Ok(all)) => all.extend(pieces),
                     (Err(error), _) => released = Err(error),
                     _ => {}
@@ -939,8 +1169,8 @@ impl Journal {
             answers.push((append.done, released));
         }
         let at = LogPosition {
-            position: log.next_seq,
-            chain: log.chain,
+            position: log.state.next_seq,
+            chain: log.state.chain,
         };
         (at, answers)
     }
@@ -986,10 +1216,10 @@ impl Journal {
         let (seq, sealed) = {
             let log = self.log.lock().expect("journal lock");
             if log.stale {
-                return Err(taken_error(log.next_seq));
+                return Err(taken_error(log.state.next_seq));
             }
             match &log.doubt {
-                None => return Ok(log.next_seq),
+                None => return Ok(log.state.next_seq),
                 Some(doubt) => (doubt.seq, doubt.sealed.clone()),
             }
         };
@@ -1011,18 +1241,19 @@ impl Journal {
                     return Err(taken_error(seq));
                 };
                 for record in &doubt.records {
-                    if let Err(error) = log.index.apply(record) {
+                    if let Err(error) = log.state.index.apply(record) {
                         log.stale = true;
                         return Err(error);
                     }
                 }
                 let inline = inline_len(&doubt.records);
-                log.applied(doubt.seq, doubt.sealed.len() as u64, inline, &doubt.sealed);
+                log.state
+                    .applied(doubt.seq, doubt.sealed.len() as u64, inline, &doubt.sealed);
             }
         }
         // The doubtful put kept its space, which is live only if it landed.
         log.rebuild_due = true;
-        Ok(log.next_seq)
+        Ok(log.state.next_seq)
     }
 
     /// Writes checkpoint `c/<seq>` to stable storage (whatever the store's
@@ -1049,15 +1280,18 @@ impl Journal {
 
     /// Writes a checkpoint once the log since the last one is larger than it
     /// (and than a floor), then deletes the absorbed log objects. Runs inside
-    /// the flush loop before the batch's callers are answered, so no append
+    /// the batch's commit, before its callers are answered, so no append
     /// interleaves and the writer lock is held. A failure only postpones it.
     async fn checkpoint_if_due(&self) {
         let (due, dirty) = {
             let log = self.log.lock().expect("journal lock");
-            let records = log.log_bytes.saturating_sub(log.inline_log_bytes);
-            let due = records > self.checkpoint_interval.max(log.checkpoint_bytes)
-                || log.inline_log_bytes > INLINE_LOG_LIMIT.max(self.checkpoint_interval);
-            (due, !log.index.inline.is_empty())
+            let records = log
+                .state
+                .log_bytes
+                .saturating_sub(log.state.inline_log_bytes);
+            let due = records > self.checkpoint_interval.max(log.state.checkpoint_bytes)
+                || log.state.inline_log_bytes > INLINE_LOG_LIMIT.max(self.checkpoint_interval);
+            (due, !log.state.index.inline.is_empty())
         };
         if !due {
             return;
@@ -1078,24 +1312,24 @@ impl Journal {
         }
         let (seq, plaintext, absorbed) = {
             let log = self.log.lock().expect("journal lock");
-            let Some(&seq) = log.uncheckpointed.last() else {
+            let Some(&seq) = log.state.uncheckpointed.last() else {
                 return;
             };
             if log.doubt.is_some() || log.stale {
                 return;
             }
-            if !log.index.inline.is_empty() {
+            if !log.state.index.inline.is_empty() {
                 log::warn!("index checkpoint postponed: some small items are not written back yet");
                 return;
             }
             let checkpoint = CheckpointOut {
-                chain: log.chain,
-                index: &log.index,
+                chain: log.state.chain,
+                index: &log.state.index,
             };
             let Ok(plaintext) = index::to_bytes(&checkpoint) else {
                 return;
             };
-            (seq, plaintext, log.uncheckpointed.clone())
+            (seq, plaintext, log.state.uncheckpointed.clone())
         };
         if let Err(error) = self.write_checkpoint(seq, &plaintext).await {
             log::warn!("index checkpoint postponed: {error}");
@@ -1103,15 +1337,20 @@ impl Journal {
         }
         {
             let mut log = self.log.lock().expect("journal lock");
-            log.uncheckpointed.retain(|s| *s > seq);
-            log.log_bytes = 0;
-            log.inline_log_bytes = 0;
-            log.checkpoint_bytes = plaintext.len() as u64;
-            log.chains = log.chains.split_off(&(seq + 1));
+            log.state.uncheckpointed.retain(|s| *s > seq);
+            log.state.log_bytes = 0;
+            log.state.inline_log_bytes = 0;
+            log.state.checkpoint_bytes = plaintext.len() as u64;
+            log.state.chains = log.state.chains.split_off(&(seq + 1));
         }
-        // Older objects are now garbage; leftovers are skipped on load.
-        // Deleted concurrently: a checkpoint absorbs thousands of small log
-        // objects, and the caller that made it due waits for this.
+        self.delete_absorbed(seq, absorbed).await;
+    }
+
+    /// Deletes the log objects checkpoint `seq` absorbed and the older
+    /// checkpoints: garbage now (leftovers are skipped on load). Deleted
+    /// concurrently: a checkpoint absorbs thousands of small log objects,
+    /// and the caller that made it due waits for this.
+    async fn delete_absorbed(&self, seq: u64, absorbed: Vec<u64>) {
         let mut garbage: Vec<String> = absorbed
             .into_iter()
             .map(|old| object_name(LOG_PREFIX, old))

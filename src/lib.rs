@@ -3,7 +3,9 @@
 //! only after the caller confirms the cost.
 //!
 //! Architecture (see `docs/architecture.md`):
-//! - [`pad_store`]: the pad network (memory, local folder, S3, simulation).
+//! - [`pad_store`]: the pad network (memory, local folder, S3, simulation),
+//!   behind the [`pad_store::Backend`] interface; its failures are
+//!   [`backend_error::BackendError`]s.
 //! - [`memory_map`]: the pure address space of pads, used and free blocks.
 //! - [`allocator`]: the memory map plus I/O: concurrent expand, write, read.
 //! - [`index`] and [`journal`]: the master index (key -> placement) and its
@@ -11,9 +13,12 @@
 //! - [`store`]: `store_item` and friends, the API the Python layer wraps.
 
 pub mod allocator;
+pub mod backend_error;
+mod blocking;
 pub mod crypto;
 pub mod error;
 pub mod events;
+mod group_commit;
 pub mod index;
 pub mod journal;
 pub mod memory_map;

@@ -462,6 +462,46 @@ impl PadRun {
         self.decode(&self.free[pad][position])
     }
 
+    /// The free extents that end where `range` starts and start where it
+    /// ends, if any; `None` if the range is not inside the run (whose first
+    /// pad is `first`) or a free extent overlaps it. Free extents are
+    /// disjoint and sorted: the one starting last before the range's end is
+    /// the only one that can overlap it, and the only one that can end where
+    /// it starts. The next one may start at its end.
+    fn touching(
+        &self,
+        range: Extent,
+        pad_size: u64,
+        first: u64,
+    ) -> Option<(Option<At>, Option<At>)> {
+        let end = range.checked_end()?;
+        let pad_of = |address: u64| (address / pad_size - first) as usize;
+        let last = pad_of(end - 1);
+        if last >= self.free.len() {
+            return None;
+        }
+        let last_before = self.at_or_before(last, end - 1);
+        let mut before = None;
+        if let Some(at) = last_before {
+            let extent = self.get(at).extent;
+            if extent.end() > range.start {
+                return None;
+            }
+            before = (extent.end() == range.start).then_some(at);
+        }
+        let next = match last_before {
+            Some((pad, position)) if pad == last && pad_of(end) == last => (last, position + 1),
+            _ => (pad_of(end), 0),
+        };
+        let after = self
+            .free
+            .get(next.0)
+            .and_then(|list| list.get(next.1))
+            .filter(|entry| entry.start == end)
+            .map(|_| next);
+        Some((before, after))
+    }
+
     fn set(&mut self, (pad, position): At, extent: Extent, slot: usize) {
         self.forget(self.free[pad][position]);
         self.free[pad][position] = self.encode(extent, slot);
@@ -940,6 +980,29 @@ impl MemoryMap {
         if pads != self.pad_count {
             return Err(format!("pad count {} but runs hold {pads}", self.pad_count));
         }
+        self.check_classes()?;
+        let classified: usize = self.classes.live.iter().sum();
+        if classified != listed {
+            return Err(format!(
+                "size classes hold {classified} extents, pad lists {listed}"
+            ));
+        }
+        if free != self.free_bytes || large_free != self.large_free_bytes {
+            return Err(format!(
+                "free counters {} and {} but extents hold {free} and {large_free}",
+                self.free_bytes, self.large_free_bytes
+            ));
+        }
+        if self.used_space() + self.free_space() != self.total_space() || free > self.total_space()
+        {
+            return Err("used + free != total".to_string());
+        }
+        Ok(())
+    }
+
+    /// The size classes' part of [`Self::check_invariants`]: counts,
+    /// bitset, tombstones, and each extent in its own class.
+    fn check_classes(&self) -> Result<(), String> {
         for (class, list) in self.classes.lists.iter().enumerate() {
             let live = self.classes.extents(class).count();
             if live != self.classes.live[class] {
@@ -964,22 +1027,6 @@ impl MemoryMap {
             {
                 return Err(format!("free {stray:?} is in size class {class}"));
             }
-        }
-        let classified: usize = self.classes.live.iter().sum();
-        if classified != listed {
-            return Err(format!(
-                "size classes hold {classified} extents, pad lists {listed}"
-            ));
-        }
-        if free != self.free_bytes || large_free != self.large_free_bytes {
-            return Err(format!(
-                "free counters {} and {} but extents hold {free} and {large_free}",
-                self.free_bytes, self.large_free_bytes
-            ));
-        }
-        if self.used_space() + self.free_space() != self.total_space() || free > self.total_space()
-        {
-            return Err("used + free != total".to_string());
         }
         Ok(())
     }
@@ -1146,32 +1193,7 @@ impl MemoryMap {
         let (first, run) =
             run_of_mut(&mut self.runs, range.start / pad_size).ok_or(not_used.clone())?;
         let pad_of = |address: u64| (address / pad_size - first) as usize;
-        let last = pad_of(end - 1);
-        if last >= run.free.len() {
-            return Err(not_used);
-        }
-        // Free extents are disjoint and sorted: the one starting last before
-        // `end` is the only one that can overlap the range, and the only one
-        // that can end where it starts. The next one may start at `end`.
-        let last_before = run.at_or_before(last, end - 1);
-        let mut before = None;
-        if let Some(at) = last_before {
-            let extent = run.get(at).extent;
-            if extent.end() > range.start {
-                return Err(not_used);
-            }
-            before = (extent.end() == range.start).then_some(at);
-        }
-        let next = match last_before {
-            Some((pad, position)) if pad == last && pad_of(end) == last => (last, position + 1),
-            _ => (pad_of(end), 0),
-        };
-        let after = run
-            .free
-            .get(next.0)
-            .and_then(|list| list.get(next.1))
-            .filter(|entry| entry.start == end)
-            .map(|_| next);
+        let (before, after) = run.touching(range, pad_size, first).ok_or(not_used)?;
 
         let before_entry = before.map(|at| run.get(at));
         let after_entry = after.map(|at| run.get(at));

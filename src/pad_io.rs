@@ -1,19 +1,21 @@
 //! Pad I/O: reserving, reading and writing sealed pads, with retries and the
-//! concurrency limits of a store. Writes to one pad are group-committed: every
-//! change to a pad goes through its [`PadWriter`] slot, which applies all
-//! queued patches to the latest content and uploads them in one write, so two
-//! puts sharing a pad never lose each other's bytes and many small puts share
-//! one upload.
+//! concurrency limits of a store. Writes to one pad are group-committed
+//! (`group_commit.rs`): every change to a pad goes through its [`PadWriter`]
+//! slot, which applies all queued patches to the latest content and uploads
+//! them in one write, so two puts sharing a pad never lose each other's
+//! bytes and many small puts share one upload.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 
+use crate::blocking;
 use crate::crypto::{self, AuthTag, StoreKeys};
 use crate::error::{Error, Result};
+use crate::group_commit::{self, GroupCommit, Reply, Ticket};
 use crate::pad::{self, PadId};
 use crate::pad_store::{BackendError, PadStore};
 use crate::retry::RetryPolicy;
@@ -91,7 +93,7 @@ impl PadIo {
     /// Creates a new, empty pad on the backend: the costly act. Nothing to do
     /// where pads are created by their first write.
     pub async fn reserve(&self, id: PadId) -> Result<()> {
-        if self.backend.pads_created_on_first_write() {
+        if self.backend.capabilities().pads_created_on_first_write {
             return Ok(());
         }
         let name = id.object_name();
@@ -124,7 +126,7 @@ impl PadIo {
             // Reserved without a call and never written: empty. A pad that
             // was written (version >= 1) and is missing stays an error.
             Err(BackendError::NotFound(_))
-                if min_version == 0 && self.backend.missing_pads_read_empty() =>
+                if min_version == 0 && self.backend.capabilities().missing_pads_read_empty =>
             {
                 return Ok(PadContent {
                     version: 0,
@@ -135,7 +137,7 @@ impl PadIo {
             other => other?,
         };
         let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
-        crypto::off_runtime(sealed.len(), move || {
+        blocking::off_runtime(sealed.len(), move || {
             let tag = crypto::auth_tag(&sealed);
             // Without a copy when the backend handed over its own buffer.
             let sealed = Vec::from(sealed);
@@ -170,12 +172,12 @@ impl PadIo {
         let seal = move |buffer: &mut Vec<u8>| {
             pad::encode_into(&keys, &store_id, id, version, &plaintext, buffer)
         };
-        let (buffer, tag, written) = match self.backend.folder_writer() {
+        let (buffer, tag, written) = match self.backend.capabilities().folder_writer.clone() {
             // A local folder: sealed and written by one call on one thread,
             // while the sealed bytes are still in that core's cache.
             Some(folder) => {
                 let name = name.clone();
-                crypto::on_blocking_pool(move || {
+                blocking::on_blocking_pool(move || {
                     let tag = seal(&mut buffer)?;
                     let written = if durable {
                         folder.put_durable(&name, &buffer)
@@ -186,9 +188,11 @@ impl PadIo {
                 })
                 .await?
             }
-            None => crypto::off_runtime(len, move || Ok::<_, Error>((seal(&mut buffer)?, buffer)))
-                .await
-                .map(|(tag, buffer)| (buffer, tag, None))?,
+            None => {
+                blocking::off_runtime(len, move || Ok::<_, Error>((seal(&mut buffer)?, buffer)))
+                    .await
+                    .map(|(tag, buffer)| (buffer, tag, None))?
+            }
         };
         let sealed = self.buffers.share(buffer);
         let receipt = match written {
@@ -217,6 +221,12 @@ impl PadIo {
     }
 }
 
+/// The error of acquiring a permit of [`PadIo`]'s semaphores, which
+/// nothing closes: reaching it is a bug.
+pub fn permits_closed(_: tokio::sync::AcquireError) -> Error {
+    Error::internal("a pad I/O semaphore was closed, which nothing does")
+}
+
 /// A pad as read.
 pub struct PadContent {
     pub version: u64,
@@ -229,10 +239,10 @@ pub struct PadContent {
 /// Where a pad write stands, as seen by the put that asked for it.
 pub struct PadWrite {
     /// Resolves when the upload is done (before its commit check).
-    pub uploaded: oneshot::Receiver<Result<()>>,
+    pub uploaded: Ticket<()>,
     /// Resolves with the pad version that holds the patches, once
     /// committed, and the authentication tag of that version's object.
-    pub committed: oneshot::Receiver<Result<(u64, AuthTag)>>,
+    pub committed: Ticket<(u64, AuthTag)>,
 }
 
 struct Patch {
@@ -240,19 +250,19 @@ struct Patch {
     parts: Vec<(u64, Bytes)>,
     /// Must reach stable storage (see `PadWriter::write`).
     durable: bool,
-    uploaded: oneshot::Sender<Result<()>>,
-    committed: oneshot::Sender<Result<(u64, AuthTag)>>,
+    uploaded: Reply<()>,
+    committed: Reply<(u64, AuthTag)>,
 }
 
 struct Slot {
     id: PadId,
-    /// Protects the queue and what is known of the pad; held only briefly.
+    /// Patches waiting for the pad's next upload, group-committed.
+    patches: GroupCommit<Patch>,
+    /// Protects what is known of the pad; held only briefly.
     state: Mutex<SlotState>,
 }
 
 struct SlotState {
-    waiting: Vec<Patch>,
-    flushing: bool,
     /// The pad's committed plaintext, when known (cached or fresh).
     content: Option<Bytes>,
     /// Lowest version the backend may hold (what a read must accept).
@@ -288,9 +298,8 @@ impl PadWriter {
     pub fn add_pad(&self, ordinal: u64, id: PadId, version: u64, fresh: bool) {
         let slot = Arc::new(Slot {
             id,
+            patches: GroupCommit::default(),
             state: Mutex::new(SlotState {
-                waiting: Vec::new(),
-                flushing: false,
                 content: fresh.then(Bytes::new),
                 min_version: version,
                 next_version: version.saturating_add(1),
@@ -318,25 +327,21 @@ impl PadWriter {
         durable: bool,
     ) -> Result<PadWrite> {
         let slot = self.slot(ordinal)?;
-        let (uploaded_tx, uploaded) = oneshot::channel();
-        let (committed_tx, committed) = oneshot::channel();
-        let lead = {
-            let mut state = slot.state.lock().expect("slot lock");
-            state.waiting.push(Patch {
-                parts,
-                durable,
-                uploaded: uploaded_tx,
-                committed: committed_tx,
-            });
-            !std::mem::replace(&mut state.flushing, true)
+        let (uploaded_reply, uploaded) = group_commit::ticket();
+        let (committed_reply, committed) = group_commit::ticket();
+        let patch = Patch {
+            parts,
+            durable,
+            uploaded: uploaded_reply,
+            committed: committed_reply,
         };
-        if lead {
+        if slot.patches.push(patch) {
             // Its own task: a put dropping its future must not strand the
             // other puts whose patches ride in the same upload.
             self.flushing.fetch_add(1, Ordering::AcqRel);
             let writer = Arc::clone(self);
             tokio::spawn(async move {
-                Arc::clone(&writer).flush(slot).await;
+                slot.patches.run(|batch| writer.flush(&slot, batch)).await;
                 if writer.flushing.fetch_sub(1, Ordering::AcqRel) == 1 {
                     writer.idle.notify_waiters();
                 }
@@ -397,56 +402,43 @@ impl PadWriter {
         Ok(self.slot(ordinal)?.id)
     }
 
-    async fn flush(self: Arc<Self>, slot: Arc<Slot>) {
-        loop {
-            let (batch, content, min_version) = {
-                let mut state = slot.state.lock().expect("slot lock");
-                if state.waiting.is_empty() {
-                    state.flushing = false;
-                    return;
+    /// Uploads one batch of patches to the slot's pad and answers them.
+    async fn flush(&self, slot: &Slot, batch: Vec<Patch>) {
+        let (content, min_version) = {
+            let state = slot.state.lock().expect("slot lock");
+            (state.content.clone(), state.min_version)
+        };
+        let mut parts = Vec::new();
+        let mut uploaded = Vec::with_capacity(batch.len());
+        let mut committed = Vec::with_capacity(batch.len());
+        let durable = batch.iter().any(|patch| patch.durable);
+        for patch in batch {
+            parts.extend(patch.parts);
+            uploaded.push(patch.uploaded);
+            committed.push(patch.committed);
+        }
+        let outcome = self
+            .flush_batch(slot, &parts, content, min_version, durable, &mut uploaded)
+            .await;
+        // Let go of the callers' data before telling them it is written.
+        drop(parts);
+        let mut state = slot.state.lock().expect("slot lock");
+        match outcome {
+            Ok((version, plaintext, tag)) => {
+                state.min_version = version;
+                state.next_version = state.next_version.max(version.saturating_add(1));
+                self.replace_cache(&mut state, plaintext);
+                for done in committed {
+                    done.send(Ok((version, tag)));
                 }
-                (
-                    std::mem::take(&mut state.waiting),
-                    state.content.clone(),
-                    state.min_version,
-                )
-            };
-            let mut parts = Vec::new();
-            let mut uploaded = Vec::with_capacity(batch.len());
-            let mut committed = Vec::with_capacity(batch.len());
-            let durable = batch.iter().any(|patch| patch.durable);
-            for patch in batch {
-                parts.extend(patch.parts);
-                uploaded.push(patch.uploaded);
-                committed.push(patch.committed);
             }
-            let outcome = self
-                .flush_batch(&slot, &parts, content, min_version, durable, &mut uploaded)
-                .await;
-            // Let go of the callers' data before telling them it is written.
-            drop(parts);
-            let mut state = slot.state.lock().expect("slot lock");
-            match outcome {
-                Ok((version, plaintext, tag)) => {
-                    state.min_version = version;
-                    state.next_version = state.next_version.max(version.saturating_add(1));
-                    self.replace_cache(&mut state, plaintext);
-                    for done in committed {
-                        let _ = done.send(Ok((version, tag)));
-                    }
-                }
-                Err(error) => {
-                    // The upload may or may not have landed: forget the
-                    // content and never reuse the attempted version.
-                    state.next_version = state.next_version.saturating_add(1);
-                    self.replace_cache(&mut state, None);
-                    for done in uploaded {
-                        let _ = done.send(Err(error.clone()));
-                    }
-                    for done in committed {
-                        let _ = done.send(Err(error.clone()));
-                    }
-                }
+            Err(error) => {
+                // The upload may or may not have landed: forget the
+                // content and never reuse the attempted version.
+                state.next_version = state.next_version.saturating_add(1);
+                self.replace_cache(&mut state, None);
+                group_commit::fail_all(uploaded, &error);
+                group_commit::fail_all(committed, &error);
             }
         }
     }
@@ -460,19 +452,14 @@ impl PadWriter {
         content: Option<Bytes>,
         min_version: u64,
         durable: bool,
-        uploaded: &mut Vec<oneshot::Sender<Result<()>>>,
+        uploaded: &mut Vec<Reply<()>>,
     ) -> Result<(u64, Option<Bytes>, AuthTag)> {
         let permit = self
             .io
             .upload_permits
             .acquire()
             .await
-            .map_err(|_| Error::invalid("store is closed"))?;
-        let end = parts
-            .iter()
-            .map(|(o, b)| o + b.len() as u64)
-            .max()
-            .unwrap_or(0);
+            .map_err(permits_closed)?;
         // One part filling the whole pad (most pads of a large item): seal
         // it straight from the caller's bytes, with no plaintext copy.
         let whole = match parts {
@@ -481,36 +468,13 @@ impl PadWriter {
             }
             _ => None,
         };
-        let (base_version, mut plaintext) = if whole.is_some() || covers(parts, self.io.pad_size) {
-            (min_version, Vec::new())
-        } else if let Some(content) = content {
-            (min_version, content.to_vec())
-        } else {
-            match self.io.read(slot.id, min_version).await {
-                Ok(read) => (read.version, read.plaintext),
-                // A write-back into a pad whose content is gone (an OS crash
-                // without fsync left its file empty or torn): the items it
-                // held are lost already (their reads fail their checks);
-                // the ones still in the log are not, so the pad is rebuilt
-                // from them rather than leave them in the log for ever.
-                Err(Error::Integrity(message)) if durable => {
-                    log::warn!(
-                        "pad {} is damaged ({message}); rewriting it with the small items                          still in the index log (items it held otherwise stay unreadable)",
-                        slot.id.object_name()
-                    );
-                    (min_version, Vec::new())
-                }
-                Err(error) => return Err(error),
-            }
-        };
+        let mut base_version = min_version;
+        let mut plaintext = Vec::new();
         if whole.is_none() {
-            if (plaintext.len() as u64) < end {
-                plaintext.resize(end as usize, 0);
-            }
-            for (offset, bytes) in parts {
-                let offset = *offset as usize;
-                plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
-            }
+            (base_version, plaintext) = self
+                .content_to_patch(slot, parts, content, min_version, durable)
+                .await?;
+            patch(&mut plaintext, parts);
         }
         let version = {
             let state = slot.state.lock().expect("slot lock");
@@ -528,13 +492,47 @@ impl PadWriter {
             .io
             .upload(slot.id, version, content.clone(), durable, permit, || {
                 for done in uploaded.drain(..) {
-                    // The receiver may be gone (a cancelled put); fine.
-                    let _ = done.send(Ok(()));
+                    done.send(Ok(()));
                 }
             })
             .await?;
         // A full pad is not worth caching (see `replace_cache`).
         Ok((version, (!is_whole).then_some(content), tag))
+    }
+
+    /// The content that `parts` patch, and its version: nothing if they
+    /// cover the pad, else the cached content, else the pad as read.
+    async fn content_to_patch(
+        &self,
+        slot: &Slot,
+        parts: &[(u64, Bytes)],
+        content: Option<Bytes>,
+        min_version: u64,
+        durable: bool,
+    ) -> Result<(u64, Vec<u8>)> {
+        if covers(parts, self.io.pad_size) {
+            return Ok((min_version, Vec::new()));
+        }
+        if let Some(content) = content {
+            return Ok((min_version, content.to_vec()));
+        }
+        match self.io.read(slot.id, min_version).await {
+            Ok(read) => Ok((read.version, read.plaintext)),
+            // A write-back into a pad whose content is gone (an OS crash
+            // without fsync left its file empty or torn): the items it
+            // held are lost already (their reads fail their checks);
+            // the ones still in the log are not, so the pad is rebuilt
+            // from them rather than leave them in the log for ever.
+            Err(Error::Integrity(message)) if durable => {
+                log::warn!(
+                    "pad {} is damaged ({message}); rewriting it with the small items \
+                     still in the index log (items it held otherwise stay unreadable)",
+                    slot.id.object_name()
+                );
+                Ok((min_version, Vec::new()))
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Keeps a partly filled pad's plaintext if the cache budget allows.
@@ -553,6 +551,23 @@ impl PadWriter {
         } else if partly_filled {
             self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
         }
+    }
+}
+
+/// Writes `parts` (`(offset, bytes)`) over `plaintext`, extending it with
+/// zeros as far as they reach.
+fn patch(plaintext: &mut Vec<u8>, parts: &[(u64, Bytes)]) {
+    let end = parts
+        .iter()
+        .map(|(o, b)| o + b.len() as u64)
+        .max()
+        .unwrap_or(0);
+    if (plaintext.len() as u64) < end {
+        plaintext.resize(end as usize, 0);
+    }
+    for (offset, bytes) in parts {
+        let offset = *offset as usize;
+        plaintext[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
 }
 

@@ -10,15 +10,31 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::allocator::MemoryAllocator;
+use futures::future::BoxFuture;
+
 use crate::error::Result;
 use crate::journal::Journal;
-use crate::pad_store::{PadStore, WriterLock};
+use crate::pad_store::{Backend, WriterLock, WriterLocking};
+
+/// What the gate keeps in step with the index and waits for before letting
+/// the lock go: the allocator, which the gate knows only through this, so
+/// that the allocator may hold the gate (an expansion keeps it entered)
+/// without the two modules depending on each other.
+pub trait IndexFollower: Send + Sync {
+    /// Rebuilds what follows the index, after catching up changed it.
+    fn rebuild(&self) -> Result<()>;
+
+    /// Builds the map of used space, unless built already.
+    fn ensure_map(&self) -> Result<()>;
+
+    /// Resolves once no pad write of this process is in flight.
+    fn writer_idle(&self) -> BoxFuture<'static, ()>;
+}
 
 pub struct WriterGate {
-    backend: Arc<dyn PadStore>,
+    backend: Arc<dyn WriterLocking>,
     journal: Arc<Journal>,
-    allocator: Arc<MemoryAllocator>,
+    allocator: Arc<dyn IndexFollower>,
     /// Serialises taking the lock, so one caller waits on the backend while
     /// the others of this process wait here. Held across that wait on purpose.
     entry: tokio::sync::Mutex<()>,
@@ -46,10 +62,11 @@ pub struct WriterGuard {
 }
 
 impl WriterGate {
+    /// A gate over `backend`'s writer lock, of which it uses nothing else.
     pub fn new(
-        backend: Arc<dyn PadStore>,
+        backend: Arc<dyn Backend>,
         journal: Arc<Journal>,
-        allocator: Arc<MemoryAllocator>,
+        allocator: Arc<impl IndexFollower + 'static>,
     ) -> Arc<Self> {
         Arc::new(Self {
             backend,

@@ -53,17 +53,7 @@ def test_a_reader_that_writes_after_another_process_keeps_its_data_apart(
 
     reader = anthill.open(path, secret=SECRET)
     assert reader.fetch_item(first[1]) == value(first[1])
-    env = {**os.environ, "ANTHILL_SECRET": SECRET}
-    done = subprocess.run(
-        [sys.executable, "-c", OTHER_WRITER, path],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok"]
+    assert run(OTHER_WRITER, path) == ["ok"]
 
     mine = keys("mine")
     for key in mine:
@@ -78,3 +68,111 @@ def test_a_reader_that_writes_after_another_process_keeps_its_data_apart(
         summary = fresh.summary()
         assert summary.items == len(live)
         assert summary.used_space == sum(len(value(k)) for k in live)
+
+
+INDEX_CACHE_ITEMS = 12_000  # above the size from which a store keeps one
+
+READ_ALL = r"""
+import sys
+import anthill
+store = anthill.open(sys.argv[1])  # the secret: $ANTHILL_SECRET
+print(len(store))
+for key in sys.argv[2:]:
+    print(store.fetch_item(key).hex())
+store.close()
+"""
+
+CHANGE_SOME = r"""
+import sys
+import anthill
+with anthill.open(sys.argv[1]) as store:
+    for i in range(0, 300, 3):
+        store.remove_item(f"small-{i}")
+    for i in range(1, 300, 3):
+        store.store_item(f"small-{i}", b"changed %d" % i, overwrite=True)
+    store.store_item("added", b"added later")
+print("ok", flush=True)
+"""
+
+
+def small_value(i: int) -> bytes:
+    return b"value %d" % i
+
+
+def child(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Runs `script` in a fresh Python process with the store's secret."""
+    env = {**os.environ, "ANTHILL_SECRET": SECRET}
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def run(script: str, *args: str) -> list[str]:
+    """The words a successful `child` printed."""
+    done = child(script, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_the_local_index_cache_never_hides_another_processs_writes(tmp_path: Path) -> None:
+    import asyncio
+
+    path = str(tmp_path / "store")
+
+    async def fill() -> None:
+        with anthill.open(path, secret=SECRET) as store:
+            for first in range(0, INDEX_CACHE_ITEMS, 2000):
+                await asyncio.gather(
+                    *(
+                        store.store_item_async(f"small-{i}", small_value(i))
+                        for i in range(first, first + 2000)
+                    )
+                )
+            store.flush()
+
+    asyncio.run(fill())
+    cache_folder = Path(os.environ["XDG_STATE_HOME"]) / "anthill" / "index-cache"
+    assert not cache_folder.exists()
+
+    # A fresh process loads the index from the store and keeps a copy.
+    sample = ["small-0", "small-1", "small-2", "small-11999"]
+    out = run(READ_ALL, path, *sample)
+    assert out == [str(INDEX_CACHE_ITEMS)] + [small_value(int(k[6:])).hex() for k in sample]
+    (cache,) = cache_folder.iterdir()
+    kept = cache.stat()
+
+    # Another process changes the store; the next reader opens from the copy
+    # (left as it was) and replays those changes over it.
+    assert run(CHANGE_SOME, path) == ["ok"]
+    out = run(READ_ALL, path, "small-1", "small-2", "added", "small-11999")
+    assert out == [
+        str(INDEX_CACHE_ITEMS - 100 + 1),
+        b"changed 1".hex(),
+        small_value(2).hex(),
+        b"added later".hex(),
+        small_value(11999).hex(),
+    ]
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == (kept.st_ino, kept.st_mtime_ns)
+
+    # A removed item stays removed, whatever the copy says.
+    gone = child(READ_ALL, path, "small-0")
+    assert gone.returncode != 0
+    assert "KeyNotFoundError" in gone.stderr
+
+    # A damaged copy: the reader notices and reads from the store instead.
+    # (Every block is authenticated when read; only the head is at open.)
+    damaged = bytearray(cache.read_bytes())
+    damaged[-100] ^= 1
+    cache.write_bytes(bytes(damaged))
+    with anthill.open(path, secret=SECRET) as store:
+        keys = store.keys()  # reads every block
+        assert len(keys) == INDEX_CACHE_ITEMS - 100 + 1
+        assert store.fetch_item("small-9999") == small_value(9999)
+    # Removed, or (when replaying the log over it found the damage at open)
+    # replaced by a copy of what the store holds.
+    assert not cache.exists() or cache.read_bytes() != bytes(damaged)

@@ -181,7 +181,10 @@ async fn fuzz_b_checkpoint_piece_in_a_pad_it_does_not_own() {
          01 ffffffffffffffffff01 00 01 00 00 00 00 00");
     let checkpoint: Index = index::from_bytes(&bytes, "index checkpoint").unwrap();
     assert_eq!(checkpoint.pads.len(), 0);
-    assert_eq!(checkpoint.items["k"].pieces[0].pad, u64::MAX);
+    assert_eq!(
+        checkpoint.items.get("k").unwrap().unwrap().pieces[0].pad,
+        u64::MAX
+    );
     assert!(opened_or_refused(open_store(&[], Some(&checkpoint)).await).is_none());
 }
 

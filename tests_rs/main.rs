@@ -1,17 +1,21 @@
 //! Behaviour tests of the anthill core: one test binary, one module per area.
 
 mod backend_conformance;
+mod backend_urls;
 mod capped_reads;
 mod format_fixture;
 mod fuzz_regressions;
 mod hardening;
+mod index_cache;
 mod index_journal;
 mod log_history;
 mod memory_map;
 mod open_cost;
 mod reliability;
 mod s3;
+mod s3_failures;
 mod secrets;
+mod sim;
 mod small_writes;
 mod store;
 mod store_ops;

@@ -3,13 +3,14 @@
 //! (`ANTHILL_TEST_S3_URL`, `AWS_*` credentials, `ANTHILL_TEST_S3_ENDPOINTS`,
 //! `GARAGE_PIDS`).
 //!
-//! `.ci/run` always starts the cluster and sets these variables, so CI runs
-//! every test here. Run by hand without them, each test returns early and
-//! says why on stderr.
+//! Every test here is `#[ignore]`d, since it needs that cluster: run them
+//! with `cargo test --test tests_rs -- --ignored --skip node_kill` after
+//! `eval "$(scripts/garage.sh start 3)"` (`scripts/test.sh` does). Asked for
+//! without the cluster's variables, a test fails saying what is missing.
 //!
 //! `node_kill_mid_put` kills a Garage node, so it runs only when asked for
 //! with `ANTHILL_TEST_KILL_NODE=1`, on its own, after everything else:
-//! `ANTHILL_TEST_KILL_NODE=1 cargo test --test tests_rs s3::node_kill`.
+//! `ANTHILL_TEST_KILL_NODE=1 cargo test --test tests_rs s3::node_kill -- --ignored`.
 
 use crate::unique;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,17 +31,14 @@ const PAD: u64 = 64 * 1024;
 /// A guard against hangs, far above what any of these tests needs.
 const HANG_GUARD: Duration = Duration::from_secs(120);
 
-/// The test cluster's base URL, or `None` (with a note) when none is set.
-fn base_url(test: &str) -> Option<String> {
+/// The test cluster's base URL; fails the test when none is set.
+pub fn base_url() -> String {
     match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!(
-                "{test}: skipped: {URL_VAR} is unset; run `eval \"$(scripts/garage.sh start 3)\"` \
-                 first (CI always does)"
-            );
-            None
-        }
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => panic!(
+            "{URL_VAR} is unset: run `eval \"$(scripts/garage.sh start 3)\"` first \
+             (scripts/test.sh does)"
+        ),
     }
 }
 
@@ -90,11 +88,10 @@ fn backend_error(result: anthill::Result<Store>, what: &str) -> BackendError {
     }
 }
 
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_store_fetch_remove_and_reopen() {
-    let Some(base) = base_url("s3_store_fetch_remove_and_reopen") else {
-        return;
-    };
+    let base = base_url();
     let url = under(&base, &unique("roundtrip"));
     let store = guarded("open", Store::open(&url, options())).await.unwrap();
     // Five and a half pads, one pad, a sliver and an empty item.
@@ -137,11 +134,10 @@ async fn s3_store_fetch_remove_and_reopen() {
     ));
 }
 
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_wrong_credentials_are_a_backend_error_naming_them() {
-    let Some(base) = base_url("s3_wrong_credentials_are_a_backend_error_naming_them") else {
-        return;
-    };
+    let base = base_url();
     let url = under(&base, &unique("creds"));
     let real_key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default();
     // An unknown key, and a known key with a wrong secret.
@@ -169,11 +165,10 @@ async fn s3_wrong_credentials_are_a_backend_error_naming_them() {
     }
 }
 
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_missing_bucket_is_a_backend_error_naming_it() {
-    let Some(base) = base_url("s3_missing_bucket_is_a_backend_error_naming_it") else {
-        return;
-    };
+    let base = base_url();
     let bucket = format!("anthill-missing-{}", std::process::id());
     let (_, query) = base.split_once('?').unwrap_or((&base, ""));
     let url = format!("s3://{bucket}/store?{query}");
@@ -190,11 +185,10 @@ async fn s3_missing_bucket_is_a_backend_error_naming_it() {
     );
 }
 
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stopped_endpoint_fails_within_the_retry_limits() {
-    let Some(base) = base_url("s3_stopped_endpoint_fails_within_the_retry_limits") else {
-        return;
-    };
+    let base = base_url();
     // Nothing listens on port 1.
     let url = with_param(&under(&base, "stopped"), "endpoint", "http://127.0.0.1:1");
     let mut options = options();
@@ -215,11 +209,10 @@ async fn s3_stopped_endpoint_fails_within_the_retry_limits() {
 /// first holds the writer lease (and checks it 20 times, each a read of the
 /// lease object, spanning several of the second's polls), the second does not
 /// get it; it gets it once the first lets go, and then the first waits.
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_lease_keeps_a_second_writer_waiting() {
-    let Some(base) = base_url("s3_lease_keeps_a_second_writer_waiting") else {
-        return;
-    };
+    let base = base_url();
     let url = under(&base, &unique("lease"));
     let none = BackendOptions::default();
     let first = pad_store::open(&url, &none).await.unwrap();
@@ -277,15 +270,14 @@ async fn s3_lease_keeps_a_second_writer_waiting() {
 
 /// An `http://` endpoint alone allows plain HTTP, and the region comes
 /// from `AWS_DEFAULT_REGION` (both as `scripts/garage.sh` exports them).
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_http_endpoint_and_env_region_suffice() {
-    let Some(base) = base_url("s3_http_endpoint_and_env_region_suffice") else {
-        return;
-    };
-    if std::env::var("AWS_DEFAULT_REGION").is_err() && std::env::var("AWS_REGION").is_err() {
-        eprintln!("s3_http_endpoint_and_env_region_suffice: skipped: no AWS region in the env");
-        return;
-    }
+    let base = base_url();
+    assert!(
+        std::env::var("AWS_DEFAULT_REGION").is_ok() || std::env::var("AWS_REGION").is_ok(),
+        "no AWS region in the environment (scripts/garage.sh exports AWS_DEFAULT_REGION)"
+    );
     let url = under(&base, &unique("plain"));
     let (path, query) = url.split_once('?').unwrap();
     let query: Vec<&str> = query
@@ -311,11 +303,10 @@ async fn s3_http_endpoint_and_env_region_suffice() {
 
 /// Two stores on one S3 prefix (two processes, as far as the backend can
 /// tell) store items at the same time: a fresh open sees all of them.
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_two_stores_writing_at_once_lose_nothing() {
-    let Some(base) = base_url("s3_two_stores_writing_at_once_lose_nothing") else {
-        return;
-    };
+    let base = base_url();
     let url = under(&base, &unique("two-writers"));
     // Create the store first, so both open an existing one.
     Store::open(&url, options()).await.unwrap();
@@ -354,18 +345,16 @@ async fn s3_two_stores_writing_at_once_lose_nothing() {
 /// node 1; the put completes (or fails clearly and succeeds when retried),
 /// and every item reads back byte-identical through node 3. Leaves node 2
 /// dead: run it last (see the module documentation).
+#[ignore = "kills a Garage node: run alone and last (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_kill_mid_put() {
-    let Some(base) = base_url("node_kill_mid_put") else {
-        return;
-    };
-    if std::env::var(KILL_NODE_VAR).as_deref() != Ok("1") {
-        eprintln!(
-            "node_kill_mid_put: skipped: it kills a Garage node, so it runs alone and last, \
-             with {KILL_NODE_VAR}=1 (CI does)"
-        );
-        return;
-    }
+    let base = base_url();
+    assert_eq!(
+        std::env::var(KILL_NODE_VAR).as_deref(),
+        Ok("1"),
+        "node_kill_mid_put kills a Garage node, so it runs alone and last, with \
+         {KILL_NODE_VAR}=1 (scripts/test.sh does)"
+    );
     let endpoints: Vec<String> = std::env::var(ENDPOINTS_VAR)
         .unwrap_or_default()
         .split_whitespace()
@@ -376,13 +365,11 @@ async fn node_kill_mid_put() {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    if endpoints.len() < 3 || pids.len() < 3 {
-        eprintln!(
-            "node_kill_mid_put: skipped: needs a 3-node cluster ({ENDPOINTS_VAR} and {PIDS_VAR} \
-             with 3 entries; `scripts/garage.sh start 3`)"
-        );
-        return;
-    }
+    assert!(
+        endpoints.len() >= 3 && pids.len() >= 3,
+        "node_kill_mid_put needs a 3-node cluster ({ENDPOINTS_VAR} and {PIDS_VAR} with 3 \
+         entries; `scripts/garage.sh start 3`)"
+    );
     let url = under(&base, &unique("node-kill"));
     let via_node1 = with_param(&url, "endpoint", &endpoints[0]);
     let via_node3 = with_param(&url, "endpoint", &endpoints[2]);
@@ -488,11 +475,10 @@ async fn node_kill_mid_put() {
 /// Checkpoints (and the deletes of the log objects they absorb) are writes
 /// like any other, made only under the writer lease: a store that puts one
 /// item at a time, letting go of the lease after each, still checkpoints.
+#[ignore = "needs a Garage cluster (see the module documentation)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_checkpoints_are_written_between_single_puts() {
-    let Some(base) = base_url("s3_checkpoints_are_written_between_single_puts") else {
-        return;
-    };
+    let base = base_url();
     let url = under(&base, &unique("checkpoints"));
     let options = || {
         let mut options = options();

@@ -608,6 +608,29 @@ async fn key_errors_are_specific() {
     ));
 }
 
+/// A buffer of another size than the item's, from the caller's
+/// `make_buffer`, is the caller's mistake (invalid input, not an internal
+/// error), for an item in pads and for one still in the log; the store
+/// reads both afterwards.
+#[tokio::test]
+async fn a_wrong_sized_buffer_is_invalid_input_and_changes_nothing() {
+    let store = open(memory().await, options()).await;
+    let (large, small) = (data(3 * PAD as usize, 5), data(10, 6));
+    put(&store, "large", &large).await;
+    put(&store, "small", &small).await;
+    for key in ["large", "small"] {
+        let wrong = store
+            .fetch_item_into(key, |size| Ok(vec![0u8; size + 1]), None)
+            .await;
+        assert!(
+            matches!(wrong, Err(Error::InvalidInput(_))),
+            "{key}: {wrong:?}"
+        );
+    }
+    assert_eq!(store.fetch_item("large", None).await.unwrap(), large);
+    assert_eq!(store.fetch_item("small", None).await.unwrap(), small);
+}
+
 #[tokio::test]
 async fn get_events_count_up_to_the_size() {
     let store = open(memory().await, options()).await;

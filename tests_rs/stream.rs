@@ -80,9 +80,9 @@ async fn a_file_stored_part_by_part_reads_back_whole_and_by_ranges() {
     let bytes = data(200 * PAD as usize + 17, 17);
     for offset in [0u64, PAD - 100, 120 * PAD + 5, 200 * PAD + 16] {
         let len = 1024.min(bytes.len() as u64 - offset);
-        let before = sim.stats().unwrap().op(OpKind::Get).calls;
+        let before = sim.sim_stats().op(OpKind::Get).calls;
         let range = store.fetch_range("large", offset, len).await.unwrap();
-        let gets = sim.stats().unwrap().op(OpKind::Get).calls - before;
+        let gets = sim.sim_stats().op(OpKind::Get).calls - before;
         assert_eq!(
             range,
             Bytes::copy_from_slice(&bytes[offset as usize..][..len as usize])

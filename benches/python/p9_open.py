@@ -2,6 +2,10 @@
 items) and fetching one item, against the same with 10^3 keys; and
 `anthill get` of one item as a whole process on each.
 
+A store of 10^4 keys or more keeps a local copy of its index (in the state
+folder) from the first open on: the runs are timed after that first open,
+which is reported on its own.
+
 The two stores are built once under the scratch folder (`kept/p9-<keys>`,
 which the suite does not clear: filling 10^6 keys takes minutes) through `store_item_async`
 in `asyncio.gather` batches, then flushed and closed, so each holds a
@@ -22,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,7 +97,11 @@ def cli_get(path: Path, env: dict[str, str]) -> float:
 def main() -> None:
     small, small_build = built(SMALL)
     large, large_build = built(LARGE)
-    env = {**os.environ, "ANTHILL_SECRET": SECRET}
+    # A state folder of this run's own: the first open of each store finds
+    # no local index cache, loads the index from the store and keeps one.
+    state = tempfile.mkdtemp(prefix="p9-state-", dir=SCRATCH)
+    env = {**os.environ, "ANTHILL_SECRET": SECRET, "XDG_STATE_HOME": state}
+    first = {name: open_and_fetch(path, env) for name, path in (("small", small), ("large", large))}
     runs: dict[str, list[float]] = {"small": [], "large": [], "small_cli": [], "large_cli": []}
     for _ in range(RUNS):
         for name, path in (("small", small), ("large", large)):
@@ -105,6 +114,7 @@ def main() -> None:
             "build_s": {"small": small_build, "large": large_build},
             "runs": RUNS,
             "runs_s": runs,
+            "first_s": first,
             **{f"{name}_s": statistics.median(values) for name, values in runs.items()},
         }
     )

@@ -1,12 +1,13 @@
-//! [`TimedPadStore`]: a pass-through [`PadStore`] that records when each call
+//! [`TimedPadStore`]: a pass-through [`Backend`] that records when each call
 //! started and ended. The sim's op log gives the order of calls; this gives
 //! their times, so a put's schedule can be drawn phase by phase.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anthill::pad_store::sim::SimStats;
-use anthill::pad_store::{BackendError, OpKind, PadStore, PutReceipt, WriterLock};
+use anthill::pad_store::{
+    Backend, BackendError, Capabilities, OpKind, PutReceipt, WriterLock, WriterLocking,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -22,15 +23,23 @@ pub struct TimedCall {
 
 #[derive(Debug)]
 pub struct TimedPadStore {
-    inner: Arc<dyn PadStore>,
+    inner: Arc<dyn Backend>,
+    /// The inner backend's, without direct folder writes: every put comes
+    /// through here to be timed.
+    capabilities: Capabilities,
     /// Calls finished since the last `reset`, and the time they count from.
     calls: Mutex<(Instant, Vec<TimedCall>)>,
 }
 
 impl TimedPadStore {
-    pub fn new(inner: Arc<dyn PadStore>) -> Self {
+    pub fn new(inner: Arc<dyn Backend>) -> Self {
+        let capabilities = Capabilities {
+            folder_writer: None,
+            ..inner.capabilities().clone()
+        };
         Self {
             inner,
+            capabilities,
             calls: Mutex::new((Instant::now(), Vec::new())),
         }
     }
@@ -68,7 +77,7 @@ impl TimedPadStore {
 }
 
 #[async_trait]
-impl PadStore for TimedPadStore {
+impl Backend for TimedPadStore {
     async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
         self.timed(OpKind::Reserve, name, self.inner.reserve(name, content))
             .await
@@ -116,27 +125,22 @@ impl PadStore for TimedPadStore {
             .await
     }
 
-    fn price_per_pad(&self) -> Option<f64> {
-        self.inner.price_per_pad()
+    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
+        self.inner.remove_partial_writes().await
     }
 
-    fn stats(&self) -> Option<SimStats> {
-        self.inner.stats()
-    }
-
-    fn pads_created_on_first_write(&self) -> bool {
-        self.inner.pads_created_on_first_write()
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn describe(&self) -> String {
         self.inner.describe()
     }
+}
 
+#[async_trait]
+impl WriterLocking for TimedPadStore {
     async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
         self.inner.lock_writer(holder).await
-    }
-
-    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
-        self.inner.remove_partial_writes().await
     }
 }

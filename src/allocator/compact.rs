@@ -55,13 +55,9 @@ impl MemoryAllocator {
     /// they are moved.
     pub async fn read_piece(&self, piece: &Piece) -> Result<bytes::Bytes> {
         piece.check(self.io.pad_size)?;
-        let (content, _) =
+        let (content, _, _) =
             super::read::read_pad(&self.io, &self.writer, piece.pad, piece.version, false).await?;
-        let from = (piece.offset as usize).min(content.len());
-        let end = ((piece.offset + piece.len) as usize).min(content.len());
-        let mut bytes = content[from..end].to_vec();
-        bytes.resize(piece.len as usize, 0);
-        Ok(bytes.into())
+        Ok(super::read::piece_bytes(&content, piece, 0, piece.len))
     }
 
     /// Most pads read at once.

@@ -204,81 +204,60 @@ impl MemoryAllocator {
         placed: &Mutex<Placed>,
         pending: Option<PendingAlong>,
     ) -> Result<Vec<u64>> {
-        {
-            let mut records = Vec::new();
-            let mut first_error = None;
-            for result in results {
-                match result {
-                    Ok(record) => records.push(record),
-                    Err(Error::Cancelled(_)) if first_error.is_some() => {}
-                    Err(error) => {
-                        first_error.get_or_insert(error);
-                    }
+        let (records, first_error) = reserved_pads(results);
+        if !records.is_empty() {
+            let mut batch = vec![Record::PadsAdded(records.clone())];
+            let kept = match pending {
+                Some(pending) if first_error.is_none() => {
+                    claim_pending(placed, pending).map(|(record, kept)| {
+                        batch.push(record);
+                        kept
+                    })
                 }
+                _ => None,
+            };
+            // If this fails the pads stay wholly taken (never hand out
+            // unrecorded space) until a later put records them.
+            let appended = self.journal.append(batch).await;
+            if let Some(kept) = kept {
+                self.settle_pending(placed, &kept, appended.is_ok());
             }
-            records.sort_by_key(|r| r.ordinal);
-            if !records.is_empty() {
-                let mut batch = vec![Record::PadsAdded(records.clone())];
-                // The put's pending record rides along if the put is still
-                // on, claimed first so that a put given up meanwhile leaves
-                // its space to this task (see `Allocation::drop`).
-                let new_pieces = {
-                    let mut placed = placed.lock().expect("placed lock");
-                    let all: Option<Vec<u64>> = placed.ordinals.iter().copied().collect();
-                    let claimed = all
-                        .filter(|_| first_error.is_none() && !placed.abandoned && pending.is_some())
-                        .map(|ordinals| new_pieces(&ordinals, &placed.bytes));
-                    if claimed.is_some() {
-                        placed.pending = PendingClaim::Writing;
-                    }
-                    claimed
-                };
-                let pending = match (pending, new_pieces) {
-                    (Some(pending), Some(new_pieces)) => {
-                        let mut pieces = pending.existing;
-                        pieces.extend(new_pieces);
-                        batch.push(pending.put.record(pending.data_id, pieces));
-                        Some(pending.kept)
-                    }
-                    _ => None,
-                };
-                // If this fails the pads stay wholly taken (never hand out
-                // unrecorded space) until a later put records them.
-                let appended = self.journal.append(batch).await;
-                if let Some(kept) = pending {
-                    let mut map = self.map.lock().expect("map lock");
-                    let mut placed = placed.lock().expect("placed lock");
-                    if appended.is_ok() {
-                        // Under the lock `Allocation::drop` checks it with.
-                        kept.store(true, Ordering::Release);
-                        placed.pending = PendingClaim::Written;
-                        placed.deferred.clear();
-                    } else {
-                        placed.pending = PendingClaim::None;
-                        let deferred = std::mem::take(&mut placed.deferred);
-                        if let Err(error) = map.free(&deferred) {
-                            log::error!("giving back an abandoned allocation failed: {error}");
-                        }
-                    }
-                }
-                if let Err(error) = appended {
-                    self.stray_pads
-                        .lock()
-                        .expect("stray pads lock")
-                        .extend(records);
-                    return Err(error);
-                }
-            }
-            self.release_unused(placed);
-            if let Some(error) = first_error {
+            if let Err(error) = appended {
+                self.stray_pads
+                    .lock()
+                    .expect("stray pads lock")
+                    .extend(records);
                 return Err(error);
             }
-            let placed = placed.lock().expect("placed lock");
-            placed
-                .ordinals
-                .iter()
-                .map(|o| o.ok_or_else(|| Error::Cancelled("the put was abandoned".into())))
-                .collect()
+        }
+        self.release_unused(placed);
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        let placed = placed.lock().expect("placed lock");
+        placed
+            .ordinals
+            .iter()
+            .map(|o| o.ok_or_else(|| Error::Cancelled("the put was abandoned".into())))
+            .collect()
+    }
+
+    /// After the index write that carried a put's pending record: the put's
+    /// space is kept if it was written, else what it deferred is freed.
+    fn settle_pending(&self, placed: &Mutex<Placed>, kept: &AtomicBool, written: bool) {
+        let mut map = self.map.lock().expect("map lock");
+        let mut placed = placed.lock().expect("placed lock");
+        if written {
+            // Under the lock `Allocation::drop` checks it with.
+            kept.store(true, Ordering::Release);
+            placed.pending = PendingClaim::Written;
+            placed.deferred.clear();
+        } else {
+            placed.pending = PendingClaim::None;
+            let deferred = std::mem::take(&mut placed.deferred);
+            if let Err(error) = map.free(&deferred) {
+                log::error!("giving back an abandoned allocation failed: {error}");
+            }
         }
     }
 
@@ -371,6 +350,46 @@ pub(super) struct PendingAlong {
     pub(super) existing: Vec<Piece>,
     /// The allocation's keeper, set once the record is written.
     pub(super) kept: Arc<AtomicBool>,
+}
+
+/// The pads an expansion reserved, by ordinal, and its first failure (a
+/// cancellation after another failure only follows from it).
+fn reserved_pads(results: Vec<Result<PadRecord>>) -> (Vec<PadRecord>, Option<Error>) {
+    let mut records = Vec::new();
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(record) => records.push(record),
+            Err(Error::Cancelled(_)) if first_error.is_some() => {}
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    records.sort_by_key(|r| r.ordinal);
+    (records, first_error)
+}
+
+/// The put's pending record, to ride along with its new pads' record, if
+/// the put is still on and every new pad is placed; claimed first, so that
+/// a put given up meanwhile leaves its space to the expansion task (see
+/// `Allocation::drop`). With it, the keeper to set once it is written.
+fn claim_pending(
+    placed: &Mutex<Placed>,
+    pending: PendingAlong,
+) -> Option<(Record, Arc<AtomicBool>)> {
+    let new_pieces = {
+        let mut placed = placed.lock().expect("placed lock");
+        let all: Option<Vec<u64>> = placed.ordinals.iter().copied().collect();
+        let new_pieces = all
+            .filter(|_| !placed.abandoned)
+            .map(|ordinals| new_pieces(&ordinals, &placed.bytes))?;
+        placed.pending = PendingClaim::Writing;
+        new_pieces
+    };
+    let mut pieces = pending.existing;
+    pieces.extend(new_pieces);
+    Some((pending.put.record(pending.data_id, pieces), pending.kept))
 }
 
 /// The pieces in new pads (each from its first byte), in data order.

@@ -31,9 +31,9 @@ mod write_back;
 pub use compact::PadUsage;
 use expansion::{Expansion, PendingClaim, new_pieces};
 pub use read::{ChunkSink, tile};
+pub(crate) use read::{piece_bytes, piece_digest};
 pub use source::{FileSource, ItemData};
 pub use write::inline_digest;
-use write::writer_gone;
 pub use write_back::{IDLE, LOG_FIRST_FRACTION, MEMORY_BOUND, write_back_when_idle};
 
 /// A put spanning pads, to be recorded as pending (`Record::Pending`) once
@@ -50,7 +50,7 @@ pub struct PendingPut {
 impl PendingPut {
     /// The pending record of the put, given where its data goes.
     pub fn record(self, data_id: u64, pieces: Vec<Piece>) -> Record {
-        let now = crate::store::now();
+        let now = crate::index::now();
         let entry = crate::index::Entry {
             data_id,
             size: self.size,
@@ -124,7 +124,7 @@ impl MemoryAllocator {
         download_concurrency: usize,
     ) -> Result<Arc<Self>> {
         let writer = PadWriter::new(Arc::clone(&io));
-        journal.read(|index| check_pieces(index, io.pad_size))?;
+        journal.read(|index| index.check(io.pad_size))?;
         let next_data_id = build_pad_table(&journal, &writer);
         let allocator = Arc::new(Self {
             map: Arc::new(Mutex::new(MemoryMap::new(io.pad_size))),
@@ -180,6 +180,8 @@ impl MemoryAllocator {
     /// Replaces the map with the one the index describes. Call holding
     /// `map_building`.
     fn build_map(&self) -> Result<()> {
+        // A writer changes many entries: each would read a cache block.
+        self.journal.load_all_items()?;
         let (map, next_data_id) = self.journal.read(|index| {
             map_from_index(index, self.io.pad_size).map(|map| (map, index.next_data_id))
         })?;
@@ -311,23 +313,6 @@ fn build_pad_table(journal: &Journal, writer: &PadWriter) -> u64 {
     })
 }
 
-/// Refuses an index with a piece outside its pad or in a pad it does not
-/// own (a checkpoint is decoded whole, not record by record), so a damaged
-/// index fails at open, not at some later fetch or first write. A pass over
-/// the pieces, far cheaper than building the map from them.
-fn check_pieces(index: &Index, pad_size: u64) -> Result<()> {
-    for piece in index.used_pieces() {
-        piece.check(pad_size)?;
-        if !index.pads.contains_key(&piece.pad) {
-            return Err(Error::integrity(format!(
-                "index places data in pad ordinal {} which it does not own",
-                piece.pad
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The memory map an index describes: its pads as space, every item's and
 /// pending upload's pieces taken. An index that does not fit (a piece
 /// outside its pad, two items in one place) is an integrity error.
@@ -338,9 +323,13 @@ pub fn map_from_index(index: &Index, pad_size: u64) -> Result<MemoryMap> {
             .map_err(|e| Error::integrity(format!("index pads are inconsistent: {e}")))?;
     }
     let mut extents = Vec::new();
-    for piece in index.used_pieces() {
-        piece.check(pad_size)?;
-        extents.push(piece.extent(pad_size));
+    let mut failed = None;
+    index.for_each_used_piece(|piece| match piece.check(pad_size) {
+        Ok(()) => extents.push(piece.extent(pad_size)),
+        Err(error) => failed = failed.take().or(Some(error)),
+    })?;
+    if let Some(error) = failed {
+        return Err(error);
     }
     // In address order, each take carves the front of a pad's free run: in
     // the index's hash order each split a run in the middle, inserting into
@@ -422,5 +411,19 @@ impl Drop for Allocation {
         if let Err(error) = map.free(&extents) {
             log::error!("giving back an abandoned allocation failed: {error}");
         }
+    }
+}
+
+impl crate::writer_gate::IndexFollower for MemoryAllocator {
+    fn rebuild(&self) -> Result<()> {
+        MemoryAllocator::rebuild(self)
+    }
+
+    fn ensure_map(&self) -> Result<()> {
+        MemoryAllocator::ensure_map(self)
+    }
+
+    fn writer_idle(&self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(MemoryAllocator::writer_idle(self))
     }
 }

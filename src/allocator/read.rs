@@ -10,12 +10,13 @@ use bytes::Bytes;
 use futures::stream::StreamExt;
 
 use super::{MemoryAllocator, inline_digest};
+use crate::blocking;
 use crate::crypto::{self, AuthTag, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, GetEvent};
 use crate::index::{Entry, Piece};
 use crate::pad::fills_pad;
-use crate::pad_io::{PadIo, PadWriter};
+use crate::pad_io::{PadIo, PadWriter, permits_closed};
 
 impl MemoryAllocator {
     /// Reads an item into `out` (of the item's size, in any state: every
@@ -28,77 +29,36 @@ impl MemoryAllocator {
         out: B,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
-        let total_bytes = entry.size;
-        events
-            .emit(|| GetEvent::StartingDownload { total_bytes })
-            .await?;
+        let total_bytes = starting_download(events, entry).await?;
         // pad -> (newest version its pieces need, [(data offset, piece, index)])
         let mut by_pad: BTreeMap<u64, (u64, PiecesInPad)> = BTreeMap::new();
         let pad_size = self.io.pad_size;
-        let mut cursor: u64 = 0;
-        for (index, piece) in entry.pieces.iter().enumerate() {
-            // The index is authenticated, but an entry applied from the log
-            // may not have been through the map's checks yet: nothing below
-            // computes with or slices by a piece that does not fit its pad.
-            piece.check(pad_size)?;
+        for (index, (at, piece)) in tile(entry, pad_size)?.into_iter().enumerate() {
             let slot = by_pad.entry(piece.pad).or_default();
             slot.0 = slot.0.max(piece.version);
-            slot.1.push((cursor, *piece, index));
-            cursor = cursor.checked_add(piece.len).ok_or_else(|| {
-                Error::integrity("index entry pieces add up to more bytes than any item has")
-            })?;
-        }
-        if cursor != entry.size {
-            return Err(Error::integrity(
-                "index entry pieces do not add up to its size",
-            ));
+            slot.1.push((at, piece, index));
         }
         let out = ItemBuffer::new(out, entry.size)?;
         let mut reads = futures::stream::iter(by_pad)
             .map(|(pad, (min_version, pieces))| {
-                let io = Arc::clone(&self.io);
-                let writer = Arc::clone(&self.writer);
                 let out = Arc::clone(&out);
-                let task = tokio::spawn(async move {
-                    let pad_size = io.pad_size;
-                    let whole = move |piece: &Piece| fills_pad(piece.offset, piece.len, pad_size);
-                    let need_tag = pieces.iter().any(|(_, piece, _)| whole(piece));
-                    let (content, tag) = read_pad(&io, &writer, pad, min_version, need_tag).await?;
-                    let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
-                    let digests = crypto::off_runtime(bytes as usize, move || {
-                        let mut digests = Vec::with_capacity(pieces.len());
-                        for (at, piece, index) in pieces {
-                            // SAFETY: pieces tile the item (offsets are the
-                            // running sum of lengths, checked above), and
-                            // each piece is written by this task alone.
-                            let target = unsafe { out.range(at, piece.len) }?;
-                            let from = piece.offset as usize;
-                            // A pad stores only the prefix ever written; past it, zeros.
-                            let available = content.len().saturating_sub(from).min(target.len());
-                            if available > 0 {
-                                target[..available]
-                                    .copy_from_slice(&content[from..from + available]);
-                            }
-                            target[available..].fill(0);
-                            let digest = match (whole(&piece), tag) {
-                                // Opened, so the tag is authentic.
-                                (true, Some(tag)) => tag,
-                                (true, None) => {
-                                    return Err(Error::integrity(format!(
-                                        "pad {pad} holds a whole piece but was never written"
-                                    )));
-                                }
-                                // Hashed while the copy is still in the cache.
-                                (false, _) => crypto::piece_digest(target),
-                            };
-                            digests.push((index, digest));
-                        }
-                        Ok(digests)
-                    })
-                    .await?;
-                    Ok::<_, Error>((bytes, digests))
-                });
-                crypto::joined(task)
+                let need_tag = pieces
+                    .iter()
+                    .any(|(_, piece, _)| fills_pad(piece.offset, piece.len, pad_size));
+                let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
+                self.read_pad_task(pad, min_version, need_tag, bytes, move |content, tag| {
+                    let mut digests = Vec::with_capacity(pieces.len());
+                    for (at, piece, index) in pieces {
+                        // SAFETY: pieces tile the item (offsets are the
+                        // running sum of lengths, checked by `tile`), and
+                        // each piece is written by this task alone.
+                        let target = unsafe { out.range(at, piece.len) }?;
+                        copy_piece(&content, &piece, target);
+                        // Hashed while the copy is still in the cache.
+                        digests.push((index, piece_digest(&piece, pad_size, tag, target)?));
+                    }
+                    Ok((bytes, digests))
+                })
             })
             .buffer_unordered(self.download_concurrency);
         let mut bytes_read = 0;
@@ -118,11 +78,7 @@ impl MemoryAllocator {
         }
         drop(reads);
         let out = ItemBuffer::into_inner(out);
-        if crypto::item_digest(&digests) != entry.hash {
-            return Err(Error::integrity(
-                "item content does not match its digest: a pad was modified or rolled back",
-            ));
-        }
+        check_item_digest(&digests, entry)?;
         events.finish(GetEvent::DownloadFinished).await?;
         Ok(out)
     }
@@ -137,10 +93,7 @@ impl MemoryAllocator {
         mut out: B,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
-        let total_bytes = entry.size;
-        events
-            .emit(|| GetEvent::StartingDownload { total_bytes })
-            .await?;
+        let total_bytes = starting_download(events, entry).await?;
         if inline_digest(&entry.pieces, &data)? != entry.hash {
             return Err(Error::integrity(
                 "item content does not match its digest: its index log record was modified",
@@ -148,7 +101,7 @@ impl MemoryAllocator {
         }
         let target = out.as_mut();
         if target.len() != data.len() {
-            return Err(Error::invalid("the output buffer is not the item's size"));
+            return Err(wrong_buffer_size(target.len(), entry.size));
         }
         target.copy_from_slice(&data);
         events
@@ -162,25 +115,65 @@ impl MemoryAllocator {
     }
 }
 
+/// The error of a read into a buffer of another size than the item's: the
+/// store makes the buffer of the item's size (and checks one a caller
+/// made), so reaching it is a bug.
+fn wrong_buffer_size(buffer: usize, item: u64) -> Error {
+    Error::internal(format!(
+        "a read of a {item}-byte item was given a {buffer}-byte buffer"
+    ))
+}
+
 /// An item's pieces in one pad: (offset in the item, piece, piece index).
 type PiecesInPad = Vec<(u64, Piece, usize)>;
 
-/// The committed plaintext of a pad: the writer's copy if it holds one at
-/// least as new as `min_version` (and the object's tag is not needed), else
-/// the backend's, with its tag.
-pub(super) async fn read_pad(
-    io: &PadIo,
-    writer: &PadWriter,
-    pad: u64,
-    min_version: u64,
-    need_tag: bool,
-) -> Result<(Bytes, Option<AuthTag>)> {
-    let (content, tag, _) = read_pad_version(io, writer, pad, min_version, need_tag).await?;
-    Ok((content, tag))
+impl MemoryAllocator {
+    /// Reads pad `pad` (at `min_version` or newer; from the backend, with
+    /// its tag, if `need_tag`) in a task of its own, then runs `take` on
+    /// its plaintext and tag, on the blocking pool if it copies or hashes
+    /// `bytes` bytes or more (see `blocking::off_runtime`): so a large item
+    /// is decrypted, copied and hashed on every core.
+    fn read_pad_task<T: Send + 'static>(
+        &self,
+        pad: u64,
+        min_version: u64,
+        need_tag: bool,
+        bytes: u64,
+        take: impl FnOnce(Bytes, Option<AuthTag>) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T>> {
+        let (io, writer) = (Arc::clone(&self.io), Arc::clone(&self.writer));
+        let task = tokio::spawn(async move {
+            let (content, tag, _) = read_pad(&io, &writer, pad, min_version, need_tag).await?;
+            let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+            blocking::off_runtime(bytes, move || take(content, tag)).await
+        });
+        blocking::joined(task)
+    }
 }
 
-/// [`read_pad`], with the version read.
-async fn read_pad_version(
+/// The digest of a piece read from its pad (see `crypto::item_digest`): the
+/// pad object's tag for a piece filling its pad (authentic, since the pad
+/// opened), else the hash of the piece's bytes.
+pub(crate) fn piece_digest(
+    piece: &Piece,
+    pad_size: u64,
+    tag: Option<AuthTag>,
+    bytes: &[u8],
+) -> Result<Digest> {
+    match (fills_pad(piece.offset, piece.len, pad_size), tag) {
+        (true, Some(tag)) => Ok(tag),
+        (true, None) => Err(Error::integrity(format!(
+            "pad {} holds a whole piece but was never written",
+            piece.pad
+        ))),
+        (false, _) => Ok(crypto::piece_digest(bytes)),
+    }
+}
+
+/// The committed plaintext of a pad, its tag and version: the writer's copy
+/// if it holds one at least as new as `min_version` (and the object's tag
+/// is not needed), else the backend's, with its tag.
+pub(super) async fn read_pad(
     io: &PadIo,
     writer: &PadWriter,
     pad: u64,
@@ -197,15 +190,46 @@ async fn read_pad_version(
         .download_permits
         .acquire()
         .await
-        .map_err(|_| Error::invalid("store is closed"))?;
+        .map_err(permits_closed)?;
     let id = writer.pad_id(pad)?;
     let read = io.read(id, min_version).await?;
     Ok((Bytes::from(read.plaintext), read.tag, read.version))
 }
 
+/// Emits `StartingDownload` for `entry`; returns its size.
+async fn starting_download(events: &EventSink<GetEvent>, entry: &Entry) -> Result<u64> {
+    let total_bytes = entry.size;
+    events
+        .emit(|| GetEvent::StartingDownload { total_bytes })
+        .await?;
+    Ok(total_bytes)
+}
+
+/// Checks the digests of an item's pieces, read from its pads, against the
+/// item's digest.
+fn check_item_digest(pieces: &[Digest], entry: &Entry) -> Result<()> {
+    if crypto::item_digest(pieces) != entry.hash {
+        return Err(Error::integrity(
+            "item content does not match its digest: a pad was modified or rolled back",
+        ));
+    }
+    Ok(())
+}
+
+/// Copies a piece out of its pad's plaintext into `target`, of the piece's
+/// length (a pad stores only the prefix ever written; past it, zeros).
+fn copy_piece(content: &[u8], piece: &Piece, target: &mut [u8]) {
+    let from = piece.offset as usize;
+    let available = content.len().saturating_sub(from).min(target.len());
+    if available > 0 {
+        target[..available].copy_from_slice(&content[from..from + available]);
+    }
+    target[available..].fill(0);
+}
+
 /// The bytes `[from, from + len)` of a piece, out of its pad's plaintext
 /// (a pad stores only the prefix ever written; past it, zeros).
-fn piece_bytes(content: &Bytes, piece: &Piece, from: u64, len: u64) -> Bytes {
+pub(crate) fn piece_bytes(content: &Bytes, piece: &Piece, from: u64, len: u64) -> Bytes {
     let start = (piece.offset + from) as usize;
     let end = start + len as usize;
     if end <= content.len() {
@@ -220,7 +244,9 @@ fn piece_bytes(content: &Bytes, piece: &Piece, from: u64, len: u64) -> Bytes {
 }
 
 /// An item's pieces with the offset of each in the item, checked to fit
-/// their pads and to tile the item.
+/// their pads and to tile the item. The index is authenticated, but an
+/// entry applied from the log may not have been through the map's checks
+/// yet: no read computes with or slices by a piece that does not fit.
 pub fn tile(entry: &Entry, pad_size: u64) -> Result<Vec<(u64, Piece)>> {
     let mut tiles = Vec::with_capacity(entry.pieces.len());
     let mut cursor: u64 = 0;
@@ -271,8 +297,7 @@ impl MemoryAllocator {
         let reads = futures::stream::iter(wanted)
             .map(|(_, piece, from, len)| async move {
                 let (content, _, version) =
-                    read_pad_version(&self.io, &self.writer, piece.pad, piece.version, false)
-                        .await?;
+                    read_pad(&self.io, &self.writer, piece.pad, piece.version, false).await?;
                 Ok::<_, Error>((
                     piece_bytes(&content, &piece, from, len),
                     version > piece.version,
@@ -302,38 +327,25 @@ impl MemoryAllocator {
         mut sink: S,
         events: &EventSink<GetEvent>,
     ) -> Result<(u64, S)> {
-        let total_bytes = entry.size;
         let tiles = tile(entry, self.io.pad_size)?;
-        events
-            .emit(|| GetEvent::StartingDownload { total_bytes })
-            .await?;
+        let total_bytes = starting_download(events, entry).await?;
         let pad_size = self.io.pad_size;
         let mut reads = futures::stream::iter(tiles)
             .map(|(_, piece)| {
-                let io = Arc::clone(&self.io);
-                let writer = Arc::clone(&self.writer);
-                let task = tokio::spawn(async move {
-                    let whole = fills_pad(piece.offset, piece.len, pad_size);
-                    let (content, tag, _) =
-                        read_pad_version(&io, &writer, piece.pad, piece.version, whole).await?;
-                    let bytes = piece_bytes(&content, &piece, 0, piece.len);
-                    let digest = match (whole, tag) {
-                        (true, Some(tag)) => tag,
-                        (true, None) => {
-                            return Err(Error::integrity(format!(
-                                "pad {} holds a whole piece but was never written",
-                                piece.pad
-                            )));
-                        }
-                        (false, _) => {
-                            let bytes = bytes.clone();
-                            crypto::off_runtime(bytes.len(), move || crypto::piece_digest(&bytes))
-                                .await
-                        }
-                    };
-                    Ok::<_, Error>((bytes, digest))
-                });
-                crypto::joined(task)
+                let whole = fills_pad(piece.offset, piece.len, pad_size);
+                // A whole piece's digest is its pad's tag: nothing to hash.
+                let hashed = if whole { 0 } else { piece.len };
+                self.read_pad_task(
+                    piece.pad,
+                    piece.version,
+                    whole,
+                    hashed,
+                    move |content, tag| {
+                        let bytes = piece_bytes(&content, &piece, 0, piece.len);
+                        let digest = piece_digest(&piece, pad_size, tag, &bytes)?;
+                        Ok((bytes, digest))
+                    },
+                )
             })
             .buffered(self.download_concurrency);
         let mut bytes_read = 0;
@@ -343,7 +355,7 @@ impl MemoryAllocator {
             digests.push(digest);
             bytes_read += bytes.len() as u64;
             let written;
-            (sink, written) = crypto::on_blocking_pool(move || {
+            (sink, written) = blocking::on_blocking_pool(move || {
                 let written = sink.write_chunk(&bytes);
                 (sink, written)
             })
@@ -356,11 +368,7 @@ impl MemoryAllocator {
                 })
                 .await?;
         }
-        if crypto::item_digest(&digests) != entry.hash {
-            return Err(Error::integrity(
-                "item content does not match its digest: a pad was modified or rolled back",
-            ));
-        }
+        check_item_digest(&digests, entry)?;
         Ok((bytes_read, sink))
     }
 }
@@ -392,7 +400,7 @@ impl<B: AsMut<[u8]>> ItemBuffer<B> {
         let this = Arc::get_mut(&mut shared).expect("not shared yet");
         let bytes = this.buffer.get_mut().as_mut();
         if bytes.len() as u64 != size {
-            return Err(Error::invalid("the output buffer is not the item's size"));
+            return Err(wrong_buffer_size(bytes.len(), size));
         }
         (this.start, this.len) = (bytes.as_mut_ptr(), bytes.len());
         Ok(shared)
@@ -452,6 +460,7 @@ mod tests {
             retry,
             1 << 20,
             crate::journal::RollbackCheck::default(),
+            None,
         )
         .await
         .unwrap();

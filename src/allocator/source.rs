@@ -18,7 +18,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use twox_hash::XxHash3_128;
 
-use crate::crypto::{Digest, on_blocking_pool};
+use crate::blocking::on_blocking_pool;
+use crate::crypto::Digest;
 use crate::error::{Error, Result};
 
 /// Bytes sampled from each MiB by the fingerprint (as `crypto::fingerprint`).

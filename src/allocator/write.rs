@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{Allocation, ItemData, MemoryAllocator};
-use crate::crypto::{self, Digest};
+use crate::blocking;
+use crate::crypto::{self, AuthTag, Digest};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
 use crate::index::Piece;
@@ -29,8 +30,8 @@ impl MemoryAllocator {
     /// Uploads `data` into the allocation and commits every pad, emitting
     /// `StartingUpload`, `UploadProgress`, `ScratchpadUploadComplete`,
     /// `ScratchpadCommitComplete` and `UploadFinished`. Uploads to new pads
-    /// start as each is reserved. Returns the item's pieces in data order.
-    /// Returns the item's pieces and digest.
+    /// start as each is reserved. Returns the item's pieces, in data order,
+    /// and its digest.
     pub async fn write(
         &self,
         allocation: &mut Allocation,
@@ -64,63 +65,45 @@ impl MemoryAllocator {
     ) -> Result<(Vec<Piece>, Digest)> {
         let pad_size = self.io.pad_size;
         debug_assert_eq!(data.len(), allocation.size);
-        let parts_in_memory = streamed_bound(data);
-        // The item's pieces in data order; new pads' ordinals fill in later.
-        let mut pieces: Vec<Piece> = Vec::new();
-        let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
-        let mut cursor = 0u64;
-        for extent in &allocation.existing {
-            for (pad, offset, len) in split_by_pad(*extent, pad_size) {
-                let piece = pieces.len();
-                by_pad.entry(pad).or_default().push(Part {
-                    offset,
-                    at: cursor,
-                    len,
-                    piece,
-                });
-                pieces.push(Piece {
-                    pad,
-                    offset,
-                    len,
-                    version: 0,
-                });
-                cursor += len;
-            }
-        }
-        let new_start: Vec<u64> = allocation
-            .new_pad_bytes
+        // The item's pieces in data order: first in existing free space,
+        // then one per new pad, whose ordinal is known once it is placed.
+        let mut pieces: Vec<Piece> = allocation
+            .existing
             .iter()
-            .scan(cursor, |at, len| {
-                let start = *at;
-                *at += len;
-                Some(start)
+            .flat_map(|extent| split_by_pad(*extent, pad_size))
+            .map(|(pad, offset, len)| Piece {
+                pad,
+                offset,
+                len,
+                version: 0,
             })
             .collect();
+        let by_pad = parts_by_pad(&pieces);
         let first_new_piece = pieces.len();
-        pieces.extend(allocation.new_pad_bytes.iter().map(|&len| Piece {
-            pad: u64::MAX,
-            offset: 0,
-            len,
-            version: 0,
-        }));
-
-        let progress = WriteProgress::new(
-            allocation.size,
-            (by_pad.len() + allocation.new_pad_bytes.len()) as u64,
-        );
-        events
-            .emit(|| PutEvent::StartingUpload {
-                total_bytes: progress.total_bytes,
-                total_pads: progress.total_pads,
-            })
-            .await?;
-
-        let mut uploads = FuturesUnordered::new();
-        for (pad, parts) in by_pad {
-            uploads.push(self.write_pad(pad, parts, data, &parts_in_memory, &progress, events));
+        let mut new_parts = Vec::with_capacity(allocation.new_pad_bytes.len());
+        let mut at: u64 = pieces.iter().map(|piece| piece.len).sum();
+        for &len in &allocation.new_pad_bytes {
+            new_parts.push(Part {
+                offset: 0,
+                at,
+                len,
+                piece: pieces.len(),
+            });
+            pieces.push(Piece {
+                pad: u64::MAX,
+                offset: 0,
+                len,
+                version: 0,
+            });
+            at += len;
         }
-        let mut versions: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut digests = vec![Digest::default(); pieces.len()];
+        let total_pads = by_pad.len() + new_parts.len();
+        let item = ItemWrite::start(data, total_pads, events).await?;
+        let mut uploads: FuturesUnordered<_> = by_pad
+            .into_iter()
+            .map(|(pad, parts)| self.write_pad(pad, parts, &item))
+            .collect();
+        let mut written = WrittenPads::new(pieces.len());
         let placed = allocation.expansion.as_ref().map(|e| Arc::clone(&e.placed));
         let mut reserving = allocation
             .expansion
@@ -137,20 +120,11 @@ impl MemoryAllocator {
                     let ordinal = placed.lock().expect("placed lock").ordinals[k]
                         .expect("sent after placing");
                     pieces[first_new_piece + k].pad = ordinal;
-                    let part = Part {
-                        offset: 0,
-                        at: new_start[k],
-                        len: allocation.new_pad_bytes[k],
-                        piece: first_new_piece + k,
-                    };
-                    uploads.push(self.write_pad(ordinal, vec![part], data, &parts_in_memory, &progress, events));
+                    let part = std::mem::take(&mut new_parts[k]);
+                    uploads.push(self.write_pad(ordinal, vec![part], &item));
                 }
                 done = uploads.next(), if !uploads.is_empty() => {
-                    let (pad, version, written) = done.expect("not empty")?;
-                    versions.insert(pad, version);
-                    for (piece, digest) in written {
-                        digests[piece] = digest;
-                    }
+                    written.record(done.expect("not empty")?);
                 }
                 else => break,
             }
@@ -159,13 +133,9 @@ impl MemoryAllocator {
             && let Some(task) = expansion.task.take()
         {
             task.await
-                .map_err(|e| Error::invalid(format!("pad reservation task failed: {e}")))??;
+                .map_err(|e| Error::internal(format!("pad reservation task failed: {e}")))??;
         }
-        for piece in &mut pieces {
-            piece.version = versions[&piece.pad];
-        }
-        events.emit(|| PutEvent::UploadFinished).await?;
-        Ok((pieces, crypto::item_digest(&digests)))
+        item.finish(written, pieces).await
     }
 
     /// Writes `parts` into pad `pad`; returns the pad, the version that
@@ -176,45 +146,49 @@ impl MemoryAllocator {
         &self,
         pad: u64,
         parts: Vec<Part>,
-        data: &ItemData,
-        parts_in_memory: &Option<Semaphore>,
-        progress: &WriteProgress,
-        events: &EventSink<PutEvent>,
+        item: &ItemWrite<'_>,
     ) -> Result<PadWritten> {
         // Held until the pad is committed: the writer keeps its bytes until then.
-        let _in_memory = match parts_in_memory {
-            Some(bound) => Some(bound.acquire().await.map_err(|_| writer_stopped())?),
-            None => None,
-        };
-        let parts = load_parts(parts, data).await?;
-        self.write_loaded(pad, parts, progress, events).await
+        let (_in_memory, parts) = item.load(parts).await?;
+        self.write_loaded(pad, parts, item).await
     }
 
     async fn write_loaded(
         &self,
         pad: u64,
         parts: Vec<LoadedPart>,
-        progress: &WriteProgress,
-        events: &EventSink<PutEvent>,
+        item: &ItemWrite<'_>,
     ) -> Result<PadWritten> {
         let whole_piece = self.whole_piece(&parts);
-        let (parts, mut digests) = match whole_piece {
-            Some(piece) => {
-                let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
-                (parts, vec![(piece, Digest::default())])
-            }
-            None => hash_parts(parts).await,
-        };
+        // A whole piece's digest is its pad's tag, known once committed.
+        let (parts, mut digests) = self.digest_parts(parts, Some(AuthTag::default())).await;
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
         let write = self.writer.write(pad, parts, false)?;
-        write.uploaded.await.map_err(writer_gone)??;
-        progress.report_uploaded(bytes, events).await?;
-        let (version, tag) = write.committed.await.map_err(writer_gone)??;
+        write.uploaded.answer().await?;
+        item.progress.report_uploaded(bytes, item.events).await?;
+        let (version, tag) = write.committed.answer().await?;
         if whole_piece.is_some() {
             digests[0].1 = tag;
         }
-        progress.report_committed(events).await?;
+        item.progress.report_committed(item.events).await?;
         Ok((pad, version, digests))
+    }
+
+    /// The parts as the pad writer takes them, and the digest of each
+    /// part's piece: `tag` (the pad object's) for a single part filling its
+    /// pad, if given; else the hash of the part's bytes.
+    async fn digest_parts(
+        &self,
+        parts: Vec<LoadedPart>,
+        tag: Option<AuthTag>,
+    ) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
+        match (self.whole_piece(&parts), tag) {
+            (Some(piece), Some(tag)) => {
+                let parts = parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
+                (parts, vec![(piece, tag)])
+            }
+            _ => hash_parts(parts).await,
+        }
     }
 
     /// The piece of `parts` if it is their only one and fills its pad.
@@ -236,67 +210,28 @@ impl MemoryAllocator {
         data: &ItemData,
         events: &EventSink<PutEvent>,
     ) -> Result<(Vec<Piece>, Digest)> {
-        let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
-        let mut cursor = 0u64;
-        for (index, piece) in pieces.iter().enumerate() {
-            by_pad.entry(piece.pad).or_default().push(Part {
-                offset: piece.offset,
-                at: cursor,
-                len: piece.len,
-                piece: index,
-            });
-            cursor += piece.len;
-        }
-        let parts_in_memory = streamed_bound(data);
-        let progress = WriteProgress::new(data.len(), by_pad.len() as u64);
-        events
-            .emit(|| PutEvent::StartingUpload {
-                total_bytes: progress.total_bytes,
-                total_pads: progress.total_pads,
-            })
-            .await?;
-        let written: Vec<PadWritten> = futures::stream::iter(by_pad)
-            .map(|(pad, parts)| {
-                self.rewrite_pad(pad, parts, data, &parts_in_memory, &progress, events)
-            })
+        let by_pad = parts_by_pad(pieces);
+        let item = ItemWrite::start(data, by_pad.len(), events).await?;
+        // Every pad is seen to the end before a failure is reported.
+        let done: Vec<Result<PadWritten>> = futures::stream::iter(by_pad)
+            .map(|(pad, parts)| self.rewrite_pad(pad, parts, &item))
             .buffer_unordered(self.download_concurrency)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_>>()?;
-        events.emit(|| PutEvent::UploadFinished).await?;
-        let mut versions = BTreeMap::new();
-        let mut digests = vec![Digest::default(); pieces.len()];
-        for (pad, version, written) in written {
-            versions.insert(pad, version);
-            for (piece, digest) in written {
-                digests[piece] = digest;
-            }
+            .collect()
+            .await;
+        let mut written = WrittenPads::new(pieces.len());
+        for pad in done {
+            written.record(pad?);
         }
-        let pieces = pieces
-            .iter()
-            .map(|p| Piece {
-                version: versions[&p.pad],
-                ..*p
-            })
-            .collect();
-        Ok((pieces, crypto::item_digest(&digests)))
+        item.finish(written, pieces.to_vec()).await
     }
 
     async fn rewrite_pad(
         &self,
         pad: u64,
         parts: Vec<Part>,
-        data: &ItemData,
-        parts_in_memory: &Option<Semaphore>,
-        progress: &WriteProgress,
-        events: &EventSink<PutEvent>,
+        item: &ItemWrite<'_>,
     ) -> Result<PadWritten> {
-        let _in_memory = match parts_in_memory {
-            Some(bound) => Some(bound.acquire().await.map_err(|_| writer_stopped())?),
-            None => None,
-        };
-        let parts = load_parts(parts, data).await?;
+        let (_in_memory, parts) = item.load(parts).await?;
         let id = self.writer.pad_id(pad)?;
         let holds_data = match self.io.read(id, 0).await {
             Ok(read) => parts
@@ -310,23 +245,126 @@ impl MemoryAllocator {
             Err(error) => return Err(error),
         };
         let Some(read) = holds_data else {
-            return self.write_loaded(pad, parts, progress, events).await;
+            return self.write_loaded(pad, parts, item).await;
         };
         let version = read.version;
         // A pad that holds a whole part was written, so it has a tag.
-        let (parts, digests) = match (self.whole_piece(&parts), read.tag) {
-            (Some(piece), Some(tag)) => {
-                let parts: Vec<(u64, Bytes)> =
-                    parts.into_iter().map(|p| (p.offset, p.bytes)).collect();
-                (parts, vec![(piece, tag)])
-            }
-            _ => hash_parts(parts).await,
-        };
+        let (parts, digests) = self.digest_parts(parts, read.tag).await;
         let bytes: u64 = parts.iter().map(|(_, b)| b.len() as u64).sum();
-        progress.report_uploaded(bytes, events).await?;
-        progress.report_committed(events).await?;
+        item.progress.report_uploaded(bytes, item.events).await?;
+        item.progress.report_committed(item.events).await?;
         Ok((pad, version, digests))
     }
+}
+
+/// One item's write into its pads, once its pads are known: its data, the
+/// bound on its parts in memory and its upload events.
+struct ItemWrite<'a> {
+    data: &'a ItemData,
+    /// For a streamed item (read from a file): parts in memory at once.
+    /// None for one already in memory: its parts are views of its buffer.
+    parts_in_memory: Option<Semaphore>,
+    progress: WriteProgress,
+    events: &'a EventSink<PutEvent>,
+}
+
+impl<'a> ItemWrite<'a> {
+    /// Emits `StartingUpload` for writing `data` into `total_pads` pads.
+    async fn start(
+        data: &'a ItemData,
+        total_pads: usize,
+        events: &'a EventSink<PutEvent>,
+    ) -> Result<Self> {
+        let item = Self {
+            data,
+            parts_in_memory: data
+                .is_streamed()
+                .then(|| Semaphore::new(STREAMED_PARTS_IN_MEMORY)),
+            progress: WriteProgress::new(data.len(), total_pads as u64),
+            events,
+        };
+        events
+            .emit(|| PutEvent::StartingUpload {
+                total_bytes: item.progress.total_bytes,
+                total_pads: item.progress.total_pads,
+            })
+            .await?;
+        Ok(item)
+    }
+
+    /// The bytes of `parts`, within the bound on parts in memory; the
+    /// permit is to be held until the pad holding them is committed.
+    async fn load(
+        &self,
+        parts: Vec<Part>,
+    ) -> Result<(Option<SemaphorePermit<'_>>, Vec<LoadedPart>)> {
+        let permit = match &self.parts_in_memory {
+            Some(bound) => Some(bound.acquire().await.map_err(bound_closed)?),
+            None => None,
+        };
+        let mut loaded = Vec::with_capacity(parts.len());
+        for part in parts {
+            loaded.push(LoadedPart {
+                offset: part.offset,
+                bytes: self.data.slice(part.at, part.len).await?,
+                piece: part.piece,
+            });
+        }
+        Ok((permit, loaded))
+    }
+
+    /// Emits `UploadFinished`; returns the item's pieces, each at the
+    /// version of its pad that holds it, and the item's digest.
+    async fn finish(
+        &self,
+        written: WrittenPads,
+        mut pieces: Vec<Piece>,
+    ) -> Result<(Vec<Piece>, Digest)> {
+        for piece in &mut pieces {
+            piece.version = written.versions[&piece.pad];
+        }
+        self.events.emit(|| PutEvent::UploadFinished).await?;
+        Ok((pieces, crypto::item_digest(&written.digests)))
+    }
+}
+
+/// What the pads written for an item hold: each pad's version, each
+/// piece's digest.
+struct WrittenPads {
+    versions: BTreeMap<u64, u64>,
+    digests: Vec<Digest>,
+}
+
+impl WrittenPads {
+    fn new(pieces: usize) -> Self {
+        Self {
+            versions: BTreeMap::new(),
+            digests: vec![Digest::default(); pieces],
+        }
+    }
+
+    fn record(&mut self, (pad, version, digests): PadWritten) {
+        self.versions.insert(pad, version);
+        for (piece, digest) in digests {
+            self.digests[piece] = digest;
+        }
+    }
+}
+
+/// The parts of an item's pieces (in data order), grouped by pad.
+fn parts_by_pad(pieces: &[Piece]) -> BTreeMap<u64, Vec<Part>> {
+    let mut by_pad: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+    let mut at = 0u64;
+    for (index, piece) in pieces.iter().enumerate() {
+        by_pad.entry(piece.pad).or_default().push(Part {
+            offset: piece.offset,
+            at,
+            len: piece.len,
+            piece: index,
+        });
+        at += piece.len;
+    }
+    by_pad
 }
 
 /// The digest of an item whose pieces all share pads, from its bytes: what
@@ -355,6 +393,7 @@ type PadWritten = (u64, u64, Vec<(usize, Digest)>);
 
 /// A part of an item to write: its offset in its pad, where its bytes lie
 /// in the item, and the index of its piece in the item.
+#[derive(Default)]
 struct Part {
     offset: u64,
     at: u64,
@@ -369,35 +408,17 @@ struct LoadedPart {
     piece: usize,
 }
 
-/// Reads the bytes of `parts` from the item's data.
-async fn load_parts(parts: Vec<Part>, data: &ItemData) -> Result<Vec<LoadedPart>> {
-    let mut loaded = Vec::with_capacity(parts.len());
-    for part in parts {
-        loaded.push(LoadedPart {
-            offset: part.offset,
-            bytes: data.slice(part.at, part.len).await?,
-            piece: part.piece,
-        });
-    }
-    Ok(loaded)
-}
-
-/// The bound on parts in memory for a streamed item (none for one already
-/// in memory: its parts are views of the caller's buffer).
-fn streamed_bound(data: &ItemData) -> Option<Semaphore> {
-    data.is_streamed()
-        .then(|| Semaphore::new(STREAMED_PARTS_IN_MEMORY))
-}
-
-fn writer_stopped() -> Error {
-    Error::invalid("the put stopped")
+/// The error of acquiring a permit of the bound on parts in memory, a
+/// semaphore nothing closes: reaching it is a bug.
+fn bound_closed(_: tokio::sync::AcquireError) -> Error {
+    Error::internal("the bound on a put's parts in memory was closed, which nothing does")
 }
 
 /// Hashes each part's bytes (on the blocking pool if large), returning the
 /// parts as the pad writer takes them and the digest of each part's piece.
 async fn hash_parts(parts: Vec<LoadedPart>) -> (Vec<(u64, Bytes)>, Vec<(usize, Digest)>) {
     let bytes: usize = parts.iter().map(|p| p.bytes.len()).sum();
-    crypto::off_runtime(bytes, move || {
+    blocking::off_runtime(bytes, move || {
         let digests = parts
             .iter()
             .map(|p| (p.piece, crypto::piece_digest(&p.bytes)))
@@ -452,8 +473,4 @@ impl WriteProgress {
             })
             .await
     }
-}
-
-pub(super) fn writer_gone(_: oneshot::error::RecvError) -> Error {
-    Error::invalid("the pad writer stopped")
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::{MemoryAllocator, writer_gone};
+use super::MemoryAllocator;
 use crate::error::{Error, Result};
 use crate::index::Record;
 use crate::journal::WriteBackAll;
@@ -182,7 +182,7 @@ impl MemoryAllocator {
         // be removed and its place reused by a put whose patch is queued
         // first, which these stale bytes would then overwrite.
         let queued = self.journal.read(|index| {
-            let parts = index.dirty_parts(pad);
+            let parts = index.dirty_parts(pad)?;
             if parts.is_empty() {
                 return Ok(None);
             }
@@ -207,7 +207,7 @@ impl MemoryAllocator {
         let Some((data_ids, write)) = queued else {
             return Ok(None);
         };
-        let (version, _tag) = write.committed.await.map_err(writer_gone)??;
+        let (version, _tag) = write.committed.answer().await?;
         Ok(Some(Record::WrittenBack {
             pad,
             version,

@@ -9,14 +9,14 @@
 //!
 //! The write is a plain blocking call, so a pad can be sealed and written by
 //! one call on one thread, while its bytes are still in that core's cache:
-//! a large put then takes a tenth less time than when a sealing thread hands
-//! each pad to a writing one.
+//! a large put then takes less time than when a sealing thread hands each
+//! pad to a writing one (see docs/benchmarks.md).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use super::object::classify_io;
+use super::classify::classify_io;
 use super::{BackendError, PutReceipt};
 
 /// Writes objects into a store folder (see the module header).
@@ -48,7 +48,7 @@ impl FolderWriter {
     }
 
     /// Like `put`, but the file and its folder reach the disk before it
-    /// returns even when the store does not fsync (see `PadStore::put_durable`).
+    /// returns even when the store does not fsync (see `Backend::put_durable`).
     pub fn put_durable(&self, name: &str, content: &[u8]) -> Result<PutReceipt, BackendError> {
         self.write(name, content, true)
     }
@@ -61,7 +61,7 @@ impl FolderWriter {
 
     /// Creates `name` with `content` only if it is absent, on stable storage
     /// before it returns whatever the store's fsync setting (see
-    /// `PadStore::reserve_durable`).
+    /// `Backend::reserve_durable`).
     pub fn reserve_durable(&self, name: &str, content: &[u8]) -> Result<(), BackendError> {
         if self.create_with(name, content, true)? {
             Ok(())

@@ -55,7 +55,7 @@ use object_store::{
 };
 use tokio::sync::{OnceCell, OwnedMutexGuard};
 
-use super::object::classify_error;
+use super::classify::classify_error;
 use super::{BackendError, WriterLock};
 
 /// The lease object's name under the store's prefix.
@@ -438,25 +438,9 @@ impl Lease {
         loop {
             let current = self.read().await?;
             let now = now_ms();
-            let holder = current
-                .as_ref()
-                .and_then(|current| current.record.as_ref())
-                .filter(|record| {
-                    record.expires_ms > now
-                        && record.owner != self.owner
-                        && !record.holder_has_exited()
-                });
-            if let Some(holder) = holder {
+            if let Some(holder) = self.other_holder(current.as_ref(), now) {
                 if started.elapsed() >= self.config.wait_limit {
-                    return Err(BackendError::Permanent(format!(
-                        "gave up after {} s waiting for the writer lease of {}: another writer \
-                         ({}) holds it for {} s more; if that writer is gone, the lease \
-                         expires by itself",
-                        self.config.wait_limit.as_secs(),
-                        self.url,
-                        holder.owner,
-                        (holder.expires_ms - now).div_ceil(1000)
-                    )));
+                    return Err(self.gave_up_waiting(holder, now));
                 }
                 let pause = POLL_MIN_MS + rand::random::<u64>() % POLL_JITTER_MS;
                 tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -509,6 +493,27 @@ impl Lease {
                 conditional,
             )));
         }
+    }
+
+    /// The holder of `current` if it is another writer's and still valid
+    /// (unexpired at `now`, and its process not known to have exited).
+    fn other_holder<'a>(&self, current: Option<&'a Current>, now: u64) -> Option<&'a Record> {
+        current
+            .and_then(|current| current.record.as_ref())
+            .filter(|record| {
+                record.expires_ms > now && record.owner != self.owner && !record.holder_has_exited()
+            })
+    }
+
+    fn gave_up_waiting(&self, holder: &Record, now: u64) -> BackendError {
+        BackendError::Permanent(format!(
+            "gave up after {} s waiting for the writer lease of {}: another writer ({}) holds \
+             it for {} s more; if that writer is gone, the lease expires by itself",
+            self.config.wait_limit.as_secs(),
+            self.url,
+            holder.owner,
+            (holder.expires_ms - now).div_ceil(1000)
+        ))
     }
 
     /// Starts renewing a freshly written lease.

@@ -1,70 +1,39 @@
-//! The pad network: where pads (and the store's index objects) live.
+//! The pad network: where a store's objects live (its pads, and its index
+//! log, checkpoints, metadata and writer lease).
 //!
-//! One small trait, [`PadStore`], over named objects. Every backend (memory,
-//! local folder, S3) is an [`object::ObjectPadStore`] over an `object_store`
-//! client; [`sim::SimPadStore`] wraps any of them with latency, failures,
-//! prices and counters. [`open`] chooses by URL.
+//! The interface the core uses is [`Backend`]: object operations, plus a
+//! [`Capabilities`] value the core asks instead of knowing which backend it
+//! has, and writer locking ([`WriterLocking`]) as a small trait of its own.
+//! Every backend (memory, local folder, S3) is an [`object::ObjectPadStore`]
+//! over an `object_store` client; [`sim::SimPadStore`] wraps any of them with
+//! latency, failures, prices and counters. [`open`] chooses by URL.
+//!
+//! A new `object_store` backend (GCS, Azure) is one file like `s3.rs`, which
+//! parses its URL and options and builds an [`object::ObjectPadStore`], plus
+//! one branch in `url.rs`'s scheme match. Failures it shares with S3 (HTTP
+//! statuses, network errors) are classified already (`classify.rs`).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+mod classify;
 mod folder;
 mod lease;
 pub mod object;
+mod redact;
+mod s3;
 pub mod sim;
 mod url;
 
 pub use self::folder::FolderWriter;
 pub(crate) use self::folder::{create_folder_durably, publish as replace_file};
-pub use self::url::{
-    BackendOptions, CREDENTIAL_OPTIONS, REDACTED, is_credential, is_url, open, redact_url,
-};
+pub use self::redact::{CREDENTIAL_OPTIONS, REDACTED, is_credential, redact_url};
+pub use self::url::{BackendOptions, is_url, open};
 pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
 
-/// What a backend failure was, which decides whether to retry it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum BackendError {
-    /// The object does not exist.
-    #[error("object {0:?} is missing from the backend")]
-    NotFound(String),
-    /// `reserve` found the object already there.
-    #[error("object {0:?} already exists on the backend")]
-    AlreadyExists(String),
-    /// A failure that may pass: timeout, connection reset, throttling, 5xx.
-    #[error("{0} (transient; retried)")]
-    Transient(String),
-    /// A failure retrying will not fix: bad credentials, missing bucket,
-    /// permission denied, disk full.
-    #[error("{0}")]
-    Permanent(String),
-    /// [`PadStore::get_capped`] found the object larger than anything anthill
-    /// writes under that name, and did not read it: not this store's object
-    /// (or damaged). An integrity failure, not a backend one.
-    #[error(
-        "object {name:?} holds {size} bytes, more than the {max} anthill ever writes there: \
-         it is not this store's (or it was damaged), and was not read"
-    )]
-    TooLarge { name: String, size: u64, max: u64 },
-}
-
-impl BackendError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Transient(_))
-    }
-}
-
-/// [`BackendError::TooLarge`] if `size` exceeds `max_size`.
-pub fn check_size(name: &str, size: u64, max_size: u64) -> Result<(), BackendError> {
-    if size > max_size {
-        return Err(BackendError::TooLarge {
-            name: name.to_owned(),
-            size,
-            max: max_size,
-        });
-    }
-    Ok(())
-}
+pub use crate::backend_error::{BackendError, check_size};
 
 /// What a backend answered to a `put`, to verify the commit against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +48,11 @@ pub struct PutReceipt {
 ///
 /// Names are relative paths such as `p/3fa9…` made of `[a-z0-9/._-]`; every
 /// method is safe to call concurrently. Errors are [`BackendError`]s; none of
-/// the methods retry (the caller does, see `retry.rs`).
+/// the methods retry (the caller does, see `retry.rs`). `Any` lets a caller
+/// find a wrapper it knows, such as the simulation's counters
+/// ([`SimPadStore::of`]), without the interface carrying them.
 #[async_trait]
-pub trait PadStore: Send + Sync + std::fmt::Debug {
+pub trait Backend: WriterLocking + std::any::Any + Send + Sync + std::fmt::Debug {
     /// Creates `name` with `content` if it does not exist yet: the costly act
     /// on a pad network (a new scratchpad). [`BackendError::AlreadyExists`]
     /// if it is already there.
@@ -112,6 +83,17 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// receipt's size (and version tag, where the backend gives one).
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError>;
 
+    /// What `name` holds now, as a receipt (size and version tag) that
+    /// [`PadStore::verify`] can later check against: how a local copy of an
+    /// object's content notices that the object changed since. A backend
+    /// that cannot tell refuses, and the copy is not kept.
+    async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
+        Err(BackendError::Permanent(format!(
+            "{} cannot describe object {name:?}",
+            self.describe()
+        )))
+    }
+
     /// Reads the whole content of `name`.
     async fn get(&self, name: &str) -> Result<Bytes, BackendError>;
 
@@ -132,51 +114,79 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// Deletes `name`; deleting a missing object is not an error.
     async fn delete(&self, name: &str) -> Result<(), BackendError>;
 
-    /// The price of one new pad, where the network charges one.
-    fn price_per_pad(&self) -> Option<f64> {
-        None
+    /// Deletes what interrupted writes left behind (a local folder's staging
+    /// files after a crash). Call with the writer lock held. Returns how many
+    /// were removed.
+    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
+        Ok(0)
     }
 
-    /// Whether a pad costs nothing here until written (a local folder), so
-    /// anthill reserves it without a call and its first write creates it. A
-    /// file per reservation would cost an inode, and later a rename over it,
-    /// for nothing: on a folder that was a third of a large put's time. A
-    /// recorded pad without an object then holds nothing (version 0).
-    fn pads_created_on_first_write(&self) -> bool {
-        false
-    }
-
-    /// Whether a recorded pad with no object reads as empty (version 0):
-    /// where pads are created on first write, by this handle or by another
-    /// process that opened the store without a wrapper that reserves pads
-    /// by a call (`sim+`, to count and price them).
-    fn missing_pads_read_empty(&self) -> bool {
-        self.pads_created_on_first_write()
-    }
-
-    /// Whether deleting a pad refunds what it cost (a folder frees disk, S3
-    /// and memory stop storing it), so a compaction deletes the pads it
-    /// empties; where a pad once paid for stays paid for, they are kept as
-    /// free space instead.
-    fn deleting_pads_refunds(&self) -> bool {
-        true
-    }
-
-    /// A local folder's writer, whose blocking `put` lets a pad be sealed
-    /// and written by one call on one thread (see `folder.rs`); `None` for
-    /// every other backend, and for wrappers that must see each put.
-    fn folder_writer(&self) -> Option<FolderWriter> {
-        None
-    }
-
-    /// Counters of a simulated backend (`sim+` URLs); `None` for real ones.
-    fn stats(&self) -> Option<SimStats> {
-        None
-    }
+    /// What this backend can do and what it charges (see [`Capabilities`]);
+    /// fixed when the backend is opened.
+    fn capabilities(&self) -> &Capabilities;
 
     /// A short description for messages, such as `file:///data/store`.
     fn describe(&self) -> String;
+}
 
+/// The former name of [`Backend`], while call sites move to the new one.
+pub use self::Backend as PadStore;
+
+/// What a [`Backend`] can do, which the core asks instead of knowing which
+/// backend it has. A wrapper passes its inner backend's on, changed where
+/// it changes them (the simulation sets a price and sees every call).
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// `reserve` is an atomic create-if-absent: of writers reserving one
+    /// name at once, exactly one succeeds. Where it is not (an S3 service
+    /// may ignore conditional writes), only the writer lock keeps two
+    /// writers from creating the same object.
+    pub atomic_create: bool,
+    /// A pad costs nothing here until written (a local folder, S3), so
+    /// anthill reserves it without a call and its first write creates it. A
+    /// file per reservation would cost an inode, and later a rename over it,
+    /// for nothing, and a large part of a large put's time on a folder. A
+    /// recorded pad without an object then holds nothing (version 0).
+    pub pads_created_on_first_write: bool,
+    /// A recorded pad with no object reads as empty (version 0): where pads
+    /// are created on first write, by this handle or by another process that
+    /// opened the store without a wrapper that reserves pads by a call
+    /// (`sim+`, to count and price them).
+    pub missing_pads_read_empty: bool,
+    /// Deleting a pad refunds what it cost (a folder frees disk, S3 and
+    /// memory stop storing it), so a compaction deletes the pads it empties;
+    /// where a pad once paid for stays paid for, they are kept as free
+    /// space instead.
+    pub deleting_pads_refunds: bool,
+    /// The price of one new pad, where the network charges one.
+    pub price_per_pad: Option<f64>,
+    /// Direct folder writes: a local folder's writer, whose blocking `put`
+    /// lets a pad be sealed and written by one call on one thread (see
+    /// `folder.rs`). `None` for every other backend, and for wrappers that
+    /// must see each put.
+    pub folder_writer: Option<FolderWriter>,
+}
+
+/// What a plain backend offers (memory): atomic creates, pads reserved by a
+/// call, deletes that refund, no price, no direct folder writes.
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            atomic_create: true,
+            pads_created_on_first_write: false,
+            missing_pads_read_empty: false,
+            deleting_pads_refunds: true,
+            price_per_pad: None,
+            folder_writer: None,
+        }
+    }
+}
+
+/// How writers of one store exclude each other, across processes and
+/// machines: a file lock on a local folder, a lease object on S3, a mutex
+/// in memory.
+#[async_trait]
+pub trait WriterLocking: Send + Sync {
     /// Waits for and takes the exclusive right to change this store (append
     /// to its index, reserve pads), across processes and machines, for the
     /// store handle `holder` (a random id). Released when the returned lock
@@ -186,19 +196,13 @@ pub trait PadStore: Send + Sync + std::fmt::Debug {
     /// How long a process keeps the writer lock after its last change, so
     /// that a loop of changes takes it once, not once per change. Others
     /// wait that much longer for it.
-    fn writer_lock_linger(&self) -> std::time::Duration {
-        std::time::Duration::ZERO
-    }
-
-    /// Deletes what interrupted writes left behind (a local folder's staging
-    /// files after a crash). Call with the writer lock held. Returns how many
-    /// were removed.
-    async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
-        Ok(0)
+    fn writer_lock_linger(&self) -> Duration {
+        Duration::ZERO
     }
 }
 
-/// A held writer lock (see [`PadStore::lock_writer`]); dropping releases it.
+/// A held writer lock (see [`WriterLocking::lock_writer`]); dropping
+/// releases it.
 #[async_trait]
 pub trait WriterLock: Send + Sync {
     /// Fails if the lock is no longer ours (an expired lease); checked before

@@ -1,11 +1,10 @@
-//! [`ObjectPadStore`]: the one real backend, a [`PadStore`] over an
+//! [`ObjectPadStore`]: the one real backend, a [`Backend`] over an
 //! `object_store` client (in-memory, local folder or S3) and a key prefix.
 //!
 //! Everything backend-specific lives in two places: how `reserve` creates an
 //! object only if it is absent ([`CreateCheck`]), and how an
-//! `object_store::Error` becomes a [`BackendError`] ([`classify_error`]).
+//! `object_store::Error` becomes a [`BackendError`] (`classify.rs`).
 
-use std::error::Error as StdError;
 use std::io::{self, Read, Seek, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +17,12 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use std::path::PathBuf;
 
+use super::classify::classify_error;
 use super::folder::FolderWriter;
 use super::lease::{Lease, LeaseConfig};
-use super::{BackendError, PadStore, PutReceipt, WriterLock, check_size};
+use super::{
+    Backend, BackendError, Capabilities, PutReceipt, WriterLock, WriterLocking, check_size,
+};
 
 /// How `reserve` makes sure it does not overwrite an existing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +40,7 @@ enum CreateCheck {
     HeadThenPut,
 }
 
-/// How writers of one store exclude each other (see [`PadStore::lock_writer`]).
+/// How writers of one store exclude each other (see [`WriterLocking`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Locking {
@@ -131,7 +133,7 @@ impl WriterLock for FolderLock {
     }
 }
 
-/// A [`PadStore`] over any `object_store` client, with every object name
+/// A [`Backend`] over any `object_store` client, with every object name
 /// placed under `prefix`.
 #[derive(Debug)]
 pub struct ObjectPadStore {
@@ -145,6 +147,7 @@ pub struct ObjectPadStore {
     locking: Locking,
     /// A local folder's writes, which bypass `object_store` (see `folder.rs`).
     folder: Option<FolderWriter>,
+    capabilities: Capabilities,
 }
 
 impl ObjectPadStore {
@@ -163,6 +166,7 @@ impl ObjectPadStore {
             create_check: CreateCheck::Conditional,
             locking,
             folder: None,
+            capabilities: Capabilities::default(),
         }
     }
 
@@ -178,17 +182,24 @@ impl ObjectPadStore {
             file: root.join(".lock"),
             fsync,
         };
-        ObjectPadStore {
-            folder: Some(FolderWriter::new(root, fsync, url.clone())),
-            ..Self::new(store, locking, Path::default(), url)
-        }
+        let folder = FolderWriter::new(root, fsync, url.clone());
+        let mut store = Self::new(store, locking, Path::default(), url);
+        store.capabilities = Capabilities {
+            pads_created_on_first_write: true,
+            missing_pads_read_empty: true,
+            folder_writer: Some(folder.clone()),
+            ..store.capabilities
+        };
+        store.folder = Some(folder);
+        store
     }
 
-    /// A store on an S3-compatible service, where conditional creates may be
-    /// ignored: `reserve` checks with a `head` first (best-effort, see
-    /// [`CreateCheck::HeadThenPut`]), and writers exclude each other by a
-    /// lease object (see `lease.rs`).
-    pub fn new_s3(
+    /// A store on a network object service (S3 and its kin), where
+    /// conditional creates may be ignored: unless the lease's probe finds
+    /// them honoured, `reserve` checks with a `head` first (best-effort, see
+    /// [`CreateCheck::HeadThenPut`]); writers exclude each other by a lease
+    /// object (see `lease.rs`).
+    pub fn new_leased(
         store: Arc<dyn ObjectStore>,
         bucket: impl Into<String>,
         prefix: Path,
@@ -212,6 +223,18 @@ impl ObjectPadStore {
             create_check: CreateCheck::HeadThenPut,
             locking: Locking::Lease(Arc::new(lease)),
             folder: None,
+            // An empty object per reservation (a PUT, and on a service
+            // ignoring conditional writes a HEAD before it) would be replaced
+            // by the pad's first write anyway: twice the requests of a large
+            // put for nothing a reader needs, since a recorded pad without an
+            // object reads as empty. Pad names are random, so the first write
+            // cannot meet another pad's object.
+            capabilities: Capabilities {
+                atomic_create: false,
+                pads_created_on_first_write: true,
+                missing_pads_read_empty: true,
+                ..Capabilities::default()
+            },
         }
     }
 
@@ -225,6 +248,19 @@ impl ObjectPadStore {
     }
 
     /// The full object path of `name` under the prefix.
+    /// Runs a folder write of `name` on a blocking thread: it fsyncs.
+    async fn on_folder<T: Send + 'static>(
+        &self,
+        name: &str,
+        write: impl FnOnce(&str) -> Result<T, BackendError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        self.path_of(name)?;
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || write(&name))
+            .await
+            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+    }
+
     fn path_of(&self, name: &str) -> Result<Path, BackendError> {
         let invalid = |why: String| {
             BackendError::Permanent(format!(
@@ -334,7 +370,7 @@ impl ObjectPadStore {
 }
 
 #[async_trait]
-impl PadStore for ObjectPadStore {
+impl Backend for ObjectPadStore {
     async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
         self.fenced(name, self.reserve_unfenced(name, content))
             .await
@@ -344,29 +380,41 @@ impl PadStore for ObjectPadStore {
         self.fenced(name, self.put_unfenced(name, content)).await
     }
 
+    // Only a folder may hold a write in the page cache; elsewhere an
+    // acknowledged put is durable.
     async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
-        // Only a folder may hold a write in the page cache; elsewhere an
-        // acknowledged put is durable.
-        let Some(folder) = self.folder.clone() else {
-            return self.put(name, content).await;
-        };
-        self.path_of(name)?;
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || folder.put_durable(&name, &content))
-            .await
-            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+        match &self.folder {
+            Some(folder) => {
+                let folder = folder.clone();
+                self.on_folder(name, move |name| folder.put_durable(name, &content))
+                    .await
+            }
+            None => self.put(name, content).await,
+        }
     }
 
     async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
-        // As with `put_durable`: only a folder may hold a write in the page cache.
-        let Some(folder) = self.folder.clone() else {
-            return self.reserve(name, content).await;
-        };
-        self.path_of(name)?;
-        let name = name.to_owned();
-        tokio::task::spawn_blocking(move || folder.reserve_durable(&name, &content))
+        match &self.folder {
+            Some(folder) => {
+                let folder = folder.clone();
+                self.on_folder(name, move |name| folder.reserve_durable(name, &content))
+                    .await
+            }
+            None => self.reserve(name, content).await,
+        }
+    }
+
+    async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
+        let path = self.path_of(name)?;
+        let meta = self
+            .store
+            .head(&path)
             .await
-            .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
+            .map_err(|error| self.error(error, name))?;
+        Ok(PutReceipt {
+            e_tag: meta.e_tag,
+            size: meta.size,
+        })
     }
 
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
@@ -457,10 +505,6 @@ impl PadStore for ObjectPadStore {
         .await
     }
 
-    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
-        self.locking.lock(holder).await
-    }
-
     async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
         let Some(root) = self.folder.as_ref().map(|f| f.root().to_path_buf()) else {
             return Ok(0);
@@ -487,18 +531,19 @@ impl PadStore for ObjectPadStore {
         .map_err(|e| BackendError::Permanent(format!("clean-up task failed: {e}")))
     }
 
-    fn pads_created_on_first_write(&self) -> bool {
-        // S3 as a folder: an empty object per reservation (a PUT, and on a
-        // service ignoring conditional writes a HEAD before it) would be
-        // replaced by the pad's first write anyway: twice the requests of a
-        // large put for nothing a reader needs, since a recorded pad without
-        // an object reads as empty. Pad names are random, so the first write
-        // cannot meet another pad's object.
-        self.folder.is_some() || self.create_check == CreateCheck::HeadThenPut
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
-    fn folder_writer(&self) -> Option<FolderWriter> {
-        self.folder.clone()
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
+
+#[async_trait]
+impl WriterLocking for ObjectPadStore {
+    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.locking.lock(holder).await
     }
 
     fn writer_lock_linger(&self) -> Duration {
@@ -509,290 +554,11 @@ impl PadStore for ObjectPadStore {
             Locking::Folder { .. } | Locking::InProcess(_) => Duration::from_millis(5),
         }
     }
-
-    fn describe(&self) -> String {
-        self.url.clone()
-    }
-}
-
-/// The one place that decides what an `object_store` failure means to the
-/// caller: an answer (`NotFound`, `AlreadyExists`), worth retrying
-/// (`Transient`) or not (`Permanent`, with a message a user can act on).
-///
-/// `name` is the object concerned, `url` the store's description and
-/// `bucket` its S3 bucket, all for messages.
-pub(crate) fn classify_error(
-    error: object_store::Error,
-    name: &str,
-    url: &str,
-    bucket: Option<&str>,
-) -> BackendError {
-    use object_store::Error as E;
-
-    // S3 error codes and HTTP statuses only survive as text: the retry error
-    // type of `object_store` is private. Checking the codes first also
-    // catches a 404 that means a missing bucket rather than a missing object.
-    let text = chain_text(&error);
-    if let Some(answer) = classify_s3_code(&text, url, bucket) {
-        return answer;
-    }
-    match error {
-        E::NotFound { .. } => BackendError::NotFound(name.to_owned()),
-        // Our only conditional write is `reserve`'s create-if-absent, so a
-        // failed precondition means the object is there.
-        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
-            BackendError::AlreadyExists(name.to_owned())
-        }
-        E::Unauthenticated { .. } => BackendError::Permanent(format!(
-            "wrong credentials for {url}: the service rejected the request ({text})"
-        )),
-        E::PermissionDenied { .. } => BackendError::Permanent(format!(
-            "permission denied on {url}: the credentials lack access to {name:?} ({text})"
-        )),
-        E::InvalidPath { .. } => {
-            BackendError::Permanent(format!("invalid object name {name:?} on {url}: {text}"))
-        }
-        E::NotSupported { .. } | E::NotImplemented { .. } | E::UnknownConfigurationKey { .. } => {
-            BackendError::Permanent(format!("{url} does not support this operation: {text}"))
-        }
-        E::JoinError { source } if source.is_panic() => {
-            BackendError::Permanent(format!("a storage task on {url} panicked: {text}"))
-        }
-        E::JoinError { .. } => {
-            BackendError::Transient(format!("a storage task on {url} was cancelled: {text}"))
-        }
-        _ => http_status(&text)
-            .and_then(|status| classify_status(status, url, &text))
-            .unwrap_or_else(|| classify_by_source(&error, name, url, &text)),
-    }
-}
-
-/// The message of `error` and of every error below it, joined.
-fn chain_text(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(source) = next {
-        let part = source.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = source.source();
-    }
-    text
-}
-
-/// Errors recognised by an S3 error code in the message.
-fn classify_s3_code(text: &str, url: &str, bucket: Option<&str>) -> Option<BackendError> {
-    if text.contains("NoSuchBucket") {
-        let bucket = bucket.unwrap_or("of the store");
-        return Some(BackendError::Permanent(format!(
-            "bucket {bucket} does not exist ({url}); create it first"
-        )));
-    }
-    // Garage says AccessDenied with "No such key" or "Invalid signature".
-    let garage_credentials = text.contains("AccessDenied")
-        && ["No such key", "Invalid signature"]
-            .iter()
-            .any(|message| text.contains(message));
-    if garage_credentials
-        || [
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "InvalidToken",
-            "ExpiredToken",
-        ]
-        .iter()
-        .any(|code| text.contains(code))
-    {
-        return Some(BackendError::Permanent(format!(
-            "wrong credentials for {url}: check access_key_id and secret_access_key ({text})"
-        )));
-    }
-    if text.contains("AuthorizationHeaderMalformed") {
-        return Some(BackendError::Permanent(format!(
-            "wrong region for {url}: check the region option ({text})"
-        )));
-    }
-    if text.contains("RequestTimeTooSkewed") {
-        return Some(BackendError::Permanent(format!(
-            "this machine's clock is too far off for {url} to accept requests ({text})"
-        )));
-    }
-    None
-}
-
-/// An HTTP error status that object_store left as a generic error.
-fn classify_status(status: u16, url: &str, text: &str) -> Option<BackendError> {
-    Some(match status {
-        401 => BackendError::Permanent(format!("wrong credentials for {url} ({text})")),
-        403 => BackendError::Permanent(format!(
-            "permission denied on {url}: wrong credentials or no access ({text})"
-        )),
-        404 => BackendError::Permanent(format!("{url} answered 404 Not Found: {text}")),
-        408 | 429 => BackendError::Transient(format!("{url} is throttling or slow: {text}")),
-        500..=599 => BackendError::Transient(format!("{url} had a server error: {text}")),
-        400..=499 => BackendError::Permanent(format!("{url} refused the request: {text}")),
-        _ => return None,
-    })
-}
-
-/// The status in object_store's "Server returned non-2xx status code: 503 …".
-fn http_status(text: &str) -> Option<u16> {
-    let (_, after) = text.split_once("status code: ")?;
-    after.get(..3)?.parse().ok()
-}
-
-/// A generic failure, judged by the I/O or HTTP error underneath it.
-fn classify_by_source(
-    error: &(dyn StdError + 'static),
-    name: &str,
-    url: &str,
-    text: &str,
-) -> BackendError {
-    let mut next: Option<&(dyn StdError + 'static)> = Some(error);
-    while let Some(current) = next {
-        if let Some(http) = current.downcast_ref::<object_store::client::HttpError>() {
-            // Connection refused or reset, timeouts, a body cut short: the
-            // network, which may come back.
-            use object_store::client::HttpErrorKind as K;
-            let cause = match http.kind() {
-                K::Connect => format!(
-                    "cannot reach {url}: connecting failed (is the endpoint right and the \
-                     service running?)"
-                ),
-                K::Timeout => format!("{url} did not answer in time"),
-                _ => format!("network error talking to {url}"),
-            };
-            return BackendError::Transient(format!("{cause}: {text}"));
-        }
-        if let Some(io_error) = current.downcast_ref::<io::Error>() {
-            return classify_io(io_error, name, url, text);
-        }
-        next = current.source();
-    }
-    BackendError::Transient(format!("{url} failed: {text}"))
-}
-
-/// Local disk problems a retry will not fix are Permanent with their cause
-/// named; everything else (timeouts, interruptions, too many open files, …)
-/// is Transient.
-pub(super) fn classify_io(error: &io::Error, name: &str, url: &str, text: &str) -> BackendError {
-    use io::ErrorKind as K;
-    let cause = match error.kind() {
-        K::StorageFull => "disk full",
-        K::QuotaExceeded => "disk quota exceeded",
-        K::PermissionDenied => "permission denied",
-        K::ReadOnlyFilesystem => "read-only file system",
-        K::FileTooLarge => "file too large for the file system",
-        K::NotADirectory | K::IsADirectory | K::AlreadyExists | K::DirectoryNotEmpty => {
-            "a file or folder is in the way"
-        }
-        K::InvalidFilename | K::InvalidInput => "invalid file name",
-        K::Unsupported => "operation not supported by the file system",
-        _ => {
-            return BackendError::Transient(format!("I/O error on {name:?} in {url}: {text}"));
-        }
-    };
-    BackendError::Permanent(format!("{cause}: cannot write {name:?} in {url} ({text})"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn generic(source: impl StdError + Send + Sync + 'static) -> object_store::Error {
-        object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(source),
-        }
-    }
-
-    fn classify(error: object_store::Error) -> BackendError {
-        classify_error(error, "p/abc", "file:///data", Some("bucket-x"))
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("Unable to copy data to file: {source}")]
-    struct Wrapped {
-        source: io::Error,
-    }
-
-    #[test]
-    fn disk_full_and_permission_are_permanent_with_cause() {
-        let full = classify(generic(Wrapped {
-            source: io::Error::from(io::ErrorKind::StorageFull),
-        }));
-        assert!(matches!(&full, BackendError::Permanent(m) if m.starts_with("disk full")));
-        let denied = classify(generic(io::Error::from(io::ErrorKind::PermissionDenied)));
-        assert!(
-            matches!(&denied, BackendError::Permanent(m) if m.starts_with("permission denied"))
-        );
-        let read_only = classify(generic(io::Error::from(io::ErrorKind::ReadOnlyFilesystem)));
-        assert!(matches!(&read_only, BackendError::Permanent(m) if m.contains("read-only")));
-    }
-
-    #[test]
-    fn raw_enospc_is_disk_full() {
-        #[cfg(unix)]
-        {
-            let error = classify(generic(io::Error::from_raw_os_error(28)));
-            assert!(matches!(&error, BackendError::Permanent(m) if m.starts_with("disk full")));
-        }
-    }
-
-    #[test]
-    fn timeouts_and_unknown_io_errors_are_transient() {
-        assert!(classify(generic(io::Error::from(io::ErrorKind::TimedOut))).is_transient());
-        assert!(classify(generic(io::Error::from(io::ErrorKind::ConnectionReset))).is_transient());
-        assert!(classify(generic(io::Error::other("odd"))).is_transient());
-    }
-
-    #[test]
-    fn s3_codes_and_statuses_in_messages() {
-        let text = |t: &str| generic(io::Error::other(t.to_owned()));
-        let missing = classify(object_store::Error::NotFound {
-            path: "p/abc".into(),
-            source: Box::new(io::Error::other(
-                "404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
-            )),
-        });
-        assert!(
-            matches!(&missing, BackendError::Permanent(m) if m.contains("bucket bucket-x does not exist"))
-        );
-        let creds = classify(object_store::Error::PermissionDenied {
-            path: "p/abc".into(),
-            source: Box::new(io::Error::other("<Code>InvalidAccessKeyId</Code>")),
-        });
-        assert!(matches!(&creds, BackendError::Permanent(m) if m.contains("wrong credentials")));
-        for garage in [
-            "<Code>AccessDenied</Code><Message>Forbidden: No such key: GK01</Message>",
-            "<Code>AccessDenied</Code><Message>Forbidden: Invalid signature</Message>",
-        ] {
-            let creds = classify(object_store::Error::PermissionDenied {
-                path: "p/abc".into(),
-                source: Box::new(io::Error::other(garage)),
-            });
-            assert!(
-                matches!(&creds, BackendError::Permanent(m) if m.contains("wrong credentials")),
-                "{garage}: {creds:?}"
-            );
-        }
-        let slow = classify(text(
-            "Server returned non-2xx status code: 503 Service Unavailable",
-        ));
-        assert!(slow.is_transient());
-        let throttled = classify(text("Server returned non-2xx status code: 429 Too Many"));
-        assert!(throttled.is_transient());
-        let forbidden = classify(text("Server returned non-2xx status code: 403 Forbidden"));
-        assert!(matches!(forbidden, BackendError::Permanent(_)));
-        let not_found = classify(object_store::Error::NotFound {
-            path: "p/abc".into(),
-            source: Box::new(io::Error::other("Server returned non-2xx status code: 404")),
-        });
-        assert_eq!(not_found, BackendError::NotFound("p/abc".into()));
-    }
 
     fn fenced_store(ttl: Duration) -> ObjectPadStore {
         let lease = LeaseConfig {
@@ -801,7 +567,7 @@ mod tests {
             wait_limit: Duration::from_secs(5),
         };
         let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        ObjectPadStore::new_s3(
+        ObjectPadStore::new_leased(
             memory,
             "bucket",
             Path::from("pre"),
@@ -854,7 +620,8 @@ mod tests {
             wait_limit: Duration::from_secs(5),
         };
         let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let store = ObjectPadStore::new_s3(memory, "bucket", Path::from("pre"), "s3://b/p", lease);
+        let store =
+            ObjectPadStore::new_leased(memory, "bucket", Path::from("pre"), "s3://b/p", lease);
         let lock = store.lock_writer(&[1; 16]).await.unwrap();
         store
             .put("p/a", Bytes::from_static(b"first"))
@@ -892,14 +659,5 @@ mod tests {
         assert!(error.to_string().contains("abandoned"), "{error}");
         assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
         drop(lock);
-    }
-
-    #[test]
-    fn answers_keep_the_name() {
-        let exists = classify(object_store::Error::AlreadyExists {
-            path: "x".into(),
-            source: Box::new(io::Error::from(io::ErrorKind::AlreadyExists)),
-        });
-        assert_eq!(exists, BackendError::AlreadyExists("p/abc".into()));
     }
 }

@@ -1,4 +1,4 @@
-//! [`SimPadStore`]: a simulated pad network around any [`PadStore`].
+//! [`SimPadStore`]: a simulated pad network around any [`Backend`].
 //!
 //! It adds what a real pad network has and a local folder lacks: latency,
 //! transient failures (including lost acknowledgements: the object was
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{BackendError, PadStore, PutReceipt, WriterLock};
+use super::{Backend, BackendError, Capabilities, PutReceipt, WriterLock, WriterLocking};
 
 /// The most entries [`SimPadStore::op_log`] keeps; later ones are dropped
 /// until [`SimPadStore::clear_log`].
@@ -45,13 +45,13 @@ pub struct SimConfig {
     pub pads_never_refund: bool,
 }
 
-/// The operations of a [`PadStore`].
+/// The operations of a [`Backend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OpKind {
     Reserve,
     Put,
-    /// A put that must reach stable storage (`PadStore::put_durable`).
+    /// A put that must reach stable storage (`Backend::put_durable`).
     DurablePut,
     Verify,
     Get,
@@ -201,12 +201,16 @@ impl SimState {
     }
 }
 
-/// A [`PadStore`] that adds latency, failures, a pad price and counters to
+/// A [`Backend`] that adds latency, failures, a pad price and counters to
 /// another one. See the module documentation.
 #[derive(Debug)]
 pub struct SimPadStore {
-    inner: Arc<dyn PadStore>,
+    inner: Arc<dyn Backend>,
     config: SimConfig,
+    /// The inner backend's, with the simulation's price and refunds, and
+    /// without direct folder writes or pads created on first write: the
+    /// simulation sees (and counts, and prices) every reservation and put.
+    capabilities: Capabilities,
     /// Counters, random generator, armed faults and log. Held only for
     /// bookkeeping, never across an `.await`.
     state: Mutex<SimState>,
@@ -216,7 +220,7 @@ impl SimPadStore {
     /// Wraps `inner`. Out-of-range settings are clamped: negative or
     /// non-finite delays to 0, `fail_rate` into `[0, 1]` (`open` rejects them
     /// instead).
-    pub fn new(inner: Arc<dyn PadStore>, config: SimConfig) -> Self {
+    pub fn new(inner: Arc<dyn Backend>, config: SimConfig) -> Self {
         let config = SimConfig {
             latency_ms: non_negative(config.latency_ms),
             jitter_ms: non_negative(config.jitter_ms),
@@ -227,8 +231,18 @@ impl SimPadStore {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let of_inner = inner.capabilities();
+        let capabilities = Capabilities {
+            atomic_create: of_inner.atomic_create,
+            pads_created_on_first_write: false,
+            missing_pads_read_empty: of_inner.missing_pads_read_empty,
+            deleting_pads_refunds: !config.pads_never_refund && of_inner.deleting_pads_refunds,
+            price_per_pad: config.pad_price.or(of_inner.price_per_pad),
+            folder_writer: None,
+        };
         SimPadStore {
             inner,
+            capabilities,
             state: Mutex::new(SimState {
                 rng,
                 fail_rate: config.fail_rate,
@@ -241,8 +255,15 @@ impl SimPadStore {
     }
 
     /// The wrapped store.
-    pub fn inner(&self) -> &Arc<dyn PadStore> {
+    pub fn inner(&self) -> &Arc<dyn Backend> {
         &self.inner
+    }
+
+    /// `backend` as a simulation, if it is one (a `sim+` URL), for its
+    /// counters and fault injection.
+    pub fn of(backend: &dyn Backend) -> Option<&SimPadStore> {
+        let backend: &dyn std::any::Any = backend;
+        backend.downcast_ref()
     }
 
     /// The settings in use (with the fail rate given at creation).
@@ -318,7 +339,7 @@ impl SimPadStore {
         }
     }
 
-    /// The current counters (what [`PadStore::stats`] returns).
+    /// The current counters.
     pub fn sim_stats(&self) -> SimStats {
         let mut stats = self.lock().stats.clone();
         stats.cost = stats.pads_reserved as f64 * self.config.pad_price.unwrap_or(0.0);
@@ -502,7 +523,7 @@ fn probability(value: f64) -> f64 {
 }
 
 #[async_trait]
-impl PadStore for SimPadStore {
+impl Backend for SimPadStore {
     async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
         let sent = content.len() as u64;
         let op = self.inner.reserve(name, content);
@@ -525,6 +546,12 @@ impl PadStore for SimPadStore {
         let sent = content.len() as u64;
         let op = self.inner.put_durable(name, content);
         self.run(OpKind::DurablePut, name, sent, |_| 0, op).await
+    }
+
+    async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
+        // A HEAD, as `verify` is.
+        let op = self.inner.head(name);
+        self.run(OpKind::Verify, name, 0, |_| 0, op).await
     }
 
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
@@ -554,32 +581,12 @@ impl PadStore for SimPadStore {
         self.run(OpKind::Delete, name, 0, |_| 0, op).await
     }
 
-    fn price_per_pad(&self) -> Option<f64> {
-        self.config.pad_price.or_else(|| self.inner.price_per_pad())
-    }
-
-    fn stats(&self) -> Option<SimStats> {
-        Some(self.sim_stats())
-    }
-
-    fn deleting_pads_refunds(&self) -> bool {
-        !self.config.pads_never_refund && self.inner.deleting_pads_refunds()
-    }
-
-    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
-        self.inner.lock_writer(holder).await
-    }
-
     async fn remove_partial_writes(&self) -> Result<usize, BackendError> {
         self.inner.remove_partial_writes().await
     }
 
-    fn missing_pads_read_empty(&self) -> bool {
-        self.inner.missing_pads_read_empty()
-    }
-
-    fn writer_lock_linger(&self) -> std::time::Duration {
-        self.inner.writer_lock_linger()
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
     }
 
     fn describe(&self) -> String {
@@ -613,6 +620,17 @@ impl PadStore for SimPadStore {
     }
 }
 
+#[async_trait]
+impl WriterLocking for SimPadStore {
+    async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+        self.inner.lock_writer(holder).await
+    }
+
+    fn writer_lock_linger(&self) -> std::time::Duration {
+        self.inner.writer_lock_linger()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,9 +638,9 @@ mod tests {
     #[test]
     fn settings_are_clamped() {
         #[derive(Debug)]
-        struct Nothing;
+        struct Nothing(Capabilities);
         #[async_trait]
-        impl PadStore for Nothing {
+        impl Backend for Nothing {
             async fn reserve(&self, _: &str, _: Bytes) -> Result<(), BackendError> {
                 Ok(())
             }
@@ -644,15 +662,22 @@ mod tests {
             async fn delete(&self, _: &str) -> Result<(), BackendError> {
                 Ok(())
             }
-            async fn lock_writer(&self, _: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
-                Err(BackendError::Permanent("no locks here".into()))
+            fn capabilities(&self) -> &Capabilities {
+                &self.0
             }
             fn describe(&self) -> String {
                 "nothing://".into()
             }
         }
+        #[async_trait]
+        impl WriterLocking for Nothing {
+            async fn lock_writer(&self, _: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+                Err(BackendError::Permanent("no locks here".into()))
+            }
+        }
+        let nothing = Nothing(Capabilities::default());
         let sim = SimPadStore::new(
-            Arc::new(Nothing),
+            Arc::new(nothing),
             SimConfig {
                 latency_ms: -1.0,
                 jitter_ms: f64::NAN,

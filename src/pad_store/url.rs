@@ -8,26 +8,25 @@
 //!   torn object; `fsync=true` also flushes each write to the disk before it
 //!   returns, for changes that must survive an OS crash or power loss.
 //! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
-//!   (see `open_s3` for its options, and `docs/s3.md`).
+//!   (see `s3.rs` for its options, and `docs/s3.md`).
 //! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..&pads_refund=..`:
 //!   the simulation wrapper ([`SimPadStore`]) around any of them.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ObjectStore};
 
-use super::lease::{ConditionalWrites, LeaseConfig};
 use super::object::{Locking, ObjectPadStore};
+use super::redact::{redact_userinfo, redact_value, scheme_of};
+use super::s3::open_s3;
 use super::sim::{SimConfig, SimPadStore};
-use super::{PadStore, create_folder_durably};
-use crate::Error;
+use super::{Backend, create_folder_durably};
+use crate::error::Error;
 
 /// Extra settings for a backend, as key/value pairs (Python keywords), used
 /// by `s3://` URLs: `endpoint`, `region`, `access_key_id`,
@@ -53,128 +52,13 @@ impl std::fmt::Debug for BackendOptions {
     }
 }
 
-/// The options whose values are credentials, named as `object_store` names
-/// them without their optional `aws_` prefix. The access key id is no
-/// secret by itself, but it is half of a credential pair and tells nothing
-/// a user needs to read back, so it is hidden too.
-pub const CREDENTIAL_OPTIONS: &[&str] = &[
-    "access_key_id",
-    "secret_access_key",
-    "session_token",
-    "token",
-    "sse_customer_key_base64",
-];
-
-/// What a redacted credential shows instead of its value.
-pub const REDACTED: &str = "***";
-
-/// Whether the option `name` (any case, `aws_` prefix or not) holds a
-/// credential.
-pub fn is_credential(name: &str) -> bool {
-    let name = name.trim().to_ascii_lowercase();
-    let name = name.strip_prefix("aws_").unwrap_or(&name);
-    CREDENTIAL_OPTIONS.contains(&name)
-}
-
-/// The value of option `name` as it may be shown: a credential is
-/// [`REDACTED`], a URL (an endpoint) loses its userinfo.
-pub fn redact_value(name: &str, value: &str) -> String {
-    if is_credential(name) {
-        REDACTED.to_owned()
-    } else {
-        redact_userinfo(value)
-    }
-}
-
-/// `url` as it may be shown in a repr, a message or a log line: the
-/// `user:password@` of a URL and of any URL in its query (an endpoint) is
-/// replaced by `***@`, and the value of every credential option in its
-/// query by `***`. A plain path is returned as it is (it has no query, and
-/// an `@` in it is part of a file name). The one place that decides what a
-/// shown URL hides.
-pub fn redact_url(url: &str) -> String {
-    let has_query = url.trim_start().starts_with("sim+") || scheme_of(url.trim()).is_some();
-    if !has_query {
-        return url.to_owned();
-    }
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut shown = redact_userinfo(base);
-    if let Some(query) = query {
-        shown.push('?');
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| {
-                let mut decoded = url::form_urlencoded::parse(pair.as_bytes());
-                match decoded.next() {
-                    Some((key, value)) => {
-                        let redacted = redact_value(&key, &value);
-                        if redacted == value {
-                            pair.to_owned()
-                        } else {
-                            let raw_key = pair.split_once('=').map_or(pair, |(key, _)| key);
-                            format!("{raw_key}={redacted}")
-                        }
-                    }
-                    None => pair.to_owned(),
-                }
-            })
-            .collect();
-        shown.push_str(&pairs.join("&"));
-    }
-    shown
-}
-
-/// `text` with the userinfo of every `scheme://user:password@host` in it
-/// replaced by `***`.
-fn redact_userinfo(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("://") {
-        let authority_start = at + 3;
-        shown.push_str(&rest[..authority_start]);
-        let after = &rest[authority_start..];
-        let authority_len = after.find(['/', '?', '#', '&']).unwrap_or(after.len());
-        let authority = &after[..authority_len];
-        match authority.rfind('@') {
-            Some(user_end) => {
-                shown.push_str(REDACTED);
-                shown.push_str(&authority[user_end..]);
-            }
-            None => shown.push_str(authority),
-        }
-        rest = &after[authority_len..];
-    }
-    shown.push_str(rest);
-    shown
-}
-
 /// The query parameters a `sim+` URL takes for itself.
 const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed, pads_refund";
-
-/// Options of `s3://` URLs that anthill handles itself (all others are
-/// `object_store`'s `AmazonS3ConfigKey` names).
-const S3_MAX_RETRIES: &str = "max_retries";
-const S3_RETRY_TIMEOUT: &str = "retry_timeout_secs";
-/// `auto` (probe the service), `true` or `false`: see `lease.rs`.
-const S3_CONDITIONAL_WRITES: &str = "conditional_writes";
-/// Lifetime of the writer lease without renewal.
-const S3_LEASE_TTL: &str = "lease_ttl_secs";
-/// How long to wait for another writer's lease.
-const S3_LOCK_WAIT: &str = "lock_wait_secs";
-
-/// Retries inside one S3 call. The caller retries transient failures itself
-/// (with progress events and backoff), so a call gives up sooner than
-/// `object_store`'s default (10 retries, 3 minutes).
-const S3_DEFAULT_MAX_RETRIES: usize = 3;
-const S3_DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens the backend named by `url`. See the module documentation for the
 /// URLs; a malformed URL, unknown scheme or unknown or invalid option is
 /// [`Error::InvalidInput`].
-pub async fn open(url: &str, options: &BackendOptions) -> Result<Arc<dyn PadStore>, Error> {
+pub async fn open(url: &str, options: &BackendOptions) -> Result<Arc<dyn Backend>, Error> {
     let url = url.trim();
     if url.is_empty() {
         return Err(invalid(
@@ -202,7 +86,7 @@ async fn open_target(
     base: &str,
     pairs: Vec<(String, String)>,
     options: &BackendOptions,
-) -> Result<Arc<dyn PadStore>, Error> {
+) -> Result<Arc<dyn Backend>, Error> {
     if let Some(inner) = base.strip_prefix("sim+") {
         if inner.is_empty() {
             return Err(invalid(
@@ -227,7 +111,7 @@ async fn open_target(
             match scheme.to_ascii_lowercase().as_str() {
                 "memory" => open_memory(&rest[2..], &pairs, options),
                 "file" => open_file_url(base, &pairs, options),
-                "s3" => open_s3(base, pairs, options),
+                "s3" => open_s3(base, &with_options(pairs, options)),
                 _ => Err(invalid(format!(
                     "unknown backend scheme {scheme:?} in {base:?}; accepted: memory://NAME, \
                      file:///path (or a plain path), s3://bucket/prefix, sim+<url>"
@@ -244,24 +128,21 @@ pub fn is_url(location: &str) -> bool {
     location.starts_with("sim+") || scheme_of(location).is_some()
 }
 
-/// The scheme of `url` (`memory` in `memory://x`), or `None` for a path. A
-/// single letter before `:` is a Windows drive, not a scheme.
-fn scheme_of(url: &str) -> Option<&str> {
-    let (scheme, _) = url.split_once(':')?;
-    let mut chars = scheme.chars();
-    let first = chars.next()?;
-    let valid = first.is_ascii_alphabetic()
-        && scheme.len() >= 2
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then_some(scheme)
-}
-
 fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),
         "false" | "0" | "no" => Some(false),
         _ => None,
     }
+}
+
+/// The query's `pairs`, then the caller's `options` (which win where a
+/// backend applies them in order).
+fn with_options(pairs: Vec<(String, String)>, options: &BackendOptions) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .chain(options.options.iter().cloned())
+        .collect()
 }
 
 fn parse_query(query: &str) -> Vec<(String, String)> {
@@ -377,7 +258,7 @@ fn open_memory(
     name: &str,
     pairs: &[(String, String)],
     options: &BackendOptions,
-) -> Result<Arc<dyn PadStore>, Error> {
+) -> Result<Arc<dyn Backend>, Error> {
     let description = format!("memory://{name}");
     no_options(&description, pairs, options)?;
     let (memory, locking) = if name.is_empty() {
@@ -405,7 +286,7 @@ fn open_file_url(
     url: &str,
     pairs: &[(String, String)],
     options: &BackendOptions,
-) -> Result<Arc<dyn PadStore>, Error> {
+) -> Result<Arc<dyn Backend>, Error> {
     let parsed = url::Url::parse(url)
         .map_err(|error| invalid(format!("malformed file URL {url:?}: {error}")))?;
     let path = parsed.to_file_path().map_err(|()| {
@@ -422,7 +303,7 @@ fn open_folder(
     given: &str,
     pairs: &[(String, String)],
     options: &BackendOptions,
-) -> Result<Arc<dyn PadStore>, Error> {
+) -> Result<Arc<dyn Backend>, Error> {
     let mut fsync = false;
     let mut others = Vec::new();
     for (key, value) in pairs.iter().chain(&options.options) {
@@ -470,8 +351,8 @@ fn open_folder(
         // Reads, lists, deletes and reserves; puts go through FolderWriter
         // (folder.rs). Both write a temporary file and move it into place:
         // atomic, and in the kernel's hands (safe from a process crash) once
-        // the call returns. fsync adds the disk's write time (a 1 GiB put:
-        // ~1.1 s, not ~0.26 s, here).
+        // the call returns. fsync adds the disk's write time to every put
+        // (see docs/benchmarks.md).
         .with_fsync(fsync);
     let description = url::Url::from_file_path(&path)
         .map(String::from)
@@ -482,159 +363,5 @@ fn open_folder(
         path,
         fsync,
         description,
-    )))
-}
-
-/// Opens an S3 store. Settings come, later ones winning, from the `AWS_*`
-/// environment variables, the URL's query and `options`: any
-/// `object_store` S3 setting (`endpoint`, `region`, `access_key_id`,
-/// `secret_access_key`, `session_token`, `allow_http`, …) plus anthill's own
-/// `max_retries`, `retry_timeout_secs` (retries inside one request),
-/// `conditional_writes` (`auto`, `true`, `false`), `lease_ttl_secs` and
-/// `lock_wait_secs` (the writer lease). Requests are path-style, and an
-/// `http://` endpoint allows plain HTTP unless `allow_http` says otherwise.
-/// Opening sends no request: a wrong endpoint or key shows on first use.
-fn open_s3(
-    url: &str,
-    pairs: Vec<(String, String)>,
-    options: &BackendOptions,
-) -> Result<Arc<dyn PadStore>, Error> {
-    let parsed = url::Url::parse(url)
-        .map_err(|error| invalid(format!("malformed S3 URL {url:?}: {error}")))?;
-    let bucket = parsed
-        .host_str()
-        .filter(|bucket| !bucket.is_empty())
-        .ok_or_else(|| {
-            invalid(format!(
-                "S3 URL {url:?} names no bucket: use s3://bucket/prefix"
-            ))
-        })?
-        .to_owned();
-    let prefix = Path::from_url_path(parsed.path())
-        .map_err(|error| invalid(format!("invalid key prefix in S3 URL {url:?}: {error}")))?;
-
-    // Garage, MinIO and most self-hosted services need path-style requests;
-    // an explicit virtual_hosted_style_request option still wins.
-    let mut builder = AmazonS3Builder::from_env().with_virtual_hosted_style_request(false);
-    let mut retry = object_store::RetryConfig {
-        max_retries: S3_DEFAULT_MAX_RETRIES,
-        retry_timeout: S3_DEFAULT_RETRY_TIMEOUT,
-        ..Default::default()
-    };
-    let mut lease = LeaseConfig::default();
-    let mut allow_http_given = std::env::var_os("AWS_ALLOW_HTTP").is_some();
-    let seconds = |key: &str, value: &str| {
-        value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "S3 option {key}={value:?} is not a number of seconds"
-                ))
-            })
-    };
-    for (key, value) in pairs.iter().chain(&options.options) {
-        let key = key.trim().to_ascii_lowercase();
-        match key.as_str() {
-            S3_MAX_RETRIES => {
-                retry.max_retries = value.trim().parse().map_err(|_| {
-                    invalid(format!(
-                        "S3 option max_retries={value:?} is not a whole number"
-                    ))
-                })?;
-                continue;
-            }
-            S3_RETRY_TIMEOUT => {
-                retry.retry_timeout = seconds(&key, value)?;
-                continue;
-            }
-            S3_CONDITIONAL_WRITES => {
-                lease.conditional_writes = ConditionalWrites::parse(value).ok_or_else(|| {
-                    invalid(format!(
-                        "S3 option conditional_writes={value:?} is not auto, true or false"
-                    ))
-                })?;
-                continue;
-            }
-            S3_LEASE_TTL => {
-                lease.ttl = seconds(&key, value)?;
-                if lease.ttl < Duration::from_secs(1) {
-                    return Err(invalid(format!(
-                        "S3 option lease_ttl_secs={value:?} is below 1 second"
-                    )));
-                }
-                continue;
-            }
-            S3_LOCK_WAIT => {
-                lease.wait_limit = seconds(&key, value)?;
-                continue;
-            }
-            _ => {}
-        }
-        let config_key: AmazonS3ConfigKey = key.parse().map_err(|_| {
-            invalid(format!(
-                "unknown S3 option {key:?}; accepted: endpoint, region, access_key_id, \
-                 secret_access_key, session_token, allow_http, virtual_hosted_style_request, \
-                 {S3_MAX_RETRIES}, {S3_RETRY_TIMEOUT}, {S3_CONDITIONAL_WRITES}, {S3_LEASE_TTL}, \
-                 {S3_LOCK_WAIT} and the other object_store S3 settings"
-            ))
-        })?;
-        match config_key {
-            AmazonS3ConfigKey::Bucket => {
-                return Err(invalid(format!(
-                    "S3 option {key} is not accepted: the bucket comes from the URL s3://bucket/…"
-                )));
-            }
-            AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp) => allow_http_given = true,
-            _ => {}
-        }
-        builder = builder.with_config(config_key, value);
-    }
-    // The endpoint from any source (the environment included).
-    let endpoint = builder
-        .get_config_value(&AmazonS3ConfigKey::Endpoint)
-        .filter(|endpoint| !endpoint.is_empty());
-    if let Some(endpoint) = &endpoint
-        && redact_userinfo(endpoint) != *endpoint
-    {
-        // S3 signs requests with the access key; a user:password@ in the
-        // endpoint would only end up in every request URL and error text.
-        return Err(invalid(format!(
-            "the S3 endpoint {} carries a user name or password: give credentials as \
-             access_key_id and secret_access_key instead",
-            redact_userinfo(endpoint)
-        )));
-    }
-    if !allow_http_given
-        && endpoint
-            .as_deref()
-            .is_some_and(|endpoint| endpoint.to_ascii_lowercase().starts_with("http://"))
-    {
-        // Asking for an http:// endpoint is asking for plain HTTP.
-        builder = builder.with_allow_http(true);
-    }
-    let s3 = builder
-        .with_bucket_name(&bucket)
-        .with_retry(retry)
-        .build()
-        .map_err(|error| invalid(format!("cannot open {url:?}: {error}")))?;
-
-    // Never credentials: the description goes into messages and logs.
-    let mut description = format!("s3://{bucket}");
-    if !prefix.as_ref().is_empty() {
-        description = format!("{description}/{prefix}");
-    }
-    if let Some(endpoint) = endpoint {
-        description = format!("{description}?endpoint={}", redact_userinfo(&endpoint));
-    }
-    let store: Arc<dyn ObjectStore> = Arc::new(s3);
-    Ok(Arc::new(ObjectPadStore::new_s3(
-        store,
-        bucket,
-        prefix,
-        description,
-        lease,
     )))
 }

@@ -89,6 +89,7 @@ impl From<Error> for PyErr {
                 Error::Backend(_) => ("BackendError", None),
                 Error::Integrity(_) => ("IntegrityError", None),
                 Error::InvalidInput(_) => ("InvalidInputError", None),
+                Error::Internal(_) => ("AnthillError", None),
             };
             // "invalid input: " would only repeat the class name.
             let message = match &error {

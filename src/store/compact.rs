@@ -13,7 +13,7 @@
 //! which the next open adopts as free space.
 //!
 //! Where deleting a pad refunds nothing (a network where a pad once paid
-//! for stays paid for, `PadStore::deleting_pads_refunds`), the emptied
+//! for stays paid for, `Capabilities::deleting_pads_refunds`), the emptied
 //! pads are kept as free space: the moves still gather the live data, and
 //! the free space into whole pads.
 //!
@@ -35,7 +35,7 @@ use super::{BusyKey, Store};
 use crate::allocator::{Allocation, inline_digest};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress, PutEvent};
-use crate::index::{Entry, Piece, Record};
+use crate::index::{Entry, Index, Piece, Record};
 use crate::pad_store::BackendError;
 use crate::writer_gate::WriterGuard;
 
@@ -65,6 +65,59 @@ fn remove_pad_runs(pool: &mut BTreeMap<u64, Vec<u64>>, ordinal: u64, runs: &[(u6
     }
 }
 
+/// The pads that compaction leaves as they are (holding bytes only in the
+/// log, or an interrupted upload's pieces), and the keys of the items
+/// (`entries`: the index's, all in memory) in each other pad.
+fn keys_by_pad<'a>(
+    index: &Index,
+    entries: &HashMap<&'a String, &Entry>,
+) -> (HashSet<u64>, HashMap<u64, Vec<&'a String>>) {
+    let mut pinned: HashSet<u64> = index.dirty_pads.keys().copied().collect();
+    pinned.extend(
+        index
+            .pending
+            .values()
+            .flat_map(|e| e.pieces.iter().map(|p| p.pad)),
+    );
+    let mut by_pad: HashMap<u64, Vec<&String>> = HashMap::new();
+    for (&key, entry) in entries {
+        let stays = index.inline.contains_key(&entry.data_id) || index.pending.contains_key(key);
+        for piece in &entry.pieces {
+            if stays {
+                pinned.insert(piece.pad);
+            } else {
+                by_pad.entry(piece.pad).or_default().push(key);
+            }
+        }
+    }
+    for keys in by_pad.values_mut() {
+        keys.sort_unstable();
+        keys.dedup();
+    }
+    (pinned, by_pad)
+}
+
+/// Places pieces of `sizes` (largest first) each in one free run of `pool`
+/// (run length -> pads with a run of it), taking the shortest run that
+/// holds it; returns the pad each went to, or `None` if one does not fit
+/// (then `pool` is left part-used: the caller tries on a copy).
+fn place_in_runs(pool: &mut BTreeMap<u64, Vec<u64>>, mut sizes: Vec<u64>) -> Option<Vec<u64>> {
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let mut received = Vec::with_capacity(sizes.len());
+    for size in sizes {
+        let (&run, pads_with_run) = pool.range_mut(size..).next()?;
+        let pad = pads_with_run.pop().expect("no empty lists are kept");
+        if pads_with_run.is_empty() {
+            pool.remove(&run);
+        }
+        if run > size {
+            pool.entry(run - size).or_default().push(pad);
+        }
+        received.push(pad);
+    }
+    Some(received)
+}
+
 /// Most passes of one compaction.
 const MAX_PASSES: usize = 8;
 /// Small items moved per log write.
@@ -89,7 +142,7 @@ struct Batch<'a> {
 /// A new place of a moved item, and the flag that keeps it once recorded.
 type Placed = (Allocation, Arc<AtomicBool>);
 
-/// How moving one large item's pieces went.
+/// How moving one item went.
 enum Moved<'a> {
     Done(Batch<'a>),
     /// Left where it is (busy, unreadable, or a piece would have to split).
@@ -120,7 +173,7 @@ impl Store {
         let writing = self.inner.gate.enter().await?;
         let allocator = &self.inner.allocator;
         allocator.record_stray_pads().await?;
-        let remove = self.inner.backend.deleting_pads_refunds();
+        let remove = self.inner.backend.capabilities().deleting_pads_refunds;
         let pads_before = allocator.summary().total_pads;
         let mut report = CompactReport {
             pads_before,
@@ -129,7 +182,7 @@ impl Store {
         };
         let mut progress = (0u64, 0u64);
         for _ in 0..MAX_PASSES {
-            let plan = self.plan_pass(remove);
+            let plan = self.plan_pass(remove)?;
             if plan.pads.is_empty() {
                 break;
             }
@@ -178,36 +231,14 @@ impl Store {
     }
 
     /// Chooses the pads one pass empties (see the module header).
-    fn plan_pass(&self, remove: bool) -> PassPlan {
+    fn plan_pass(&self, remove: bool) -> Result<PassPlan> {
         let allocator = &self.inner.allocator;
         let usage = allocator.pad_usage();
         let pad_size = usage.pad_size;
         self.inner.journal.read(|index| {
-            // Pads holding bytes only in the log or an interrupted upload's
-            // pieces stay as they are.
-            let mut pinned: HashSet<u64> = index.dirty_pads.keys().copied().collect();
-            pinned.extend(
-                index
-                    .pending
-                    .values()
-                    .flat_map(|e| e.pieces.iter().map(|p| p.pad)),
-            );
-            let mut by_pad: HashMap<u64, Vec<&String>> = HashMap::new();
-            for (key, entry) in &index.items {
-                let stays =
-                    index.inline.contains_key(&entry.data_id) || index.pending.contains_key(key);
-                for piece in &entry.pieces {
-                    if stays {
-                        pinned.insert(piece.pad);
-                    } else {
-                        by_pad.entry(piece.pad).or_default().push(key);
-                    }
-                }
-            }
-            for keys in by_pad.values_mut() {
-                keys.sort_unstable();
-                keys.dedup();
-            }
+            // Building the map (pad_usage) moved every entry into memory.
+            let entries: HashMap<&String, &Entry> = index.items.in_memory()?.collect();
+            let (pinned, by_pad) = keys_by_pad(index, &entries);
             let mut order: Vec<(u64, u64)> = usage
                 .pads
                 .iter()
@@ -234,7 +265,7 @@ impl Store {
                 let mut sizes = Vec::new();
                 let mut joining = Vec::new();
                 for key in by_pad.get(&ordinal).into_iter().flatten().copied() {
-                    let entry = &index.items[key];
+                    let entry = entries[key];
                     if !allocator.log_first(entry.size) {
                         sizes.extend(
                             entry
@@ -249,30 +280,11 @@ impl Store {
                         joining.push(key);
                     }
                 }
-                sizes.sort_unstable_by(|a, b| b.cmp(a));
                 let mut trial = pool.clone();
                 remove_pad_runs(&mut trial, ordinal, &usage.free_runs);
-                let mut received = Vec::new();
-                let fits = sizes.iter().all(|&size| {
-                    let Some((&run, pads_with_run)) = trial.range(size..).next() else {
-                        return false;
-                    };
-                    let mut pads_with_run = pads_with_run.clone();
-                    let pad = pads_with_run.pop().expect("no empty lists are kept");
-                    if pads_with_run.is_empty() {
-                        trial.remove(&run);
-                    } else {
-                        trial.insert(run, pads_with_run);
-                    }
-                    if run > size {
-                        trial.entry(run - size).or_default().push(pad);
-                    }
-                    received.push(pad);
-                    true
-                });
-                if !fits {
+                let Some(received) = place_in_runs(&mut trial, sizes) else {
                     continue;
-                }
+                };
                 pool = trial;
                 targets.extend(received);
                 pads.push(ordinal);
@@ -280,11 +292,11 @@ impl Store {
             }
             let mut items: Vec<(String, Entry)> = moving
                 .into_iter()
-                .map(|key| (key.clone(), index.items[key].clone()))
+                .map(|key| (key.clone(), entries[key].clone()))
                 .collect();
             // The largest first, while free space is least fragmented.
             items.sort_unstable_by(|a, b| b.1.size.cmp(&a.1.size).then(a.0.cmp(&b.0)));
-            PassPlan { pads, items }
+            Ok(PassPlan { pads, items })
         })
     }
 
@@ -316,60 +328,85 @@ impl Store {
             let Ok(busy) = self.claim_key(&key) else {
                 continue;
             };
-            let unchanged = self.inner.journal.read(|index| {
-                index.items.get(&key) == Some(&entry)
-                    && !index.pending.contains_key(&key)
-                    && !index.inline.contains_key(&entry.data_id)
-            });
+            let unchanged = self
+                .inner
+                .journal
+                .read_items(|index| {
+                    Ok(index.items.get(&key)?.as_ref() == Some(&entry)
+                        && !index.pending.contains_key(&key)
+                        && !index.inline.contains_key(&entry.data_id))
+                })
+                .await?;
             if !unchanged {
                 continue;
             }
-            if !allocator.log_first(entry.size) {
-                match self
-                    .move_pieces(busy, key, entry, pads, writing, &silent)
+            let small = allocator.log_first(entry.size);
+            let moved = if small {
+                self.move_small(busy, key, entry, writing, &silent).await?
+            } else {
+                self.move_pieces(busy, key, entry, pads, writing, &silent)
                     .await?
-                {
-                    Moved::Done(one) => self.commit_moves(one, report).await?,
-                    Moved::Skipped => {}
-                    Moved::NoRoom => break,
+            };
+            match moved {
+                // Small items' moves are recorded together, as small puts.
+                Moved::Done(one) if small => {
+                    batch.records.extend(one.records);
+                    batch.holds.extend(one.holds);
+                    if batch.records.len() >= MOVES_PER_RECORD_BATCH {
+                        self.commit_moves(std::mem::take(&mut batch), report)
+                            .await?;
+                    }
                 }
-                continue;
-            }
-            let size = entry.size;
-            let buffer = vec![0u8; super::usize_size(size)?];
-            let data = match allocator.read(&entry, buffer, &EventSink::silent()).await {
-                Ok(data) => Bytes::from(data),
-                Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_))) => {
-                    log::warn!("compaction left {key:?} in place: it does not read back intact");
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            let mut turn = None;
-            let mut pending = None;
-            let Some(mut allocation) = allocator
-                .allocate(size, 0, &mut turn, writing, &mut pending, &silent)
-                .await?
-            else {
-                break; // no room left outside the pads being emptied
-            };
-            let kept = allocation.keeper();
-            let pieces = allocation.placement().await?;
-            let hash = inline_digest(&pieces, &data)?;
-            let entry = Entry {
-                data_id: allocation.data_id,
-                pieces,
-                hash,
-                ..entry
-            };
-            batch.records.push(Record::PutInline { key, entry, data });
-            batch.holds.push((busy, vec![(allocation, kept)], size));
-            if batch.records.len() >= MOVES_PER_RECORD_BATCH {
-                self.commit_moves(std::mem::take(&mut batch), report)
-                    .await?;
+                Moved::Done(one) => self.commit_moves(one, report).await?,
+                Moved::Skipped => {}
+                // No room left outside the pads being emptied.
+                Moved::NoRoom => break,
             }
         }
         self.commit_moves(batch, report).await
+    }
+
+    /// Moves a small item whole: reads it and places it anew, to be
+    /// recorded with its bytes, as a small put is.
+    async fn move_small<'a>(
+        &'a self,
+        busy: BusyKey<'a>,
+        key: String,
+        entry: Entry,
+        writing: &WriterGuard,
+        silent: &Arc<EventSink<PutEvent>>,
+    ) -> Result<Moved<'a>> {
+        let allocator = &self.inner.allocator;
+        let size = entry.size;
+        let buffer = vec![0u8; super::usize_size(size)?];
+        let data = match allocator.read(&entry, buffer, &EventSink::silent()).await {
+            Ok(data) => Bytes::from(data),
+            Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_))) => {
+                log::warn!("compaction left {key:?} in place: it does not read back intact");
+                return Ok(Moved::Skipped);
+            }
+            Err(error) => return Err(error),
+        };
+        let (mut turn, mut pending) = (None, None);
+        let Some(mut allocation) = allocator
+            .allocate(size, 0, &mut turn, writing, &mut pending, silent)
+            .await?
+        else {
+            return Ok(Moved::NoRoom);
+        };
+        let kept = allocation.keeper();
+        let pieces = allocation.placement().await?;
+        let hash = inline_digest(&pieces, &data)?;
+        let entry = Entry {
+            data_id: allocation.data_id,
+            pieces,
+            hash,
+            ..entry
+        };
+        Ok(Moved::Done(Batch {
+            records: vec![Record::PutInline { key, entry, data }],
+            holds: vec![(busy, vec![(allocation, kept)], size)],
+        }))
     }
 
     /// Moves the pieces of a large item that lie in `pads`, each to one free

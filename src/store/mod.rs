@@ -1,12 +1,12 @@
-//! The store: `store_item`, `fetch_item`, `remove_item` and friends, as the
-//! brief's §2 describes them. It checks keys, asks for confirmation, and then
-//! leaves space to the allocator and durability to the journal.
+//! The store: `store_item`, `fetch_item`, `remove_item` and friends, step by
+//! step as docs/architecture.md ("The path of one `store_item`") tells them.
+//! It checks keys, asks for confirmation, and then leaves space to the
+//! allocator and durability to the journal.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -15,12 +15,12 @@ use crate::allocator::{self, ItemData, MemoryAllocator};
 use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
-use crate::index::{Entry, Piece, Record};
-use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, Journal, RollbackCheck};
+use crate::index::{self, Entry, Piece, Record};
+use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, IndexCache, Journal, RollbackCheck};
 use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
-use crate::pad_store::{self, BackendError, PadStore};
+use crate::pad_store::{self, BackendError, PadStore, SimPadStore};
 // The backend types a caller of the store sees (options in, counters out).
 pub use crate::pad_store::{BackendOptions, SimStats, is_url, sim::OpStats};
 use crate::retry::RetryPolicy;
@@ -71,7 +71,14 @@ pub struct StoreOptions {
     /// Open a store that is behind what this machine has seen (a backup
     /// restored on purpose), and remember its state from now on.
     pub allow_rollback: bool,
+    /// From how many items a store keeps a local copy of its index in
+    /// `state_dir`, so that opening it reads a few kilobytes, not the whole
+    /// index (see `index::cache`). Below it, loading is as fast.
+    pub index_cache_min_items: u64,
 }
+
+/// See [`StoreOptions::index_cache_min_items`].
+pub const DEFAULT_INDEX_CACHE_MIN_ITEMS: u64 = 10_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -87,6 +94,7 @@ impl Default for StoreOptions {
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             state_dir: None,
             allow_rollback: false,
+            index_cache_min_items: DEFAULT_INDEX_CACHE_MIN_ITEMS,
         }
     }
 }
@@ -109,6 +117,7 @@ impl std::fmt::Debug for StoreOptions {
             checkpoint_interval,
             state_dir,
             allow_rollback,
+            index_cache_min_items,
         } = self;
         f.debug_struct("StoreOptions")
             .field("secret", &pad_store::REDACTED)
@@ -122,8 +131,72 @@ impl std::fmt::Debug for StoreOptions {
             .field("checkpoint_interval", checkpoint_interval)
             .field("state_dir", state_dir)
             .field("allow_rollback", allow_rollback)
+            .field("index_cache_min_items", index_cache_min_items)
             .finish()
     }
+}
+
+/// The store's journal, with the index loaded, checked against this
+/// machine's memory of the store, and its local cache if it keeps one.
+async fn open_journal(
+    backend: &Arc<dyn PadStore>,
+    keys: &Arc<StoreKeys>,
+    meta: &Meta,
+    options: &StoreOptions,
+    retry: RetryPolicy,
+) -> Result<Arc<Journal>> {
+    let store_id = meta.store_id;
+    let seen = SeenLogs::for_store(options.state_dir.as_deref(), &backend.describe(), &store_id);
+    // Kept wherever the log position is remembered: both describe a store
+    // that outlives the process.
+    let cache = seen
+        .as_ref()
+        .and(options.state_dir.as_deref())
+        .map(|state_dir| IndexCache {
+            path: index::cache::path(state_dir, &store_id),
+            min_items: options.index_cache_min_items,
+            pad_size: meta.pad_size,
+        });
+    let rollback = RollbackCheck {
+        seen,
+        allow_rollback: options.allow_rollback,
+    };
+    Journal::open(
+        Arc::clone(backend),
+        Arc::clone(keys),
+        store_id,
+        retry,
+        options.checkpoint_interval,
+        rollback,
+        cache,
+    )
+    .await
+}
+
+/// Adopts pads reserved but never recorded (a crash in between); inside the
+/// gate, so no other writer is reserving. The map of used space is built
+/// only if there are any.
+async fn adopt_stray_pads(
+    gate: &Arc<WriterGate>,
+    backend: &Arc<dyn PadStore>,
+    journal: &Journal,
+    allocator: &MemoryAllocator,
+    retry: RetryPolicy,
+) -> Result<()> {
+    let _writing = gate.enter_unmapped().await?;
+    let removed = backend.remove_partial_writes().await?;
+    if removed > 0 {
+        log::info!("removed {removed} partial writes left by an interrupted process");
+    }
+    let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
+    let known: HashSet<PadId> = journal.read(|index| index.pads.values().map(|p| p.0).collect());
+    let mut orphans: Vec<PadId> = names
+        .iter()
+        .filter_map(|n| PadId::from_object_name(n))
+        .filter(|id| !known.contains(id))
+        .collect();
+    orphans.sort();
+    allocator.adopt_pads(orphans).await
 }
 
 /// Options of one put.
@@ -184,12 +257,7 @@ struct Inner {
     maintenance: tokio::sync::Mutex<()>,
 }
 
-pub(crate) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(crate) use crate::index::now;
 
 fn validate_options(options: &StoreOptions) -> Result<()> {
     if options.secret.is_empty() {
@@ -275,22 +343,7 @@ impl Store {
         let (meta, keys) = open_meta(&backend, &options, &retry).await?;
         let (store_id, pad_size) = (meta.store_id, meta.pad_size);
         let keys = Arc::new(keys);
-        let journal = Journal::open(
-            Arc::clone(&backend),
-            Arc::clone(&keys),
-            store_id,
-            retry,
-            options.checkpoint_interval,
-            RollbackCheck {
-                seen: SeenLogs::for_store(
-                    options.state_dir.as_deref(),
-                    &backend.describe(),
-                    &store_id,
-                ),
-                allow_rollback: options.allow_rollback,
-            },
-        )
-        .await?;
+        let journal = open_journal(&backend, &keys, &meta, &options, retry).await?;
         let io = Arc::new(PadIo {
             backend: Arc::clone(&backend),
             keys,
@@ -312,26 +365,7 @@ impl Store {
             Arc::clone(&journal),
             Arc::clone(&allocator),
         );
-        {
-            // Pads reserved but never recorded (a crash in between) are
-            // adopted; inside the gate, so no other writer is reserving.
-            // The map of used space is built only if there are any.
-            let _writing = gate.enter_unmapped().await?;
-            let removed = backend.remove_partial_writes().await?;
-            if removed > 0 {
-                log::info!("removed {removed} partial writes left by an interrupted process");
-            }
-            let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
-            let known: HashSet<PadId> =
-                journal.read(|index| index.pads.values().map(|p| p.0).collect());
-            let mut orphans: Vec<PadId> = names
-                .iter()
-                .filter_map(|n| PadId::from_object_name(n))
-                .filter(|id| !known.contains(id))
-                .collect();
-            orphans.sort();
-            allocator.adopt_pads(orphans).await?;
-        }
+        adopt_stray_pads(&gate, &backend, &journal, &allocator, retry).await?;
         let store = Store {
             inner: Arc::new(Inner {
                 // Shown in reprs, messages and logs: never its credentials.
@@ -384,7 +418,7 @@ impl Store {
 
     /// The backend's counters, for a simulated (`sim+`) backend.
     pub fn backend_stats(&self) -> Option<SimStats> {
-        self.inner.backend.stats()
+        SimPadStore::of(self.inner.backend.as_ref()).map(SimPadStore::sim_stats)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -408,7 +442,9 @@ impl Store {
         })
     }
 
-    /// Stores `data` under `key` (brief §2), emitting put events to `callback`.
+    /// Stores `data` under `key`, emitting put events to `callback`: asks
+    /// for confirmation if new pads are needed, reserves and uploads them,
+    /// then records the key (see docs/architecture.md).
     pub async fn store_item(
         &self,
         key: &str,
@@ -436,12 +472,11 @@ impl Store {
         let _busy = self.claim_key(key)?;
         let writing = self.inner.gate.enter().await?;
         self.inner.allocator.record_stray_pads().await?;
-        let (exists, pending) = self.inner.journal.read(|index| {
-            (
-                index.items.get(key).cloned(),
-                index.pending.get(key).cloned(),
-            )
-        });
+        let (exists, pending) = self
+            .inner
+            .journal
+            .read_items(|index| Ok((index.items.get(key)?, index.pending.get(key).cloned())))
+            .await?;
         if let Some(pending) = pending {
             if options.resume {
                 return self.resume(key, data, pending, events).await;
@@ -504,6 +539,12 @@ impl Store {
     /// index: 0 until its first change (opening and reading never do).
     pub fn map_builds(&self) -> u64 {
         self.inner.allocator.map_builds()
+    }
+
+    /// Whether opening read the index from this machine's local copy of it
+    /// (see [`StoreOptions::index_cache_min_items`]) rather than the backend.
+    pub fn index_from_cache(&self) -> bool {
+        self.inner.journal.opened_from_cache()
     }
 
     /// Records `key -> pieces` in the index; returns the space it released.
@@ -573,7 +614,8 @@ impl Store {
         let previous = self
             .inner
             .journal
-            .read(|index| index.items.get(key).cloned());
+            .read_items(|index| index.items.get(key))
+            .await?;
         let released = self
             .commit(
                 key,
@@ -625,20 +667,7 @@ impl Store {
         make_buffer: &mut impl FnMut(usize) -> Result<B>,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
-        let lookup = || {
-            self.inner.journal.read(|index| {
-                let entry = index.items.get(key)?;
-                Some((entry.clone(), index.inline_data(entry)))
-            })
-        };
-        let entry = match lookup() {
-            Some(entry) => entry,
-            None => {
-                // Another process may have stored it since we last looked.
-                self.inner.gate.catch_up().await?;
-                lookup().ok_or_else(|| Error::KeyNotFound(key.to_string()))?
-            }
-        };
+        let entry = self.lookup(key).await?;
         let allocator = &self.inner.allocator;
         let read = |(entry, inline): (Entry, Option<Bytes>), buffer: B| async move {
             match inline {
@@ -646,7 +675,7 @@ impl Store {
                 None => allocator.read(&entry, buffer, events).await,
             }
         };
-        let buffer = make_buffer(usize_size(entry.0.size)?)?;
+        let buffer = sized_buffer(make_buffer, entry.0.size)?;
         match read(entry.clone(), buffer).await {
             // A pad gone (emptied by another process's compaction) also
             // means the item moved.
@@ -654,9 +683,9 @@ impl Store {
                 // Another process may have replaced or removed the item
                 // (and reused its space); only then is a second look right.
                 self.inner.gate.catch_up().await?;
-                match lookup() {
+                match self.lookup_here(key).await? {
                     Some(fresh) if fresh.0 != entry.0 => {
-                        let buffer = make_buffer(usize_size(fresh.0.size)?)?;
+                        let buffer = sized_buffer(make_buffer, fresh.0.size)?;
                         read(fresh, buffer).await
                     }
                     None => Err(Error::KeyNotFound(key.to_string())),
@@ -676,7 +705,10 @@ impl Store {
         let known = self
             .inner
             .journal
-            .read(|index| index.items.contains_key(key) || index.pending.contains_key(key));
+            .read_items(|index| {
+                Ok(index.items.contains_key(key)? || index.pending.contains_key(key))
+            })
+            .await?;
         if !known {
             return Err(Error::KeyNotFound(key.to_string()));
         }
@@ -729,7 +761,8 @@ impl Store {
         let mut keys: Vec<String> = self
             .inner
             .journal
-            .read(|index| index.items.keys().cloned().collect());
+            .read_items(|index| index.items.keys())
+            .await?;
         keys.sort_unstable();
         Ok(keys)
     }
@@ -738,18 +771,22 @@ impl Store {
     pub async fn list_items(&self) -> Result<Vec<ItemInfo>> {
         self.check_open()?;
         self.inner.gate.catch_up().await?;
-        let mut items: Vec<ItemInfo> = self.inner.journal.read(|index| {
-            index
-                .items
-                .iter()
-                .map(|(key, entry)| ItemInfo {
-                    key: key.clone(),
-                    size: entry.size,
-                    created: entry.created,
-                    modified: entry.modified,
-                })
-                .collect()
-        });
+        let mut items: Vec<ItemInfo> = self
+            .inner
+            .journal
+            .read_items(|index| {
+                let mut items = Vec::with_capacity(index.items.len());
+                index.items.for_each(|key, entry| {
+                    items.push(ItemInfo {
+                        key: key.to_owned(),
+                        size: entry.size,
+                        created: entry.created,
+                        modified: entry.modified,
+                    })
+                })?;
+                Ok(items)
+            })
+            .await?;
         items.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         Ok(items)
     }
@@ -757,10 +794,10 @@ impl Store {
     pub async fn contains(&self, key: &str) -> Result<bool> {
         self.check_open()?;
         self.inner.gate.catch_up().await?;
-        Ok(self
-            .inner
+        self.inner
             .journal
-            .read(|index| index.items.contains_key(key)))
+            .read_items(|index| index.items.contains_key(key))
+            .await
     }
 
     pub async fn len(&self) -> Result<u64> {
@@ -874,6 +911,23 @@ async fn create_meta(
     .await;
     lock.release().await;
     created
+}
+
+/// A buffer for an item of `size` bytes from the caller's `make_buffer`,
+/// which must make it of that size.
+fn sized_buffer<B: AsMut<[u8]>>(
+    make_buffer: &mut impl FnMut(usize) -> Result<B>,
+    size: u64,
+) -> Result<B> {
+    let size = usize_size(size)?;
+    let mut buffer = make_buffer(size)?;
+    let made = buffer.as_mut().len();
+    if made != size {
+        return Err(Error::invalid(format!(
+            "the output buffer is not the item's size ({made} bytes for {size})"
+        )));
+    }
+    Ok(buffer)
 }
 
 /// An item's size as a buffer length.

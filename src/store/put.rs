@@ -108,7 +108,8 @@ impl<'a> Put<'a> {
                     .store
                     .inner
                     .backend
-                    .price_per_pad()
+                    .capabilities()
+                    .price_per_pad
                     .map(|price| format!("{:.2}", price * needed as f64));
                 self.events
                     .emit(|| PutEvent::ConfirmReservation {

@@ -21,14 +21,18 @@ impl Store {
             Some(self.claim_key(to)?)
         };
         let _writing = self.inner.gate.enter().await?;
-        let (source, source_pending, target, target_pending) = self.inner.journal.read(|index| {
-            (
-                index.items.contains_key(from),
-                index.pending.contains_key(from),
-                index.items.contains_key(to),
-                index.pending.contains_key(to),
-            )
-        });
+        let (source, source_pending, target, target_pending) = self
+            .inner
+            .journal
+            .read_items(|index| {
+                Ok((
+                    index.items.contains_key(from)?,
+                    index.pending.contains_key(from),
+                    index.items.contains_key(to)?,
+                    index.pending.contains_key(to),
+                ))
+            })
+            .await?;
         if !source {
             return Err(Error::KeyNotFound(from.to_string()));
         }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::{Store, validate_key};
 use crate::allocator::{ChunkSink, FileSource, ItemData, inline_digest};
-use crate::crypto::on_blocking_pool;
+use crate::blocking::on_blocking_pool;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::Entry;
@@ -180,7 +180,8 @@ impl ItemHandle {
             .store
             .inner
             .journal
-            .read(|index| index.items.get(&self.key).cloned());
+            .read_items(|index| index.items.get(&self.key))
+            .await?;
         let Some(now) = now else {
             return Err(Error::KeyNotFound(self.key.clone()));
         };
@@ -233,18 +234,28 @@ impl Store {
 
     /// The item's entry and, if it is still in the log, its bytes; from
     /// this process's index, else after catching up with other writers.
-    async fn lookup(&self, key: &str) -> Result<(Entry, Option<Bytes>)> {
-        let lookup = || {
-            self.inner.journal.read(|index| {
-                let entry = index.items.get(key)?;
-                Some((entry.clone(), index.inline_data(entry)))
-            })
-        };
-        if let Some(found) = lookup() {
+    pub(super) async fn lookup(&self, key: &str) -> Result<(Entry, Option<Bytes>)> {
+        if let Some(found) = self.lookup_here(key).await? {
             return Ok(found);
         }
         self.inner.gate.catch_up().await?;
-        lookup().ok_or_else(|| Error::KeyNotFound(key.to_string()))
+        self.lookup_here(key)
+            .await?
+            .ok_or_else(|| Error::KeyNotFound(key.to_string()))
+    }
+
+    /// Like `lookup`, in this process's index only.
+    pub(super) async fn lookup_here(&self, key: &str) -> Result<Option<(Entry, Option<Bytes>)>> {
+        self.inner
+            .journal
+            .read_items(|index| {
+                let Some(entry) = index.items.get(key)? else {
+                    return Ok(None);
+                };
+                let inline = index.inline_data(&entry);
+                Ok(Some((entry, inline)))
+            })
+            .await
     }
 
     /// Opens the item stored under `key` for reads of its ranges.

@@ -9,17 +9,19 @@
 //! digest from the index's copy, as a fetch serves them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::StreamExt;
 
 use super::Store;
-use crate::allocator::inline_digest;
+use crate::allocator::{inline_digest, piece_bytes, piece_digest};
+use crate::blocking;
 use crate::crypto::{self, Digest};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress};
 use crate::index::{Entry, Piece};
-use crate::pad::{PadId, fills_pad};
+use crate::pad::PadId;
+use crate::pad_io::PadIo;
 use crate::pad_store::BackendError;
 
 /// What [`Store::verify`] found.
@@ -67,35 +69,110 @@ impl Store {
         let _maintenance = self.inner.maintenance.lock().await;
         // Inside the gate, no other process changes the store meanwhile.
         let _writing = self.inner.gate.enter().await?;
-        let allocator = &self.inner.allocator;
-        let io = Arc::clone(allocator.pad_io());
-        let pad_size = io.pad_size;
-        let (pads, items) = self.inner.journal.read(|index| {
-            let pads: BTreeMap<u64, (PadId, u64)> = index.pads.clone();
-            let items: Vec<(String, Entry, bool)> = index
-                .items
-                .iter()
-                .map(|(k, e)| (k.clone(), e.clone(), index.inline.contains_key(&e.data_id)))
-                .collect();
-            (pads, items)
-        });
-        let listed: HashSet<String> = io
+        let (pads, items) = self
+            .inner
+            .journal
+            .read_items(|index| {
+                let pads: Pads = index.pads.clone();
+                let mut items: Vec<Item> = Vec::with_capacity(index.items.len());
+                index.items.for_each(|k, e| {
+                    items.push((
+                        k.to_owned(),
+                        e.clone(),
+                        index.inline.contains_key(&e.data_id),
+                    ));
+                })?;
+                Ok((pads, items))
+            })
+            .await?;
+        let missing = self.missing_pads(&pads).await?;
+        let mut damaged = vec![false; items.len()];
+        let by_pad = self.pieces_by_pad(&items, &pads, &missing, &mut damaged)?;
+        let pads_checked = if deep {
+            self.check_pads(&items, &pads, by_pad, &mut damaged, events)
+                .await?
+        } else {
+            0
+        };
+
+        // An item this process replaced or removed meanwhile was not damaged.
+        let mut damaged_keys: Vec<String> = self
+            .inner
+            .journal
+            .read_items(|index| {
+                let mut keys = Vec::new();
+                for ((key, entry, _), bad) in items.iter().zip(&damaged) {
+                    if *bad
+                        && index
+                            .items
+                            .get(key)?
+                            .is_some_and(|now| now.data_id == entry.data_id)
+                    {
+                        keys.push(key.clone());
+                    }
+                }
+                Ok(keys)
+            })
+            .await?;
+        damaged_keys.sort_unstable();
+        let mut missing_pads: Vec<String> = missing
+            .iter()
+            .map(|ordinal| pads[ordinal].0.object_name())
+            .collect();
+        missing_pads.sort_unstable();
+        events
+            .finish(OperationProgress {
+                operation: "verify",
+                done: pads_checked,
+                total: pads_checked,
+            })
+            .await?;
+        Ok(VerifyReport {
+            items_checked: items.len() as u64,
+            damaged: damaged_keys,
+            missing_pads,
+            pads_checked,
+        })
+    }
+
+    /// The ordinals of the pads the index knows that the backend lacks.
+    async fn missing_pads(&self, pads: &Pads) -> Result<HashSet<u64>> {
+        let listed: HashSet<String> = self
+            .inner
+            .allocator
+            .pad_io()
             .retry
             .run(|_| self.inner.backend.list(PadId::PREFIX))
             .await?
             .into_iter()
             .collect();
-        let empty_until_written = self.inner.backend.pads_created_on_first_write();
+        let empty_until_written = self
+            .inner
+            .backend
+            .capabilities()
+            .pads_created_on_first_write;
         let mut missing = HashSet::new();
-        for (ordinal, (id, version)) in &pads {
+        for (ordinal, (id, version)) in pads {
             let absent = !listed.contains(&id.object_name());
             // A folder pad recorded but never written has no file: empty.
             if absent && !(*version == 0 && empty_until_written) {
                 missing.insert(*ordinal);
             }
         }
+        Ok(missing)
+    }
 
-        let mut damaged = vec![false; items.len()];
+    /// The pieces of the items in pads, by pad. Marks `damaged` the items
+    /// still in the log that fail their digest, and those with a piece that
+    /// does not fit its pad or lies in a pad unknown or missing.
+    fn pieces_by_pad(
+        &self,
+        items: &[Item],
+        pads: &Pads,
+        missing: &HashSet<u64>,
+        damaged: &mut [bool],
+    ) -> Result<BTreeMap<u64, PiecesInPad>> {
+        let pad_size = self.inner.allocator.pad_io().pad_size;
         let mut by_pad: BTreeMap<u64, PiecesInPad> = BTreeMap::new();
         for (number, (_, entry, inline)) in items.iter().enumerate() {
             if *inline {
@@ -118,141 +195,117 @@ impl Store {
                 }
             }
         }
+        Ok(by_pad)
+    }
 
+    /// Reads every pad of `by_pad` and marks `damaged` the items whose
+    /// pieces do not read back to their digest; returns the pads read.
+    async fn check_pads(
+        &self,
+        items: &[Item],
+        pads: &Pads,
+        by_pad: BTreeMap<u64, PiecesInPad>,
+        damaged: &mut [bool],
+        events: &EventSink<OperationProgress>,
+    ) -> Result<u64> {
+        let allocator = &self.inner.allocator;
+        let total = by_pad.len() as u64;
+        let progress = |done| OperationProgress {
+            operation: "verify",
+            done,
+            total,
+        };
+        events.emit(|| progress(0)).await?;
+        let mut digests: Vec<Vec<Digest>> = items
+            .iter()
+            .map(|(_, entry, _)| vec![Digest::default(); entry.pieces.len()])
+            .collect();
+        let mut reads = futures::stream::iter(by_pad)
+            .map(|(ordinal, pieces)| read_digests(allocator.pad_io(), pads[&ordinal].0, pieces))
+            .buffer_unordered(allocator.download_concurrency());
         let mut pads_checked = 0;
-        if deep {
-            let total = by_pad.len() as u64;
-            events
-                .emit(|| OperationProgress {
-                    operation: "verify",
-                    done: 0,
-                    total,
-                })
-                .await?;
-            let mut digests: Vec<Vec<Digest>> = items
-                .iter()
-                .map(|(_, entry, _)| vec![Digest::default(); entry.pieces.len()])
-                .collect();
-            let mut reads = futures::stream::iter(by_pad)
-                .map(|(ordinal, pieces)| {
-                    let io = Arc::clone(&io);
-                    let (id, _) = pads[&ordinal];
-                    async move {
-                        let min_version = pieces.iter().map(|(_, _, p)| p.version).max();
-                        let read = io.read(id, min_version.unwrap_or(0)).await;
-                        let content = match read {
-                            Ok(content) => content,
-                            Err(Error::Integrity(message)) => {
-                                log::warn!("pad {} is damaged: {message}", id.object_name());
-                                return Ok((pieces, None));
-                            }
-                            Err(Error::Backend(BackendError::NotFound(_))) => {
-                                return Ok((pieces, None));
-                            }
-                            Err(other) => return Err(other),
-                        };
-                        let bytes: u64 = pieces.iter().map(|(_, _, p)| p.len).sum();
-                        let digests = crypto::off_runtime(bytes as usize, move || {
-                            piece_digests(&pieces, &content.plaintext, content.tag, pad_size)
-                        })
-                        .await;
-                        Ok::<_, Error>((Vec::new(), Some(digests)))
+        while let Some(read) = reads.next().await {
+            match read? {
+                PadDigests::Unreadable(unread) => {
+                    for (number, _, _) in unread {
+                        damaged[number] = true;
                     }
-                })
-                .buffer_unordered(allocator.download_concurrency());
-            while let Some(read) = reads.next().await {
-                match read? {
-                    (unread, None) => {
-                        for (number, _, _) in unread {
-                            damaged[number] = true;
-                        }
-                    }
-                    (_, Some(found)) => {
-                        for (number, at, digest) in found {
-                            match digest {
-                                Some(digest) => digests[number][at] = digest,
-                                None => damaged[number] = true,
-                            }
+                }
+                PadDigests::Read(found) => {
+                    for (number, at, digest) in found {
+                        match digest {
+                            Some(digest) => digests[number][at] = digest,
+                            None => damaged[number] = true,
                         }
                     }
                 }
-                pads_checked += 1;
-                events
-                    .emit(|| OperationProgress {
-                        operation: "verify",
-                        done: pads_checked,
-                        total,
-                    })
-                    .await?;
             }
-            drop(reads);
-            for (number, (_, entry, inline)) in items.iter().enumerate() {
-                if !inline && !damaged[number] {
-                    damaged[number] = crypto::item_digest(&digests[number]) != entry.hash;
-                }
+            pads_checked += 1;
+            events.emit(|| progress(pads_checked)).await?;
+        }
+        drop(reads);
+        for (number, (_, entry, inline)) in items.iter().enumerate() {
+            if !inline && !damaged[number] {
+                damaged[number] = crypto::item_digest(&digests[number]) != entry.hash;
             }
         }
-
-        // An item this process replaced or removed meanwhile was not damaged.
-        let mut damaged_keys: Vec<String> = self.inner.journal.read(|index| {
-            items
-                .iter()
-                .zip(&damaged)
-                .filter(|((key, entry, _), bad)| {
-                    **bad
-                        && index
-                            .items
-                            .get(key)
-                            .is_some_and(|now| now.data_id == entry.data_id)
-                })
-                .map(|((key, _, _), _)| key.clone())
-                .collect()
-        });
-        damaged_keys.sort_unstable();
-        let mut missing_pads: Vec<String> = missing
-            .iter()
-            .map(|ordinal| pads[ordinal].0.object_name())
-            .collect();
-        missing_pads.sort_unstable();
-        events
-            .finish(OperationProgress {
-                operation: "verify",
-                done: pads_checked,
-                total: pads_checked,
-            })
-            .await?;
-        Ok(VerifyReport {
-            items_checked: items.len() as u64,
-            damaged: damaged_keys,
-            missing_pads,
-            pads_checked,
-        })
+        Ok(pads_checked)
     }
 }
 
+/// The pads the index knows: ordinal -> (id, version).
+type Pads = BTreeMap<u64, (PadId, u64)>;
+
+/// An item as verification found it: key, entry, whether its bytes are
+/// still in the log.
+type Item = (String, Entry, bool);
+
+/// What reading a pad for verification found.
+enum PadDigests {
+    /// (item number, piece number, digest) of each piece in it (see
+    /// [`piece_digests`]).
+    Read(Vec<(usize, usize, Option<Digest>)>),
+    /// The pad is damaged or gone: these pieces cannot be read.
+    Unreadable(PiecesInPad),
+}
+
+/// Reads pad `id` and takes the digest of each of its `pieces`.
+async fn read_digests(io: &PadIo, id: PadId, pieces: PiecesInPad) -> Result<PadDigests> {
+    let min_version = pieces.iter().map(|(_, _, p)| p.version).max();
+    let content = match io.read(id, min_version.unwrap_or(0)).await {
+        Ok(content) => content,
+        Err(Error::Integrity(message)) => {
+            log::warn!("pad {} is damaged: {message}", id.object_name());
+            return Ok(PadDigests::Unreadable(pieces));
+        }
+        Err(Error::Backend(BackendError::NotFound(_))) => {
+            return Ok(PadDigests::Unreadable(pieces));
+        }
+        Err(other) => return Err(other),
+    };
+    let bytes: u64 = pieces.iter().map(|(_, _, p)| p.len).sum();
+    let pad_size = io.pad_size;
+    let digests = blocking::off_runtime(bytes as usize, move || {
+        piece_digests(&pieces, content.plaintext.into(), content.tag, pad_size)
+    })
+    .await;
+    Ok(PadDigests::Read(digests))
+}
+
 /// The digest of each piece as a read of the pad yields it (see
-/// `allocator/read.rs`): a piece filling its pad is named by the pad's
-/// tag, any other is hashed; bytes past what the pad holds read as zeros.
-/// `None` for a whole piece of a pad never written.
+/// `allocator::piece_digest`); `None` for a whole piece of a pad never
+/// written.
 fn piece_digests(
     pieces: &PiecesInPad,
-    content: &[u8],
+    content: Bytes,
     tag: Option<crypto::AuthTag>,
     pad_size: u64,
 ) -> Vec<(usize, usize, Option<Digest>)> {
     pieces
         .iter()
         .map(|&(number, at, piece)| {
-            let digest = if fills_pad(piece.offset, piece.len, pad_size) {
-                tag
-            } else {
-                let from = (piece.offset as usize).min(content.len());
-                let end = ((piece.offset + piece.len) as usize).min(content.len());
-                let mut bytes = content[from..end].to_vec();
-                bytes.resize(piece.len as usize, 0);
-                Some(crypto::piece_digest(&bytes))
-            };
-            (number, at, digest)
+            let bytes = piece_bytes(&content, &piece, 0, piece.len);
+            (number, at, piece_digest(&piece, pad_size, tag, &bytes).ok())
         })
         .collect()
 }

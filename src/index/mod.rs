@@ -19,6 +19,10 @@ use crate::error::{Error, Result};
 use crate::memory_map::Extent;
 use crate::pad::PadId;
 
+pub mod cache;
+mod items;
+pub use items::Items;
+
 /// A contiguous run of an item's bytes inside one pad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
@@ -141,8 +145,7 @@ pub struct Inline {
 pub struct Index {
     /// ordinal -> (pad id, highest version any record has seen).
     pub pads: BTreeMap<u64, (PadId, u64)>,
-    #[serde(deserialize_with = "presized_map")]
-    pub items: HashMap<String, Entry>,
+    pub items: Items,
     #[serde(deserialize_with = "presized_map")]
     pub pending: HashMap<String, Entry>,
     pub next_data_id: u64,
@@ -174,32 +177,17 @@ impl Index {
     pub fn apply(&mut self, record: &Record) -> Result<Vec<Piece>> {
         let mut released = Vec::new();
         match record {
-            Record::PadsAdded(pads) => {
-                for pad in pads {
-                    if let Some((existing, _)) = self.pads.get(&pad.ordinal)
-                        && *existing != pad.id
-                    {
-                        return Err(Error::integrity(format!(
-                            "index gives pad ordinal {} to two pads",
-                            pad.ordinal
-                        )));
-                    }
-                    self.pads.entry(pad.ordinal).or_insert((pad.id, 0));
-                }
-            }
+            Record::PadsAdded(pads) => self.add_pads(pads)?,
             Record::Pending { key, entry } => {
                 self.note_entry(entry)?;
                 if let Some(old) = self.pending.insert(key.clone(), entry.clone()) {
-                    released.extend(old.pieces);
+                    released = old.pieces;
                 }
             }
             Record::Put { key, entry } => {
                 self.note_entry(entry)?;
                 let pending = self.pending.remove(key);
-                if let Some(old) = self.items.insert(key.clone(), entry.clone()) {
-                    self.forget_inline(&old);
-                    released.extend(old.pieces);
-                }
+                released = self.set_item(key.clone(), entry.clone())?;
                 // A resumed upload's pieces become the item's; anything else
                 // the pending entry held is released.
                 if let Some(pending) = pending {
@@ -212,44 +200,12 @@ impl Index {
                 }
             }
             Record::Remove { key } => {
-                if let Some(old) = self.items.remove(key) {
-                    self.forget_inline(&old);
-                    released.extend(old.pieces);
-                }
-                if let Some(old) = self.pending.remove(key) {
-                    released.extend(old.pieces);
-                }
+                released = self.take_item(key)?;
+                released.extend(self.clear_pending(key));
             }
-            Record::ClearPending { key } => {
-                if let Some(old) = self.pending.remove(key) {
-                    released.extend(old.pieces);
-                }
-            }
+            Record::ClearPending { key } => released = self.clear_pending(key),
             Record::PutInline { key, entry, data } => {
-                check_inline(entry, data)?;
-                self.note_entry(entry)?;
-                if let Some(old) = self.pending.remove(key) {
-                    released.extend(old.pieces);
-                }
-                if let Some(old) = self.items.insert(key.clone(), entry.clone()) {
-                    self.forget_inline(&old);
-                    released.extend(old.pieces);
-                }
-                for piece in &entry.pieces {
-                    let dirty = self.dirty_pads.entry(piece.pad).or_default();
-                    dirty.data_ids.insert(entry.data_id);
-                    dirty.bytes += piece.len;
-                }
-                if !entry.pieces.is_empty() {
-                    let inline = Inline {
-                        key: key.clone(),
-                        data: data.clone(),
-                    };
-                    self.inline_bytes += data.len() as u64;
-                    if let Some(old) = self.inline.insert(entry.data_id, inline) {
-                        self.inline_bytes -= old.data.len() as u64;
-                    }
-                }
+                released = self.put_inline(key, entry, data)?
             }
             Record::WrittenBack {
                 pad,
@@ -258,32 +214,105 @@ impl Index {
             } => self.written_back(*pad, *version, data_ids)?,
             Record::Rename { from, to } => {
                 if from != to
-                    && let Some(entry) = self.items.remove(from)
+                    && let Some(entry) = self.items.remove(from)?
                 {
                     if let Some(inline) = self.inline.get_mut(&entry.data_id) {
                         inline.key = to.clone();
                     }
-                    if let Some(old) = self.items.insert(to.clone(), entry) {
-                        self.forget_inline(&old);
-                        released.extend(old.pieces);
-                    }
+                    released = self.set_item(to.clone(), entry)?;
                 }
             }
-            Record::PadsRemoved(ordinals) => {
-                let removed: BTreeSet<u64> = ordinals.iter().copied().collect();
-                if let Some(piece) = self.used_pieces().find(|p| removed.contains(&p.pad)) {
-                    return Err(Error::integrity(format!(
-                        "index removes pad ordinal {} while data lives in it",
-                        piece.pad
-                    )));
-                }
-                for ordinal in &removed {
-                    self.pads.remove(ordinal);
-                    self.dirty_pads.remove(ordinal);
-                }
+            Record::PadsRemoved(ordinals) => self.remove_pads(ordinals)?,
+        }
+        Ok(released)
+    }
+
+    fn add_pads(&mut self, pads: &[PadRecord]) -> Result<()> {
+        for pad in pads {
+            if let Some((existing, _)) = self.pads.get(&pad.ordinal)
+                && *existing != pad.id
+            {
+                return Err(Error::integrity(format!(
+                    "index gives pad ordinal {} to two pads",
+                    pad.ordinal
+                )));
+            }
+            self.pads.entry(pad.ordinal).or_insert((pad.id, 0));
+        }
+        Ok(())
+    }
+
+    fn remove_pads(&mut self, ordinals: &[u64]) -> Result<()> {
+        let removed: BTreeSet<u64> = ordinals.iter().copied().collect();
+        let mut in_use = None;
+        self.for_each_used_piece(|p| {
+            if removed.contains(&p.pad) {
+                in_use.get_or_insert(p.pad);
+            }
+        })?;
+        if let Some(pad) = in_use {
+            return Err(Error::integrity(format!(
+                "index removes pad ordinal {pad} while data lives in it"
+            )));
+        }
+        for ordinal in &removed {
+            self.pads.remove(ordinal);
+            self.dirty_pads.remove(ordinal);
+        }
+        Ok(())
+    }
+
+    fn put_inline(&mut self, key: &str, entry: &Entry, data: &Bytes) -> Result<Vec<Piece>> {
+        check_inline(entry, data)?;
+        self.note_entry(entry)?;
+        let mut released = self.clear_pending(key);
+        released.extend(self.set_item(key.to_owned(), entry.clone())?);
+        for piece in &entry.pieces {
+            let dirty = self.dirty_pads.entry(piece.pad).or_default();
+            dirty.data_ids.insert(entry.data_id);
+            dirty.bytes += piece.len;
+        }
+        if !entry.pieces.is_empty() {
+            let inline = Inline {
+                key: key.to_owned(),
+                data: data.clone(),
+            };
+            self.inline_bytes += data.len() as u64;
+            if let Some(old) = self.inline.insert(entry.data_id, inline) {
+                self.inline_bytes -= old.data.len() as u64;
             }
         }
         Ok(released)
+    }
+
+    /// Sets the item under `key`; returns the pieces of the one it replaced.
+    fn set_item(&mut self, key: String, entry: Entry) -> Result<Vec<Piece>> {
+        match self.items.insert(key, entry)? {
+            Some(old) => {
+                self.forget_inline(&old);
+                Ok(old.pieces)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes the item under `key`; returns its pieces.
+    fn take_item(&mut self, key: &str) -> Result<Vec<Piece>> {
+        match self.items.remove(key)? {
+            Some(old) => {
+                self.forget_inline(&old);
+                Ok(old.pieces)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Drops the pending upload of `key`; returns its pieces.
+    fn clear_pending(&mut self, key: &str) -> Vec<Piece> {
+        self.pending
+            .remove(key)
+            .map(|old| old.pieces)
+            .unwrap_or_default()
     }
 
     /// Notes that `version` of `pad` holds the pieces there of `data_ids`;
@@ -303,7 +332,7 @@ impl Index {
             };
             let Some(entry) = self
                 .items
-                .get_mut(&inline.key)
+                .get_mut(&inline.key)?
                 .filter(|e| e.data_id == *data_id)
             else {
                 continue;
@@ -341,16 +370,16 @@ impl Index {
     }
 
     /// The parts of pad `pad` only in the log: `(data id, offset, bytes)`.
-    pub fn dirty_parts(&self, pad: u64) -> Vec<(u64, u64, Bytes)> {
+    pub fn dirty_parts(&self, pad: u64) -> Result<Vec<(u64, u64, Bytes)>> {
         let mut parts = Vec::new();
         let Some(dirty) = self.dirty_pads.get(&pad) else {
-            return parts;
+            return Ok(parts);
         };
         for data_id in &dirty.data_ids {
             let Some(inline) = self.inline.get(data_id) else {
                 continue;
             };
-            let Some(entry) = self.items.get(&inline.key) else {
+            let Some(entry) = self.items.get(&inline.key)? else {
                 continue;
             };
             let mut at = 0u64;
@@ -362,7 +391,7 @@ impl Index {
                 at += piece.len;
             }
         }
-        parts
+        Ok(parts)
     }
 
     fn note_entry(&mut self, entry: &Entry) -> Result<()> {
@@ -383,12 +412,46 @@ impl Index {
         Ok(())
     }
 
-    /// All pieces in use: every item's and every pending upload's.
-    pub fn used_pieces(&self) -> impl Iterator<Item = &Piece> {
+    /// Refuses an index with a piece outside its pad or in a pad it does
+    /// not own (a checkpoint is decoded whole, not record by record), so a
+    /// damaged index fails at open, not at some later fetch or first write:
+    /// a pass over the pieces, far cheaper than building the map from them.
+    /// Items in a cache file are skipped: they passed this check before it
+    /// was written, and fetches and the map check every piece they use.
+    pub fn check(&self, pad_size: u64) -> Result<()> {
+        let mut failed = None;
+        let mut check = |piece: &Piece| {
+            if failed.is_some() {
+                return;
+            }
+            if let Err(error) = piece.check(pad_size) {
+                failed = Some(error);
+            } else if !self.pads.contains_key(&piece.pad) {
+                failed = Some(Error::integrity(format!(
+                    "index places data in pad ordinal {} which it does not own",
+                    piece.pad
+                )));
+            }
+        };
         self.items
+            .for_each_in_memory(|_, entry| entry.pieces.iter().for_each(&mut check));
+        self.pending
             .values()
-            .chain(self.pending.values())
             .flat_map(|entry| entry.pieces.iter())
+            .for_each(&mut check);
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Calls `f` with every piece in use: every item's and every pending
+    /// upload's.
+    pub fn for_each_used_piece(&self, mut f: impl FnMut(&Piece)) -> Result<()> {
+        self.items
+            .for_each(|_, entry| entry.pieces.iter().for_each(&mut f))?;
+        self.pending
+            .values()
+            .flat_map(|entry| entry.pieces.iter())
+            .for_each(f);
+        Ok(())
     }
 }
 
@@ -463,14 +526,44 @@ where
     deserializer.deserialize_map(Presized(std::marker::PhantomData))
 }
 
+/// The index in the local cache file at `path` (its items read on demand),
+/// the state kept with it and its log position; `None` if there is no file
+/// (see [`cache::open`]).
+pub fn open_cache(
+    path: &std::path::Path,
+    keys: std::sync::Arc<crate::crypto::StoreKeys>,
+    store_id: &[u8; 16],
+) -> Result<Option<(Index, Vec<u8>, u64)>> {
+    let Some(opened) = cache::open(path, keys, store_id)? else {
+        return Ok(None);
+    };
+    let index = Index {
+        pads: opened.pads,
+        items: Items::from_cache(std::sync::Arc::new(opened.items)),
+        pending: opened.pending,
+        next_data_id: opened.next_data_id,
+        ..Index::default()
+    };
+    Ok(Some((index, opened.state, opened.position)))
+}
+
 /// Encodes records or a whole index for the journal (before encryption).
 pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| Error::invalid(format!("cannot encode index: {e}")))
+    postcard::to_stdvec(value).map_err(|e| Error::internal(format!("cannot encode index: {e}")))
 }
 
 /// Decodes what [`to_bytes`] wrote; malformed input is an integrity error.
 pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|e| Error::integrity(format!("{what} is malformed: {e}")))
+}
+
+/// The time for an entry's `created` and `modified`: seconds since the Unix
+/// epoch (0 on a clock set before it).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -498,7 +591,7 @@ mod tests {
         let mut index = Index::default();
         index.pads.insert(0, (PadId([7; 16]), 1));
         for i in 0..20_000 {
-            index.items.insert(format!("key {i}"), entry(i));
+            index.items.insert(format!("key {i}"), entry(i)).unwrap();
         }
         index.pending.insert("half".into(), entry(20_000));
         index.next_data_id = 20_001;
@@ -511,7 +604,7 @@ mod tests {
     fn a_map_that_claims_more_entries_than_it_holds_is_refused() {
         // Two items claimed, one present: malformed, not a huge reservation.
         let mut index = Index::default();
-        index.items.insert("a".into(), entry(0));
+        index.items.insert("a".into(), entry(0)).unwrap();
         let mut bytes = to_bytes(&index).unwrap();
         let at = bytes.iter().position(|b| *b == 1).unwrap();
         bytes[at] = 2;
