@@ -9,7 +9,7 @@
 //! number, so a swapped or reordered object fails to open.
 //!
 //! A sequence number names one content forever:
-//! 1. Log objects are created only if absent (`PadStore::reserve`; atomic on
+//! 1. Log objects are created only if absent (`Backend::reserve`; atomic on
 //!    memory, folders and S3 services that honour `If-None-Match`), so a
 //!    write never replaces one another write made.
 //! 2. A log write that fails may still have landed. The writer reads the
@@ -30,7 +30,7 @@
 //! there differs, has been rolled back. Where the remembered position has
 //! since been absorbed into a checkpoint, only "behind" can be checked.
 //!
-//! Checkpoints are written to stable storage (`PadStore::put_durable`)
+//! Checkpoints are written to stable storage (`Backend::put_durable`)
 //! before any log object they absorb is deleted, whatever the store's
 //! fsync setting: otherwise a power loss could lose both.
 
@@ -46,7 +46,7 @@ use crate::crypto::{self, StoreKeys};
 use crate::error::{Error, Result};
 use crate::group_commit::{self, GroupCommit, Reply};
 use crate::index::{self, Index, Piece, Record};
-use crate::pad_store::{BackendError, PadStore, PutReceipt, WriterLock};
+use crate::pad_store::{Backend, BackendError, PutReceipt, WriterLock};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::{LogPosition, SeenLogs};
 
@@ -99,7 +99,7 @@ pub trait WriteBackAll: Send + Sync {
 }
 
 pub struct Journal {
-    backend: Arc<dyn PadStore>,
+    backend: Arc<dyn Backend>,
     keys: Arc<StoreKeys>,
     store_id: [u8; 16],
     retry: RetryPolicy,
@@ -360,7 +360,7 @@ impl Journal {
     /// Loads the index: the newest checkpoint, then every later log object in
     /// order. A gap in the log is an integrity error (an object was deleted).
     pub async fn open(
-        backend: Arc<dyn PadStore>,
+        backend: Arc<dyn Backend>,
         keys: Arc<StoreKeys>,
         store_id: [u8; 16],
         retry: RetryPolicy,

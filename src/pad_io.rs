@@ -17,7 +17,7 @@ use crate::crypto::{self, AuthTag, StoreKeys};
 use crate::error::{Error, Result};
 use crate::group_commit::{self, GroupCommit, Reply, Ticket};
 use crate::pad::{self, PadId};
-use crate::pad_store::{BackendError, PadStore};
+use crate::pad_store::{Backend, BackendError};
 use crate::retry::RetryPolicy;
 
 /// Most plaintext the writer keeps of partly filled pads, to patch them
@@ -77,7 +77,7 @@ impl Drop for Pooled {
 
 /// What every pad operation of a store needs.
 pub struct PadIo {
-    pub backend: Arc<dyn PadStore>,
+    pub backend: Arc<dyn Backend>,
     pub keys: Arc<StoreKeys>,
     pub store_id: [u8; 16],
     pub pad_size: u64,
@@ -154,7 +154,7 @@ impl PadIo {
 
     /// Uploads `plaintext` as `version` of pad `id`, then checks the backend
     /// holds it; `durable`: on stable storage whatever the store's fsync
-    /// setting (`PadStore::put_durable`). `on_uploaded` runs between the two. The upload permit (one
+    /// setting (`Backend::put_durable`). `on_uploaded` runs between the two. The upload permit (one
     /// of the store's upload slots) covers the upload only: the commit check
     /// moves no data, and holding a slot through it would slow the pipeline.
     async fn upload(

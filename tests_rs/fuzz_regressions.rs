@@ -11,7 +11,7 @@ use anthill::crypto;
 use anthill::index::{self, Entry, Index, PadRecord, Piece, Record};
 use anthill::meta::Meta;
 use anthill::pad::PadId;
-use anthill::pad_store::{self, BackendOptions, PadStore};
+use anthill::pad_store::{self, Backend, BackendOptions};
 use anthill::{Error, PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 
@@ -38,7 +38,7 @@ async fn open_store_with_pads(
     checkpoint: Option<&Index>,
     pads: &[(PadId, u64, Vec<u8>)],
 ) -> anthill::Result<Store> {
-    let backend: Arc<dyn PadStore> =
+    let backend: Arc<dyn Backend> =
         pad_store::open("memory://", &BackendOptions::default()).await?;
     let meta = Meta::new(SECRET, 4096)?;
     let keys = meta.unlock(SECRET)?;
@@ -255,7 +255,7 @@ async fn fuzz_c_pad_version_near_max_on_write() {
 /// 512 ..= 1 GiB as an integrity error.
 #[tokio::test]
 async fn fuzz_d_metadata_with_pad_size_zero() {
-    let backend: Arc<dyn PadStore> = pad_store::open("memory://", &BackendOptions::default())
+    let backend: Arc<dyn Backend> = pad_store::open("memory://", &BackendOptions::default())
         .await
         .unwrap();
     let meta = Meta::new(SECRET, 0).unwrap();

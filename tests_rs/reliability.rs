@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anthill::pad_store::{self, BackendOptions, OpKind, PadStore, SimConfig, SimPadStore};
+use anthill::pad_store::{self, Backend, BackendOptions, OpKind, SimConfig, SimPadStore};
 use anthill::{Error, PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 
@@ -35,7 +35,7 @@ async fn put(store: &Store, key: &str, value: &Bytes) -> anthill::Result<()> {
 /// adds up, and the backend holds exactly the pads the map knows.
 async fn assert_consistent(
     store: &Store,
-    backend: &Arc<dyn PadStore>,
+    backend: &Arc<dyn Backend>,
     expected: &[(String, Bytes)],
     maybe: &[(String, Bytes)],
 ) {
@@ -110,7 +110,7 @@ async fn a_fault_at_any_step_of_a_put_leaves_a_consistent_store() {
                 let maybe = [victim, small_victim];
                 assert_consistent(
                     &store,
-                    &(sim.clone() as Arc<dyn PadStore>),
+                    &(sim.clone() as Arc<dyn Backend>),
                     &expected,
                     &maybe,
                 )

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anthill::pad_store::{self, BackendOptions, PadStore, SimConfig, SimPadStore, SimStats};
+use anthill::pad_store::{self, Backend, BackendOptions, SimConfig, SimPadStore, SimStats};
 use anthill::{PutEvent, PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 
@@ -239,7 +239,7 @@ async fn checkpoints_hold_no_item_data() {
 /// back right and after a reopen; the large ones keep their direct path.
 #[tokio::test]
 async fn small_and_large_items_mixed() {
-    let backend: Arc<dyn PadStore> = pad_store::open("memory://", &BackendOptions::default())
+    let backend: Arc<dyn Backend> = pad_store::open("memory://", &BackendOptions::default())
         .await
         .unwrap();
     let store = Store::open_with_backend("m", Arc::clone(&backend), options())

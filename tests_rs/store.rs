@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anthill::pad_store::sim::Phase;
 use anthill::pad_store::{
-    self, BackendError, BackendOptions, OpKind, PadStore, SimConfig, SimPadStore,
+    self, Backend, BackendError, BackendOptions, OpKind, SimConfig, SimPadStore,
 };
 use anthill::{Callback, Error, GetEvent, PutEvent, PutOptions, Store, StoreOptions};
 use bytes::Bytes;
@@ -34,17 +34,17 @@ fn resuming() -> PutOptions {
     put
 }
 
-async fn memory() -> Arc<dyn PadStore> {
+async fn memory() -> Arc<dyn Backend> {
     pad_store::open("memory://", &BackendOptions::default())
         .await
         .unwrap()
 }
 
-async fn sim(inner: &Arc<dyn PadStore>, config: SimConfig) -> Arc<SimPadStore> {
+async fn sim(inner: &Arc<dyn Backend>, config: SimConfig) -> Arc<SimPadStore> {
     Arc::new(SimPadStore::new(Arc::clone(inner), config))
 }
 
-async fn open(backend: Arc<dyn PadStore>, options: StoreOptions) -> Store {
+async fn open(backend: Arc<dyn Backend>, options: StoreOptions) -> Store {
     Store::open_with_backend("test", backend, options)
         .await
         .unwrap()
@@ -788,7 +788,7 @@ async fn catch_up_only_after_another_writer(url: &str) {
         .await
         .unwrap();
     let counted = sim(&backend, SimConfig::default()).await;
-    let a = open(Arc::clone(&counted) as Arc<dyn PadStore>, options()).await;
+    let a = open(Arc::clone(&counted) as Arc<dyn Backend>, options()).await;
     let b = Store::open(url, options()).await.unwrap();
     put(&a, "a1", &data(100, 1)).await;
     counted.clear_log();

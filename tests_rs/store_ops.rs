@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anthill::index::{Entry, Index, PadRecord, Piece, Record};
 use anthill::memory_map::{Extent, MemoryMap};
 use anthill::pad::PadId;
-use anthill::pad_store::{self, BackendOptions, OpKind, PadStore, SimConfig, SimPadStore};
+use anthill::pad_store::{self, Backend, BackendOptions, OpKind, SimConfig, SimPadStore};
 use anthill::{PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 
@@ -210,7 +210,7 @@ async fn a_pad_left_undeleted_by_a_compaction_is_adopted_as_free_space() {
         .unwrap();
     let sim = Arc::new(SimPadStore::new(Arc::clone(&inner), SimConfig::default()));
     let store =
-        Store::open_with_backend("sim+memory://", sim.clone() as Arc<dyn PadStore>, options())
+        Store::open_with_backend("sim+memory://", sim.clone() as Arc<dyn Backend>, options())
             .await
             .unwrap();
     let kept = fill_and_thin(&store).await;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use anthill::allocator::{ChunkSink, FileSource};
-use anthill::pad_store::{self, BackendOptions, OpKind, PadStore, SimConfig, SimPadStore};
+use anthill::pad_store::{self, Backend, BackendOptions, OpKind, SimConfig, SimPadStore};
 use anthill::{Callback, Error, PutEvent, PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -25,7 +25,7 @@ async fn sim_store() -> (Store, Arc<SimPadStore>) {
         .await
         .unwrap();
     let sim = Arc::new(SimPadStore::new(inner, SimConfig::default()));
-    let backend: Arc<dyn PadStore> = sim.clone();
+    let backend: Arc<dyn Backend> = sim.clone();
     let store = Store::open_with_backend("test", backend, options())
         .await
         .unwrap();

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use anthill::index::{self, Index, Record};
 use anthill::meta::Meta;
 use anthill::pad;
-use anthill::pad_store::{self, BackendOptions, PadStore};
+use anthill::pad_store::{self, Backend, BackendOptions};
 use anthill::{PutOptions, Store, StoreOptions};
 use anthill_fuzz::{SECRET, apply_all, journal_object, number, records};
 use arbitrary::{Result as ArbResult, Unstructured};
@@ -82,7 +82,7 @@ fn layout(u: &mut Unstructured) -> ArbResult<Layout> {
 }
 
 /// A fresh anonymous memory backend holding the store that `layout` describes.
-async fn write_store(layout: &Layout) -> Arc<dyn PadStore> {
+async fn write_store(layout: &Layout) -> Arc<dyn Backend> {
     let backend = pad_store::open("memory://", &BackendOptions::default())
         .await
         .expect("memory backend");

@@ -76,7 +76,8 @@ def data_dir() -> Path:
 
 def state_dir() -> Path:
     """The user's state folder for anthill: this machine's memory of how far
-    it has seen each store's log, which lets it notice a rolled-back store."""
+    it has seen each store's log, which lets it notice a rolled-back store,
+    and the local copies of large stores' indexes, which make opening fast."""
     return _user_folder(("LOCALAPPDATA", "Local"), "XDG_STATE_HOME", ".local/state")
 
 

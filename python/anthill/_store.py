@@ -575,7 +575,9 @@ def open(
     folder); a store that is behind that, or whose history differs, was rolled
     back (an older copy restored, newest log objects deleted) and raises
     :class:`IntegrityError`. ``allow_rollback=True`` opens it anyway (a backup
-    restored on purpose) and remembers its state from then on.
+    restored on purpose) and remembers its state from then on. A store of
+    10,000 items or more also keeps a copy of its index there, checked against
+    the store at every open, so that opening it reads a few kilobytes.
 
     Raises :class:`InvalidInputError`, :class:`BackendError`, :class:`IntegrityError`
     (a wrong secret, a rollback).

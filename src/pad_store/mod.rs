@@ -84,7 +84,7 @@ pub trait Backend: WriterLocking + std::any::Any + Send + Sync + std::fmt::Debug
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError>;
 
     /// What `name` holds now, as a receipt (size and version tag) that
-    /// [`PadStore::verify`] can later check against: how a local copy of an
+    /// [`Backend::verify`] can later check against: how a local copy of an
     /// object's content notices that the object changed since. A backend
     /// that cannot tell refuses, and the copy is not kept.
     async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
@@ -128,9 +128,6 @@ pub trait Backend: WriterLocking + std::any::Any + Send + Sync + std::fmt::Debug
     /// A short description for messages, such as `file:///data/store`.
     fn describe(&self) -> String;
 }
-
-/// The former name of [`Backend`], while call sites move to the new one.
-pub use self::Backend as PadStore;
 
 /// What a [`Backend`] can do, which the core asks instead of knowing which
 /// backend it has. A wrapper passes its inner backend's on, changed where

@@ -20,7 +20,7 @@ use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, IndexCache, Journal, RollbackC
 use crate::meta::{self, Meta, PAD_SIZES};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
-use crate::pad_store::{self, BackendError, PadStore, SimPadStore};
+use crate::pad_store::{self, Backend, BackendError, SimPadStore};
 // The backend types a caller of the store sees (options in, counters out).
 pub use crate::pad_store::{BackendOptions, SimStats, is_url, sim::OpStats};
 use crate::retry::RetryPolicy;
@@ -139,7 +139,7 @@ impl std::fmt::Debug for StoreOptions {
 /// The store's journal, with the index loaded, checked against this
 /// machine's memory of the store, and its local cache if it keeps one.
 async fn open_journal(
-    backend: &Arc<dyn PadStore>,
+    backend: &Arc<dyn Backend>,
     keys: &Arc<StoreKeys>,
     meta: &Meta,
     options: &StoreOptions,
@@ -178,7 +178,7 @@ async fn open_journal(
 /// only if there are any.
 async fn adopt_stray_pads(
     gate: &Arc<WriterGate>,
-    backend: &Arc<dyn PadStore>,
+    backend: &Arc<dyn Backend>,
     journal: &Journal,
     allocator: &MemoryAllocator,
     retry: RetryPolicy,
@@ -241,7 +241,7 @@ pub struct Store {
 
 struct Inner {
     url: String,
-    backend: Arc<dyn PadStore>,
+    backend: Arc<dyn Backend>,
     allocator: Arc<MemoryAllocator>,
     journal: Arc<Journal>,
     gate: Arc<WriterGate>,
@@ -332,7 +332,7 @@ impl Store {
     /// handle on a simulated backend, for instance).
     pub async fn open_with_backend(
         url: &str,
-        backend: Arc<dyn PadStore>,
+        backend: Arc<dyn Backend>,
         options: StoreOptions,
     ) -> Result<Store> {
         validate_options(&options)?;
@@ -833,7 +833,7 @@ impl Drop for Inner {
 /// Reads the store's metadata, or creates it for a new store, and checks
 /// the secret against it.
 async fn open_meta(
-    backend: &Arc<dyn PadStore>,
+    backend: &Arc<dyn Backend>,
     options: &StoreOptions,
     retry: &RetryPolicy,
 ) -> Result<(Meta, StoreKeys)> {
@@ -855,7 +855,7 @@ async fn open_meta(
 }
 
 /// The store's metadata object, or `None` if the store does not exist yet.
-async fn read_meta(backend: &Arc<dyn PadStore>, retry: &RetryPolicy) -> Result<Option<Bytes>> {
+async fn read_meta(backend: &Arc<dyn Backend>, retry: &RetryPolicy) -> Result<Option<Bytes>> {
     match retry
         .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
         .await
@@ -877,7 +877,7 @@ async fn read_meta(backend: &Arc<dyn PadStore>, retry: &RetryPolicy) -> Result<O
 /// conditional writes); on a service that ignores conditions (Garage), the
 /// lease is what keeps a second creator out (best-effort, see docs/s3.md).
 async fn create_meta(
-    backend: &Arc<dyn PadStore>,
+    backend: &Arc<dyn Backend>,
     options: &StoreOptions,
     retry: &RetryPolicy,
 ) -> Result<Bytes> {
