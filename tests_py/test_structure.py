@@ -70,3 +70,41 @@ def test_a_child_naming_what_its_parent_defines_is_no_cycle(tmp_path: Path) -> N
     )
     result = run(tmp_path)
     assert result.returncode == 0, result.stdout
+
+
+LONG_FUNCTIONS = ROOT / "scripts" / "long_functions.py"
+
+
+def long_functions(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(LONG_FUNCTIONS), str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_no_function_of_the_crate_or_the_package_is_over_80_lines() -> None:
+    result = long_functions(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_long_function_is_reported_and_tests_are_left_out(tmp_path: Path) -> None:
+    body = "    let x = 1;\n" * 85
+    write(
+        tmp_path / "src",
+        {
+            "lib.rs": "pub fn short() {\n    go();\n}\n\npub async fn long(a: u8) -> u8 {\n"
+            + body
+            + "    a\n}\n\n#[cfg(test)]\nmod tests {\n    fn long_test() {\n"
+            + body
+            + "    }\n}\n",
+        },
+    )
+    write(
+        tmp_path / "python" / "anthill",
+        {"mod.py": "def short():\n    return 1\n\n\ndef long():\n" + "    x = 1\n" * 90},
+    )
+    result = long_functions(tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["src/lib.rs:5 long 88", "python/anthill/mod.py:5 long 91"]

@@ -383,25 +383,19 @@ impl Backend for ObjectPadStore {
     // Only a folder may hold a write in the page cache; elsewhere an
     // acknowledged put is durable.
     async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
-        match &self.folder {
-            Some(folder) => {
-                let folder = folder.clone();
-                self.on_folder(name, move |name| folder.put_durable(name, &content))
-                    .await
-            }
-            None => self.put(name, content).await,
-        }
+        let Some(folder) = self.folder.clone() else {
+            return self.put(name, content).await;
+        };
+        self.on_folder(name, move |name| folder.put_durable(name, &content))
+            .await
     }
 
     async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
-        match &self.folder {
-            Some(folder) => {
-                let folder = folder.clone();
-                self.on_folder(name, move |name| folder.reserve_durable(name, &content))
-                    .await
-            }
-            None => self.reserve(name, content).await,
-        }
+        let Some(folder) = self.folder.clone() else {
+            return self.reserve(name, content).await;
+        };
+        self.on_folder(name, move |name| folder.reserve_durable(name, &content))
+            .await
     }
 
     async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {
