@@ -124,3 +124,65 @@ async fn a_file_that_shrinks_while_stored_leaves_the_key_absent() {
         Err(Error::KeyNotFound(_))
     ));
 }
+
+/// A fetch into a named pipe writes into the pipe: renaming a finished
+/// file over the destination, as for a regular file, would replace the
+/// pipe (and, for `anthill get -o /dev/null` as root, the device itself).
+#[tokio::test]
+async fn a_fetch_into_a_pipe_writes_into_it_and_leaves_it_a_pipe() {
+    use std::os::unix::fs::FileTypeExt;
+    let (store, _) = sim_store().await;
+    let item = data(3 * PAD as usize + 100, 9);
+    store
+        .store_item("k", Bytes::from(item.clone()), PutOptions::default(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("pipe");
+    let path = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let reading = pipe.clone();
+    let reader = std::thread::spawn(move || std::fs::read(reading).unwrap());
+
+    let written = store.fetch_file("k", &pipe, None).await.unwrap();
+    assert!(
+        std::fs::symlink_metadata(&pipe)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(written, item.len() as u64);
+    assert_eq!(reader.join().unwrap(), item);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no file left beside it"
+    );
+}
+
+/// Through a symbolic link the linked file gets the item; the link stays.
+#[tokio::test]
+async fn a_fetch_through_a_link_replaces_the_file_and_keeps_the_link() {
+    let (store, _) = sim_store().await;
+    let item = data(2 * PAD as usize + 7, 4);
+    store
+        .store_item("k", Bytes::from(item.clone()), PutOptions::default(), None)
+        .await
+        .unwrap();
+    let (links, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let target = files.path().join("target");
+    std::fs::write(&target, b"old").unwrap();
+    let link = links.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    store.fetch_file("k", &link, None).await.unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), item);
+    assert_eq!(std::fs::read_dir(links.path()).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(files.path()).unwrap().count(), 1);
+}

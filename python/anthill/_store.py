@@ -288,7 +288,8 @@ class Store(MutableMapping[str, bytes]):
         (fetched concurrently, written in order). A path is written as a
         temporary file beside it and renamed into place only once complete
         and its digest checked: an error, a cancel or a killed process never
-        leaves a partial file there. A writable binary file object receives
+        leaves a partial file there (a path that is not a file, such as
+        ``/dev/null`` or a named pipe, is written directly). A writable binary file object receives
         the bytes as they come; if the digest then fails the call raises
         :class:`IntegrityError`, and what was written must be discarded.
         Events are those of :meth:`fetch_item`.

@@ -36,7 +36,8 @@ use crate::pad_store::BackendError;
 /// A file written beside its destination and renamed into place once
 /// complete and verified; removed if dropped before (an error, a cancel).
 /// A process killed meanwhile leaves the temporary file, never a partial
-/// file at the destination.
+/// file at the destination. A destination that is not a file (a device, a
+/// pipe) is written directly.
 pub struct FileDest {
     /// The temporary file's path, until it is renamed into place.
     temp: Option<PathBuf>,
@@ -49,12 +50,35 @@ impl FileDest {
         let failed = |error: std::io::Error| {
             Error::invalid(format!("cannot write {}: {error}", dest.display()))
         };
-        if dest.is_dir() {
-            return Err(Error::invalid(format!(
-                "{} is a directory; fetch_file writes one file",
-                dest.display()
-            )));
+        match std::fs::metadata(dest) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Error::invalid(format!(
+                    "{} is a directory; fetch_file writes one file",
+                    dest.display()
+                )));
+            }
+            // A device, a pipe or a socket (`/dev/null`, `/dev/stdout`, a
+            // FIFO) is written as it is: renaming over it would replace it
+            // with a file (as root, even /dev/null).
+            Ok(meta) if !meta.is_file() => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(dest)
+                    .map_err(failed)?;
+                return Ok(Self {
+                    temp: None,
+                    dest: dest.to_path_buf(),
+                    writer: std::io::BufWriter::with_capacity(1 << 20, file),
+                });
+            }
+            _ => {}
         }
+        // Through a link to a file, the file is replaced, not the link.
+        let resolved = match std::fs::symlink_metadata(dest) {
+            Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(dest).ok(),
+            _ => None,
+        };
+        let dest = resolved.as_deref().unwrap_or(dest);
         let file_name = dest
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
