@@ -412,12 +412,7 @@ impl Backend for ObjectPadStore {
     }
 
     async fn verify(&self, name: &str, receipt: &PutReceipt) -> Result<(), BackendError> {
-        let path = self.path_of(name)?;
-        let meta = self
-            .store
-            .head(&path)
-            .await
-            .map_err(|error| self.error(error, name))?;
+        let meta = self.head(name).await?;
         let size_matches = meta.size == receipt.size;
         let tag_matches = match (&meta.e_tag, &receipt.e_tag) {
             (Some(found), Some(expected)) => found == expected,
