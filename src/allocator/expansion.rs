@@ -105,6 +105,7 @@ impl MemoryAllocator {
             expansion: None,
             map: Arc::clone(&self.map),
             kept: Arc::new(AtomicBool::new(false)),
+            recordings: Default::default(),
         };
         if let (true, Some(turn)) = (plan.new_pads > 0, turn.take()) {
             events

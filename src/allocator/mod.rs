@@ -110,8 +110,31 @@ pub struct Allocation {
     expansion: Option<Expansion>,
     map: Arc<Mutex<MemoryMap>>,
     /// Set while the index refers to this space (committed or pending):
-    /// then dropping must not free it.
+    /// then dropping must not free it. Changed under the map's lock.
     kept: Arc<AtomicBool>,
+    /// Index writes under way that name this space (see [`Recording`]).
+    recordings: Arc<Mutex<Recordings>>,
+}
+
+/// The index writes under way that name an allocation's space, and what the
+/// allocation gave up meanwhile. Such a write lands or not whatever happens
+/// to the caller that asked for it (it runs in a task of its own), so the
+/// space given up while it is under way is its to keep or free.
+#[derive(Default)]
+struct Recordings {
+    under_way: usize,
+    given_up: Vec<Extent>,
+}
+
+/// An index write under way that names an allocation's space; settled by
+/// whoever learns whether it landed. Dropped unsettled, it counts as landed:
+/// space kept by mistake is found free by the next rebuild, while space
+/// freed by mistake would be handed to two items.
+pub struct Recording {
+    map: Arc<Mutex<MemoryMap>>,
+    kept: Arc<AtomicBool>,
+    recordings: Arc<Mutex<Recordings>>,
+    settled: bool,
 }
 
 impl MemoryAllocator {
@@ -216,6 +239,29 @@ impl MemoryAllocator {
     pub fn check_allocation_possible(&self, size: u64) -> Option<u64> {
         let needed = self.map.lock().expect("map lock").new_pads_needed(size);
         (needed > 0).then_some(needed)
+    }
+
+    /// Removes partial writes left by crashed writers, and adopts pads
+    /// reserved but never recorded (a crash in between). Call holding the
+    /// writer lock, so that no writer is reserving meanwhile. The map of
+    /// used space is built only if there are any.
+    async fn adopt_stray_pads(&self) -> Result<()> {
+        let backend = &self.io.backend;
+        let removed = backend.remove_partial_writes().await?;
+        if removed > 0 {
+            log::info!("removed {removed} partial writes left by an interrupted process");
+        }
+        let names = self.io.retry.run(|_| backend.list(PadId::PREFIX)).await?;
+        let known: std::collections::HashSet<PadId> = self
+            .journal
+            .read(|index| index.pads.values().map(|p| p.0).collect());
+        let mut orphans: Vec<PadId> = names
+            .iter()
+            .filter_map(|n| PadId::from_object_name(n))
+            .filter(|id| !known.contains(id))
+            .collect();
+        orphans.sort();
+        self.adopt_pads(orphans).await
     }
 
     /// Adopts pads found on the backend that the index does not know (from a
@@ -354,6 +400,24 @@ impl Allocation {
         Arc::clone(&self.kept)
     }
 
+    /// Keeps the space on drop: the index refers to it.
+    pub fn keep(&self) {
+        let _map = self.map.lock().expect("map lock");
+        self.kept.store(true, Ordering::Release);
+    }
+
+    /// Notes an index write naming this space: until it is settled, dropping
+    /// the allocation leaves the space to it (see [`Recording`]).
+    pub fn recording(&self) -> Recording {
+        self.recordings.lock().expect("recordings lock").under_way += 1;
+        Recording {
+            map: Arc::clone(&self.map),
+            kept: Arc::clone(&self.kept),
+            recordings: Arc::clone(&self.recordings),
+            settled: false,
+        }
+    }
+
     /// Resolves, once every new pad is reserved and recorded, to the item's
     /// pieces in data order (versions still 0). Can be taken once.
     pub fn placement(&mut self) -> impl std::future::Future<Output = Result<Vec<Piece>>> + use<> {
@@ -373,12 +437,46 @@ impl Allocation {
     }
 }
 
+impl Recording {
+    /// Whether the write landed (or may have: a write in doubt keeps the
+    /// space until the journal knows, and the next rebuild frees it if not).
+    pub fn settle(mut self, landed: bool) {
+        self.settled = true;
+        self.apply(landed);
+    }
+
+    fn apply(&self, landed: bool) {
+        let mut map = self.map.lock().expect("map lock");
+        if landed {
+            self.kept.store(true, Ordering::Release);
+        }
+        let mut recordings = self.recordings.lock().expect("recordings lock");
+        recordings.under_way -= 1;
+        if self.kept.load(Ordering::Acquire) {
+            recordings.given_up.clear();
+        } else if recordings.under_way == 0 {
+            let given_up = std::mem::take(&mut recordings.given_up);
+            if let Err(error) = map.free(&given_up) {
+                log::error!("giving back an abandoned allocation failed: {error}");
+            }
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.apply(true);
+        }
+    }
+}
+
 impl Drop for Allocation {
     fn drop(&mut self) {
+        let mut map = self.map.lock().expect("map lock");
         if self.kept.load(Ordering::Acquire) {
             return;
         }
-        let mut map = self.map.lock().expect("map lock");
         let pad_size = map.pad_size();
         let mut extents = self.existing.clone();
         if let Some(expansion) = &self.expansion {
@@ -408,6 +506,12 @@ impl Drop for Allocation {
                 }
             }
         }
+        let mut recordings = self.recordings.lock().expect("recordings lock");
+        if recordings.under_way > 0 {
+            // An index write naming this space may still land: it decides.
+            recordings.given_up.extend(extents);
+            return;
+        }
         if let Err(error) = map.free(&extents) {
             log::error!("giving back an abandoned allocation failed: {error}");
         }
@@ -425,5 +529,9 @@ impl crate::writer_gate::IndexFollower for MemoryAllocator {
 
     fn writer_idle(&self) -> futures::future::BoxFuture<'static, ()> {
         Box::pin(MemoryAllocator::writer_idle(self))
+    }
+
+    fn tidy_after_crashes(&self) -> futures::future::BoxFuture<'_, Result<()>> {
+        Box::pin(self.adopt_stray_pads())
     }
 }

@@ -188,16 +188,10 @@ impl Index {
                 self.note_entry(entry)?;
                 let pending = self.pending.remove(key);
                 released = self.set_item(key.clone(), entry.clone())?;
-                // A resumed upload's pieces become the item's; anything else
-                // the pending entry held is released.
-                if let Some(pending) = pending {
-                    released.extend(
-                        pending
-                            .pieces
-                            .into_iter()
-                            .filter(|p| !entry.pieces.iter().any(|q| same_place(p, q))),
-                    );
-                }
+                // A resumed upload's pieces become the item's, and so do the
+                // pieces a compaction left in place: the rest is released.
+                released.extend(pending.into_iter().flat_map(|p| p.pieces));
+                released.retain(|p| !entry.pieces.iter().any(|q| same_place(p, q)));
             }
             Record::Remove { key } => {
                 released = self.take_item(key)?;

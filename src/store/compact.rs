@@ -27,15 +27,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
+use super::commit::Holds;
 use super::{BusyKey, Store};
 use crate::allocator::{Allocation, inline_digest};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress, PutEvent};
-use crate::index::{Entry, Index, Piece, Record};
+use crate::index::{Entry, Index, Record};
 use crate::pad_store::BackendError;
 use crate::writer_gate::WriterGuard;
 
@@ -135,12 +135,9 @@ struct PassPlan {
 #[derive(Default)]
 struct Batch<'a> {
     records: Vec<Record>,
-    /// Per item: its key's claim, the new places and their keepers, its size.
-    holds: Vec<(BusyKey<'a>, Vec<Placed>, u64)>,
+    /// Per item: its key's claim, its new places, its size.
+    holds: Vec<(BusyKey<'a>, Vec<Allocation>, u64)>,
 }
-
-/// A new place of a moved item, and the flag that keeps it once recorded.
-type Placed = (Allocation, Arc<AtomicBool>);
 
 /// How moving one item went.
 enum Moved<'a> {
@@ -353,17 +350,17 @@ impl Store {
                     batch.records.extend(one.records);
                     batch.holds.extend(one.holds);
                     if batch.records.len() >= MOVES_PER_RECORD_BATCH {
-                        self.commit_moves(std::mem::take(&mut batch), report)
+                        self.commit_moves(std::mem::take(&mut batch), writing, report)
                             .await?;
                     }
                 }
-                Moved::Done(one) => self.commit_moves(one, report).await?,
+                Moved::Done(one) => self.commit_moves(one, writing, report).await?,
                 Moved::Skipped => {}
                 // No room left outside the pads being emptied.
                 Moved::NoRoom => break,
             }
         }
-        self.commit_moves(batch, report).await
+        self.commit_moves(batch, writing, report).await
     }
 
     /// Moves a small item whole: reads it and places it anew, to be
@@ -394,7 +391,6 @@ impl Store {
         else {
             return Ok(Moved::NoRoom);
         };
-        let kept = allocation.keeper();
         let pieces = allocation.placement().await?;
         let hash = inline_digest(&pieces, &data)?;
         let entry = Entry {
@@ -405,7 +401,7 @@ impl Store {
         };
         Ok(Moved::Done(Batch {
             records: vec![Record::PutInline { key, entry, data }],
-            holds: vec![(busy, vec![(allocation, kept)], size)],
+            holds: vec![(busy, vec![allocation], size)],
         }))
     }
 
@@ -448,10 +444,9 @@ impl Store {
             if allocation.placement().await?.len() != 1 {
                 return Ok(Moved::Skipped); // dropping the allocations frees them
             }
-            let kept = allocation.keeper();
             let (written, _) = allocator.write(&mut allocation, &bytes, silent).await?;
             pieces[at] = written[0];
-            placed.push((allocation, kept));
+            placed.push(allocation);
         }
         let size = entry.size;
         let record = Record::Put {
@@ -464,52 +459,30 @@ impl Store {
         }))
     }
 
-    /// Records moved items' new places, then frees their old ones.
-    async fn commit_moves(&self, batch: Batch<'_>, report: &mut CompactReport) -> Result<()> {
+    /// Records moved items' new places, then frees their old ones (see
+    /// `commit.rs`: the pieces a large item leaves in place are not
+    /// released by its record).
+    async fn commit_moves(
+        &self,
+        batch: Batch<'_>,
+        writing: &WriterGuard,
+        report: &mut CompactReport,
+    ) -> Result<()> {
         if batch.records.is_empty() {
             return Ok(());
         }
-        let journal = &self.inner.journal;
-        // A large item's pieces that did not move are released by its
-        // record too, and stay where they are.
-        let staying: HashSet<(u64, u64, u64)> = batch
-            .records
-            .iter()
-            .filter_map(|record| match record {
-                Record::Put { entry, .. } => Some(entry),
-                _ => None,
-            })
-            .flat_map(|entry| entry.pieces.iter().map(|p| (p.pad, p.offset, p.len)))
-            .collect();
-        match journal.append(batch.records).await {
-            Ok(released) => {
-                for (_, placed, size) in &batch.holds {
-                    for (_, kept) in placed {
-                        kept.store(true, Ordering::Release);
-                    }
-                    report.bytes_moved += size;
-                    report.items_moved += 1;
-                }
-                let released: Vec<Piece> = released
-                    .into_iter()
-                    .filter(|p| !staying.contains(&(p.pad, p.offset, p.len)))
-                    .collect();
-                self.inner.allocator.free(&released);
-            }
-            Err(error) => {
-                if journal.in_doubt() {
-                    // The records may have landed: keep the new places
-                    // until the journal knows (the next rebuild frees them).
-                    for (_, placed, _) in &batch.holds {
-                        for (_, kept) in placed {
-                            kept.store(true, Ordering::Release);
-                        }
-                    }
-                }
-                return Err(error);
-            }
+        let mut holds = Holds::default();
+        let mut moved = (0, 0);
+        let mut claims = Vec::with_capacity(batch.holds.len());
+        for (busy, placed, size) in batch.holds {
+            holds.allocations.extend(placed);
+            moved = (moved.0 + size, moved.1 + 1);
+            claims.push(busy);
         }
-        drop(batch.holds);
+        self.commit_records(batch.records, holds, writing).await?;
+        drop(claims);
+        report.bytes_moved += moved.0;
+        report.items_moved += moved.1;
         if self.inner.allocator.log_only_bytes() > LOG_BYTES_BEFORE_WRITE_BACK {
             self.write_back_everything().await?;
         }

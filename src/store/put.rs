@@ -148,7 +148,6 @@ impl<'a> Put<'a> {
         let (store, events) = (self.store, self.events);
         let allocator = &store.inner.allocator;
         let size = self.data.len();
-        let kept = allocation.keeper();
         events
             .emit(|| PutEvent::StartingUpload {
                 total_bytes: size,
@@ -188,21 +187,9 @@ impl<'a> Put<'a> {
             entry,
             data,
         };
-        match store.inner.journal.append(vec![record]).await {
-            Ok(released) => {
-                kept.store(true, Ordering::Release);
-                allocator.free(&released);
-            }
-            Err(error) => {
-                if store.inner.journal.in_doubt() {
-                    // Its record may have landed: keep the space until the
-                    // journal knows (the next rebuild frees it if not).
-                    kept.store(true, Ordering::Release);
-                }
-                return Err(error);
-            }
-        }
-        drop(allocation);
+        store
+            .commit_records(vec![record], allocation.into(), &self.writing)
+            .await?;
         store.inner.activity.notify_one();
         let (due, wait) = allocator.write_back_due(&touched);
         if !due.is_empty() {
@@ -227,28 +214,41 @@ impl<'a> Put<'a> {
     /// reserved), records it as pending meanwhile if it spans pads, then
     /// commits it.
     async fn write_to_pads(mut self, mut allocation: Allocation) -> Result<()> {
-        let (store, events) = (self.store, self.events);
+        let (store, events, writing) = (self.store, self.events, &self.writing);
         let allocator = &store.inner.allocator;
         let size = self.data.len();
         let data_id = allocation.data_id;
         let placement = (size > allocator.pad_size()).then(|| allocation.placement());
-        let kept = allocation.keeper();
-        let pending = self.pending.take();
+        // Set once a pending record names the space (here or by the expansion).
+        let pending_written = allocation.keeper();
+        // No expansion took the pending record: it is written here, and the
+        // space is its to keep or free from the moment it is under way.
+        let pending = (self.pending.take())
+            .filter(|_| placement.is_some())
+            .map(|put| (put, allocation.recording()));
         let record_pending = async {
-            if let Some(placement) = placement {
-                let pieces = placement.await?;
-                if let Some(pending) = pending {
-                    // No expansion took it: record it on its own.
-                    let record = pending.record(data_id, pieces);
-                    store.inner.journal.append(vec![record]).await?;
-                    kept.store(true, Ordering::Release);
+            let Some(placement) = placement else {
+                return Ok(());
+            };
+            let placed = placement.await;
+            match (placed, pending) {
+                (Ok(pieces), Some((put, recording))) => {
+                    let record = put.record(data_id, pieces);
+                    store
+                        .commit_records(vec![record], recording.into(), writing)
+                        .await
+                }
+                (placed, pending) => {
+                    if let Some((_, recording)) = pending {
+                        recording.settle(false);
+                    }
+                    placed.map(|_| ())
                 }
             }
-            Ok::<(), Error>(())
         };
         let outcome = async {
             // Both run to their end (no early drop of a half-made pending
-            // record), so `kept` tells exactly whether one was recorded.
+            // record), so the keeper tells exactly whether one was recorded.
             let (written, recorded) = futures::join!(
                 allocator.write_data(&mut allocation, &self.data, events),
                 record_pending
@@ -257,36 +257,34 @@ impl<'a> Put<'a> {
             recorded?;
             // A file changed meanwhile would be stored as a mix of versions.
             self.data.check_unchanged().await?;
-            store
-                .commit(
+            Ok::<_, Error>((pieces, digest))
+        }
+        .await;
+        let committed = match outcome {
+            Ok((pieces, digest)) => {
+                let record = store.put_record(
                     self.key,
                     data_id,
                     size,
                     digest,
                     pieces,
                     self.previous.as_ref(),
-                )
-                .await
-        }
-        .await;
-        match outcome {
-            Ok(released) => {
-                kept.store(true, Ordering::Release);
-                allocator.free(&released);
+                );
+                store
+                    .commit_records(vec![record], allocation.into(), writing)
+                    .await
             }
             Err(error) => {
-                if kept.load(Ordering::Acquire) {
-                    store.abandon_pending(self.key, &kept).await;
-                }
-                if store.inner.journal.in_doubt() {
-                    // Its record may have landed: the space may be live
-                    // until the journal knows (the next rebuild frees it).
-                    kept.store(true, Ordering::Release);
-                }
-                return Err(error);
+                drop(allocation);
+                Err(error)
             }
+        };
+        if let Err(error) = committed {
+            if pending_written.load(Ordering::Acquire) && !store.inner.journal.in_doubt() {
+                store.abandon_pending(self.key, writing).await;
+            }
+            return Err(error);
         }
-        drop(allocation);
         events.finish(PutEvent::StoreComplete).await
     }
 }

@@ -20,7 +20,7 @@ impl Store {
         } else {
             Some(self.claim_key(to)?)
         };
-        let _writing = self.inner.gate.enter().await?;
+        let writing = self.inner.gate.enter().await?;
         let (source, source_pending, target, target_pending) = self
             .inner
             .journal
@@ -56,8 +56,7 @@ impl Store {
             from: from.to_string(),
             to: to.to_string(),
         };
-        let released = self.inner.journal.append(vec![record]).await?;
-        self.inner.allocator.free(&released);
-        Ok(())
+        self.commit_records(vec![record], Default::default(), &writing)
+            .await
     }
 }
