@@ -53,6 +53,43 @@ pub struct WriteBacks {
     idle: tokio::sync::Notify,
 }
 
+/// Pads a write-back took (see [`WriteBacks::claim`]); given back when
+/// dropped, also when the write-back is (a cancelled `flush`): a pad left
+/// claimed would make every later wait for write-backs hang. Its pad write
+/// goes on in the pad's writer task; without its record, the pad is simply
+/// written back again later.
+struct Claimed<'a> {
+    write_backs: &'a WriteBacks,
+    pads: Vec<u64>,
+}
+
+impl WriteBacks {
+    /// Claims those of `pads` no write-back is writing now.
+    fn claim(&self, pads: Vec<u64>) -> Claimed<'_> {
+        let mut in_flight = self.in_flight.lock().expect("write-backs lock");
+        let pads = pads
+            .into_iter()
+            .filter(|pad| in_flight.insert(*pad))
+            .collect();
+        Claimed {
+            write_backs: self,
+            pads,
+        }
+    }
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
+        for pad in &self.pads {
+            in_flight.remove(pad);
+        }
+        if in_flight.is_empty() {
+            self.write_backs.idle.notify_waiters();
+        }
+    }
+}
+
 impl MemoryAllocator {
     /// Whether an item of `size` bytes is committed in the log first.
     pub fn log_first(&self, size: u64) -> bool {
@@ -140,13 +177,9 @@ impl MemoryAllocator {
     }
 
     async fn write_pads_back(&self, pads: Vec<u64>) -> (Vec<Record>, Option<Error>) {
-        let pads: Vec<u64> = {
-            let mut in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
-            pads.into_iter()
-                .filter(|pad| in_flight.insert(*pad))
-                .collect()
-        };
-        let mut writes: FuturesUnordered<_> = pads
+        let claimed = self.write_backs.claim(pads);
+        let mut writes: FuturesUnordered<_> = claimed
+            .pads
             .iter()
             .map(|&pad| async move { (pad, self.write_pad_back(pad).await) })
             .collect();
@@ -162,14 +195,6 @@ impl MemoryAllocator {
                     failure.get_or_insert(error);
                 }
             }
-        }
-        drop(writes);
-        let mut in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
-        for pad in &pads {
-            in_flight.remove(pad);
-        }
-        if in_flight.is_empty() {
-            self.write_backs.idle.notify_waiters();
         }
         (records, failure)
     }
