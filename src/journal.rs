@@ -112,6 +112,8 @@ pub struct Journal {
     log: Mutex<Log>,
     /// Appends waiting for the next log write, group-committed.
     appends: GroupCommit<Append>,
+    /// Whether this handle wrote a log object (see `wrote`).
+    wrote: std::sync::atomic::AtomicBool,
     /// This machine's memory of the store's log position (`None`: off).
     seen: Option<SeenLogs>,
     /// Updates of the memory after log writes (see `remember_later`).
@@ -376,6 +378,7 @@ impl Journal {
             checkpoint_interval,
             writer_lock: Mutex::new(None),
             appends: GroupCommit::default(),
+            wrote: Default::default(),
             log: Mutex::new(Log {
                 state: LogState::starting(Index::default(), 0, 0, CHAIN_START),
                 deferred: Vec::new(),
@@ -449,7 +452,7 @@ impl Journal {
     /// The cache is never trusted over the backend: it is used only if the
     /// object it was read up to (the last log object it covers, or the
     /// checkpoint it starts from) is still there unchanged, no checkpoint
-    /// has absorbed the log past it, and the log after it is contiguous;
+    /// has absorbed the log past it, and the log after it is all there;
     /// that log is then replayed on top, as a load replays the log after a
     /// checkpoint. The store's objects are write-once (see the module
     /// header), so the same object at the anchor means the same history.
@@ -476,11 +479,7 @@ impl Journal {
             log::info!("the index cache is not on the store's history: {error}");
             return Ok(None);
         }
-        let tail: Vec<u64> = logs.into_iter().filter(|s| *s >= position).collect();
-        let contiguous = tail.iter().zip(position..).all(|(s, want)| *s == want);
-        if !contiguous {
-            return Ok(None);
-        }
+        let last = newest_log(logs).filter(|last| *last >= position);
         let most_records =
             MOST_CACHE_TAIL_RECORDS.max(cached.items.len() / CACHE_ITEMS_PER_TAIL_RECORD);
         let mut loaded = LogState {
@@ -489,8 +488,11 @@ impl Journal {
             ..state.log
         };
         let mut records = 0;
-        for seq in tail {
-            let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
+        for seq in position..last.map_or(position, |last| last + 1) {
+            let Some((plaintext, sealed)) = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?
+            else {
+                return Ok(None); // a gap: the full load tells what it is
+            };
             records += loaded.replay(seq, &plaintext, &sealed)?;
             if records > most_records {
                 return Ok(None);
@@ -777,21 +779,22 @@ impl Journal {
             }
             None => LogState::starting(Index::default(), 0, 0, CHAIN_START),
         };
-        for seq in self.list_seqs(LOG_PREFIX).await? {
-            if seq < loaded.next_seq {
-                continue; // absorbed by the checkpoint; left over from a crash
-            }
-            if seq != loaded.next_seq {
+        // Objects below the checkpoint are left over from a crash. Those
+        // after it are read by number up to the newest listed (see
+        // `newest_log`), so a listing that missed one is no gap.
+        let last = newest_log(self.list_seqs(LOG_PREFIX).await?);
+        for seq in loaded.next_seq..last.map_or(loaded.next_seq, |last| last + 1) {
+            let Some((plaintext, sealed)) = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?
+            else {
                 if self.checkpointed_since(newest).await? {
                     return Ok(false);
                 }
                 return Err(Error::integrity(format!(
-                    "index log object {} is missing (found {} next)",
-                    object_name(LOG_PREFIX, loaded.next_seq),
-                    object_name(LOG_PREFIX, seq)
+                    "index log object {} is missing (found {} after it)",
+                    object_name(LOG_PREFIX, seq),
+                    object_name(LOG_PREFIX, last.unwrap_or(seq))
                 )));
-            }
-            let (plaintext, sealed) = self.read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
+            };
             loaded.replay(seq, &plaintext, &sealed)?;
         }
         if self.checkpointed_since(newest).await? {
@@ -1030,6 +1033,13 @@ impl Journal {
         }
     }
 
+    /// Whether this handle changed the store (wrote a log object). A handle
+    /// that only read leaves other writers' small items for them to write
+    /// back, rather than wait for their writer lock when it closes.
+    pub fn wrote(&self) -> bool {
+        self.wrote.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Waits until no index write of this handle is under way: the batch of
     /// a (possibly cancelled) append, or the checkpoint and deletes after
     /// it. The writer lock must outlive them, as every write needs it.
@@ -1132,6 +1142,7 @@ impl Journal {
         }
         match written {
             Ok((seq, sealed)) => {
+                self.wrote.store(true, std::sync::atomic::Ordering::Release);
                 let (at, answers) = self.apply_batch(batch, seq, &sealed);
                 self.remember_later(at);
                 // Before answering: the callers hold the writer lock
@@ -1371,4 +1382,14 @@ impl Journal {
             .collect::<()>()
             .await;
     }
+}
+
+/// The newest of the log objects a listing found. Log objects are read by
+/// number from the first one needed up to it, never from the listing
+/// itself: a listing taken while a writer creates objects may hold n+1
+/// without n (a folder's directory read sees some entries added meanwhile
+/// and not others), and a gap seen there is no damage. Only an object
+/// missing when read by its name is missing.
+fn newest_log(listed: Vec<u64>) -> Option<u64> {
+    listed.into_iter().max()
 }
