@@ -8,6 +8,7 @@
 //! takes it once; then it is released, once no pad upload of this process is
 //! still in flight.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -29,7 +30,16 @@ pub trait IndexFollower: Send + Sync {
 
     /// Resolves once no pad write of this process is in flight.
     fn writer_idle(&self) -> BoxFuture<'static, ()>;
+
+    /// Tidies up after writers that crashed (pads reserved but never
+    /// recorded, partial writes); run once per handle, at its first
+    /// holding of the lock, since only then can nobody be mid-reservation.
+    fn tidy_after_crashes(&self) -> BoxFuture<'_, Result<()>>;
 }
+
+/// How many times a reader reads the log anew before it reads it under the
+/// writer lock (see `catch_up`).
+const UNLOCKED_CATCH_UPS: usize = 4;
 
 pub struct WriterGate {
     backend: Arc<dyn WriterLocking>,
@@ -45,6 +55,9 @@ pub struct WriterGate {
     /// This handle's random id, for the writer lock to tell whether anyone
     /// else held it since.
     holder: [u8; 16],
+    /// Whether this handle tidied up after crashed writers (see
+    /// `IndexFollower::tidy_after_crashes`).
+    tidied: AtomicBool,
 }
 
 #[derive(Default)]
@@ -76,6 +89,7 @@ impl WriterGate {
             held: Mutex::new(Held::default()),
             releasing: Mutex::new(None),
             holder: crate::crypto::os_random(),
+            tidied: AtomicBool::new(false),
         })
     }
 
@@ -122,7 +136,29 @@ impl WriterGate {
             }
             return Ok(guard);
         }
-        let lock: Arc<dyn WriterLock> = Arc::from(self.backend.lock_writer(&self.holder).await?);
+        let lock = self.backend.lock_writer(&self.holder).await?;
+        self.take(lock, map).await
+    }
+
+    /// Enters the gate if the writer lock is free right now, without
+    /// waiting for a writer (`None` then, or where that cannot be told):
+    /// opening tidies up after crashed writers this way, and never waits.
+    pub async fn try_enter_unmapped(self: &Arc<Self>) -> Result<Option<WriterGuard>> {
+        let _entry = self.entry.lock().await;
+        if self.held.lock().expect("gate lock").lock.is_some() {
+            drop(_entry);
+            return self.enter_unmapped().await.map(Some);
+        }
+        match self.backend.try_lock_writer(&self.holder).await? {
+            Some(lock) => self.take(lock, false).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Holds `lock`, just taken: catches up with other writers, and the
+    /// first time tidies up after crashed ones. Call holding `entry`.
+    async fn take(self: &Arc<Self>, lock: Box<dyn WriterLock>, map: bool) -> Result<WriterGuard> {
+        let lock: Arc<dyn WriterLock> = Arc::from(lock);
         // Nothing of this process is in flight: safe to catch up and rebuild.
         // Unless this handle held the lock last: then nobody else wrote, and
         // the index it has is the store's (if its own writes are certain).
@@ -136,13 +172,20 @@ impl WriterGate {
             self.allocator.ensure_map()?;
         }
         self.journal.set_writer_lock(Some(Arc::clone(&lock)));
-        let mut held = self.held.lock().expect("gate lock");
-        held.holders = 1;
-        held.entries += 1;
-        held.lock = Some(lock);
-        Ok(WriterGuard {
+        {
+            let mut held = self.held.lock().expect("gate lock");
+            held.holders = 1;
+            held.entries += 1;
+            held.lock = Some(lock);
+        }
+        let guard = WriterGuard {
             gate: Arc::clone(self),
-        })
+        };
+        if !self.tidied.load(Ordering::Acquire) {
+            self.allocator.tidy_after_crashes().await?;
+            self.tidied.store(true, Ordering::Release);
+        }
+        Ok(guard)
     }
 
     /// Catches up with other writers, for reads that must see their work.
@@ -154,19 +197,19 @@ impl WriterGate {
         if self.held.lock().expect("gate lock").lock.is_some() {
             return Ok(()); // this process is the writer: its view is current
         }
-        match self.journal.refresh(false).await {
-            Ok(changed) => {
+        // Read again a few times before asking for the lock: a reader
+        // waiting for it would wait for as long as a writer is at work.
+        for _ in 0..UNLOCKED_CATCH_UPS {
+            if let Ok(changed) = self.journal.refresh(false).await {
                 if changed {
                     self.allocator.rebuild()?;
                 }
-                Ok(())
-            }
-            Err(_) => {
-                drop(entry);
-                drop(self.enter().await?);
-                Ok(())
+                return Ok(());
             }
         }
+        drop(entry);
+        drop(self.enter().await?);
+        Ok(())
     }
 
     /// Gives back a lingering writer lock now, and waits until the last one

@@ -478,8 +478,10 @@ class Store(MutableMapping[str, bytes]):
     # --- closing ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Writes back what the log alone holds (see :meth:`flush`) and closes
-        the store; later calls raise :class:`InvalidInputError`. Closing twice
+        """Writes back what the log alone holds (see :meth:`flush`), if this
+        handle stored, removed or renamed anything, and closes the store; later
+        calls raise :class:`InvalidInputError`. A handle that only read never
+        waits for another process's writer lock here. Closing twice
         is harmless. If the write-back fails, the store is closed anyway (the
         items stay safe in its log, for the next open) and the error raised."""
         _open_stores.discard(self)
@@ -498,15 +500,20 @@ class Store(MutableMapping[str, bytes]):
 
 
 _open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+# A child made by fork() inherits its parent's handles, which stay the
+# parent's: it neither flushes nor closes them at exit.
+os.register_at_fork(after_in_child=_open_stores.clear)
 
 
 @atexit.register
 def _flush_at_exit() -> None:
-    """Writes back the small items of stores left open when Python exits. They
-    are safe in the log either way; this spares the next open the work."""
+    """Closes the stores left open when Python exits, which writes back the
+    small items this process stored. They are safe in the log either way;
+    this spares the next open the work. A store this process only read is
+    left as it is: its writers write back their own."""
     for store in list(_open_stores):
         try:
-            store.flush()
+            store.close()
         except Exception as error:  # noqa: BLE001 - exiting: report, go on
             logging.getLogger("anthill").warning(
                 "could not write back %s at exit (its items stay in its log): %s",

@@ -190,6 +190,17 @@ pub trait WriterLocking: Send + Sync {
     /// is dropped.
     async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError>;
 
+    /// Takes the writer lock if no one holds it, without waiting: `None` if
+    /// someone does, or where telling would mean waiting (an S3 lease).
+    /// Opening uses it to tidy up after crashed writers when no writer is
+    /// at work, and leaves that to its first change otherwise.
+    async fn try_lock_writer(
+        &self,
+        _holder: &[u8; 16],
+    ) -> Result<Option<Box<dyn WriterLock>>, BackendError> {
+        Ok(None)
+    }
+
     /// How long a process keeps the writer lock after its last change, so
     /// that a loop of changes takes it once, not once per change. Others
     /// wait that much longer for it.

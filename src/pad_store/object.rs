@@ -62,51 +62,84 @@ impl Locking {
         Locking::InProcess(Arc::new(tokio::sync::Mutex::new(None)))
     }
 
-    async fn lock(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
+    /// Takes the lock for `holder`, waiting for it if `wait`, else `None`
+    /// if someone holds it (never for a lease: see `try_lock_writer`).
+    async fn lock(
+        &self,
+        holder: &[u8; 16],
+        wait: bool,
+    ) -> Result<Option<Box<dyn WriterLock>>, BackendError> {
         match self {
             Locking::InProcess(mutex) => {
-                let mut guard = Arc::clone(mutex).lock_owned().await;
+                let mut guard = if wait {
+                    Arc::clone(mutex).lock_owned().await
+                } else {
+                    match Arc::clone(mutex).try_lock_owned() {
+                        Ok(guard) => guard,
+                        Err(_) => return Ok(None),
+                    }
+                };
                 let undisturbed = guard.replace(*holder) == Some(*holder);
-                Ok(Box::new(InProcessLock {
+                Ok(Some(Box::new(InProcessLock {
                     _guard: guard,
                     undisturbed,
-                }))
+                })))
             }
             Locking::Folder { file, fsync } => {
                 let (path, fsync, holder) = (file.clone(), *fsync, *holder);
                 // `flock` blocks: wait for it on a thread of the blocking pool.
-                let (file, undisturbed) = tokio::task::spawn_blocking(move || {
-                    let mut file = std::fs::OpenOptions::new()
-                        .create(true)
-                        .truncate(false)
-                        .read(true)
-                        .write(true)
-                        .open(&path)?;
-                    file.lock()?;
-                    let mut last = [0u8; 16];
-                    let undisturbed = file.read_exact(&mut last).is_ok() && last == holder;
-                    if !undisturbed {
-                        file.seek(io::SeekFrom::Start(0))?;
-                        file.write_all(&holder)?;
-                        if fsync {
-                            file.sync_data()?;
-                        }
-                    }
-                    Ok::<_, io::Error>((file, undisturbed))
-                })
-                .await
-                .map_err(|e| BackendError::Permanent(format!("lock task failed: {e}")))?
-                .map_err(|e| {
-                    BackendError::Permanent(format!("cannot lock the store folder: {e}"))
-                })?;
-                Ok(Box::new(FolderLock {
-                    _file: file,
-                    undisturbed,
+                let locked =
+                    tokio::task::spawn_blocking(move || lock_folder(&path, fsync, &holder, wait))
+                        .await
+                        .map_err(|e| BackendError::Permanent(format!("lock task failed: {e}")))?
+                        .map_err(|e| {
+                            BackendError::Permanent(format!("cannot lock the store folder: {e}"))
+                        })?;
+                Ok(locked.map(|(file, undisturbed)| {
+                    Box::new(FolderLock {
+                        _file: file,
+                        undisturbed,
+                    }) as Box<dyn WriterLock>
                 }))
             }
-            Locking::Lease(lease) => lease.acquire().await,
+            Locking::Lease(lease) => lease.acquire().await.map(Some),
         }
     }
+}
+
+/// Locks a store folder's lock file for `holder` (`None` if `!wait` and
+/// another holds it); with whether `holder` was also its last holder.
+fn lock_folder(
+    path: &std::path::Path,
+    fsync: bool,
+    holder: &[u8; 16],
+    wait: bool,
+) -> io::Result<Option<(std::fs::File, bool)>> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    if wait {
+        file.lock()?;
+    } else {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(error)) => return Err(error),
+        }
+    }
+    let mut last = [0u8; 16];
+    let undisturbed = file.read_exact(&mut last).is_ok() && last == *holder;
+    if !undisturbed {
+        file.seek(io::SeekFrom::Start(0))?;
+        file.write_all(holder)?;
+        if fsync {
+            file.sync_data()?;
+        }
+    }
+    Ok(Some((file, undisturbed)))
 }
 
 struct InProcessLock {
@@ -532,7 +565,22 @@ impl Backend for ObjectPadStore {
 #[async_trait]
 impl WriterLocking for ObjectPadStore {
     async fn lock_writer(&self, holder: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
-        self.locking.lock(holder).await
+        self.locking
+            .lock(holder, true)
+            .await
+            .map(|lock| lock.expect("waited for"))
+    }
+
+    async fn try_lock_writer(
+        &self,
+        holder: &[u8; 16],
+    ) -> Result<Option<Box<dyn WriterLock>>, BackendError> {
+        match self.locking {
+            Locking::Lease(_) => Ok(None),
+            Locking::Folder { .. } | Locking::InProcess(_) => {
+                self.locking.lock(holder, false).await
+            }
+        }
     }
 
     fn writer_lock_linger(&self) -> Duration {

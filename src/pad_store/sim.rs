@@ -626,6 +626,13 @@ impl WriterLocking for SimPadStore {
         self.inner.lock_writer(holder).await
     }
 
+    async fn try_lock_writer(
+        &self,
+        holder: &[u8; 16],
+    ) -> Result<Option<Box<dyn WriterLock>>, BackendError> {
+        self.inner.try_lock_writer(holder).await
+    }
+
     fn writer_lock_linger(&self) -> std::time::Duration {
         self.inner.writer_lock_linger()
     }

@@ -18,20 +18,21 @@ use crate::events::{Callback, EventSink, GetEvent, PutEvent};
 use crate::index::{self, Entry, Piece, Record};
 use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, IndexCache, Journal, RollbackCheck};
 use crate::meta::{self, Meta, PAD_SIZES};
-use crate::pad::PadId;
 use crate::pad_io::PadIo;
 use crate::pad_store::{self, Backend, BackendError, SimPadStore};
 // The backend types a caller of the store sees (options in, counters out).
 pub use crate::pad_store::{BackendOptions, SimStats, is_url, sim::OpStats};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
-use crate::writer_gate::WriterGate;
+use crate::writer_gate::{WriterGate, WriterGuard};
 
+mod commit;
 mod compact;
 mod put;
 mod rename;
 mod stream;
 mod verify;
+use commit::Holds;
 pub use compact::CompactReport;
 use put::Put;
 pub use stream::{FileDest, ItemHandle};
@@ -173,32 +174,6 @@ async fn open_journal(
     .await
 }
 
-/// Adopts pads reserved but never recorded (a crash in between); inside the
-/// gate, so no other writer is reserving. The map of used space is built
-/// only if there are any.
-async fn adopt_stray_pads(
-    gate: &Arc<WriterGate>,
-    backend: &Arc<dyn Backend>,
-    journal: &Journal,
-    allocator: &MemoryAllocator,
-    retry: RetryPolicy,
-) -> Result<()> {
-    let _writing = gate.enter_unmapped().await?;
-    let removed = backend.remove_partial_writes().await?;
-    if removed > 0 {
-        log::info!("removed {removed} partial writes left by an interrupted process");
-    }
-    let names = retry.run(|_| backend.list(PadId::PREFIX)).await?;
-    let known: HashSet<PadId> = journal.read(|index| index.pads.values().map(|p| p.0).collect());
-    let mut orphans: Vec<PadId> = names
-        .iter()
-        .filter_map(|n| PadId::from_object_name(n))
-        .filter(|id| !known.contains(id))
-        .collect();
-    orphans.sort();
-    allocator.adopt_pads(orphans).await
-}
-
 /// Options of one put.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -249,6 +224,9 @@ struct Inner {
     /// Keys with a put or remove under way in this process.
     busy_keys: Mutex<HashSet<String>>,
     closed: AtomicBool,
+    /// The process that opened the store: a handle is refused in a child
+    /// made by `fork` (see `check_open`).
+    process: u32,
     /// Told of every small put, for the write-back once the store is idle.
     activity: Arc<tokio::sync::Notify>,
     /// Held by a verification or a compaction: a verification reading pads
@@ -365,7 +343,9 @@ impl Store {
             Arc::clone(&journal),
             Arc::clone(&allocator),
         );
-        adopt_stray_pads(&gate, &backend, &journal, &allocator, retry).await?;
+        // Tidies up after crashed writers now if no writer is at work (a
+        // writer may be mid-reservation), else at this handle's first change.
+        let no_writer = gate.try_enter_unmapped().await?.is_some();
         let store = Store {
             inner: Arc::new(Inner {
                 // Shown in reprs, messages and logs: never its credentials.
@@ -377,14 +357,16 @@ impl Store {
                 max_new_pads: options.max_new_pads,
                 busy_keys: Mutex::new(HashSet::new()),
                 closed: AtomicBool::new(false),
+                process: std::process::id(),
                 activity: Arc::new(tokio::sync::Notify::new()),
                 maintenance: tokio::sync::Mutex::new(()),
             }),
         };
         store.spawn_idle_write_back();
-        if store.inner.allocator.log_only_bytes() > 0 {
-            // Small items another process committed and never wrote back
-            // (it crashed, or is still at work): this one takes them on.
+        if no_writer && store.inner.allocator.log_only_bytes() > 0 {
+            // Small items another process committed and never wrote back,
+            // and no writer at work: it crashed, and this one takes them on
+            // (a live writer writes back its own).
             store.inner.activity.notify_one();
         }
         Ok(store)
@@ -424,6 +406,17 @@ impl Store {
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::invalid("store is closed"));
+        }
+        if self.inner.process != std::process::id() {
+            // A child made by fork() shares the parent's writer lock (a
+            // folder's lock file, a lease) and none of its threads: used
+            // here, the handle would write beside its parent as one writer.
+            return Err(Error::invalid(format!(
+                "this store handle was opened by process {} before it forked; open the \
+                 store again in this process (multiprocessing: the 'spawn' or 'forkserver' \
+                 start method does so for you)",
+                self.inner.process
+            )));
         }
         Ok(())
     }
@@ -479,7 +472,7 @@ impl Store {
             .await?;
         if let Some(pending) = pending {
             if options.resume {
-                return self.resume(key, data, pending, events).await;
+                return self.resume(key, data, pending, &writing, events).await;
             }
             return Err(Error::UploadPending {
                 key: key.to_string(),
@@ -547,8 +540,8 @@ impl Store {
         self.inner.journal.opened_from_cache()
     }
 
-    /// Records `key -> pieces` in the index; returns the space it released.
-    async fn commit(
+    /// The record that stores `key -> pieces` in the index.
+    fn put_record(
         &self,
         key: &str,
         data_id: u64,
@@ -556,7 +549,7 @@ impl Store {
         digest: crypto::Digest,
         pieces: Vec<Piece>,
         previous: Option<&Entry>,
-    ) -> Result<Vec<Piece>> {
+    ) -> Record {
         let entry = Entry {
             data_id,
             size,
@@ -566,27 +559,18 @@ impl Store {
             modified: now(),
         };
         let key = key.to_string();
-        self.inner
-            .journal
-            .append(vec![Record::Put { key, entry }])
-            .await
+        Record::Put { key, entry }
     }
 
-    /// Drops the pending record of a failed put, so the key is absent again.
-    /// If even that fails, the key stays pending (resumable) and its space
-    /// stays reserved for it.
-    async fn abandon_pending(&self, key: &str, kept: &AtomicBool) {
+    /// Drops the pending record of a failed put, so the key is absent again
+    /// and its space free. If even that fails, the key stays pending
+    /// (resumable) and its space stays reserved for it.
+    async fn abandon_pending(&self, key: &str, writing: &WriterGuard) {
         let key = key.to_string();
-        if self
-            .inner
-            .journal
-            .append(vec![Record::ClearPending { key }])
-            .await
-            .is_ok()
-        {
-            // The allocation gives the space back when dropped.
-            kept.store(false, Ordering::Release);
-        }
+        let record = Record::ClearPending { key };
+        let _ = self
+            .commit_records(vec![record], Holds::default(), writing)
+            .await;
     }
 
     /// Finishes an interrupted upload: pads that already hold their part of
@@ -596,6 +580,7 @@ impl Store {
         key: &str,
         data: ItemData,
         pending: Entry,
+        writing: &WriterGuard,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Result<()> {
         if data.len() != pending.size || data.fingerprint().await? != pending.hash {
@@ -616,17 +601,16 @@ impl Store {
             .journal
             .read_items(|index| index.items.get(key))
             .await?;
-        let released = self
-            .commit(
-                key,
-                pending.data_id,
-                pending.size,
-                digest,
-                pieces,
-                previous.as_ref(),
-            )
+        let record = self.put_record(
+            key,
+            pending.data_id,
+            pending.size,
+            digest,
+            pieces,
+            previous.as_ref(),
+        );
+        self.commit_records(vec![record], Holds::default(), writing)
             .await?;
-        self.inner.allocator.free(&released);
         events.finish(PutEvent::StoreComplete).await
     }
 
@@ -701,7 +685,7 @@ impl Store {
         self.check_open()?;
         validate_key(key)?;
         let _busy = self.claim_key(key)?;
-        let _writing = self.inner.gate.enter().await?;
+        let writing = self.inner.gate.enter().await?;
         let known = self
             .inner
             .journal
@@ -712,14 +696,11 @@ impl Store {
         if !known {
             return Err(Error::KeyNotFound(key.to_string()));
         }
-        let key = key.to_string();
-        let released = self
-            .inner
-            .journal
-            .append(vec![Record::Remove { key }])
-            .await?;
-        self.inner.allocator.free(&released);
-        Ok(())
+        let record = Record::Remove {
+            key: key.to_string(),
+        };
+        self.commit_records(vec![record], Holds::default(), &writing)
+            .await
     }
 
     fn summary_now(&self) -> StorageSummary {
@@ -810,7 +791,16 @@ impl Store {
     /// completed call is already durable; closing also waits until the
     /// writer lock is given back (an S3 lease deleted, not left to expire).
     pub async fn close(&self) -> Result<()> {
-        let flushed = if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.process != std::process::id() {
+            // A handle a forked child inherited: the store and its writer
+            // lock are its parent's to flush and release.
+            self.inner.closed.store(true, Ordering::Release);
+            return Ok(());
+        }
+        // A handle that only read leaves other writers' small items to them
+        // (or to the next writer, if theirs crashed): closing it never waits
+        // for a writer.
+        let flushed = if self.inner.closed.load(Ordering::Acquire) || !self.inner.journal.wrote() {
             Ok(())
         } else {
             self.write_back_everything().await
