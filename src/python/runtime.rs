@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use pyo3::exceptions::PyNotImplementedError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyWeakrefReference;
 use pyo3::{IntoPyObjectExt, intern};
-use pyo3_async_runtimes::tokio::get_runtime;
 
 use super::errors::{internal_error, invalid_input};
 use crate::error::Result;
@@ -34,14 +34,29 @@ where
     F: Future<Output = Result<T>> + Send,
     T: Send,
 {
-    if inside_a_call() {
+    refuse_inside_a_callback(py)?;
+    run(py, future)
+}
+
+/// Refuses a change from inside a callback: the call it belongs to holds the
+/// store's writer lock and perhaps its expansion turn, so a nested change
+/// could wait on its own caller for ever. A sync method's callback runs on
+/// the thread driving the call; an async one's on the event loop, marked
+/// by `anthill._callbacks.in_callback`.
+fn refuse_inside_a_callback(py: Python<'_>) -> PyResult<()> {
+    static IN_CALLBACK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let in_async_callback = || -> PyResult<bool> {
+        let in_callback = IN_CALLBACK.import(py, "anthill._callbacks", "in_callback")?;
+        in_callback.call0()?.is_truthy()
+    };
+    if inside_a_call() || in_async_callback()? {
         return Err(invalid_input(
             py,
             "a callback cannot store, remove, open or close while its own call runs \
              (that call holds the store's writer lock); do it after the call returns",
         ));
     }
-    run(py, future)
+    Ok(())
 }
 
 /// Runs a call that only reads a store; also allowed from inside a callback
@@ -54,10 +69,36 @@ where
     if inside_a_call() {
         // Step out of the runtime context the callback runs in, then block.
         return py
-            .detach(|| tokio::task::block_in_place(|| get_runtime().block_on(future)))
+            .detach(|| tokio::task::block_in_place(|| runtime().block_on(future)))
             .map_err(PyErr::from);
     }
     run(py, future)
+}
+
+/// The tokio runtime of this process, made on first use. A child made by
+/// `fork` has none of its parent's threads (the runtime's workers among
+/// them), so a call there would wait for ever on tasks nobody runs: the
+/// child makes a runtime of its own. The parent's is left alone (dropping
+/// it would wait for threads that do not exist in the child).
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let process = std::process::id();
+    let mut slot = RUNTIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *slot {
+        Some((made_by, runtime)) if made_by == process => runtime,
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("anthill")
+                .build()
+                .expect("the tokio runtime starts");
+            let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+            *slot = Some((process, runtime));
+            runtime
+        }
+    }
 }
 
 /// Whether this thread is already driving a future of the runtime (a sync
@@ -72,7 +113,7 @@ where
     T: Send,
 {
     py.detach(|| {
-        get_runtime().block_on(async {
+        runtime().block_on(async {
             tokio::pin!(future);
             let mut signals = tokio::time::interval(SIGNAL_CHECK_INTERVAL);
             signals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -351,7 +392,7 @@ where
     let finished = Arc::clone(&bridge.finished);
     let future_for_outcome = asyncio_future.clone_ref(py);
     let running = RunningAsyncCall::start();
-    let task = get_runtime().spawn(async move {
+    let task = runtime().spawn(async move {
         let outcome = AssertUnwindSafe(future).catch_unwind().await;
         finished.push(FinishedCall {
             future: future_for_outcome,
@@ -401,7 +442,11 @@ where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     match (event_loop, access) {
-        (Some(bridge), _) => awaitable(py, &bridge, future)?.into_py_any(py),
+        (Some(bridge), Access::Read) => awaitable(py, &bridge, future)?.into_py_any(py),
+        (Some(bridge), Access::Change) => {
+            refuse_inside_a_callback(py)?;
+            awaitable(py, &bridge, future)?.into_py_any(py)
+        }
         (None, Access::Read) => block_on_read(py, future)?.into_py_any(py),
         (None, Access::Change) => block_on(py, future)?.into_py_any(py),
     }
