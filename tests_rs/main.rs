@@ -2,6 +2,7 @@
 
 mod backend_conformance;
 mod backend_urls;
+mod cancellation;
 mod capped_reads;
 mod format_fixture;
 mod fuzz_regressions;
