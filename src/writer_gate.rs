@@ -144,13 +144,22 @@ impl WriterGate {
     /// waiting for a writer (`None` then, or where that cannot be told):
     /// opening tidies up after crashed writers this way, and never waits.
     pub async fn try_enter_unmapped(self: &Arc<Self>) -> Result<Option<WriterGuard>> {
-        let _entry = self.entry.lock().await;
+        self.try_enter_with(false).await
+    }
+
+    /// Like `try_enter_unmapped`, with the map built as `enter` builds it.
+    pub async fn try_enter(self: &Arc<Self>) -> Result<Option<WriterGuard>> {
+        self.try_enter_with(true).await
+    }
+
+    async fn try_enter_with(self: &Arc<Self>, map: bool) -> Result<Option<WriterGuard>> {
+        let entry = self.entry.lock().await;
         if self.held.lock().expect("gate lock").lock.is_some() {
-            drop(_entry);
-            return self.enter_unmapped().await.map(Some);
+            drop(entry); // this process holds it: enter as it does
+            return self.enter_with(map).await.map(Some);
         }
         match self.backend.try_lock_writer(&self.holder).await? {
-            Some(lock) => self.take(lock, false).await.map(Some),
+            Some(lock) => self.take(lock, map).await.map(Some),
             None => Ok(None),
         }
     }

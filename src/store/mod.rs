@@ -498,10 +498,24 @@ impl Store {
 
     /// Writes every pad holding log-only bytes and records that in the log.
     async fn write_back_everything(&self) -> Result<()> {
+        self.write_back(false).await
+    }
+
+    /// `write_back_everything`, or (`unless_busy`) only if no other writer
+    /// holds the writer lock right now: a handle that only read takes on
+    /// what a crashed writer left, never waits for a live one.
+    async fn write_back(&self, unless_busy: bool) -> Result<()> {
         if self.inner.allocator.log_only_bytes() == 0 && !self.inner.journal.has_deferred() {
             return Ok(()); // nothing to do: not even the writer lock is needed
         }
-        let _writing = self.inner.gate.enter().await?;
+        let _writing = if unless_busy {
+            match self.inner.gate.try_enter().await? {
+                Some(writing) => writing,
+                None => return Ok(()),
+            }
+        } else {
+            self.inner.gate.enter().await?
+        };
         let allocator = &self.inner.allocator;
         allocator.write_backs_idle().await;
         allocator.write_back(allocator.dirty_pads()).await?;
@@ -797,13 +811,12 @@ impl Store {
             self.inner.closed.store(true, Ordering::Release);
             return Ok(());
         }
-        // A handle that only read leaves other writers' small items to them
-        // (or to the next writer, if theirs crashed): closing it never waits
-        // for a writer.
-        let flushed = if self.inner.closed.load(Ordering::Acquire) || !self.inner.journal.wrote() {
+        // A handle that only read writes back what other writers left only
+        // if none is at work (theirs crashed): closing it never waits for one.
+        let flushed = if self.inner.closed.load(Ordering::Acquire) {
             Ok(())
         } else {
-            self.write_back_everything().await
+            self.write_back(!self.inner.journal.wrote()).await
         };
         self.inner.closed.store(true, Ordering::Release);
         self.inner.activity.notify_one(); // the idle task sees it is closed
