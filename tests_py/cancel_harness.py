@@ -128,6 +128,8 @@ for i in range(int(sys.argv[4])):
         outcome = "cancelled"
     except anthill.KeyNotFoundError:
         outcome = "absent"  # removed or renamed away meanwhile: a no-op
+    except anthill.UploadPendingError:
+        outcome = "pending"  # an interrupted upload of the key: a no-op
     except anthill.AnthillError as error:
         outcome = f"error {type(error).__name__}: {error}"
     say(end=outcome)
@@ -253,6 +255,10 @@ def one_round(url: str, seed: int, rng: random.Random, expected: Expected, repor
             outcome = event["end"]
             if outcome.startswith("error"):
                 report.failures.append(f"worker {seed}: {json.dumps(in_flight)}: {outcome}")
+            if outcome == "pending":
+                # Refused, as a crash's interrupted upload makes it: a no-op.
+                in_flight = None
+                continue
             done = outcome in ("ok", "absent")
             report.operations_done += done
             if outcome == "cancelled":
@@ -273,7 +279,8 @@ def settle_after_kill(lines: Lines, in_flight: dict, expected: Expected, report:
         if "end" in event:
             done = event["end"] in ("ok", "absent")
             report.operations_done += done
-            expected.apply(in_flight, done)
+            if event["end"] != "pending":
+                expected.apply(in_flight, done)
             in_flight = None
         elif "begin" in event:
             in_flight = event["begin"]
