@@ -21,9 +21,10 @@
 //! (its pieces of large items, each unsplit, which keeps the item's digest;
 //! small items whole) fits, piece by piece, best fit, into the free runs of
 //! pads that stay; a pad planned to receive pieces is not emptied. While
-//! pads are emptied their free space is fenced off, so no
-//! move (nor any concurrent put) lands in them. Up to [`MAX_PASSES`] passes
-//! run, each on the pads the previous one left.
+//! pads are emptied they are fenced off: their free space, and the space
+//! each move out of them frees, is held, so no later move of the pass (nor
+//! any concurrent put) lands in them. Up to [`MAX_PASSES`] passes run, each
+//! on the pads the previous one left.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -187,7 +188,7 @@ impl Store {
                 break;
             }
             progress.1 += plan.items.len() as u64;
-            let fenced = allocator.fence(&plan.pads);
+            allocator.fence(&plan.pads);
             let moved = self
                 .move_items(
                     plan.items,
@@ -199,7 +200,7 @@ impl Store {
                 )
                 .await;
             let written_back = self.write_back_everything().await;
-            let released = allocator.unfence(&fenced, &plan.pads, remove);
+            let released = allocator.unfence(&plan.pads, remove);
             let freed = self.release_pads(released).await;
             moved?;
             written_back?;
