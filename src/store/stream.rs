@@ -20,6 +20,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,16 +88,23 @@ impl FileDest {
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         // Hidden, beside the destination: the rename stays on one file system.
         let temp = dest.with_file_name(format!(".{file_name}.{suffix}.anthill-part"));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(failed)?;
-        Ok(Self {
+        let replaced = std::fs::metadata(dest).ok();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        if replaced.is_some() {
+            // Readable by no one else until it has the replaced file's mode.
+            options.mode(0o600);
+        }
+        let file = options.open(&temp).map_err(failed)?;
+        let dest_file = Self {
             temp: Some(temp),
             dest: dest.to_path_buf(),
             writer: std::io::BufWriter::with_capacity(1 << 20, file),
-        })
+        };
+        if let Some(replaced) = replaced {
+            keep_owner_and_mode(dest_file.writer.get_ref(), &replaced).map_err(failed)?;
+        }
+        Ok(dest_file)
     }
 
     /// Moves the complete file into place.
@@ -120,6 +128,22 @@ impl Drop for FileDest {
             let _ = std::fs::remove_file(temp); // not renamed: incomplete
         }
     }
+}
+
+/// Gives a new file (still empty) the owner and mode of the file it will
+/// replace, as writing into that file would have kept them: a file of
+/// secrets stays private. The owner only where this process may set it (as
+/// root, or the group where it owns the file and is in that group); the
+/// mode after the owner, since changing an owner clears set-id bits.
+fn keep_owner_and_mode(file: &File, replaced: &std::fs::Metadata) -> std::io::Result<()> {
+    let mine = file.metadata()?;
+    if (mine.uid(), mine.gid()) != (replaced.uid(), replaced.gid()) {
+        let uid = (mine.uid() != replaced.uid()).then_some(replaced.uid());
+        // Refused unless allowed (EPERM): the file then keeps ours, with the
+        // replaced file's mode, so it is no more readable than that one.
+        let _ = std::os::unix::fs::fchown(file, uid, Some(replaced.gid()));
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(replaced.mode() & 0o7777))
 }
 
 impl ChunkSink for FileDest {
