@@ -368,7 +368,8 @@ impl Store {
     }
 
     /// Moves a small item whole: reads it and places it anew, to be
-    /// recorded with its bytes, as a small put is.
+    /// recorded with its bytes, as a small put is (but under its own data
+    /// id).
     async fn move_small<'a>(
         &'a self,
         busy: BusyKey<'a>,
@@ -398,8 +399,15 @@ impl Store {
         let kept = allocation.keeper();
         let pieces = allocation.placement().await?;
         let hash = inline_digest(&pieces, &data)?;
+        // The item keeps its data id, as a large item's move does: a data
+        // id names one item's content, and a reader that opened the item
+        // tells a move from a replacement by it. Write-back records name
+        // items by data id too, which stays sound: the item was written
+        // back (not in the log) before it moved, so every write-back of
+        // its old place is applied, and `commit_moves` logs any still
+        // waiting before the move, so no process applies one to its new
+        // place.
         let entry = Entry {
-            data_id: allocation.data_id,
             pieces,
             hash,
             ..entry
@@ -482,6 +490,13 @@ impl Store {
             })
             .flat_map(|entry| entry.pieces.iter().map(|p| (p.pad, p.offset, p.len)))
             .collect();
+        // A moved small item keeps its data id (see `move_small`), and the
+        // log carries write-back records after a write's other records: so
+        // any still waiting (one may name this item's old place, in a pad
+        // that it now moves into) go first, never after its move.
+        if journal.has_deferred() {
+            journal.write_deferred().await?;
+        }
         match journal.append(batch.records).await {
             Ok(released) => {
                 for (_, placed, size) in &batch.holds {

@@ -160,18 +160,18 @@ pub struct ItemHandle {
     key: String,
     size: u64,
     /// Where the item lies: its entry when opened, updated when a
-    /// compaction moves it (same data id and digest, other places).
-    entry: std::sync::Mutex<Entry>,
-    /// The bytes of an item still in the log (checked by its digest).
-    inline: Option<Bytes>,
+    /// compaction moves it (same data id, other places), and its bytes
+    /// while they are still in the log (checked by its digest).
+    pinned: std::sync::Mutex<(Entry, Option<Bytes>)>,
 }
 
 /// What the index says of a handle's item now.
 enum Current {
     /// Where it was: the bytes read are its own.
     Unmoved,
-    /// The same item, moved by a compaction: read again from here.
-    Moved(Entry),
+    /// The same item, moved by a compaction: read again from here (its
+    /// entry, and its bytes if they are in the log again).
+    Moved((Entry, Option<Bytes>)),
 }
 
 impl ItemHandle {
@@ -179,8 +179,8 @@ impl ItemHandle {
         self.size
     }
 
-    fn pinned(&self) -> Entry {
-        self.entry.lock().expect("item handle lock").clone()
+    fn pinned(&self) -> (Entry, Option<Bytes>) {
+        self.pinned.lock().expect("item handle lock").clone()
     }
 
     /// `len` bytes at `offset`; the range must lie inside the item.
@@ -190,13 +190,13 @@ impl ItemHandle {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        if let Some(data) = &self.inline {
-            return Ok(data.slice(offset as usize..(offset + len) as usize));
-        }
         let allocator = &self.store.inner.allocator;
         // Another pass only if a compaction moved the item meanwhile.
         for _ in 0..3 {
-            let entry = self.pinned();
+            let (entry, inline) = self.pinned();
+            if let Some(data) = inline {
+                return Ok(data.slice(offset as usize..(offset + len) as usize));
+            }
             let check = match allocator.read_range(&entry, offset, len).await {
                 Ok((bytes, false)) => return Ok(bytes),
                 Ok((bytes, true)) => Ok(bytes),
@@ -209,7 +209,7 @@ impl ItemHandle {
             match (self.current(&entry).await?, check) {
                 (Current::Unmoved, outcome) => return outcome,
                 (Current::Moved(moved), _) => {
-                    *self.entry.lock().expect("item handle lock") = moved;
+                    *self.pinned.lock().expect("item handle lock") = moved;
                 }
             }
         }
@@ -219,21 +219,18 @@ impl ItemHandle {
         )))
     }
 
-    /// Whether the item is still the one this handle opened (the same data
-    /// id and digest), and still where `entry` places it; an error if it
-    /// was replaced or removed.
+    /// Whether the item is still the one this handle opened, and still
+    /// where `entry` places it; an error if it was replaced or removed.
+    ///
+    /// The same item is the same data id: every put takes a new one, and a
+    /// compaction moving an item keeps it (its digest may change, since a
+    /// small item moved whole may be cut into other pieces).
     async fn current(&self, entry: &Entry) -> Result<Current> {
         self.store.inner.gate.catch_up().await?;
-        let now = self
-            .store
-            .inner
-            .journal
-            .read_items(|index| index.items.get(&self.key))
-            .await?;
-        let Some(now) = now else {
+        let Some((now, inline)) = self.store.lookup_here(&self.key).await? else {
             return Err(Error::KeyNotFound(self.key.clone()));
         };
-        if now.data_id != entry.data_id || now.hash != entry.hash {
+        if now.data_id != entry.data_id || now.size != entry.size {
             return Err(Error::integrity(format!(
                 "item {:?} was replaced while it was open for reading; open it again",
                 self.key
@@ -244,12 +241,24 @@ impl ItemHandle {
         let places = |e: &Entry| -> Vec<(u64, u64, u64)> {
             e.pieces.iter().map(|p| (p.pad, p.offset, p.len)).collect()
         };
-        if places(&now) == places(entry) {
-            Ok(Current::Unmoved)
-        } else {
-            Ok(Current::Moved(now))
+        if places(&now) == places(entry) && inline.is_none() {
+            return Ok(Current::Unmoved);
         }
+        if let Some(data) = &inline {
+            check_inline(&now, data)?;
+        }
+        Ok(Current::Moved((now, inline)))
     }
+}
+
+/// Checks the bytes of an item still in the log against its digest.
+fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {
+    if inline_digest(&entry.pieces, data)? != entry.hash {
+        return Err(Error::integrity(
+            "item content does not match its digest: its index log record was modified",
+        ));
+    }
+    Ok(())
 }
 
 fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
@@ -311,19 +320,14 @@ impl Store {
         self.check_open()?;
         validate_key(key)?;
         let (entry, inline) = self.lookup(key).await?;
-        if let Some(data) = &inline
-            && inline_digest(&entry.pieces, data)? != entry.hash
-        {
-            return Err(Error::integrity(
-                "item content does not match its digest: its index log record was modified",
-            ));
+        if let Some(data) = &inline {
+            check_inline(&entry, data)?;
         }
         Ok(ItemHandle {
             store: self.clone(),
             key: key.to_string(),
             size: entry.size,
-            entry: std::sync::Mutex::new(entry),
-            inline,
+            pinned: std::sync::Mutex::new((entry, inline)),
         })
     }
 
@@ -336,7 +340,7 @@ impl Store {
             // The item moved (another process replaced or compacted it):
             // read it where it is now.
             Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))
-                if handle.inline.is_none() =>
+                if handle.pinned().1.is_none() =>
             {
                 let handle = self.open_item(key).await?;
                 check_range(handle.size(), offset, len)?;
