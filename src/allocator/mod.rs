@@ -30,7 +30,7 @@ mod write;
 mod write_back;
 pub use compact::PadUsage;
 use expansion::{Expansion, PendingClaim, new_pieces};
-pub use read::{ChunkSink, tile};
+pub use read::{ChunkSink, ItemStream, tile};
 pub(crate) use read::{piece_bytes, piece_digest};
 pub use source::{FileSource, ItemData};
 pub use write::inline_digest;

@@ -19,15 +19,16 @@
 //!    its digest, when the handle opens.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::follow::FollowMoves;
 use super::{Store, validate_key};
-use crate::allocator::{ChunkSink, FileSource, ItemData, inline_digest};
+use crate::allocator::{ChunkSink, FileSource, ItemData, ItemStream, inline_digest};
 use crate::blocking::on_blocking_pool;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
@@ -151,6 +152,19 @@ impl ChunkSink for FileDest {
         self.writer.write_all(chunk).map_err(|error| {
             Error::invalid(format!("cannot write {}: {error}", self.dest.display()))
         })
+    }
+
+    /// A temporary file starts over; a device or a pipe cannot.
+    fn restart(&mut self) -> Result<bool> {
+        if self.temp.is_none() {
+            return Ok(false);
+        }
+        let failed = |error: std::io::Error| {
+            Error::invalid(format!("cannot write {}: {error}", self.dest.display()))
+        };
+        self.writer.seek(SeekFrom::Start(0)).map_err(failed)?;
+        self.writer.get_ref().set_len(0).map_err(failed)?;
+        Ok(true)
     }
 }
 
@@ -364,9 +378,13 @@ impl Store {
         let dest = dest.to_path_buf();
         let events = EventSink::new(callback);
         let result = async {
-            let (entry, inline) = self.lookup(key).await?;
+            let found = self.lookup(key).await?;
             let file = on_blocking_pool(move || FileDest::create(&dest)).await?;
-            let (written, file) = self.stream_to(&entry, inline, file, &events).await?;
+            let mut stream = ItemStream::new(file);
+            self.stream_following(key, found, &mut stream, &events)
+                .await?;
+            let written = stream.written();
+            let file = stream.into_sink()?;
             on_blocking_pool(move || file.commit()).await?;
             events.finish(GetEvent::DownloadFinished).await?;
             Ok(written)
@@ -388,23 +406,58 @@ impl Store {
         validate_key(key)?;
         let events = EventSink::new(callback);
         let result = async {
-            let (entry, inline) = self.lookup(key).await?;
-            let (written, _) = self.stream_to(&entry, inline, sink, &events).await?;
+            let found = self.lookup(key).await?;
+            let mut stream = ItemStream::new(sink);
+            self.stream_following(key, found, &mut stream, &events)
+                .await?;
             events.finish(GetEvent::DownloadFinished).await?;
-            Ok(written)
+            Ok(stream.written())
         }
         .await;
         events.close();
         result
     }
 
+    /// Streams the item `found` under `key` to `stream`, following it if
+    /// another process moves it meanwhile (see `follow.rs`): on from where
+    /// the read stopped if only its place changed, else over again if the
+    /// sink can take back what it was given (see `ItemStream::follow`).
+    async fn stream_following<S: ChunkSink>(
+        &self,
+        key: &str,
+        mut found: (Entry, Option<Bytes>),
+        stream: &mut ItemStream<S>,
+        events: &EventSink<GetEvent>,
+    ) -> Result<()> {
+        let mut follow = FollowMoves::new(self, key);
+        loop {
+            let error = match self
+                .stream_to(&found.0, found.1.clone(), stream, events)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if stream.sink_failed() => return Err(error),
+                Err(error) => error,
+            };
+            let now = follow.after(&found.0, error).await?;
+            if !stream.follow(&found.0, &now.0, now.1.is_some()).await? {
+                return Err(Error::integrity(format!(
+                    "item {key:?} was replaced while it was read, after {} bytes of it were \
+                     written to the file object; fetch it again",
+                    stream.written()
+                )));
+            }
+            found = now;
+        }
+    }
+
     async fn stream_to<S: ChunkSink>(
         &self,
         entry: &Entry,
         inline: Option<Bytes>,
-        mut sink: S,
+        stream: &mut ItemStream<S>,
         events: &EventSink<GetEvent>,
-    ) -> Result<(u64, S)> {
+    ) -> Result<()> {
         let allocator = &self.inner.allocator;
         match inline {
             Some(data) => {
@@ -412,28 +465,15 @@ impl Store {
                 let buffer = vec![0u8; data.len()];
                 let silent = EventSink::new(None);
                 let buffer = allocator.read_inline(entry, data, buffer, &silent).await?;
-                let total_bytes = entry.size;
-                events
-                    .emit(|| GetEvent::StartingDownload { total_bytes })
-                    .await?;
-                let sink = on_blocking_pool(move || {
-                    sink.write_chunk(&buffer)?;
-                    Ok::<_, Error>(sink)
-                })
-                .await?;
-                events
-                    .emit(|| GetEvent::DownloadProgress {
-                        bytes_read: total_bytes,
-                        total_bytes,
-                    })
-                    .await?;
-                Ok((total_bytes, sink))
+                stream.starting(entry.size, events).await?;
+                stream.write(buffer).await?;
+                stream.progress(entry.size, events).await
             }
             None => {
                 if entry.size == 0 {
-                    sink.write_chunk(&[])?;
+                    stream.write(Vec::new()).await?;
                 }
-                allocator.read_to(entry, sink, events).await
+                allocator.read_to(entry, stream, events).await
             }
         }
     }
