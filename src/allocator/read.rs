@@ -439,10 +439,12 @@ impl<S: ChunkSink> ItemStream<S> {
         Ok(())
     }
 
-    /// Emits `StartingDownload` unless this stream already did for `total`.
+    /// Emits `StartingDownload` unless this stream already did for `total`
+    /// (a replaced item of another size is a new download, counted anew).
     pub async fn starting(&mut self, total: u64, events: &EventSink<GetEvent>) -> Result<()> {
         if self.started != Some(total) {
             self.started = Some(total);
+            self.reported = 0;
             events
                 .emit(|| GetEvent::StartingDownload { total_bytes: total })
                 .await?;
