@@ -598,6 +598,16 @@ pub struct MemoryMap {
     /// Sum of the lengths of the free extents of at least [`MIN_FRAGMENT`]
     /// bytes, which decides between cases 2 and 3 of the policy.
     large_free_bytes: u64,
+    /// Pads closed to allocation (see [`MemoryMap::fence`]).
+    fence: Fence,
+}
+
+/// Pads closed to allocation while they are emptied, and the space held
+/// in them: used for the map's counts, free once the fence goes.
+#[derive(Debug, Clone, Default)]
+struct Fence {
+    pads: std::collections::BTreeSet<u64>,
+    held: Vec<Extent>,
 }
 
 impl PartialEq for MemoryMap {
@@ -630,6 +640,7 @@ impl MemoryMap {
             classes: SizeClasses::new(),
             free_bytes: 0,
             large_free_bytes: 0,
+            fence: Fence::default(),
         }
     }
 
@@ -798,7 +809,59 @@ impl MemoryMap {
         for &extent in extents {
             self.free_one(extent)?;
         }
+        if !self.fence.pads.is_empty() {
+            // Freed, merged, then held again in one call: never handed out.
+            let held = self.in_fenced_pads(extents);
+            self.take(&held)?;
+            self.fence.held.extend(held);
+        }
         Ok(())
+    }
+
+    /// Closes `pads` to allocation while they are emptied: their free space
+    /// is taken now, and space freed in them later is taken as it is freed
+    /// (so a move out of a pad never frees room for the next move to land
+    /// in it), until [`Self::unfence`]. On error nothing changes.
+    pub fn fence(&mut self, pads: &[u64]) -> Result<(), MapError> {
+        let mut fence = self.fence.clone();
+        fence.pads.extend(pads.iter().copied());
+        let fenced = std::mem::replace(&mut self.fence, fence);
+        let held = self.in_fenced_pads(&self.free_extents());
+        if let Err(error) = self.take(&held) {
+            self.fence = fenced;
+            return Err(error);
+        }
+        self.fence.held.extend(held);
+        Ok(())
+    }
+
+    /// Opens every fenced pad again: the space held in them is free.
+    pub fn unfence(&mut self) -> Result<(), MapError> {
+        let fence = std::mem::take(&mut self.fence);
+        let result = self.free(&fence.held);
+        if result.is_err() {
+            self.fence = fence;
+        }
+        result
+    }
+
+    /// The pads closed by [`Self::fence`], ascending.
+    pub fn fenced_pads(&self) -> Vec<u64> {
+        self.fence.pads.iter().copied().collect()
+    }
+
+    /// The parts of `extents` in fenced pads.
+    fn in_fenced_pads(&self, extents: &[Extent]) -> Vec<Extent> {
+        let pad_size = self.pad_size;
+        extents
+            .iter()
+            .flat_map(|e| split_by_pad(*e, pad_size))
+            .filter(|(pad, _, _)| self.fence.pads.contains(pad))
+            .map(|(pad, offset, len)| Extent {
+                start: pad * pad_size + offset,
+                len,
+            })
+            .collect()
     }
 
     /// Bytes held by items.
@@ -911,6 +974,8 @@ impl MemoryMap {
             }
         }
         rebuilt.take(&used)?;
+        rebuilt.fence = std::mem::take(&mut self.fence);
+        rebuilt.fence.pads.retain(|o| !gone.contains(o));
         *self = rebuilt;
         Ok(())
     }

@@ -100,12 +100,6 @@ impl WriterGate {
         self.enter_with(true).await
     }
 
-    /// Like `enter`, but leaves the map unbuilt: for opening, which changes
-    /// nothing unless it finds pads to adopt (and then builds it itself).
-    pub async fn enter_unmapped(self: &Arc<Self>) -> Result<WriterGuard> {
-        self.enter_with(false).await
-    }
-
     async fn enter_with(self: &Arc<Self>, map: bool) -> Result<WriterGuard> {
         let _entry = self.entry.lock().await;
         let lingering = {
@@ -141,8 +135,9 @@ impl WriterGate {
     }
 
     /// Enters the gate if the writer lock is free right now, without
-    /// waiting for a writer (`None` then, or where that cannot be told):
-    /// opening tidies up after crashed writers this way, and never waits.
+    /// waiting for a writer (`None` then, or where that cannot be told),
+    /// leaving the map unbuilt: opening tidies up after crashed writers this
+    /// way, and never waits (it builds the map only if it adopts pads).
     pub async fn try_enter_unmapped(self: &Arc<Self>) -> Result<Option<WriterGuard>> {
         self.try_enter_with(false).await
     }

@@ -9,6 +9,7 @@ import io
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -483,6 +484,40 @@ def test_cancelled_fetch_file_leaves_no_file(store: anthill.Store, tmp_path: Pat
     with pytest.raises(anthill.KeyNotFoundError):
         store.fetch_file("absent", out)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_file_keeps_the_owner_and_mode_of_the_file_it_replaces(
+    store: anthill.Store, tmp_path: Path
+) -> None:
+    data = data_of(3 * PAD_SIZE, 13)
+    store.store_item("k", data)
+    previous = os.umask(0o022)
+    try:
+        dest = tmp_path / "private"
+        dest.write_bytes(b"old")
+        dest.chmod(0o640)
+        owner = (4321, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        os.chown(dest, *owner)
+        seen: list[tuple[int, int, int, int]] = []
+
+        def look(event: anthill.GetEvent) -> None:
+            # The file beside dest, before any byte of the item is in it.
+            if isinstance(event, anthill.StartingDownload):
+                (part,) = [p for p in tmp_path.iterdir() if p.name.endswith(".anthill-part")]
+                st = part.stat()
+                seen.append((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size))
+
+        store.fetch_file("k", dest, callback=look)
+        assert seen == [(0o640, *owner, 0)]
+        st = dest.stat()
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, *owner)
+        assert dest.read_bytes() == data
+        # A new file has the mode the umask gives.
+        fresh = tmp_path / "fresh"
+        store.fetch_file("k", fresh)
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+    finally:
+        os.umask(previous)
 
 
 _KILLED_FETCH = textwrap.dedent(

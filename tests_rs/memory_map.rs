@@ -646,3 +646,38 @@ proptest! {
         }
     }
 }
+
+/// A fenced pad holds its free space and whatever is freed in it until the
+/// fence goes: no plan is given any of it meanwhile.
+#[test]
+fn space_freed_in_a_fenced_pad_is_never_handed_out() {
+    const P: u64 = 4096;
+    let mut map = MemoryMap::new(P);
+    map.add_pad(0).unwrap();
+    map.add_pad(1).unwrap();
+    let item = Extent {
+        start: P + 100,
+        len: 400,
+    };
+    map.take(&[
+        Extent {
+            start: 0,
+            len: 3000,
+        },
+        item,
+    ])
+    .unwrap();
+    map.fence(&[1]).unwrap();
+    assert_eq!(map.fenced_pads(), vec![1]);
+    assert_eq!(map.free_space(), P - 3000);
+    map.free(&[item]).unwrap();
+    map.check_invariants().unwrap();
+    assert_eq!(map.free_space(), P - 3000);
+    let plan = map.plan(300);
+    assert!(plan.from_free.iter().all(|e| e.end() <= P), "{plan:?}");
+    map.unfence().unwrap();
+    map.check_invariants().unwrap();
+    assert!(map.fenced_pads().is_empty());
+    assert_eq!(map.free_space(), 2 * P - 3000);
+    map.remove_pads(&[1]).unwrap();
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::MemoryAllocator;
 use crate::error::{Error, Result};
 use crate::index::Piece;
-use crate::memory_map::{Extent, split_by_pad};
+use crate::memory_map::split_by_pad;
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 
@@ -70,36 +70,25 @@ impl MemoryAllocator {
         &self.io
     }
 
-    /// Takes the free space of `pads`, so that no allocation lands in them
-    /// while they are emptied; returns what was taken, for [`Self::unfence`].
-    pub fn fence(&self, pads: &[u64]) -> Vec<Extent> {
+    /// Closes `pads` to allocation while they are emptied: their free space
+    /// now and whatever is freed in them later is held, not handed out, so
+    /// no move (nor any concurrent put) lands in them (see
+    /// `MemoryMap::fence`), until [`Self::unfence`].
+    pub fn fence(&self, pads: &[u64]) {
         let mut map = self.map.lock().expect("map lock");
-        let pad_size = map.pad_size();
-        let fenced: Vec<Extent> = map
-            .free_extents()
-            .into_iter()
-            .flat_map(|e| split_by_pad(e, pad_size))
-            .filter(|(pad, _, _)| pads.contains(pad))
-            .map(|(pad, offset, len)| Extent {
-                start: pad * pad_size + offset,
-                len,
-            })
-            .collect();
-        if let Err(error) = map.take(&fenced) {
+        if let Err(error) = map.fence(pads) {
             // Free space just listed under the same lock: cannot happen.
             log::error!("fencing pads off failed: {error}");
-            return Vec::new();
         }
-        fenced
     }
 
-    /// Gives back fenced space; then, if `remove`, takes those of `pads`
-    /// that are wholly free out of the map and returns them. One critical
-    /// section: nothing can allocate in a pad between the check and its
-    /// removal.
-    pub fn unfence(&self, fenced: &[Extent], pads: &[u64], remove: bool) -> Vec<u64> {
+    /// Opens the fenced pads again; then, if `remove`, takes those of
+    /// `pads` that are wholly free out of the map and returns them. One
+    /// critical section: nothing can allocate in a pad between the check
+    /// and its removal.
+    pub fn unfence(&self, pads: &[u64], remove: bool) -> Vec<u64> {
         let mut map = self.map.lock().expect("map lock");
-        if let Err(error) = map.free(fenced) {
+        if let Err(error) = map.unfence() {
             log::error!("giving back fenced space failed: {error}");
             return Vec::new();
         }

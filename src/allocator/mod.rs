@@ -30,7 +30,7 @@ mod write;
 mod write_back;
 pub use compact::PadUsage;
 use expansion::{Expansion, PendingClaim, new_pieces};
-pub use read::{ChunkSink, tile};
+pub use read::{ChunkSink, ItemStream, tile};
 pub(crate) use read::{piece_bytes, piece_digest};
 pub use source::{FileSource, ItemData};
 pub use write::inline_digest;
@@ -208,7 +208,16 @@ impl MemoryAllocator {
         let (map, next_data_id) = self.journal.read(|index| {
             map_from_index(index, self.io.pad_size).map(|map| (map, index.next_data_id))
         })?;
-        *self.map.lock().expect("map lock") = map;
+        let mut current = self.map.lock().expect("map lock");
+        // Pads a compaction is emptying stay closed to allocation.
+        let fenced = current.fenced_pads();
+        *current = map;
+        if !fenced.is_empty() {
+            current
+                .fence(&fenced)
+                .map_err(|e| Error::internal(format!("cannot fence pads off again: {e}")))?;
+        }
+        drop(current);
         self.next_data_id.fetch_max(next_data_id, Ordering::Relaxed);
         self.map_builds.fetch_add(1, Ordering::Relaxed);
         self.map_built.store(true, Ordering::Release);

@@ -269,6 +269,12 @@ pub fn tile(entry: &Entry, pad_size: u64) -> Result<Vec<(u64, Piece)>> {
 /// blocking pool.
 pub trait ChunkSink: Send + 'static {
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<()>;
+
+    /// Takes back every byte written, so that a read can start over;
+    /// false if the sink cannot (bytes handed to a file object are gone).
+    fn restart(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 impl MemoryAllocator {
@@ -316,21 +322,22 @@ impl MemoryAllocator {
         Ok((Bytes::from(out), newer))
     }
 
-    /// Streams an item to `sink`, piece by piece in order, with up to
-    /// `download_concurrency` pieces read ahead (so at most that many in
-    /// memory), then checks the item's digest. Emits the events of
-    /// [`Self::read`] but `DownloadFinished`, which the caller emits once
-    /// the sink is complete. Returns the bytes written and the sink.
+    /// Streams an item to `stream`'s sink, piece by piece in order, with up
+    /// to `download_concurrency` pieces read ahead (so at most that many in
+    /// memory), then checks the item's digest. Starts after the pieces the
+    /// stream already wrote (see [`ItemStream::follow`]). Emits the events
+    /// of [`Self::read`] but `DownloadFinished`, which the caller emits once
+    /// the sink is complete.
     pub async fn read_to<S: ChunkSink>(
         &self,
         entry: &Entry,
-        mut sink: S,
+        stream: &mut ItemStream<S>,
         events: &EventSink<GetEvent>,
-    ) -> Result<(u64, S)> {
+    ) -> Result<()> {
         let tiles = tile(entry, self.io.pad_size)?;
-        let total_bytes = starting_download(events, entry).await?;
+        stream.starting(entry.size, events).await?;
         let pad_size = self.io.pad_size;
-        let mut reads = futures::stream::iter(tiles)
+        let mut reads = futures::stream::iter(tiles.into_iter().skip(stream.lengths.len()))
             .map(|(_, piece)| {
                 let whole = fills_pad(piece.offset, piece.len, pad_size);
                 // A whole piece's digest is its pad's tag: nothing to hash.
@@ -348,28 +355,160 @@ impl MemoryAllocator {
                 )
             })
             .buffered(self.download_concurrency);
-        let mut bytes_read = 0;
-        let mut digests = Vec::with_capacity(entry.pieces.len());
         while let Some(result) = reads.next().await {
             let (bytes, digest) = result?;
-            digests.push(digest);
-            bytes_read += bytes.len() as u64;
-            let written;
-            (sink, written) = blocking::on_blocking_pool(move || {
-                let written = sink.write_chunk(&bytes);
-                (sink, written)
-            })
-            .await;
-            written?;
+            let len = bytes.len() as u64;
+            stream.write(bytes).await?;
+            stream.digests.push(digest);
+            stream.lengths.push(len);
+            stream.progress(entry.size, events).await?;
+        }
+        check_item_digest(&stream.digests, entry)
+    }
+}
+
+/// A streamed read of one item in progress: its sink and how far it got.
+/// It outlives a read that fails, so that a read finding its item moved by
+/// another process's compaction (a pad gone) can go on from where the item
+/// lies now ([`Self::follow`]).
+pub struct ItemStream<S> {
+    /// `None` only if a write to it panicked (or while one runs).
+    sink: Option<S>,
+    /// Whether the sink refused a chunk: the error is the sink's, not a
+    /// sign that the item moved.
+    sink_failed: bool,
+    /// The digests and lengths of the pieces written so far, in order.
+    digests: Vec<Digest>,
+    lengths: Vec<u64>,
+    /// Bytes written to the sink.
+    written: u64,
+    /// The total of the `StartingDownload` emitted, if any.
+    started: Option<u64>,
+    /// The most bytes a `DownloadProgress` reported: a read that starts
+    /// over reports nothing until it passes them, so counters never go back.
+    reported: u64,
+}
+
+impl<S: ChunkSink> ItemStream<S> {
+    pub fn new(sink: S) -> Self {
+        Self {
+            sink: Some(sink),
+            sink_failed: false,
+            digests: Vec::new(),
+            lengths: Vec::new(),
+            written: 0,
+            started: None,
+            reported: 0,
+        }
+    }
+
+    /// Bytes written to the sink.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Whether the last failure was the sink's own.
+    pub fn sink_failed(&self) -> bool {
+        self.sink_failed
+    }
+
+    /// The sink, once the read is complete.
+    pub fn into_sink(self) -> Result<S> {
+        self.sink
+            .ok_or_else(|| Error::internal("the sink of a stream was lost"))
+    }
+
+    /// Writes `chunk` to the sink, on the blocking pool.
+    pub async fn write(&mut self, chunk: impl AsRef<[u8]> + Send + 'static) -> Result<()> {
+        let mut sink = self
+            .sink
+            .take()
+            .ok_or_else(|| Error::internal("the sink of a stream was lost"))?;
+        let len = chunk.as_ref().len() as u64;
+        let (sink, written) = blocking::on_blocking_pool(move || {
+            let written = sink.write_chunk(chunk.as_ref());
+            (sink, written)
+        })
+        .await;
+        self.sink = Some(sink);
+        if written.is_err() {
+            self.sink_failed = true;
+        }
+        written?;
+        self.written += len;
+        Ok(())
+    }
+
+    /// Emits `StartingDownload` unless this stream already did for `total`
+    /// (a replaced item of another size is a new download, counted anew).
+    pub async fn starting(&mut self, total: u64, events: &EventSink<GetEvent>) -> Result<()> {
+        if self.started != Some(total) {
+            self.started = Some(total);
+            self.reported = 0;
+            events
+                .emit(|| GetEvent::StartingDownload { total_bytes: total })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Emits `DownloadProgress` if more bytes are written than reported.
+    pub async fn progress(&mut self, total: u64, events: &EventSink<GetEvent>) -> Result<()> {
+        if self.written > self.reported {
+            self.reported = self.reported.max(self.written);
+            let bytes_read = self.written;
             events
                 .emit(|| GetEvent::DownloadProgress {
                     bytes_read,
-                    total_bytes,
+                    total_bytes: total,
                 })
                 .await?;
         }
-        check_item_digest(&digests, entry)?;
-        Ok((bytes_read, sink))
+        Ok(())
+    }
+
+    /// Prepares to read `now` (the item's entry now; `in_log` if its bytes
+    /// are read from the log, whole) after a read of `before` stopped;
+    /// false if it cannot.
+    ///
+    /// The same item (its data id: a compaction keeps it, every put takes a
+    /// new one) cut into the same pieces up to where the read stopped goes
+    /// on from there, unless it is to be read whole: the bytes written are
+    /// that item's, and the digests of its pieces so far still make up its
+    /// digest with the rest, checked at the end. Otherwise the read starts
+    /// over, if nothing was written yet or the sink can take its bytes
+    /// back (a temporary file can; a file object cannot, and then the item
+    /// replaced under the read is an error: part of the old item was
+    /// handed over).
+    pub async fn follow(&mut self, before: &Entry, now: &Entry, in_log: bool) -> Result<bool> {
+        let same_cut = now.pieces.len() >= self.lengths.len()
+            && now
+                .pieces
+                .iter()
+                .zip(&self.lengths)
+                .all(|(p, len)| p.len == *len);
+        let same_item = now.data_id == before.data_id && now.size == before.size;
+        if same_item && same_cut && !(in_log && self.written > 0) {
+            return Ok(true);
+        }
+        if self.written > 0 {
+            let Some(mut sink) = self.sink.take() else {
+                return Ok(false);
+            };
+            let (sink, restarted) = blocking::on_blocking_pool(move || {
+                let restarted = sink.restart();
+                (sink, restarted)
+            })
+            .await;
+            self.sink = Some(sink);
+            if !restarted? {
+                return Ok(false);
+            }
+        }
+        self.digests.clear();
+        self.lengths.clear();
+        self.written = 0;
+        Ok(true)
     }
 }
 

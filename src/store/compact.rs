@@ -21,9 +21,10 @@
 //! (its pieces of large items, each unsplit, which keeps the item's digest;
 //! small items whole) fits, piece by piece, best fit, into the free runs of
 //! pads that stay; a pad planned to receive pieces is not emptied. While
-//! pads are emptied their free space is fenced off, so no
-//! move (nor any concurrent put) lands in them. Up to [`MAX_PASSES`] passes
-//! run, each on the pads the previous one left.
+//! pads are emptied they are fenced off: their free space, and the space
+//! each move out of them frees, is held, so no later move of the pass (nor
+//! any concurrent put) lands in them. Up to [`MAX_PASSES`] passes run, each
+//! on the pads the previous one left.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -184,7 +185,7 @@ impl Store {
                 break;
             }
             progress.1 += plan.items.len() as u64;
-            let fenced = allocator.fence(&plan.pads);
+            allocator.fence(&plan.pads);
             let moved = self
                 .move_items(
                     plan.items,
@@ -196,7 +197,7 @@ impl Store {
                 )
                 .await;
             let written_back = self.write_back_everything().await;
-            let released = allocator.unfence(&fenced, &plan.pads, remove);
+            let released = allocator.unfence(&plan.pads, remove);
             let freed = self.release_pads(released).await;
             moved?;
             written_back?;
@@ -364,7 +365,8 @@ impl Store {
     }
 
     /// Moves a small item whole: reads it and places it anew, to be
-    /// recorded with its bytes, as a small put is.
+    /// recorded with its bytes, as a small put is (but under its own data
+    /// id).
     async fn move_small<'a>(
         &'a self,
         busy: BusyKey<'a>,
@@ -393,8 +395,15 @@ impl Store {
         };
         let pieces = allocation.placement().await?;
         let hash = inline_digest(&pieces, &data)?;
+        // The item keeps its data id, as a large item's move does: a data
+        // id names one item's content, and a reader that opened the item
+        // tells a move from a replacement by it. Write-back records name
+        // items by data id too, which stays sound: the item was written
+        // back (not in the log) before it moved, so every write-back of
+        // its old place is applied, and `commit_moves` logs any still
+        // waiting before the move, so no process applies one to its new
+        // place.
         let entry = Entry {
-            data_id: allocation.data_id,
             pieces,
             hash,
             ..entry
@@ -470,6 +479,14 @@ impl Store {
     ) -> Result<()> {
         if batch.records.is_empty() {
             return Ok(());
+        }
+        // A moved small item keeps its data id (see `move_small`), and the
+        // log carries write-back records after a write's other records: so
+        // any still waiting (one may name this item's old place, in a pad
+        // that it now moves into) go first, never after its move.
+        let journal = &self.inner.journal;
+        if journal.has_deferred() {
+            journal.write_deferred().await?;
         }
         let mut holds = Holds::default();
         let mut moved = (0, 0);

@@ -28,6 +28,7 @@ use crate::writer_gate::{WriterGate, WriterGuard};
 
 mod commit;
 mod compact;
+mod follow;
 mod put;
 mod rename;
 mod stream;
@@ -665,7 +666,7 @@ impl Store {
         make_buffer: &mut impl FnMut(usize) -> Result<B>,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
-        let entry = self.lookup(key).await?;
+        let mut found = self.lookup(key).await?;
         let allocator = &self.inner.allocator;
         let read = |(entry, inline): (Entry, Option<Bytes>), buffer: B| async move {
             match inline {
@@ -673,24 +674,14 @@ impl Store {
                 None => allocator.read(&entry, buffer, events).await,
             }
         };
-        let buffer = sized_buffer(make_buffer, entry.0.size)?;
-        match read(entry.clone(), buffer).await {
-            // A pad gone (emptied by another process's compaction) also
-            // means the item moved.
-            Err(error @ (Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))) => {
-                // Another process may have replaced or removed the item
-                // (and reused its space); only then is a second look right.
-                self.inner.gate.catch_up().await?;
-                match self.lookup_here(key).await? {
-                    Some(fresh) if fresh.0 != entry.0 => {
-                        let buffer = sized_buffer(make_buffer, fresh.0.size)?;
-                        read(fresh, buffer).await
-                    }
-                    None => Err(Error::KeyNotFound(key.to_string())),
-                    Some(_) => Err(error),
-                }
+        // An item another process moved (or replaced) is read where it is now.
+        let mut follow = follow::FollowMoves::new(self, key);
+        loop {
+            let buffer = sized_buffer(make_buffer, found.0.size)?;
+            match read(found.clone(), buffer).await {
+                Err(error) => found = follow.after(&found.0, error).await?,
+                result => return result,
             }
-            result => result,
         }
     }
 

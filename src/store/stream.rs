@@ -19,14 +19,16 @@
 //!    its digest, when the handle opens.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::follow::FollowMoves;
 use super::{Store, validate_key};
-use crate::allocator::{ChunkSink, FileSource, ItemData, inline_digest};
+use crate::allocator::{ChunkSink, FileSource, ItemData, ItemStream, inline_digest};
 use crate::blocking::on_blocking_pool;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
@@ -87,16 +89,23 @@ impl FileDest {
         let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
         // Hidden, beside the destination: the rename stays on one file system.
         let temp = dest.with_file_name(format!(".{file_name}.{suffix}.anthill-part"));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(failed)?;
-        Ok(Self {
+        let replaced = std::fs::metadata(dest).ok();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        if replaced.is_some() {
+            // Readable by no one else until it has the replaced file's mode.
+            options.mode(0o600);
+        }
+        let file = options.open(&temp).map_err(failed)?;
+        let dest_file = Self {
             temp: Some(temp),
             dest: dest.to_path_buf(),
             writer: std::io::BufWriter::with_capacity(1 << 20, file),
-        })
+        };
+        if let Some(replaced) = replaced {
+            keep_owner_and_mode(dest_file.writer.get_ref(), &replaced).map_err(failed)?;
+        }
+        Ok(dest_file)
     }
 
     /// Moves the complete file into place.
@@ -122,11 +131,40 @@ impl Drop for FileDest {
     }
 }
 
+/// Gives a new file (still empty) the owner and mode of the file it will
+/// replace, as writing into that file would have kept them: a file of
+/// secrets stays private. The owner only where this process may set it (as
+/// root, or the group where it owns the file and is in that group); the
+/// mode after the owner, since changing an owner clears set-id bits.
+fn keep_owner_and_mode(file: &File, replaced: &std::fs::Metadata) -> std::io::Result<()> {
+    let mine = file.metadata()?;
+    if (mine.uid(), mine.gid()) != (replaced.uid(), replaced.gid()) {
+        let uid = (mine.uid() != replaced.uid()).then_some(replaced.uid());
+        // Refused unless allowed (EPERM): the file then keeps ours, with the
+        // replaced file's mode, so it is no more readable than that one.
+        let _ = std::os::unix::fs::fchown(file, uid, Some(replaced.gid()));
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(replaced.mode() & 0o7777))
+}
+
 impl ChunkSink for FileDest {
     fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
         self.writer.write_all(chunk).map_err(|error| {
             Error::invalid(format!("cannot write {}: {error}", self.dest.display()))
         })
+    }
+
+    /// A temporary file starts over; a device or a pipe cannot.
+    fn restart(&mut self) -> Result<bool> {
+        if self.temp.is_none() {
+            return Ok(false);
+        }
+        let failed = |error: std::io::Error| {
+            Error::invalid(format!("cannot write {}: {error}", self.dest.display()))
+        };
+        self.writer.seek(SeekFrom::Start(0)).map_err(failed)?;
+        self.writer.get_ref().set_len(0).map_err(failed)?;
+        Ok(true)
     }
 }
 
@@ -136,18 +174,18 @@ pub struct ItemHandle {
     key: String,
     size: u64,
     /// Where the item lies: its entry when opened, updated when a
-    /// compaction moves it (same data id and digest, other places).
-    entry: std::sync::Mutex<Entry>,
-    /// The bytes of an item still in the log (checked by its digest).
-    inline: Option<Bytes>,
+    /// compaction moves it (same data id, other places), and its bytes
+    /// while they are still in the log (checked by its digest).
+    pinned: std::sync::Mutex<(Entry, Option<Bytes>)>,
 }
 
 /// What the index says of a handle's item now.
 enum Current {
     /// Where it was: the bytes read are its own.
     Unmoved,
-    /// The same item, moved by a compaction: read again from here.
-    Moved(Entry),
+    /// The same item, moved by a compaction: read again from here (its
+    /// entry, and its bytes if they are in the log again).
+    Moved((Entry, Option<Bytes>)),
 }
 
 impl ItemHandle {
@@ -155,8 +193,8 @@ impl ItemHandle {
         self.size
     }
 
-    fn pinned(&self) -> Entry {
-        self.entry.lock().expect("item handle lock").clone()
+    fn pinned(&self) -> (Entry, Option<Bytes>) {
+        self.pinned.lock().expect("item handle lock").clone()
     }
 
     /// `len` bytes at `offset`; the range must lie inside the item.
@@ -166,13 +204,13 @@ impl ItemHandle {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        if let Some(data) = &self.inline {
-            return Ok(data.slice(offset as usize..(offset + len) as usize));
-        }
         let allocator = &self.store.inner.allocator;
         // Another pass only if a compaction moved the item meanwhile.
         for _ in 0..3 {
-            let entry = self.pinned();
+            let (entry, inline) = self.pinned();
+            if let Some(data) = inline {
+                return Ok(data.slice(offset as usize..(offset + len) as usize));
+            }
             let check = match allocator.read_range(&entry, offset, len).await {
                 Ok((bytes, false)) => return Ok(bytes),
                 Ok((bytes, true)) => Ok(bytes),
@@ -185,7 +223,7 @@ impl ItemHandle {
             match (self.current(&entry).await?, check) {
                 (Current::Unmoved, outcome) => return outcome,
                 (Current::Moved(moved), _) => {
-                    *self.entry.lock().expect("item handle lock") = moved;
+                    *self.pinned.lock().expect("item handle lock") = moved;
                 }
             }
         }
@@ -195,21 +233,18 @@ impl ItemHandle {
         )))
     }
 
-    /// Whether the item is still the one this handle opened (the same data
-    /// id and digest), and still where `entry` places it; an error if it
-    /// was replaced or removed.
+    /// Whether the item is still the one this handle opened, and still
+    /// where `entry` places it; an error if it was replaced or removed.
+    ///
+    /// The same item is the same data id: every put takes a new one, and a
+    /// compaction moving an item keeps it (its digest may change, since a
+    /// small item moved whole may be cut into other pieces).
     async fn current(&self, entry: &Entry) -> Result<Current> {
         self.store.inner.gate.catch_up().await?;
-        let now = self
-            .store
-            .inner
-            .journal
-            .read_items(|index| index.items.get(&self.key))
-            .await?;
-        let Some(now) = now else {
+        let Some((now, inline)) = self.store.lookup_here(&self.key).await? else {
             return Err(Error::KeyNotFound(self.key.clone()));
         };
-        if now.data_id != entry.data_id || now.hash != entry.hash {
+        if now.data_id != entry.data_id || now.size != entry.size {
             return Err(Error::integrity(format!(
                 "item {:?} was replaced while it was open for reading; open it again",
                 self.key
@@ -220,12 +255,24 @@ impl ItemHandle {
         let places = |e: &Entry| -> Vec<(u64, u64, u64)> {
             e.pieces.iter().map(|p| (p.pad, p.offset, p.len)).collect()
         };
-        if places(&now) == places(entry) {
-            Ok(Current::Unmoved)
-        } else {
-            Ok(Current::Moved(now))
+        if places(&now) == places(entry) && inline.is_none() {
+            return Ok(Current::Unmoved);
         }
+        if let Some(data) = &inline {
+            check_inline(&now, data)?;
+        }
+        Ok(Current::Moved((now, inline)))
     }
+}
+
+/// Checks the bytes of an item still in the log against its digest.
+fn check_inline(entry: &Entry, data: &[u8]) -> Result<()> {
+    if inline_digest(&entry.pieces, data)? != entry.hash {
+        return Err(Error::integrity(
+            "item content does not match its digest: its index log record was modified",
+        ));
+    }
+    Ok(())
 }
 
 fn check_range(size: u64, offset: u64, len: u64) -> Result<()> {
@@ -287,19 +334,14 @@ impl Store {
         self.check_open()?;
         validate_key(key)?;
         let (entry, inline) = self.lookup(key).await?;
-        if let Some(data) = &inline
-            && inline_digest(&entry.pieces, data)? != entry.hash
-        {
-            return Err(Error::integrity(
-                "item content does not match its digest: its index log record was modified",
-            ));
+        if let Some(data) = &inline {
+            check_inline(&entry, data)?;
         }
         Ok(ItemHandle {
             store: self.clone(),
             key: key.to_string(),
             size: entry.size,
-            entry: std::sync::Mutex::new(entry),
-            inline,
+            pinned: std::sync::Mutex::new((entry, inline)),
         })
     }
 
@@ -312,7 +354,7 @@ impl Store {
             // The item moved (another process replaced or compacted it):
             // read it where it is now.
             Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_)))
-                if handle.inline.is_none() =>
+                if handle.pinned().1.is_none() =>
             {
                 let handle = self.open_item(key).await?;
                 check_range(handle.size(), offset, len)?;
@@ -336,9 +378,13 @@ impl Store {
         let dest = dest.to_path_buf();
         let events = EventSink::new(callback);
         let result = async {
-            let (entry, inline) = self.lookup(key).await?;
+            let found = self.lookup(key).await?;
             let file = on_blocking_pool(move || FileDest::create(&dest)).await?;
-            let (written, file) = self.stream_to(&entry, inline, file, &events).await?;
+            let mut stream = ItemStream::new(file);
+            self.stream_following(key, found, &mut stream, &events)
+                .await?;
+            let written = stream.written();
+            let file = stream.into_sink()?;
             on_blocking_pool(move || file.commit()).await?;
             events.finish(GetEvent::DownloadFinished).await?;
             Ok(written)
@@ -360,23 +406,58 @@ impl Store {
         validate_key(key)?;
         let events = EventSink::new(callback);
         let result = async {
-            let (entry, inline) = self.lookup(key).await?;
-            let (written, _) = self.stream_to(&entry, inline, sink, &events).await?;
+            let found = self.lookup(key).await?;
+            let mut stream = ItemStream::new(sink);
+            self.stream_following(key, found, &mut stream, &events)
+                .await?;
             events.finish(GetEvent::DownloadFinished).await?;
-            Ok(written)
+            Ok(stream.written())
         }
         .await;
         events.close();
         result
     }
 
+    /// Streams the item `found` under `key` to `stream`, following it if
+    /// another process moves it meanwhile (see `follow.rs`): on from where
+    /// the read stopped if only its place changed, else over again if the
+    /// sink can take back what it was given (see `ItemStream::follow`).
+    async fn stream_following<S: ChunkSink>(
+        &self,
+        key: &str,
+        mut found: (Entry, Option<Bytes>),
+        stream: &mut ItemStream<S>,
+        events: &EventSink<GetEvent>,
+    ) -> Result<()> {
+        let mut follow = FollowMoves::new(self, key);
+        loop {
+            let error = match self
+                .stream_to(&found.0, found.1.clone(), stream, events)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) if stream.sink_failed() => return Err(error),
+                Err(error) => error,
+            };
+            let now = follow.after(&found.0, error).await?;
+            if !stream.follow(&found.0, &now.0, now.1.is_some()).await? {
+                return Err(Error::integrity(format!(
+                    "item {key:?} was replaced while it was read, after {} bytes of it were \
+                     written to the file object; fetch it again",
+                    stream.written()
+                )));
+            }
+            found = now;
+        }
+    }
+
     async fn stream_to<S: ChunkSink>(
         &self,
         entry: &Entry,
         inline: Option<Bytes>,
-        mut sink: S,
+        stream: &mut ItemStream<S>,
         events: &EventSink<GetEvent>,
-    ) -> Result<(u64, S)> {
+    ) -> Result<()> {
         let allocator = &self.inner.allocator;
         match inline {
             Some(data) => {
@@ -384,28 +465,15 @@ impl Store {
                 let buffer = vec![0u8; data.len()];
                 let silent = EventSink::new(None);
                 let buffer = allocator.read_inline(entry, data, buffer, &silent).await?;
-                let total_bytes = entry.size;
-                events
-                    .emit(|| GetEvent::StartingDownload { total_bytes })
-                    .await?;
-                let sink = on_blocking_pool(move || {
-                    sink.write_chunk(&buffer)?;
-                    Ok::<_, Error>(sink)
-                })
-                .await?;
-                events
-                    .emit(|| GetEvent::DownloadProgress {
-                        bytes_read: total_bytes,
-                        total_bytes,
-                    })
-                    .await?;
-                Ok((total_bytes, sink))
+                stream.starting(entry.size, events).await?;
+                stream.write(buffer).await?;
+                stream.progress(entry.size, events).await
             }
             None => {
                 if entry.size == 0 {
-                    sink.write_chunk(&[])?;
+                    stream.write(Vec::new()).await?;
                 }
-                allocator.read_to(entry, sink, events).await
+                allocator.read_to(entry, stream, events).await
             }
         }
     }
