@@ -24,6 +24,9 @@ cargo fmt --check --manifest-path fuzz/Cargo.toml
 cargo fmt --check --manifest-path benches/Cargo.toml
 ruff check python tests_py benches
 ruff format --check python tests_py benches
+# The wheel users install: a release build through zig, manylinux2014 checked
+# by auditwheel, smoke-tested on CPython 3.10 with no Rust on PATH.
+bash scripts/wheel.sh --ci
 
 bash scripts/garage.sh install
 garage_env=$(bash scripts/garage.sh start 3) # an assignment fails under set -e
