@@ -76,6 +76,14 @@ from anthill._summary import ItemInfo
 __all__ = ["AnthillFile", "AnthillFileSystem"]
 
 PROTOCOL = "anthill"
+# The options of fsspec itself (the rest go to anthill.open).
+_FSSPEC_OPTIONS = (
+    "asynchronous",
+    "batch_size",
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+)
 
 
 @contextmanager
@@ -159,11 +167,15 @@ class AnthillFileSystem(AsyncFileSystem, metaclass=_StoreAwareCache):  # type: i
             self.store = open_store(store, secret=secret, **options)
 
     def __reduce__(self) -> Any:
-        # An open Store cannot be pickled: a copy reopens it by its URL.
-        if isinstance(self.storage_options.get("store"), Store):
-            options = {**self.storage_options, "store": self.store.url}
-            return make_instance, (type(self), self.storage_args, options)
-        return super().__reduce__()
+        # A copy (a dask worker's) carries the store, which reopens itself
+        # with every option it was opened with but its secrets (the store
+        # secret, S3 credentials: they come from the worker's environment),
+        # and fsspec's own options.
+        options = {
+            name: value for name, value in self.storage_options.items() if name in _FSSPEC_OPTIONS
+        }
+        options["store"] = self.store
+        return make_instance, (type(self), self.storage_args, options)
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
