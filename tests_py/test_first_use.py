@@ -275,7 +275,6 @@ def test_an_s3_store_without_credentials_says_so(monkeypatch: pytest.MonkeyPatch
             "s3://bucket/prefix?endpoint=http://127.0.0.1:9",
             secret=SECRET,
             retry_attempts=1,
-            create=False,
         )
     message = str(raised.value)
     assert "no S3 credentials for s3://bucket/prefix" in message
