@@ -114,15 +114,21 @@ def test_put_without_a_file_refuses_a_terminal(tmp_path: Path) -> None:
 
 
 def leave_pending(store: Path, key: str, source: Path) -> None:
-    """A put of ``source`` killed (SIGKILL) just after its first pad committed."""
+    """A put of ``source`` killed (SIGKILL) once its pending record is written."""
     script = f"""
-import os, signal, anthill
-def callback(event):
-    if isinstance(event, anthill.ScratchpadCommitComplete):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return True
+import asyncio, os, signal, anthill
 store = anthill.open({str(store)!r}, secret={SECRET!r})
-store.store_file({key!r}, {str(source)!r}, callback=callback)
+before = store.summary().pending
+
+async def kill_once_pending(event):
+    # An async callback suspends the put without blocking it: its pending
+    # record goes on being written meanwhile.
+    if isinstance(event, anthill.ScratchpadCommitComplete) and event.index == event.total:
+        while (await store.summary_async()).pending == before:
+            await asyncio.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(store.store_file_async({key!r}, {str(source)!r}, callback=kill_once_pending))
 """
     result = subprocess.run(
         [sys.executable, "-c", script], check=False, capture_output=True, timeout=120
