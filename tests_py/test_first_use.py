@@ -270,6 +270,19 @@ def test_an_s3_store_opened_with_keywords_reopens_at_the_same_endpoint(
     assert copy["k"] == b"v"
     copy.close()
     store.close()
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem(
+        "anthill",
+        store=join(base, options),
+        endpoint=endpoint,
+        secret=SECRET,
+        skip_instance_cache=True,
+        **credentials,
+    )
+    pickled = pickle.dumps(fs)
+    for secret in (SECRET, *credentials.values()):
+        assert secret.encode() not in pickled
+    assert pickle.loads(pickled).cat_file("k") == b"v"
 
 
 def test_an_s3_store_without_credentials_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,6 +61,7 @@ from fsspec.spec import (  # type: ignore[import-untyped]
 )
 from fsspec.utils import isfilelike  # type: ignore[import-untyped]
 
+from anthill._anthill import is_credential
 from anthill._errors import KeyExistsError, KeyNotFoundError
 from anthill._item_io import (
     ItemRangeReader,
@@ -76,14 +77,6 @@ from anthill._summary import ItemInfo
 __all__ = ["AnthillFile", "AnthillFileSystem"]
 
 PROTOCOL = "anthill"
-# The options of fsspec itself (the rest go to anthill.open).
-_FSSPEC_OPTIONS = (
-    "asynchronous",
-    "batch_size",
-    "use_listings_cache",
-    "listings_expiry_time",
-    "max_paths",
-)
 
 
 @contextmanager
@@ -167,14 +160,14 @@ class AnthillFileSystem(AsyncFileSystem, metaclass=_StoreAwareCache):  # type: i
             self.store = open_store(store, secret=secret, **options)
 
     def __reduce__(self) -> Any:
-        # A copy (a dask worker's) carries the store, which reopens itself
-        # with every option it was opened with but its secrets (the store
-        # secret, S3 credentials: they come from the worker's environment),
-        # and fsspec's own options.
+        # A copy (a dask worker's) is made with the same options but the
+        # secrets: the store secret and S3 credentials come from the worker's
+        # environment. A Store given as `store` pickles itself the same way.
         options = {
-            name: value for name, value in self.storage_options.items() if name in _FSSPEC_OPTIONS
+            name: value
+            for name, value in self.storage_options.items()
+            if name != "secret" and not is_credential(name)
         }
-        options["store"] = self.store
         return make_instance, (type(self), self.storage_args, options)
 
     @classmethod
