@@ -152,6 +152,22 @@ def test_every_snippet_runs_as_written(
         )
 
 
+def test_the_readmes_python_runs_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pasted again into a new session, the README's Python still runs: what
+    it stores again it stores with ``overwrite=True``."""
+    monkeypatch.delenv("ANTHILL_SECRET", raising=False)
+    monkeypatch.chdir(tmp_path)
+    blocks = [
+        block
+        for block in blocks_of(ROOT / "README.md")
+        if block.language == "python" and block.skip_reason is None and not block.needs_s3
+    ]
+    for _ in range(2):
+        namespace: dict[str, object] = {"__name__": "__doc__"}
+        for block in blocks:
+            exec(compile(block.code, f"README.md:{block.line}", "exec"), namespace)  # noqa: S102
+
+
 def test_blocks_are_found_with_their_markers(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
