@@ -80,10 +80,12 @@ impl Kdf {
         }
     }
 
-    /// The material the keys derive from.
+    /// The material the keys derive from. A key is taken in one form
+    /// whichever way it is written ([`key_text`]), so the key file's 64 hex
+    /// digits and the 32 bytes they spell open the same store.
     fn material(&self, secret: &[u8], store_id: &[u8; 16]) -> Result<Vec<u8>> {
         match *self {
-            Kdf::None => Ok(secret.to_vec()),
+            Kdf::None => Ok(key_text(secret).unwrap_or_else(|| secret.to_vec())),
             Kdf::Argon2id {
                 memory_kib,
                 iterations,
@@ -147,6 +149,20 @@ struct Format4 {
     pad_size: u64,
     kdf: Kdf,
     key_check: Vec<u8>,
+}
+
+/// A key (`crypto::is_key`) as lowercase hex, the key file's own form:
+/// 32 raw bytes spelt out, 64 hex digits lowercased; `None` for a passphrase.
+fn key_text(secret: &[u8]) -> Option<Vec<u8>> {
+    if !crypto::is_key(secret) {
+        return None;
+    }
+    let text: String = if secret.len() == 32 {
+        secret.iter().map(|byte| format!("{byte:02x}")).collect()
+    } else {
+        String::from_utf8_lossy(secret).to_ascii_lowercase()
+    };
+    Some(text.into_bytes())
 }
 
 fn associated_data(format: &str, store_id: &[u8; 16], pad_size: u64, kdf: &Kdf) -> Result<Vec<u8>> {
@@ -239,15 +255,21 @@ impl Meta {
 
     /// The store's keys, if `secret` is the store's secret.
     pub fn unlock(&self, secret: &[u8]) -> Result<StoreKeys> {
-        let material = self.kdf.material(secret, &self.store_id)?;
-        let keys = StoreKeys::derive(&material, &self.store_id);
         let aad = associated_data(&self.format, &self.store_id, self.pad_size, &self.kdf)?;
-        crypto::open(keys.index(), &aad, &self.key_check, "store metadata").map_err(|_| {
-            Error::integrity(
-                "wrong secret for this store (or its metadata was tampered with): \
-                 open it with the secret it was created with",
-            )
-        })?;
-        Ok(keys)
+        let mut materials = vec![self.kdf.material(secret, &self.store_id)?];
+        if self.kdf == Kdf::None && materials[0] != secret {
+            // A store made before keys had one form took a key as written.
+            materials.push(secret.to_vec());
+        }
+        for material in materials {
+            let keys = StoreKeys::derive(&material, &self.store_id);
+            if crypto::open(keys.index(), &aad, &self.key_check, "store metadata").is_ok() {
+                return Ok(keys);
+            }
+        }
+        Err(Error::integrity(
+            "wrong secret for this store (or its metadata was tampered with): \
+             open it with the secret it was created with",
+        ))
     }
 }

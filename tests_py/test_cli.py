@@ -186,6 +186,7 @@ def test_the_store_variable_and_usage_errors(store_path: Path) -> None:
 
 
 def test_errors_are_one_line(tmp_path: Path) -> None:
+    anthill.open(tmp_path / "store", secret="one", pad_size=PAD_SIZE).close()
     wrong = run("ls", store=tmp_path / "store", env={"ANTHILL_SECRET": "one"})
     assert wrong.returncode == 0
     wrong = run("ls", store=tmp_path / "store", env={"ANTHILL_SECRET": "two"})

@@ -178,7 +178,8 @@ fn a_passphrase_is_stretched_with_argon2id() {
 }
 
 /// A key (64 hex digits, as in the key file, or 32 random bytes) has all
-/// the entropy it needs: it is not stretched.
+/// the entropy it needs: it is not stretched. It has one form, the key
+/// file's lowercase hex, so its hex and its bytes open the same store.
 #[test]
 fn a_key_secret_is_not_stretched() {
     use anthill::meta::{Kdf, Meta};
@@ -186,12 +187,23 @@ fn a_key_secret_is_not_stretched() {
     let mut raw_key = [0u8; 32];
     raw_key[0] = 0xff; // not text
     raw_key[1..].copy_from_slice(&crypto::os_random::<31>());
-    for secret in [&hex_key[..], &raw_key[..]] {
+    let raw_hex: String = raw_key.iter().map(|byte| format!("{byte:02x}")).collect();
+    for (secret, other_form) in [
+        (&hex_key[..], hex_key.to_ascii_lowercase()),
+        (&raw_key[..], raw_hex.clone().into_bytes()),
+        (raw_hex.as_bytes(), raw_key.to_vec()),
+    ] {
         assert!(crypto::is_key(secret));
         let meta = Meta::decode(&Meta::new(secret, 4096).unwrap().encode().unwrap()).unwrap();
         assert_eq!(meta.kdf, Kdf::None);
         let keys = meta.unlock(secret).unwrap();
-        let direct = StoreKeys::derive(secret, &meta.store_id);
+        assert!(meta.unlock(&other_form).is_ok());
+        let lowercase_hex = if secret.len() == 32 {
+            raw_hex.as_bytes().to_vec()
+        } else {
+            secret.to_ascii_lowercase()
+        };
+        let direct = StoreKeys::derive(&lowercase_hex, &meta.store_id);
         let sealed = crypto::seal(direct.index(), b"aad", b"x").unwrap();
         assert_eq!(
             crypto::open(keys.index(), b"aad", &sealed, "x").unwrap(),

@@ -23,6 +23,7 @@ __all__ = [
     "NativeStore",
     "NativeStreams",
     "__version__",
+    "is_credential",
     "is_url",
     "schema",
     "store_defaults",
@@ -44,6 +45,10 @@ def store_defaults() -> dict[str, int]:
 
 def is_url(location: str) -> bool:
     """Whether ``location`` names a store by URL (else it is a folder path)."""
+
+def is_credential(name: str) -> bool:
+    """Whether the backend option ``name`` holds a credential (never shown,
+    logged or pickled)."""
 
 def schema() -> dict[str, list[tuple[str, str]]]:
     """Every class the core builds in Python (events, reports): its fields
@@ -92,10 +97,12 @@ class NativeStore:
         state_dir: str | None = None,
         allow_rollback: object = None,
         backend_options: Mapping[str, object] | None = None,
+        create: bool = True,
     ) -> NativeStore:
         """Opens (creating if needed) the store at ``url`` (a backend URL).
         ``state_dir``: where this machine remembers each store's log position
-        (``None``: no rollback check); ``allow_rollback``: open a store behind it."""
+        (``None``: no rollback check); ``allow_rollback``: open a store behind it;
+        ``create=False``: open only an existing store, creating nothing."""
 
     @property
     def url(self) -> str:
@@ -158,6 +165,9 @@ class NativeStore:
     ) -> _AsyncCall[int | None]: ...
     def keys(self) -> list[str]:
         """The committed keys, sorted."""
+
+    def pending_items(self) -> list[tuple[str, int]]:
+        """Keys with an interrupted upload and their sizes, sorted by key."""
 
     def list_items(self) -> list[ItemInfo]:
         """Every stored item, sorted by key."""

@@ -104,18 +104,19 @@ def to_url(location: str | os.PathLike[str]) -> str:
 
 def default_store_url() -> str:
     """``$ANTHILL_STORE`` if set, else the default store in the user's data folder
-    (the folder is created if missing)."""
+    (created, like any folder store, by the open that creates the store)."""
     configured = os.environ.get(STORE_ENV)
     if configured:
         return to_url(configured)
-    folder = data_dir() / "default"
-    folder.mkdir(parents=True, exist_ok=True)
-    return to_url(folder)
+    return to_url(data_dir() / "default")
 
 
-def resolve_secret(secret: str | bytes | bytearray | memoryview | None) -> bytes:
+def resolve_secret(
+    secret: str | bytes | bytearray | memoryview | None, *, create: bool = True
+) -> bytes:
     """The store secret: the argument, else ``$ANTHILL_SECRET``, else the key file
-    (created on first use)."""
+    (created on first use, unless ``create`` is false: then a missing key file
+    is an :class:`InvalidInputError` naming it)."""
     if secret is not None:
         if isinstance(secret, str):
             value = secret.encode()
@@ -129,6 +130,16 @@ def resolve_secret(secret: str | bytes | bytearray | memoryview | None) -> bytes
     from_env = os.environ.get(SECRET_ENV)
     if from_env:
         return from_env.encode()
+    if not create:
+        path = secret_key_path()
+        try:
+            return _read_key_file(path)
+        except FileNotFoundError:
+            raise InvalidInputError(
+                f"no secret: the key file {path} does not exist (and {SECRET_ENV} is not "
+                f"set); restore the key file the store was made with, or pass secret= or "
+                f"set {SECRET_ENV}"
+            ) from None
     return _read_or_create_key_file(secret_key_path())
 
 

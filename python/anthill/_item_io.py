@@ -1,7 +1,8 @@
 """Ranged reads and piecewise writes of one item, for the fsspec and zarr adapters.
 
-This is the one seam between those adapters and the store. Today the store
-reads and writes whole items only (``fetch_item`` / ``store_item``), so:
+This is the one seam between those adapters and the store. The adapters read
+and write whole items (``fetch_item`` / ``store_item``) through it, though the
+store itself can stream (``open_item``, ``fetch_range``, ``store_file``), so:
 
 - a ranged read fetches the whole item and slices it; :class:`ItemRangeReader`
   (one per open file) keeps the item after its first read, so later reads of
@@ -11,9 +12,8 @@ reads and writes whole items only (``fetch_item`` / ``store_item``), so:
 - copying a local file in or out holds it whole in memory
   (:func:`store_local_file_async`, :func:`fetch_to_local_file_async`).
 
-The memory a file costs is therefore its whole size, once. When the store
-gains streaming (``Store.open_item``, ``fetch_range``, ``store_file``), only
-the bodies here change: the adapters keep calling these names.
+The memory a file costs is therefore its whole size, once. To make the
+adapters stream, only the bodies here change: they keep calling these names.
 """
 
 from __future__ import annotations

@@ -10,7 +10,12 @@ put (reserved pads, uploaded bytes, committed pads) and one for a get, with
 
 Without a terminal to ask on it declines (the put raises
 :class:`~anthill.OperationCancelledError`, nothing is spent) unless made with
-``Progress(assume_yes=True)``.
+``Progress(assume_yes=True)``::
+
+    store.store_item("video", data, callback=anthill.Progress(assume_yes=True))
+
+Off a terminal (a log file, a pipe) it draws no bars: each phase ends with
+one plain line, such as ``uploaded: 12.0 MiB/12.0 MiB``.
 """
 
 from __future__ import annotations
@@ -97,8 +102,9 @@ class Progress:
         interactive: whether the question may be asked; ``None`` (default)
             asks when standard input is a terminal or inside Jupyter, and
             otherwise declines rather than wait for an answer that cannot come.
-        disable: hide the bars (``None``: hide them when not on a terminal,
-            as ``tqdm`` does).
+        disable: ``True`` shows no progress, ``False`` draws bars wherever
+            the output goes; ``None`` (default) draws them on a terminal or in
+            Jupyter, and elsewhere writes one plain line as each phase ends.
         file: where bars and messages go (default: standard error).
 
     One instance follows one operation at a time and resets itself when the
@@ -118,7 +124,7 @@ class Progress:
         *,
         assume_yes: bool = False,
         interactive: bool | None = None,
-        disable: bool | None = False,
+        disable: bool | None = None,
         file: TextIO | None = None,
     ) -> None:
         self.assume_yes = assume_yes
@@ -126,7 +132,7 @@ class Progress:
         self.disable = disable
         self.declined = None
         self._file = file
-        self._yes_hint = "assume_yes=True"
+        self._yes_hint = "callback=anthill.Progress(assume_yes=True)"
         self._bars: dict[str, Bar] = {}
         self._lock = threading.Lock()
 
@@ -231,9 +237,23 @@ class Progress:
         else:
             print(message, file=self._out(), flush=True)
 
+    def _draws_bars(self) -> bool:
+        """Whether bars go out (else one plain line per phase, or nothing)."""
+        if self.disable is not None:
+            return not self.disable
+        if _in_notebook() and self._file is None:
+            return True
+        try:
+            return self._out().isatty()
+        except (AttributeError, ValueError):
+            return False
+
     def _bar(self, name: str, label: str, total: int, unit: str, *, scale: bool = False) -> Bar:
         bar = self._bars.get(name)
-        if bar is None:
+        if bar is None and not self._draws_bars():
+            bar = _PhaseLine(label, total, unit, scale, None if self.disable else self._out())
+            self._bars[name] = bar
+        elif bar is None:
             from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
 
             bar = tqdm(
@@ -242,7 +262,6 @@ class Progress:
                 unit=unit,
                 unit_scale=scale,
                 unit_divisor=1024 if scale else 1000,
-                disable=self.disable,
                 file=self._file,
                 leave=True,
                 dynamic_ncols=True,
@@ -261,3 +280,26 @@ class Progress:
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+
+class _PhaseLine:
+    """A bar's stand-in off a terminal: counts like a tqdm bar, and on closing
+    writes one plain line (no cursor movement, no carriage return), such as
+    ``committed pads: 3/3``; with no ``out``, nothing."""
+
+    def __init__(self, label: str, total: int, unit: str, scale: bool, out: TextIO | None) -> None:
+        self.label, self.total, self.unit, self.scale, self.out = label, total, unit, scale, out
+        self.n = 0
+
+    def update(self, count: int) -> None:
+        self.n += count
+
+    def close(self) -> None:
+        if self.out is None:
+            return
+        if self.scale:
+            done = f"{format_bytes(self.n)}/{format_bytes(self.total)}"
+        else:
+            done = f"{self.n}/{self.total}"
+        print(f"{self.label}: {done}", file=self.out, flush=True)
+        self.out = None

@@ -128,12 +128,31 @@ class Store(MutableMapping[str, bytes]):
     b'hello'
     """
 
-    __slots__ = ("__weakref__", "_native")
+    __slots__ = ("__weakref__", "_native", "_options")
 
-    def __init__(self, native: _anthill.NativeStore) -> None:
+    def __init__(self, native: _anthill.NativeStore, options: dict[str, Any] | None = None) -> None:
         """Use :func:`anthill.open` to make a store."""
         self._native = native
+        self._options = options or {}
         _open_stores.add(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A pickled store reopens its store where it was, with every option it
+        was opened with but the secrets: the store secret and the backend's
+        credentials never travel. The copy takes them from its environment
+        (``$ANTHILL_SECRET`` or the key file; the ``AWS_*`` variables)."""
+        return (_reopen, self._reopen_args())
+
+    def _reopen_args(self) -> tuple[str, dict[str, Any]]:
+        """What another process opens this store with: :attr:`url` without the
+        credentials it hides (``***``), and the keyword options of
+        :func:`open` it was opened with, but ``secret`` and the credentials."""
+        url = self.url
+        base, _, query = url.partition("?")
+        if query and _anthill.is_url(url):
+            kept = [pair for pair in query.split("&") if not pair.endswith("=" + _REDACTED)]
+            url = f"{base}?{'&'.join(kept)}" if kept else base
+        return url, dict(self._options)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
@@ -371,6 +390,12 @@ class Store(MutableMapping[str, bytes]):
         """Every stored item with its size and times, sorted by key (reads no data)."""
         return self._native.list_items()
 
+    def _pending_items(self) -> list[tuple[str, int]]:
+        """Keys with an interrupted upload (``summary().pending`` counts them)
+        and their sizes, sorted: ``store_item(..., resume=True)`` or
+        ``store_file(..., resume=True)`` finishes one, ``remove_item`` discards it."""
+        return self._native.pending_items()
+
     def keys(self) -> StoreKeys:
         """The stored keys (committed items only), sorted: a snapshot."""
         return StoreKeys(self._native.keys())
@@ -561,6 +586,7 @@ def open(
     download_concurrency: int | None = None,
     retry_attempts: int | None = None,
     allow_rollback: bool = False,
+    create: bool = True,
     **backend_options: str | float | bool,
 ) -> Store:
     """Opens (or creates) the store at ``url``.
@@ -583,7 +609,10 @@ def open(
     folder); a store that is behind that, or whose history differs, was rolled
     back (an older copy restored, newest log objects deleted) and raises
     :class:`IntegrityError`. ``allow_rollback=True`` opens it anyway (a backup
-    restored on purpose) and remembers its state from then on. A store of
+    restored on purpose) and remembers its state from then on.
+    ``create=False`` opens only an existing store and creates nothing (no
+    store, no folder, no key file): a missing one is an
+    :class:`InvalidInputError` naming what is missing. A store of
     10,000 items or more also keeps a copy of its index there, checked against
     the store at every open, so that opening it reads a few kilobytes.
 
@@ -594,20 +623,36 @@ def open(
     >>> store = anthill.open("memory://scratch", secret="not so secret", pad_size=4096)
     """
     location = default_store_url() if url is None else to_url(url)
+    options: dict[str, Any] = {
+        "pad_size": pad_size,
+        "max_new_pads": max_new_pads,
+        "reservation_concurrency": reservation_concurrency,
+        "upload_concurrency": upload_concurrency,
+        "download_concurrency": download_concurrency,
+        "retry_attempts": retry_attempts,
+    }
     native = _anthill.NativeStore.open(
         location,
-        resolve_secret(secret),
-        pad_size=pad_size,
-        max_new_pads=max_new_pads,
-        reservation_concurrency=reservation_concurrency,
-        upload_concurrency=upload_concurrency,
-        download_concurrency=download_concurrency,
-        retry_attempts=retry_attempts,
+        resolve_secret(secret, create=create),
+        **options,
         state_dir=str(state_dir()),
         allow_rollback=allow_rollback,
         backend_options=backend_options,
+        create=create,
     )
-    return Store(native)
+    options.update(allow_rollback=allow_rollback, create=create)
+    options.update(
+        (name, value) for name, value in backend_options.items() if not _anthill.is_credential(name)
+    )
+    return Store(native, {name: value for name, value in options.items() if value is not None})
+
+
+_REDACTED = "***"
+
+
+def _reopen(url: str, options: dict[str, Any]) -> Store:
+    """Unpickles a :class:`Store`: opens it again (see ``Store.__reduce__``)."""
+    return open(url, **options)
 
 
 def _documented_defaults() -> dict[str, str]:

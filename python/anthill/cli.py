@@ -1,9 +1,9 @@
 """The ``anthill`` command (also ``python -m anthill``).
 
-    anthill put KEY [FILE|-] [--force] [--yes]   store a file (or standard input)
+    anthill put KEY FILE|- [--force] [--yes] [--resume]  store a file (or standard input)
     anthill get KEY [-o FILE]                    write an item to a file (or standard output)
     anthill rm KEY                               remove an item
-    anthill ls [-l]                              list the keys (-l: with sizes)
+    anthill ls [-l]                              list the keys (-l: with sizes), pending ones marked
     anthill mv OLD NEW [--force]                 rename an item (no data moved)
     anthill verify [--quick]                     check every pad and item (exit 1 if damaged)
     anthill compact                              move items out of sparse pads, release empty ones
@@ -11,6 +11,8 @@
 
 ``--store URL`` (or ``$ANTHILL_STORE``) picks the store; the default one lives
 in your data folder. The secret comes from ``$ANTHILL_SECRET`` or your key file.
+Only ``put`` creates things (the store, the key file); every other command on
+a missing store or key file fails, naming what is missing.
 ``put`` asks before reserving new pads; ``--yes`` answers for you, and without
 a terminal to ask on it declines rather than wait. Errors are one line on
 standard error and a non-zero exit status (1; 2 for a usage error).
@@ -25,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from . import __version__
-from ._errors import AnthillError, KeyExistsError, OperationCancelledError
+from ._errors import AnthillError, KeyExistsError, OperationCancelledError, UploadPendingError
 from ._events import OperationProgress
 from ._picture import to_text
 from ._progress import Progress, format_bytes
@@ -40,11 +42,26 @@ class CommandError(Exception):
     """A failure to report as one line (not a bug)."""
 
 
-def _open(args: argparse.Namespace) -> Store:
-    return open(args.store)
+def _open(args: argparse.Namespace, *, create: bool = False) -> Store:
+    """The store the command names; only a put may create it (and the key file)."""
+    return open(args.store, create=create)
+
+
+def _pending_hint(key: str) -> str:
+    return (
+        f"`{PROG} put --resume {key} FILE` with the same file finishes it, "
+        f"`{PROG} rm {key}` discards it"
+    )
 
 
 def _cmd_put(args: argparse.Namespace) -> int:
+    if args.file is None:
+        if sys.stdin.isatty():
+            raise CommandError(
+                f"put {args.key} needs a FILE to store (or - to type the data on "
+                "standard input, ended by Ctrl-D)"
+            )
+        args.file = "-"  # data piped in
     from_stdin = args.file == "-"
     progress = Progress(
         assume_yes=args.yes,
@@ -59,8 +76,10 @@ def _cmd_put(args: argparse.Namespace) -> int:
     if not from_stdin and not os.path.exists(args.file):
         raise CommandError(f"cannot read {args.file}: No such file or directory")
     try:
-        with _open(args) as store:
-            store.store_file(args.key, source, callback=progress, overwrite=args.force)
+        with _open(args, create=True) as store:
+            store.store_file(
+                args.key, source, callback=progress, overwrite=args.force, resume=args.resume
+            )
             with store.open_item(args.key) as item:
                 size = item.size
     except OperationCancelledError as error:
@@ -70,6 +89,12 @@ def _cmd_put(args: argparse.Namespace) -> int:
     except KeyExistsError as error:
         raise CommandError(
             f"key {args.key!r} is already stored; pass --force to replace it"
+        ) from error
+    except UploadPendingError as error:
+        if args.resume:
+            raise
+        raise CommandError(
+            f"key {args.key!r} has an interrupted upload: {_pending_hint(args.key)}"
         ) from error
     print(f"{PROG}: stored {args.key!r} ({format_bytes(size)})", file=sys.stderr)
     return 0
@@ -96,12 +121,15 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     with _open(args) as store:
+        pending = store._pending_items()
         if not args.long:
             for key in store:
                 print(key)
+            _print_pending(pending, long=False)
             return 0
         for item in store.list_items():
             print(f"{item.size:>12}  {item.key}")
+        _print_pending(pending, long=True)
         summary = store.summary()
         print(
             f"{summary.items} item{'' if summary.items == 1 else 's'}, "
@@ -109,6 +137,18 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             f"in {summary.total_pads} pad{'' if summary.total_pads == 1 else 's'}"
         )
     return 0
+
+
+def _print_pending(pending: list[tuple[str, int]], *, long: bool) -> None:
+    """Lists keys with an interrupted upload, marked, and says how to settle them."""
+    for key, size in pending:
+        print(f"{size:>12}  {key} (pending)" if long else f"{key} (pending)")
+    if pending:
+        print(
+            f"{PROG}: {len(pending)} pending (interrupted upload"
+            f"{'' if len(pending) == 1 else 's'}): {_pending_hint('KEY')}",
+            file=sys.stderr,
+        )
 
 
 def _cmd_mv(args: argparse.Namespace) -> int:
@@ -210,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="A private, encrypted key-value store kept in pads.",
         epilog="The secret comes from $ANTHILL_SECRET, else from your key file "
-        "(created on first use).",
+        "(created by the first put).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -235,12 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
         "file",
         metavar="FILE",
         nargs="?",
-        default="-",
-        help="a file, or - for standard input (default)",
+        default=None,
+        help="a file, or - for standard input (left out: standard input, when it is "
+        "not a terminal)",
     )
     put.add_argument("-f", "--force", action="store_true", help="replace KEY if it is stored")
     put.add_argument(
         "-y", "--yes", action="store_true", help="reserve the new pads needed without asking"
+    )
+    put.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted put of KEY (pending in ls) from the same file",
     )
 
     get = command("get", _cmd_get, "write the item stored under KEY")

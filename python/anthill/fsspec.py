@@ -61,6 +61,7 @@ from fsspec.spec import (  # type: ignore[import-untyped]
 )
 from fsspec.utils import isfilelike  # type: ignore[import-untyped]
 
+from anthill._anthill import is_credential
 from anthill._errors import KeyExistsError, KeyNotFoundError
 from anthill._item_io import (
     ItemRangeReader,
@@ -159,11 +160,15 @@ class AnthillFileSystem(AsyncFileSystem, metaclass=_StoreAwareCache):  # type: i
             self.store = open_store(store, secret=secret, **options)
 
     def __reduce__(self) -> Any:
-        # An open Store cannot be pickled: a copy reopens it by its URL.
-        if isinstance(self.storage_options.get("store"), Store):
-            options = {**self.storage_options, "store": self.store.url}
-            return make_instance, (type(self), self.storage_args, options)
-        return super().__reduce__()
+        # A copy (a dask worker's) is made with the same options but the
+        # secrets: the store secret and S3 credentials come from the worker's
+        # environment. A Store given as `store` pickles itself the same way.
+        options = {
+            name: value
+            for name, value in self.storage_options.items()
+            if name != "secret" and not is_credential(name)
+        }
+        return make_instance, (type(self), self.storage_args, options)
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:

@@ -14,9 +14,12 @@ object store or a folder costs one object or one file per chunk.
 ``store`` is an open :class:`anthill.Store` or a URL for :func:`anthill.open`
 (the secret then comes from ``$ANTHILL_SECRET`` or your key file). The
 :class:`anthill.Store` stays open when the zarr store is closed: it may serve
-others; close it yourself. A pickled :class:`AnthillStore` carries the URL and
-reopens the store by it, so an unpickled copy reads the same data in the same
-process (memory stores included) and, given the same secret, in another.
+others; close it yourself. A pickled :class:`AnthillStore` carries its
+:class:`anthill.Store`, which reopens itself where it was with every option it
+was opened with but its secrets (the store secret, S3 credentials): an
+unpickled copy reads the same data in the same process (memory stores
+included) and, with the secret from ``$ANTHILL_SECRET`` or the key file, in
+another.
 
 Reads, writes and deletes use the store's async API; listing and ``exists``
 call its synchronous ``keys``/``in`` (they have no async twins), which hold
@@ -108,7 +111,7 @@ class AnthillStore(Store):
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, AnthillStore)
-            and self._store.url == other._store.url
+            and self._store._reopen_args() == other._store._reopen_args()
             and self._prefix == other._prefix
             and self.read_only == other.read_only
         )
@@ -117,10 +120,12 @@ class AnthillStore(Store):
         return hash((self._store.url, self._prefix, self.read_only))
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self._store.url, "prefix": self._prefix, "read_only": self.read_only}
+        # The store pickles itself: its URL and every option it was opened
+        # with, but its secrets (see anthill.Store.__reduce__).
+        return {"store": self._store, "prefix": self._prefix, "read_only": self.read_only}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], prefix=state["prefix"], read_only=state["read_only"])  # type: ignore[misc]
+        self.__init__(state["store"], prefix=state["prefix"], read_only=state["read_only"])  # type: ignore[misc]
 
     def _key(self, key: str) -> str:
         return self._prefix + key

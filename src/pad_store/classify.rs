@@ -78,6 +78,15 @@ fn chain_text(error: &(dyn StdError + 'static)) -> String {
 
 /// Errors recognised by an S3 error code in the message.
 fn classify_s3_code(text: &str, url: &str, bucket: Option<&str>) -> Option<BackendError> {
+    // With no credentials given, object_store asks the cloud instance
+    // metadata service for some; off the cloud that request fails.
+    if text.contains("169.254.169.254") {
+        return Some(BackendError::Permanent(format!(
+            "no S3 credentials for {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             or pass access_key_id= and secret_access_key= (none were given, and this \
+             machine's instance metadata service at 169.254.169.254 gave none)"
+        )));
+    }
     if text.contains("NoSuchBucket") {
         let bucket = bucket.unwrap_or("of the store");
         return Some(BackendError::Permanent(format!(

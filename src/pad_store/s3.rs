@@ -195,7 +195,25 @@ impl Settings {
                 redact_userinfo(&endpoint)
             )));
         }
-        if !self.allow_http_given && endpoint.to_ascii_lowercase().starts_with("http://") {
+        let plain_http = endpoint.to_ascii_lowercase().starts_with("http://");
+        let allow_http = self
+            .builder
+            .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp));
+        // object_store's reading of the value: anything else is false.
+        let truthy = |value: &str| {
+            ["true", "1", "on", "yes", "y"].contains(&value.trim().to_ascii_lowercase().as_str())
+        };
+        if plain_http
+            && self.allow_http_given
+            && allow_http.is_some_and(|value| !truthy(value.as_str()))
+        {
+            return Err(invalid(format!(
+                "the S3 endpoint {} is plain http:// but allow_http is false: use an \
+                 https:// endpoint, or allow_http=true",
+                redact_userinfo(&endpoint)
+            )));
+        }
+        if !self.allow_http_given && plain_http {
             // Asking for an http:// endpoint is asking for plain HTTP.
             self.builder = std::mem::take(&mut self.builder).with_allow_http(true);
         }

@@ -36,6 +36,9 @@ use crate::error::Error;
 #[non_exhaustive]
 pub struct BackendOptions {
     pub options: Vec<(String, String)>,
+    /// Open only a store that exists: a missing local folder is an error
+    /// instead of being created (read-only commands must create nothing).
+    pub must_exist: bool,
 }
 
 /// Credentials redacted: debug output ends up in logs and bug reports.
@@ -48,6 +51,7 @@ impl std::fmt::Debug for BackendOptions {
             .collect();
         f.debug_struct("BackendOptions")
             .field("options", &shown)
+            .field("must_exist", &self.must_exist)
             .finish()
     }
 }
@@ -332,6 +336,13 @@ fn open_folder(
         // creating the folder succeeds or says why not. Whatever fsync says,
         // the new folder reaches the disk: losing it in a power loss would
         // lose the store's metadata, and with it everything written since.
+        Err(_) if options.must_exist => {
+            return Err(invalid(format!(
+                "no store at {}: the folder does not exist (a store is created by its \
+                 first put; check the location)",
+                path.display()
+            )));
+        }
         Err(_) => {
             create_folder_durably(&path).map_err(|error| {
                 invalid(format!(

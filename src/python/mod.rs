@@ -97,6 +97,13 @@ fn is_url(location: &str) -> bool {
     crate::store::is_url(location)
 }
 
+/// Whether the backend option `name` holds a credential (never pickled,
+/// shown or logged).
+#[pyfunction]
+fn is_credential(name: &str) -> bool {
+    crate::pad_store::is_credential(name)
+}
+
 #[pymodule]
 fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
     // Rust `log` records go to Python's `logging` (logger names are the Rust
@@ -111,6 +118,7 @@ fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<runtime::CoreCall>()?;
     module.add_function(wrap_pyfunction!(schema, module)?)?;
     module.add_function(wrap_pyfunction!(is_url, module)?)?;
+    module.add_function(wrap_pyfunction!(is_credential, module)?)?;
     module.add_function(wrap_pyfunction!(store::store_defaults, module)?)?;
     let exit_hook = wrap_pyfunction!(runtime::wait_for_async_calls, module)?;
     module

@@ -87,6 +87,7 @@ impl NativeStore {
         state_dir = None,
         allow_rollback = None,
         backend_options = None,
+        create = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn open(
@@ -102,6 +103,7 @@ impl NativeStore {
         state_dir: Option<std::path::PathBuf>,
         allow_rollback: Option<&Arg<'_>>,
         backend_options: Option<&Bound<'_, PyDict>>,
+        create: bool,
     ) -> PyResult<Self> {
         // What is left out keeps the core's default.
         let mut options = StoreOptions {
@@ -110,6 +112,7 @@ impl NativeStore {
             max_new_pads: args::optional_count("max_new_pads", max_new_pads)?,
             backend: BackendOptions {
                 options: args::backend_options(backend_options)?,
+                must_exist: !create,
             },
             state_dir,
             ..StoreOptions::default()
@@ -269,6 +272,11 @@ impl NativeStore {
     fn list_items(&self, py: Python<'_>) -> PyResult<Vec<Out<ItemInfo>>> {
         let items = self.read(py, |store| async move { store.list_items().await })?;
         Ok(items.into_iter().map(Out).collect())
+    }
+
+    /// Keys with an interrupted upload and their sizes, sorted by key.
+    fn pending_items(&self, py: Python<'_>) -> PyResult<Vec<(String, u64)>> {
+        self.read(py, |store| async move { store.pending_items().await })
     }
 
     fn contains(&self, py: Python<'_>, key: String) -> PyResult<bool> {

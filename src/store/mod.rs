@@ -753,6 +753,22 @@ impl Store {
         Ok(keys)
     }
 
+    /// Keys with an interrupted upload (pending: a put with `resume` finishes
+    /// one, `remove_item` discards it) and their sizes, sorted by key.
+    pub async fn pending_items(&self) -> Result<Vec<(String, u64)>> {
+        self.check_open()?;
+        self.inner.gate.catch_up().await?;
+        let mut pending: Vec<(String, u64)> = self.inner.journal.read(|index| {
+            index
+                .pending
+                .iter()
+                .map(|(key, entry)| (key.clone(), entry.size))
+                .collect()
+        });
+        pending.sort_unstable();
+        Ok(pending)
+    }
+
     /// Stored items with their sizes and times, sorted by key.
     pub async fn list_items(&self) -> Result<Vec<ItemInfo>> {
         self.check_open()?;
@@ -833,6 +849,13 @@ async fn open_meta(
 ) -> Result<(Meta, StoreKeys)> {
     let bytes = match read_meta(backend, retry).await? {
         Some(bytes) => bytes,
+        None if options.backend.must_exist => {
+            return Err(Error::invalid(format!(
+                "no store at {}: it holds no store metadata (a store is created by its \
+                 first put; check the location)",
+                backend.describe()
+            )));
+        }
         None => create_meta(backend, options, retry).await?,
     };
     let meta = Meta::decode(&bytes)?;
