@@ -19,6 +19,8 @@ pub mod crypto;
 pub mod error;
 pub mod events;
 mod group_commit;
+#[cfg(unix)]
+pub mod held_files;
 pub mod index;
 pub mod journal;
 pub mod memory_map;

@@ -129,6 +129,8 @@ impl SeenLogs {
             .open(&lock_path)?;
         // Released when `lock` is closed, at the end of this call.
         lock.lock()?;
+        #[cfg(unix)]
+        let _held = crate::held_files::hold(&lock);
         if !force
             && self
                 .load()

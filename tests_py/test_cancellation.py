@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import anthill
@@ -216,3 +217,30 @@ def test_a_forked_child_uses_anthill(tmp_path: Path):
     parent["p2"] = b"still the parent's"
     parent.close()
     _inherited = None
+
+
+def test_a_child_forked_while_its_parent_writes_does_not_keep_the_store_locked(tmp_path: Path):
+    """A folder store's writer lock is an OS lock on an open file, which a
+    forked child shares: forked while its parent held the lock (mid-put),
+    the child kept the store locked for both, and its own put hung."""
+    url = f"file://{tmp_path / 's'}"
+    slow = anthill.open(f"sim+{url}?latency_ms=200", secret="s", pad_size=4096)
+    holding = threading.Event()
+
+    def announce(event):
+        if isinstance(event, anthill.StartingUpload):
+            holding.set()  # the lock is held until the put ends
+
+    writer = threading.Thread(
+        target=slow.store_item, args=("big", b"b" * 3 * 4096), kwargs={"callback": announce}
+    )
+    writer.start()
+    assert holding.wait(HANG)
+    forked = multiprocessing.get_context("fork")
+    with forked.Pool(1) as pool:
+        stored = pool.apply_async(_child_stores, (url,))
+        writer.join(HANG)
+        assert stored.get(timeout=HANG) is True
+        slow["after"] = b"the parent writes again"
+    assert slow["from-child"] == b"x" * 100
+    slow.close()

@@ -97,6 +97,7 @@ impl Locking {
                         })?;
                 Ok(locked.map(|(file, undisturbed)| {
                     Box::new(FolderLock {
+                        _held: crate::held_files::hold(&file),
                         _file: file,
                         undisturbed,
                     }) as Box<dyn WriterLock>
@@ -156,6 +157,8 @@ impl WriterLock for InProcessLock {
 /// Holds an OS lock on the store folder's lock file until dropped (closing
 /// the file releases it).
 struct FolderLock {
+    /// Lets a forked child go of the lock (dropped before the file).
+    _held: crate::held_files::Held,
     _file: std::fs::File,
     undisturbed: bool,
 }

@@ -125,5 +125,19 @@ fn _anthill(module: &Bound<'_, PyModule>) -> PyResult<()> {
         .py()
         .import("atexit")?
         .call_method1("register", (exit_hook,))?;
+    let fork_hook = wrap_pyfunction!(release_locks_in_forked_child, module)?;
+    let hooks = pyo3::types::PyDict::new(module.py());
+    hooks.set_item("after_in_child", fork_hook)?;
+    module
+        .py()
+        .import("os")?
+        .call_method("register_at_fork", (), Some(&hooks))?;
     Ok(())
+}
+
+/// Run by `os.register_at_fork` in a child just forked: the child lets go of
+/// the lock files its parent holds (see `held_files`).
+#[pyfunction]
+fn release_locks_in_forked_child() {
+    crate::held_files::release_in_forked_child();
 }
