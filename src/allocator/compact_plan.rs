@@ -13,7 +13,8 @@
 //!    item's piece in an emptied pad) can be packed into the free runs of
 //!    the pads that stay is found by bisection (emptying more pads never
 //!    needs less room).
-//! 3. Packing: the largest unit first. A unit that fits one run takes the
+//! 3. Packing, into the free runs of pads that stay and hold data (moving
+//!    into an empty pad empties none): the largest unit first. A unit that fits one run takes the
 //!    shortest run that holds it (best fit: the long runs stay for long
 //!    units). One that fits none is split: it takes the longest run whole
 //!    and goes on with the rest, so it is cut into the fewest pieces. Runs
@@ -54,6 +55,25 @@ pub struct CompactPlan {
     pub moves: Vec<(usize, Vec<Extent>)>,
 }
 
+impl CompactPlan {
+    /// The part of the plan that empties its first `count` pads (the
+    /// least-used): their units' moves, which land outside every pad of the
+    /// whole plan, so they stay valid alone.
+    pub fn first_pads(mut self, count: usize, input: &PlanInput) -> CompactPlan {
+        if self.pads.len() <= count {
+            return self;
+        }
+        self.pads.truncate(count);
+        let units: HashSet<usize> = self
+            .pads
+            .iter()
+            .flat_map(|pad| input.units_by_pad.get(pad).into_iter().flatten().copied())
+            .collect();
+        self.moves.retain(|(unit, _)| units.contains(unit));
+        self
+    }
+}
+
 /// Plans one pass (see the module header).
 pub fn plan(input: &PlanInput) -> CompactPlan {
     let pad_size = input.pad_size.max(1);
@@ -65,8 +85,12 @@ pub fn plan(input: &PlanInput) -> CompactPlan {
         .collect();
     order.sort_unstable();
     let live: u64 = input.pads.iter().map(|(_, used)| used).sum();
-    let bound = (input.pads.len() as u64).saturating_sub(live.div_ceil(pad_size));
-    let (mut low, mut high) = (0usize, order.len().min(bound as usize));
+    // Empty candidates cost nothing to empty; the others are bounded by
+    // the room the pads holding data leave (see case 1).
+    let holding = input.pads.iter().filter(|(_, used)| *used > 0).count() as u64;
+    let empty = order.iter().take_while(|(used, _)| *used == 0).count();
+    let bound = empty + holding.saturating_sub(live.div_ceil(pad_size)) as usize;
+    let (mut low, mut high) = (0usize, order.len().min(bound));
     let mut best = CompactPlan::default();
     while low < high {
         let mid = (low + high).div_ceil(2);
@@ -97,11 +121,21 @@ fn pack_emptying(input: &PlanInput, emptied: &[(u64, u64)]) -> Option<CompactPla
     units.sort_unstable();
     units.dedup();
     units.sort_by_key(|&unit| std::cmp::Reverse(input.units[unit]));
-    // Free runs of the pads that stay, by (length, start).
+    // Free runs of the pads that stay and hold data, by (length, start):
+    // filling an empty pad would empty none.
+    let empty: HashSet<u64> = input
+        .pads
+        .iter()
+        .filter(|(_, used)| *used == 0)
+        .map(|&(ordinal, _)| ordinal)
+        .collect();
     let mut runs: BTreeSet<(u64, u64)> = input
         .free
         .iter()
-        .filter(|e| e.len > 0 && !leaving.contains(&(e.start / pad_size)))
+        .filter(|e| {
+            let pad = e.start / pad_size;
+            e.len > 0 && !leaving.contains(&pad) && !empty.contains(&pad)
+        })
         .map(|e| (e.len, e.start))
         .collect();
     let mut moves = Vec::with_capacity(units.len());
@@ -201,6 +235,24 @@ mod tests {
         taken.sort_unstable();
         assert!(taken.windows(2).all(|w| w[0].end() <= w[1].start));
         assert_eq!(plan.pads.len(), 9 - 5);
+    }
+
+    #[test]
+    fn the_first_pads_of_a_plan_keep_only_their_moves() {
+        let input = pads(&[350, 350, 350, 350, 350, 350, 350]);
+        let whole = plan(&input);
+        let part = whole.clone().first_pads(2, &input);
+        assert_eq!(part.pads, whole.pads[..2]);
+        assert_eq!(placed_bytes(&part), 700);
+    }
+
+    #[test]
+    fn empty_pads_receive_nothing() {
+        // Pads 1 and 2 are empty and no candidates (as where deleting pads
+        // refunds nothing): pad 0's data has nowhere to go.
+        let mut input = pads(&[300, 0, 0]);
+        input.candidates = [0].into();
+        assert_eq!(plan(&input), CompactPlan::default());
     }
 
     #[test]

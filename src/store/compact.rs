@@ -91,8 +91,12 @@ fn keys_by_pad<'a>(
     (pinned, by_pad)
 }
 
-/// Most passes of one compaction.
-const MAX_PASSES: usize = 8;
+/// Most passes of one compaction (each empties at least one pad, or is
+/// the last).
+const MAX_PASSES: usize = 1 << 20;
+/// Most pads one pass empties: a pass holds the writer lock, so writers of
+/// other processes wait at most one pass.
+const MAX_PADS_PER_PASS: usize = 16;
 /// Small items moved per log write.
 const MOVES_PER_RECORD_BATCH: usize = 64;
 /// Bytes of moved small items held in the log before they are written back.
@@ -179,10 +183,11 @@ impl Store {
         // Every item in its pads first: a pad's fill is then what the map
         // says, and every move is of bytes in pads.
         self.write_back_everything().await?;
-        let writing = self.inner.gate.enter().await?;
+        let gate = &self.inner.gate;
         let allocator = &self.inner.allocator;
-        allocator.record_stray_pads().await?;
         let remove = self.inner.backend.capabilities().deleting_pads_refunds;
+        let mut writing = Some(gate.enter().await?);
+        allocator.record_stray_pads().await?;
         let pads_before = allocator.summary().total_pads;
         let mut report = CompactReport {
             pads_before,
@@ -191,37 +196,22 @@ impl Store {
         };
         let mut progress = (0u64, 0u64);
         for _ in 0..MAX_PASSES {
-            let plan = self.plan_pass(remove)?;
-            if plan.pads.is_empty() {
-                break;
-            }
-            progress.1 += plan.items.len() as u64;
-            allocator.fence(&plan.pads);
-            let moved = self
-                .move_items(plan.items, &writing, events, &mut report, &mut progress)
-                .await;
-            let written_back = self.write_back_everything().await;
-            let released = allocator.unfence(&plan.pads, remove);
-            let freed = self.release_pads(released).await;
-            moved?;
-            written_back?;
-            let freed = freed?;
-            report.pads_released += freed;
-            let emptied = if remove {
-                freed
-            } else {
-                let usage = allocator.pad_usage();
-                usage
-                    .pads
-                    .iter()
-                    .filter(|(ordinal, used)| *used == 0 && plan.pads.contains(ordinal))
-                    .count() as u64
+            // Each pass holds the writer lock (and catches up with other
+            // writers as it takes it); between passes it is left free.
+            let guard = match writing.take() {
+                Some(guard) => guard,
+                None => gate.enter().await?,
             };
-            if emptied == 0 {
+            let emptied = self
+                .compact_pass(remove, &guard, events, &mut report, &mut progress)
+                .await;
+            report.pads_after = allocator.summary().total_pads;
+            drop(guard);
+            gate.yield_lock().await;
+            if emptied? == 0 {
                 break;
             }
         }
-        report.pads_after = allocator.summary().total_pads;
         events
             .finish(OperationProgress {
                 operation: "compact",
@@ -230,6 +220,44 @@ impl Store {
             })
             .await?;
         Ok(report)
+    }
+
+    /// One pass: empties at most [`MAX_PADS_PER_PASS`] pads; returns how
+    /// many it emptied.
+    async fn compact_pass(
+        &self,
+        remove: bool,
+        writing: &WriterGuard,
+        events: &EventSink<OperationProgress>,
+        report: &mut CompactReport,
+        progress: &mut (u64, u64),
+    ) -> Result<u64> {
+        let allocator = &self.inner.allocator;
+        let plan = self.plan_pass(remove)?;
+        if plan.pads.is_empty() {
+            return Ok(0);
+        }
+        progress.1 += plan.items.len() as u64;
+        allocator.fence(&plan.pads);
+        let moved = self
+            .move_items(plan.items, writing, events, report, progress)
+            .await;
+        let written_back = self.write_back_everything().await;
+        let released = allocator.unfence(&plan.pads, remove);
+        let freed = self.release_pads(released).await;
+        moved?;
+        written_back?;
+        let freed = freed?;
+        report.pads_released += freed;
+        if remove {
+            return Ok(freed);
+        }
+        let usage = allocator.pad_usage();
+        Ok(usage
+            .pads
+            .iter()
+            .filter(|(ordinal, used)| *used == 0 && plan.pads.contains(ordinal))
+            .count() as u64)
     }
 
     /// Chooses the pads one pass empties and where what leaves them goes
@@ -267,7 +295,7 @@ impl Store {
                     }
                 }
             }
-            let plan = compact_plan::plan(&units.input);
+            let plan = compact_plan::plan(&units.input).first_pads(MAX_PADS_PER_PASS, &units.input);
             let mut moving: BTreeMap<&String, Places> = BTreeMap::new();
             for (unit, extents) in plan.moves {
                 let (key, piece) = units.of[unit];
