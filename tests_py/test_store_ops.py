@@ -3,6 +3,7 @@ on real folders and real subprocesses killed with SIGKILL."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -278,6 +279,32 @@ def test_compact_releases_pads_and_keeps_every_item(
     store.store_item("after", value("after", 300_000))
     assert store.fetch_item("after") == value("after", 300_000)
     assert store.verify().ok
+
+
+def test_verify_async_and_compact_async_are_the_twins(
+    make_store: Callable[..., anthill.Store],
+) -> None:
+    store = make_store("sim+memory://", pad_size=16384)
+    items = _fill_and_thin(store, 200, seed=3)
+    seen: list[anthill.OperationProgress] = []
+
+    async def on_progress(event: anthill.OperationProgress) -> None:
+        seen.append(event)
+
+    async def run() -> tuple[anthill.VerifyReport, anthill.CompactReport, anthill.VerifyReport]:
+        checked = await store.verify_async(callback=on_progress)
+        compacted = await store.compact_async(callback=on_progress)
+        return checked, compacted, await store.verify_async(deep=False)
+
+    checked, compacted, shallow = asyncio.run(run())
+    assert checked.ok and checked.items_checked == len(items) and checked.pads_checked > 0
+    assert compacted.pads_released > 0 and compacted.pads_after < compacted.pads_before
+    assert shallow.ok and shallow.pads_checked == 0
+    operations = [event.operation for event in seen]
+    assert operations[0] == "verify" and operations[-1] == "compact"
+    assert {"verify", "compact"} == set(operations)
+    for key, data in items.items():
+        assert store.fetch_item(key) == data
 
 
 def test_compact_keeps_pads_where_deleting_refunds_nothing(
