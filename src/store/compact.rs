@@ -37,7 +37,7 @@ use bytes::Bytes;
 use super::commit::Holds;
 use super::{BusyKey, Store};
 use crate::allocator::compact_plan::{self, PlanInput};
-use crate::allocator::{Allocation, inline_digest};
+use crate::allocator::{Allocation, MemoryAllocator, inline_digest};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress, PutEvent};
@@ -164,6 +164,42 @@ struct Batch<'a> {
     holds: Vec<(BusyKey<'a>, Vec<Allocation>, u64)>,
 }
 
+/// Pads fenced off while a pass empties them (see the module header),
+/// opened again however the pass ends: a compaction dropped mid-pass (a
+/// cancelled `compact_async`) leaves no space held.
+struct Fenced<'a> {
+    allocator: &'a MemoryAllocator,
+    pads: Vec<u64>,
+    open: bool,
+}
+
+impl<'a> Fenced<'a> {
+    fn new(allocator: &'a MemoryAllocator, pads: Vec<u64>) -> Self {
+        allocator.fence(&pads);
+        Self {
+            allocator,
+            pads,
+            open: false,
+        }
+    }
+
+    /// Opens the pads; returns those taken out of the map, wholly free (if
+    /// `remove`), and all of them.
+    fn open(mut self, remove: bool) -> (Vec<u64>, Vec<u64>) {
+        self.open = true;
+        let pads = std::mem::take(&mut self.pads);
+        (self.allocator.unfence(&pads, remove), pads)
+    }
+}
+
+impl Drop for Fenced<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            self.allocator.unfence(&self.pads, false);
+        }
+    }
+}
+
 impl Store {
     /// Compacts the store (see the module header), emitting
     /// `OperationProgress` (items moved of items to move) to `callback`.
@@ -238,12 +274,12 @@ impl Store {
             return Ok(0);
         }
         progress.1 += plan.items.len() as u64;
-        allocator.fence(&plan.pads);
+        let fenced = Fenced::new(allocator, plan.pads);
         let moved = self
             .move_items(plan.items, writing, events, report, progress)
             .await;
         let written_back = self.write_back_everything().await;
-        let released = allocator.unfence(&plan.pads, remove);
+        let (released, pads) = fenced.open(remove);
         let freed = self.release_pads(released).await;
         moved?;
         written_back?;
@@ -256,7 +292,7 @@ impl Store {
         Ok(usage
             .pads
             .iter()
-            .filter(|(ordinal, used)| *used == 0 && plan.pads.contains(ordinal))
+            .filter(|(ordinal, used)| *used == 0 && pads.contains(ordinal))
             .count() as u64)
     }
 
