@@ -92,7 +92,7 @@ async fn uniform_sizes_compact_to_within_a_tenth_of_the_ideal() {
 async fn bimodal_sizes_compact_to_within_a_tenth_of_the_ideal() {
     let mut sizes = Sizes(0x2545_f491_4f6c_dd1d);
     thin_and_compact("bimodal", move || {
-        if sizes.next() % 2 == 0 {
+        if sizes.next().is_multiple_of(2) {
             sizes.between(100, 2048)
         } else {
             sizes.between(40 * 1024, 3 * PAD)

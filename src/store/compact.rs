@@ -306,12 +306,14 @@ impl Store {
             // Building the map (pad_usage) moved every entry into memory.
             let entries: HashMap<&String, &Entry> = index.items.in_memory()?.collect();
             let (pinned, by_pad) = keys_by_pad(index, &entries);
-            let mut units = Units::default();
-            units.input = PlanInput {
-                pad_size,
-                pads: usage.pads.clone(),
-                free: usage.free_runs.clone(),
-                ..PlanInput::default()
+            let mut units = Units {
+                input: PlanInput {
+                    pad_size,
+                    pads: usage.pads.clone(),
+                    free: usage.free_runs.clone(),
+                    ..PlanInput::default()
+                },
+                ..Units::default()
             };
             for &(ordinal, used) in &usage.pads {
                 if pinned.contains(&ordinal) || used >= pad_size || !(remove || used > 0) {
@@ -357,7 +359,7 @@ impl Store {
                 .collect();
             // The largest first (the order is only for progress: every
             // place is planned).
-            items.sort_by(|a, b| b.entry.size.cmp(&a.entry.size));
+            items.sort_by_key(|item| std::cmp::Reverse(item.entry.size));
             Ok(PassPlan {
                 pads: plan.pads,
                 items,
