@@ -52,7 +52,8 @@ use crate::writer_gate::WriterGuard;
 pub struct CompactReport {
     pub pads_before: u64,
     pub pads_after: u64,
-    /// Bytes of the items moved.
+    /// Bytes copied to new places: a small item's whole, a large item's
+    /// pieces that left the emptied pads.
     pub bytes_moved: u64,
     pub items_moved: u64,
     /// Pads emptied and deleted (0 where deleting refunds nothing).
