@@ -491,31 +491,31 @@ def c1(r: dict[str, Any]) -> list[str]:
 
 
 def c2(r: dict[str, Any]) -> list[str]:
-    return [
+    lines = [
         "### C2 compaction",
         "",
         (
-            f"On `sim+memory://` with {r['pad_size'] // 1024} KiB pads (Python API): "
-            f"{r['items']:,} items of log-uniform sizes (100 B .. 1 MiB) stored, every item "
-            "whose number is not a multiple of 5 removed, then one `compact()`. Pads in use "
-            "is the store's pad count after it; the ideal is ceil(live bytes / pad size). "
-            "Every surviving item is read back and the store verified (the row fails "
-            "otherwise)."
-        ),
-        "",
-        (
-            f"- live: {r['items_live']:,} items, {r['live_bytes'] / MIB:,.1f} MiB; pads "
-            f"{r['pads_before']:,} before, {r['pads_after']:,} after ({r['pads_deleted']:,} "
-            "deleted, counted by the sim)"
-        ),
-        (
-            f"- moved: {r['items_moved']:,} items (small ones whole, large ones only their "
-            "pieces in the emptied pads), "
-            f"{r['bytes_moved'] / MIB:,.1f} MiB, in {r['seconds']:.2f} s; verify "
-            f"{'ok' if r['verified_ok'] else 'NOT ok'}"
+            "On `sim+memory://` (Python API), for each mix of sizes: items stored, every "
+            "item whose number is not a multiple of 5 removed, then one `compact()`. Pads "
+            "in use is the store's pad count after it; the ideal is ceil(live bytes / pad "
+            "size). Every surviving item is read back and the store verified (the row "
+            "fails otherwise). Bytes moved are the bytes copied to new places (small items "
+            "whole, large ones only their pieces in the emptied pads)."
         ),
         "",
     ]
+    for mix in r["mixes"]:
+        lines.append(
+            f"- {mix['mix']} ({mix['sizes']}; {mix['items']:,} items, "
+            f"{mix['pad_size'] // 1024} KiB pads): live {mix['items_live']:,} items, "
+            f"{mix['live_bytes'] / MIB:,.2f} MiB; pads {mix['pads_before']:,} before, "
+            f"{mix['pads_after']:,} after (ideal {mix['ideal_pads']:,}; "
+            f"{mix['pads_deleted']:,} deleted, counted by the sim); moved "
+            f"{mix['items_moved']:,} items, {mix['bytes_moved'] / MIB:,.2f} MiB, in "
+            f"{mix['seconds']:.2f} s; verify {'ok' if mix['verified_ok'] else 'NOT ok'}"
+        )
+    lines.append("")
+    return lines
 
 
 def z1(r: dict[str, Any]) -> list[str]:

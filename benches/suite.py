@@ -574,18 +574,22 @@ def c1_rows(r: dict[str, Any]) -> list[Row]:
 
 
 def c2_rows(r: dict[str, Any]) -> list[Row]:
-    ratio = r["pads_after"] / r["ideal_pads"]
-    return [
-        Row(
-            f"C2 compaction: {r['items']:,} items, {100 - 100 * r['items_live'] // r['items']}% "
-            f"removed, {r['pad_size'] // 1024} KiB pads",
-            f"{r['pads_after']:,} pads after compact() (before: {r['pads_before']:,})",
-            f"ideal ceil(live bytes / pad) = {r['ideal_pads']:,}",
-            ratio,
-            "≤ 1.1",
-            ratio <= 1.1 and r["verified_ok"],
+    rows = []
+    for mix in r["mixes"]:
+        ratio = mix["pads_after"] / mix["ideal_pads"]
+        rows.append(
+            Row(
+                f"C2 compaction, {mix['mix']}: {mix['items']:,} items, "
+                f"{100 - 100 * mix['items_live'] // mix['items']}% removed, "
+                f"{mix['pad_size'] // 1024} KiB pads",
+                f"{mix['pads_after']:,} pads after compact() (before: {mix['pads_before']:,})",
+                f"ideal ceil(live bytes / pad) = {mix['ideal_pads']:,}",
+                ratio,
+                "≤ 1.1",
+                ratio <= 1.1 and mix["verified_ok"],
+            )
         )
-    ]
+    return rows
 
 
 def z1_rows(r: dict[str, Any]) -> list[Row]:

@@ -236,6 +236,16 @@ impl WriterGate {
         }
     }
 
+    /// Gives the writer lock back now (unless a caller of this process is
+    /// inside) and leaves it free for the backend's linger, so that a
+    /// writer of another process waiting for it takes it: a long job that
+    /// enters the gate again and again (compaction) lets others write in
+    /// between.
+    pub async fn yield_lock(&self) {
+        self.released().await;
+        tokio::time::sleep(self.backend.writer_lock_linger()).await;
+    }
+
     /// Releases `lock`, taken out of `held`, once this process's writes are done.
     fn release(&self, lock: Arc<dyn WriterLock>) -> impl std::future::Future<Output = ()> + use<> {
         self.journal.set_writer_lock(None);

@@ -4,6 +4,7 @@ mod backend_conformance;
 mod backend_urls;
 mod cancellation;
 mod capped_reads;
+mod compaction;
 mod format_fixture;
 mod fuzz_regressions;
 mod hardening;

@@ -52,6 +52,10 @@ AsyncPutCallback: TypeAlias = Callable[[PutEvent], bool | None | Awaitable[bool 
 """A callback of :meth:`Store.store_item_async`: a plain or an ``async def`` callable."""
 OperationCallback: TypeAlias = Callable[[OperationProgress], bool | None]
 """A callback of :meth:`Store.verify` and :meth:`Store.compact`: ``False`` cancels."""
+AsyncOperationCallback: TypeAlias = Callable[
+    [OperationProgress], bool | None | Awaitable[bool | None]
+]
+"""A callback of :meth:`Store.verify_async` and :meth:`Store.compact_async`."""
 AsyncGetCallback: TypeAlias = Callable[[GetEvent], bool | None | Awaitable[bool | None]]
 """A callback of :meth:`Store.fetch_item_async`: a plain or an ``async def`` callable."""
 
@@ -449,7 +453,13 @@ class Store(MutableMapping[str, bytes]):
         >>> report.ok, report.damaged, report.missing_pads
         (True, [], [])
         """
-        return self._native.verify(deep, callback)
+        return self._native.verify(None, deep, callback)
+
+    async def verify_async(
+        self, deep: bool = True, callback: AsyncOperationCallback | None = None
+    ) -> VerifyReport:
+        """The awaitable :meth:`verify` (``callback`` may be an ``async def``)."""
+        return await _complete(self._native.verify(_event_loop(), deep, callback))
 
     def compact(self, callback: OperationCallback | None = None) -> CompactReport:
         """Moves live items out of the least-used pads into free space of the
@@ -463,7 +473,11 @@ class Store(MutableMapping[str, bytes]):
         >>> report = store.compact()
         >>> print(f"{report.pads_before} -> {report.pads_after} pads")
         """
-        return self._native.compact(callback)
+        return self._native.compact(None, callback)
+
+    async def compact_async(self, callback: AsyncOperationCallback | None = None) -> CompactReport:
+        """The awaitable :meth:`compact` (``callback`` may be an ``async def``)."""
+        return await _complete(self._native.compact(_event_loop(), callback))
 
     def _pad_picture(self) -> PadPicture:
         """How full each pad is, from the memory map (no backend call)."""

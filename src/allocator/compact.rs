@@ -4,11 +4,12 @@
 //! space. The decisions are `store/compact.rs`'s.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::MemoryAllocator;
+use super::{Allocation, MemoryAllocator};
 use crate::error::{Error, Result};
 use crate::index::Piece;
-use crate::memory_map::split_by_pad;
+use crate::memory_map::{Extent, split_by_pad};
 use crate::pad::PadId;
 use crate::pad_io::PadIo;
 
@@ -20,8 +21,8 @@ pub struct PadUsage {
     pub pads: Vec<(u64, u64)>,
     /// The longest run of free bytes (free space merges across pads).
     pub largest_free: u64,
-    /// (ordinal, length) of each run of free bytes within one pad.
-    pub free_runs: Vec<(u64, u64)>,
+    /// Each run of free bytes within one pad.
+    pub free_runs: Vec<Extent>,
 }
 
 impl MemoryAllocator {
@@ -34,7 +35,10 @@ impl MemoryAllocator {
         let free_runs = free
             .iter()
             .flat_map(|e| split_by_pad(*e, pad_size))
-            .map(|(pad, _, len)| (pad, len))
+            .map(|(pad, offset, len)| Extent {
+                start: pad * pad_size + offset,
+                len,
+            })
             .collect();
         let pads = map
             .free_per_pad()
@@ -58,6 +62,25 @@ impl MemoryAllocator {
         let (content, _, _) =
             super::read::read_pad(&self.io, &self.writer, piece.pad, piece.version, false).await?;
         Ok(super::read::piece_bytes(&content, piece, 0, piece.len))
+    }
+
+    /// Takes `extents` (free space, each within one pad, in the order the
+    /// bytes go there) for one item's bytes, as [`Self::allocate`] would
+    /// have placed them; `None` if any is no longer free (a concurrent put
+    /// took it). A compaction places what it moves where it planned.
+    pub fn allocate_at(&self, extents: &[Extent]) -> Option<Allocation> {
+        let mut map = self.map.lock().expect("map lock");
+        map.take(extents).ok()?;
+        Some(Allocation {
+            data_id: self.next_data_id.fetch_add(1, Ordering::Relaxed),
+            size: extents.iter().map(|e| e.len).sum(),
+            existing: extents.to_vec(),
+            new_pad_bytes: Vec::new(),
+            expansion: None,
+            map: Arc::clone(&self.map),
+            kept: Arc::new(AtomicBool::new(false)),
+            recordings: Default::default(),
+        })
     }
 
     /// Most pads read at once.

@@ -23,6 +23,7 @@ use crate::pad::PadId;
 use crate::pad_io::{PadIo, PadWriter};
 
 mod compact;
+pub mod compact_plan;
 mod expansion;
 mod read;
 mod source;

@@ -29,6 +29,19 @@ impl MemoryAllocator {
         out: B,
         events: &EventSink<GetEvent>,
     ) -> Result<B> {
+        let (out, _) = self.read_with_digests(entry, out, events).await?;
+        Ok(out)
+    }
+
+    /// [`Self::read`], also returning the digest of each of the item's
+    /// pieces (what its digest is the digest of): a compaction that cuts a
+    /// piece anew recomputes the item's digest from them.
+    pub async fn read_with_digests<B: AsMut<[u8]> + Send + 'static>(
+        &self,
+        entry: &Entry,
+        out: B,
+        events: &EventSink<GetEvent>,
+    ) -> Result<(B, Vec<Digest>)> {
         let total_bytes = starting_download(events, entry).await?;
         // pad -> (newest version its pieces need, [(data offset, piece, index)])
         let mut by_pad: BTreeMap<u64, (u64, PiecesInPad)> = BTreeMap::new();
@@ -80,7 +93,7 @@ impl MemoryAllocator {
         let out = ItemBuffer::into_inner(out);
         check_item_digest(&digests, entry)?;
         events.finish(GetEvent::DownloadFinished).await?;
-        Ok(out)
+        Ok((out, digests))
     }
 
     /// Reads an item whose bytes the index holds (committed in the log and

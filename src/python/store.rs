@@ -220,19 +220,32 @@ impl NativeStore {
         })
     }
 
-    fn verify(&self, py: Python<'_>, deep: &Arg<'_>, callback: Option<Py<PyAny>>) -> Answer {
+    #[pyo3(signature = (event_loop, deep, callback))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        event_loop: EventLoop<'_>,
+        deep: &Arg<'_>,
+        callback: Option<Py<PyAny>>,
+    ) -> Answer {
         let deep = args::flag("deep", deep)?;
-        let callback = callback_for(py, None, callback)?;
+        let callback = callback_for(py, event_loop.as_deref(), callback)?;
         let store = self.store.clone();
-        call(py, None, Access::Change, async move {
+        call(py, event_loop, Access::Change, async move {
             store.verify(deep, callback).await.map(Out)
         })
     }
 
-    fn compact(&self, py: Python<'_>, callback: Option<Py<PyAny>>) -> Answer {
-        let callback = callback_for(py, None, callback)?;
+    #[pyo3(signature = (event_loop, callback))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        event_loop: EventLoop<'_>,
+        callback: Option<Py<PyAny>>,
+    ) -> Answer {
+        let callback = callback_for(py, event_loop.as_deref(), callback)?;
         let store = self.store.clone();
-        call(py, None, Access::Change, async move {
+        call(py, event_loop, Access::Change, async move {
             store.compact(callback).await.map(Out)
         })
     }

@@ -17,14 +17,17 @@
 //! pads are kept as free space: the moves still gather the live data, and
 //! the free space into whole pads.
 //!
-//! Which pads to empty: the least-used first, each if what must leave it
-//! (its pieces of large items, each unsplit, which keeps the item's digest;
-//! small items whole) fits, piece by piece, best fit, into the free runs of
-//! pads that stay; a pad planned to receive pieces is not emptied. While
-//! pads are emptied they are fenced off: their free space, and the space
-//! each move out of them frees, is held, so no later move of the pass (nor
-//! any concurrent put) lands in them. Up to [`MAX_PASSES`] passes run, each
-//! on the pads the previous one left.
+//! Which pads to empty, and where each byte leaving them goes, is planned
+//! by `allocator::compact_plan` from the map: as many pads as the free space
+//! of the others can absorb, the least-used; a small item moves whole (in
+//! the log, as a small put), a large item only its pieces in those pads,
+//! each cut over as many free runs as it needs. A cut piece changes the
+//! item's pieces, so its digest (the digest of its pieces' digests) is
+//! recomputed from the digests of the pieces left in place (read with the
+//! item) and of the new ones. While pads are emptied they are fenced off:
+//! their free space, and the space each move out of them frees, is held,
+//! so no later move of the pass (nor any concurrent put) lands in them. Up
+//! to [`MAX_PASSES`] passes run, each on the pads the previous one left.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -33,10 +36,14 @@ use bytes::Bytes;
 
 use super::commit::Holds;
 use super::{BusyKey, Store};
-use crate::allocator::{Allocation, inline_digest};
+use crate::allocator::compact_plan::{self, PlanInput};
+use crate::allocator::{Allocation, MemoryAllocator, inline_digest};
+use crate::crypto;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress, PutEvent};
-use crate::index::{Entry, Index, Record};
+use crate::index::{Entry, Index, Piece, Record};
+use crate::memory_map::Extent;
+use crate::pad::fills_pad;
 use crate::pad_store::BackendError;
 use crate::writer_gate::WriterGuard;
 
@@ -45,25 +52,12 @@ use crate::writer_gate::WriterGuard;
 pub struct CompactReport {
     pub pads_before: u64,
     pub pads_after: u64,
-    /// Bytes of the items moved.
+    /// Bytes copied to new places: a small item's whole, a large item's
+    /// pieces that left the emptied pads.
     pub bytes_moved: u64,
     pub items_moved: u64,
     /// Pads emptied and deleted (0 where deleting refunds nothing).
     pub pads_released: u64,
-}
-
-/// Takes the free runs of pad `ordinal` out of a pool of runs by length.
-fn remove_pad_runs(pool: &mut BTreeMap<u64, Vec<u64>>, ordinal: u64, runs: &[(u64, u64)]) {
-    for &(pad, len) in runs.iter().filter(|(pad, _)| *pad == ordinal) {
-        if let Some(pads) = pool.get_mut(&len) {
-            if let Some(at) = pads.iter().position(|p| *p == pad) {
-                pads.swap_remove(at);
-            }
-            if pads.is_empty() {
-                pool.remove(&len);
-            }
-        }
-    }
 }
 
 /// The pads that compaction leaves as they are (holding bytes only in the
@@ -98,29 +92,12 @@ fn keys_by_pad<'a>(
     (pinned, by_pad)
 }
 
-/// Places pieces of `sizes` (largest first) each in one free run of `pool`
-/// (run length -> pads with a run of it), taking the shortest run that
-/// holds it; returns the pad each went to, or `None` if one does not fit
-/// (then `pool` is left part-used: the caller tries on a copy).
-fn place_in_runs(pool: &mut BTreeMap<u64, Vec<u64>>, mut sizes: Vec<u64>) -> Option<Vec<u64>> {
-    sizes.sort_unstable_by(|a, b| b.cmp(a));
-    let mut received = Vec::with_capacity(sizes.len());
-    for size in sizes {
-        let (&run, pads_with_run) = pool.range_mut(size..).next()?;
-        let pad = pads_with_run.pop().expect("no empty lists are kept");
-        if pads_with_run.is_empty() {
-            pool.remove(&run);
-        }
-        if run > size {
-            pool.entry(run - size).or_default().push(pad);
-        }
-        received.push(pad);
-    }
-    Some(received)
-}
-
-/// Most passes of one compaction.
-const MAX_PASSES: usize = 8;
+/// Most passes of one compaction (each empties at least one pad, or is
+/// the last).
+const MAX_PASSES: usize = 1 << 20;
+/// Most pads one pass empties: a pass holds the writer lock, so writers of
+/// other processes wait at most one pass.
+const MAX_PADS_PER_PASS: usize = 16;
 /// Small items moved per log write.
 const MOVES_PER_RECORD_BATCH: usize = 64;
 /// Bytes of moved small items held in the log before they are written back.
@@ -129,7 +106,55 @@ const LOG_BYTES_BEFORE_WRITE_BACK: u64 = 32 << 20;
 /// The pads one pass empties and the items it moves out of them.
 struct PassPlan {
     pads: Vec<u64>,
-    items: Vec<(String, Entry)>,
+    items: Vec<ItemMove>,
+}
+
+/// One item a pass moves, and where to.
+struct ItemMove {
+    key: String,
+    entry: Entry,
+    places: Places,
+}
+
+/// Where a moved item's bytes go (free extents, each within one pad, in
+/// data order).
+enum Places {
+    /// A small item, whole.
+    Whole(Vec<Extent>),
+    /// Some pieces of a large item, by index in the item.
+    Pieces(Vec<(usize, Vec<Extent>)>),
+}
+
+/// What must leave each candidate pad, as the planner sees it: units (a
+/// small item whole, a large item's piece) and what each unit is.
+#[derive(Default)]
+struct Units<'a> {
+    input: PlanInput,
+    /// Per unit: the item's key and, for a large item, the piece's index.
+    of: Vec<(&'a String, Option<usize>)>,
+    /// The unit of each small item.
+    small: HashMap<&'a String, usize>,
+}
+
+impl<'a> Units<'a> {
+    fn add(&mut self, ordinal: u64, key: &'a String, piece: Option<usize>, len: u64) {
+        let unit = match piece {
+            None if self.small.contains_key(key) => self.small[key],
+            _ => {
+                self.input.units.push(len);
+                self.of.push((key, piece));
+                if piece.is_none() {
+                    self.small.insert(key, self.of.len() - 1);
+                }
+                self.of.len() - 1
+            }
+        };
+        self.input
+            .units_by_pad
+            .entry(ordinal)
+            .or_default()
+            .push(unit);
+    }
 }
 
 /// Small items moved but not yet recorded, with what each holds until then.
@@ -140,13 +165,40 @@ struct Batch<'a> {
     holds: Vec<(BusyKey<'a>, Vec<Allocation>, u64)>,
 }
 
-/// How moving one item went.
-enum Moved<'a> {
-    Done(Batch<'a>),
-    /// Left where it is (busy, unreadable, or a piece would have to split).
-    Skipped,
-    /// Free space outside the pads being emptied ran out.
-    NoRoom,
+/// Pads fenced off while a pass empties them (see the module header),
+/// opened again however the pass ends: a compaction dropped mid-pass (a
+/// cancelled `compact_async`) leaves no space held.
+struct Fenced<'a> {
+    allocator: &'a MemoryAllocator,
+    pads: Vec<u64>,
+    open: bool,
+}
+
+impl<'a> Fenced<'a> {
+    fn new(allocator: &'a MemoryAllocator, pads: Vec<u64>) -> Self {
+        allocator.fence(&pads);
+        Self {
+            allocator,
+            pads,
+            open: false,
+        }
+    }
+
+    /// Opens the pads; returns those taken out of the map, wholly free (if
+    /// `remove`), and all of them.
+    fn open(mut self, remove: bool) -> (Vec<u64>, Vec<u64>) {
+        self.open = true;
+        let pads = std::mem::take(&mut self.pads);
+        (self.allocator.unfence(&pads, remove), pads)
+    }
+}
+
+impl Drop for Fenced<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            self.allocator.unfence(&self.pads, false);
+        }
+    }
 }
 
 impl Store {
@@ -168,10 +220,11 @@ impl Store {
         // Every item in its pads first: a pad's fill is then what the map
         // says, and every move is of bytes in pads.
         self.write_back_everything().await?;
-        let writing = self.inner.gate.enter().await?;
+        let gate = &self.inner.gate;
         let allocator = &self.inner.allocator;
-        allocator.record_stray_pads().await?;
         let remove = self.inner.backend.capabilities().deleting_pads_refunds;
+        let mut writing = Some(gate.enter().await?);
+        allocator.record_stray_pads().await?;
         let pads_before = allocator.summary().total_pads;
         let mut report = CompactReport {
             pads_before,
@@ -180,44 +233,22 @@ impl Store {
         };
         let mut progress = (0u64, 0u64);
         for _ in 0..MAX_PASSES {
-            let plan = self.plan_pass(remove)?;
-            if plan.pads.is_empty() {
-                break;
-            }
-            progress.1 += plan.items.len() as u64;
-            allocator.fence(&plan.pads);
-            let moved = self
-                .move_items(
-                    plan.items,
-                    &plan.pads,
-                    &writing,
-                    events,
-                    &mut report,
-                    &mut progress,
-                )
-                .await;
-            let written_back = self.write_back_everything().await;
-            let released = allocator.unfence(&plan.pads, remove);
-            let freed = self.release_pads(released).await;
-            moved?;
-            written_back?;
-            let freed = freed?;
-            report.pads_released += freed;
-            let emptied = if remove {
-                freed
-            } else {
-                let usage = allocator.pad_usage();
-                usage
-                    .pads
-                    .iter()
-                    .filter(|(ordinal, used)| *used == 0 && plan.pads.contains(ordinal))
-                    .count() as u64
+            // Each pass holds the writer lock (and catches up with other
+            // writers as it takes it); between passes it is left free.
+            let guard = match writing.take() {
+                Some(guard) => guard,
+                None => gate.enter().await?,
             };
-            if emptied == 0 {
+            let emptied = self
+                .compact_pass(remove, &guard, events, &mut report, &mut progress)
+                .await;
+            report.pads_after = allocator.summary().total_pads;
+            drop(guard);
+            gate.yield_lock().await;
+            if emptied? == 0 {
                 break;
             }
         }
-        report.pads_after = allocator.summary().total_pads;
         events
             .finish(OperationProgress {
                 operation: "compact",
@@ -228,7 +259,46 @@ impl Store {
         Ok(report)
     }
 
-    /// Chooses the pads one pass empties (see the module header).
+    /// One pass: empties at most [`MAX_PADS_PER_PASS`] pads; returns how
+    /// many it emptied.
+    async fn compact_pass(
+        &self,
+        remove: bool,
+        writing: &WriterGuard,
+        events: &EventSink<OperationProgress>,
+        report: &mut CompactReport,
+        progress: &mut (u64, u64),
+    ) -> Result<u64> {
+        let allocator = &self.inner.allocator;
+        let plan = self.plan_pass(remove)?;
+        if plan.pads.is_empty() {
+            return Ok(0);
+        }
+        progress.1 += plan.items.len() as u64;
+        let fenced = Fenced::new(allocator, plan.pads);
+        let moved = self
+            .move_items(plan.items, writing, events, report, progress)
+            .await;
+        let written_back = self.write_back_everything().await;
+        let (released, pads) = fenced.open(remove);
+        let freed = self.release_pads(released).await;
+        moved?;
+        written_back?;
+        let freed = freed?;
+        report.pads_released += freed;
+        if remove {
+            return Ok(freed);
+        }
+        let usage = allocator.pad_usage();
+        Ok(usage
+            .pads
+            .iter()
+            .filter(|(ordinal, used)| *used == 0 && pads.contains(ordinal))
+            .count() as u64)
+    }
+
+    /// Chooses the pads one pass empties and where what leaves them goes
+    /// (`allocator::compact_plan`).
     fn plan_pass(&self, remove: bool) -> Result<PassPlan> {
         let allocator = &self.inner.allocator;
         let usage = allocator.pad_usage();
@@ -237,82 +307,80 @@ impl Store {
             // Building the map (pad_usage) moved every entry into memory.
             let entries: HashMap<&String, &Entry> = index.items.in_memory()?.collect();
             let (pinned, by_pad) = keys_by_pad(index, &entries);
-            let mut order: Vec<(u64, u64)> = usage
-                .pads
-                .iter()
-                .filter(|(ordinal, used)| {
-                    !pinned.contains(ordinal) && *used < pad_size && (remove || *used > 0)
-                })
-                .map(|&(ordinal, used)| (used, ordinal))
-                .collect();
-            order.sort_unstable();
-            // Free runs of the pads that stay, by length: where the moves
-            // would go (each piece to one run, as the move needs).
-            let mut pool: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-            for &(pad, len) in &usage.free_runs {
-                pool.entry(len).or_default().push(pad);
-            }
-            let mut pads = Vec::new();
-            let mut targets: HashSet<u64> = HashSet::new();
-            let mut moving: HashSet<&String> = HashSet::new();
-            for (_, ordinal) in order {
-                if targets.contains(&ordinal) {
-                    continue; // planned to receive moved pieces
+            let mut units = Units {
+                input: PlanInput {
+                    pad_size,
+                    pads: usage.pads.clone(),
+                    free: usage.free_runs.clone(),
+                    ..PlanInput::default()
+                },
+                ..Units::default()
+            };
+            for &(ordinal, used) in &usage.pads {
+                if pinned.contains(&ordinal) || used >= pad_size || !(remove || used > 0) {
+                    continue;
                 }
-                // A small item moves whole; a large one only its pieces here.
-                let mut sizes = Vec::new();
-                let mut joining = Vec::new();
-                for key in by_pad.get(&ordinal).into_iter().flatten().copied() {
+                units.input.candidates.insert(ordinal);
+                for &key in by_pad.get(&ordinal).into_iter().flatten() {
                     let entry = entries[key];
-                    if !allocator.log_first(entry.size) {
-                        sizes.extend(
-                            entry
-                                .pieces
-                                .iter()
-                                .filter(|p| p.pad == ordinal)
-                                .map(|p| p.len),
-                        );
-                        joining.push(key);
-                    } else if !moving.contains(key) {
-                        sizes.push(entry.size);
-                        joining.push(key);
+                    if allocator.log_first(entry.size) {
+                        units.add(ordinal, key, None, entry.size);
+                        continue;
+                    }
+                    for (at, piece) in entry.pieces.iter().enumerate() {
+                        if piece.pad == ordinal {
+                            units.add(ordinal, key, Some(at), piece.len);
+                        }
                     }
                 }
-                let mut trial = pool.clone();
-                remove_pad_runs(&mut trial, ordinal, &usage.free_runs);
-                let Some(received) = place_in_runs(&mut trial, sizes) else {
-                    continue;
-                };
-                pool = trial;
-                targets.extend(received);
-                pads.push(ordinal);
-                moving.extend(joining);
             }
-            let mut items: Vec<(String, Entry)> = moving
+            let plan = compact_plan::plan(&units.input).first_pads(MAX_PADS_PER_PASS, &units.input);
+            let mut moving: BTreeMap<&String, Places> = BTreeMap::new();
+            for (unit, extents) in plan.moves {
+                let (key, piece) = units.of[unit];
+                match piece {
+                    None => {
+                        moving.insert(key, Places::Whole(extents));
+                    }
+                    Some(at) => {
+                        let places = moving.entry(key).or_insert(Places::Pieces(Vec::new()));
+                        if let Places::Pieces(pieces) = places {
+                            pieces.push((at, extents));
+                        }
+                    }
+                }
+            }
+            let mut items: Vec<ItemMove> = moving
                 .into_iter()
-                .map(|key| (key.clone(), entries[key].clone()))
+                .map(|(key, places)| ItemMove {
+                    key: key.clone(),
+                    entry: entries[key].clone(),
+                    places,
+                })
                 .collect();
-            // The largest first, while free space is least fragmented.
-            items.sort_unstable_by(|a, b| b.1.size.cmp(&a.1.size).then(a.0.cmp(&b.0)));
-            Ok(PassPlan { pads, items })
+            // The largest first (the order is only for progress: every
+            // place is planned).
+            items.sort_by_key(|item| std::cmp::Reverse(item.entry.size));
+            Ok(PassPlan {
+                pads: plan.pads,
+                items,
+            })
         })
     }
 
-    /// Moves each item to free space outside the fenced pads and records
-    /// its new place; stops when free space runs out.
+    /// Moves each item to the free space planned for it (outside the
+    /// fenced pads) and records its new place.
     async fn move_items(
         &self,
-        items: Vec<(String, Entry)>,
-        pads: &[u64],
+        items: Vec<ItemMove>,
         writing: &WriterGuard,
         events: &EventSink<OperationProgress>,
         report: &mut CompactReport,
         progress: &mut (u64, u64),
     ) -> Result<()> {
-        let allocator = &self.inner.allocator;
         let silent = Arc::new(EventSink::<PutEvent>::silent());
         let mut batch = Batch::default();
-        for (key, entry) in items {
+        for ItemMove { key, entry, places } in items {
             progress.0 += 1;
             let (done, total) = *progress;
             events
@@ -338,43 +406,39 @@ impl Store {
             if !unchanged {
                 continue;
             }
-            let small = allocator.log_first(entry.size);
-            let moved = if small {
-                self.move_small(busy, key, entry, writing, &silent).await?
-            } else {
-                self.move_pieces(busy, key, entry, pads, writing, &silent)
-                    .await?
-            };
-            match moved {
+            match places {
                 // Small items' moves are recorded together, as small puts.
-                Moved::Done(one) if small => {
-                    batch.records.extend(one.records);
-                    batch.holds.extend(one.holds);
+                Places::Whole(extents) => {
+                    if let Some(one) = self.move_small(busy, key, entry, &extents).await? {
+                        batch.records.extend(one.records);
+                        batch.holds.extend(one.holds);
+                    }
                     if batch.records.len() >= MOVES_PER_RECORD_BATCH {
                         self.commit_moves(std::mem::take(&mut batch), writing, report)
                             .await?;
                     }
                 }
-                Moved::Done(one) => self.commit_moves(one, writing, report).await?,
-                Moved::Skipped => {}
-                // No room left outside the pads being emptied.
-                Moved::NoRoom => break,
+                Places::Pieces(pieces) => {
+                    if let Some(one) = self.move_pieces(busy, key, entry, pieces, &silent).await? {
+                        self.commit_moves(one, writing, report).await?;
+                    }
+                }
             }
         }
         self.commit_moves(batch, writing, report).await
     }
 
-    /// Moves a small item whole: reads it and places it anew, to be
-    /// recorded with its bytes, as a small put is (but under its own data
-    /// id).
+    /// Moves a small item whole to `extents`: reads it and places it anew,
+    /// to be recorded with its bytes, as a small put is (but under its own
+    /// data id). `None` if it is left where it is (unreadable, or its new
+    /// place was taken meanwhile).
     async fn move_small<'a>(
         &'a self,
         busy: BusyKey<'a>,
         key: String,
         entry: Entry,
-        writing: &WriterGuard,
-        silent: &Arc<EventSink<PutEvent>>,
-    ) -> Result<Moved<'a>> {
+        extents: &[Extent],
+    ) -> Result<Option<Batch<'a>>> {
         let allocator = &self.inner.allocator;
         let size = entry.size;
         let buffer = vec![0u8; super::usize_size(size)?];
@@ -382,16 +446,12 @@ impl Store {
             Ok(data) => Bytes::from(data),
             Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_))) => {
                 log::warn!("compaction left {key:?} in place: it does not read back intact");
-                return Ok(Moved::Skipped);
+                return Ok(None);
             }
             Err(error) => return Err(error),
         };
-        let (mut turn, mut pending) = (None, None);
-        let Some(mut allocation) = allocator
-            .allocate(size, 0, &mut turn, writing, &mut pending, silent)
-            .await?
-        else {
-            return Ok(Moved::NoRoom);
+        let Some(mut allocation) = allocator.allocate_at(extents) else {
+            return Ok(None);
         };
         let pieces = allocation.placement().await?;
         let hash = inline_digest(&pieces, &data)?;
@@ -408,64 +468,114 @@ impl Store {
             hash,
             ..entry
         };
-        Ok(Moved::Done(Batch {
+        Ok(Some(Batch {
             records: vec![Record::PutInline { key, entry, data }],
             holds: vec![(busy, vec![allocation], size)],
         }))
     }
 
-    /// Moves the pieces of a large item that lie in `pads`, each to one free
-    /// extent elsewhere: a piece's digest is the hash of its bytes wherever
-    /// it lies (it never fills its pad: the pad would not be emptied), so
-    /// the item keeps its digest and data id. A piece that would have to be
-    /// split leaves the item where it is.
+    /// Moves the pieces `places` names of a large item, each to its planned
+    /// extents, where it may be cut into several pieces. The item keeps its
+    /// data id; its digest (the digest of its pieces' digests) is
+    /// recomputed if a piece was cut (see [`Self::recut_digest`]). `None` if it
+    /// is left where it is.
     async fn move_pieces<'a>(
         &'a self,
         busy: BusyKey<'a>,
         key: String,
         entry: Entry,
-        pads: &[u64],
-        writing: &WriterGuard,
+        places: Vec<(usize, Vec<Extent>)>,
         silent: &Arc<EventSink<PutEvent>>,
-    ) -> Result<Moved<'a>> {
+    ) -> Result<Option<Batch<'a>>> {
         let allocator = &self.inner.allocator;
-        let mut pieces = entry.pieces.clone();
-        let mut placed = Vec::new();
-        for (at, piece) in entry.pieces.iter().enumerate() {
-            if !pads.contains(&piece.pad) {
+        let mut pieces: Vec<Vec<Piece>> = entry.pieces.iter().map(|p| vec![*p]).collect();
+        let mut moved: HashMap<usize, Bytes> = HashMap::new();
+        let mut placed = Vec::with_capacity(places.len());
+        for (at, extents) in places {
+            let Some(piece) = entry.pieces.get(at) else {
                 continue;
-            }
+            };
             let bytes = match allocator.read_piece(piece).await {
                 Ok(bytes) => bytes,
                 Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_))) => {
                     log::warn!("compaction left {key:?} in place: its pad does not read back");
-                    return Ok(Moved::Skipped);
+                    return Ok(None);
                 }
                 Err(error) => return Err(error),
             };
-            let (mut turn, mut pending) = (None, None);
-            let Some(mut allocation) = allocator
-                .allocate(piece.len, 0, &mut turn, writing, &mut pending, silent)
-                .await?
-            else {
-                return Ok(Moved::NoRoom);
+            // Dropping the allocations made so far frees them.
+            let Some(mut allocation) = allocator.allocate_at(&extents) else {
+                return Ok(None);
             };
-            if allocation.placement().await?.len() != 1 {
-                return Ok(Moved::Skipped); // dropping the allocations frees them
-            }
             let (written, _) = allocator.write(&mut allocation, &bytes, silent).await?;
-            pieces[at] = written[0];
+            pieces[at] = written;
+            moved.insert(at, bytes);
             placed.push(allocation);
         }
-        let size = entry.size;
+        let bytes_moved = moved.values().map(|b| b.len() as u64).sum();
+        let hash = if pieces.iter().all(|cut| cut.len() == 1) {
+            // Each moved piece is still one piece, named by its bytes.
+            entry.hash
+        } else {
+            match self.recut_digest(&entry, &pieces, &moved).await {
+                Ok(hash) => hash,
+                Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_))) => {
+                    log::warn!("compaction left {key:?} in place: it does not read back intact");
+                    return Ok(None);
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let pieces: Vec<Piece> = pieces.into_iter().flatten().collect();
         let record = Record::Put {
             key,
-            entry: Entry { pieces, ..entry },
+            entry: Entry {
+                pieces,
+                hash,
+                ..entry
+            },
         };
-        Ok(Moved::Done(Batch {
+        Ok(Some(Batch {
             records: vec![record],
-            holds: vec![(busy, placed, size)],
+            holds: vec![(busy, placed, bytes_moved)],
         }))
+    }
+
+    /// The digest of `entry` once its pieces are cut as `pieces` (per old
+    /// piece, the pieces it became), `moved` holding the bytes of each old
+    /// piece that moved: the digests of the pieces left in place are read
+    /// (with the item, whose old digest is checked on the way), those of
+    /// the new pieces hashed. A moved piece never fills its pad (its old
+    /// pad was not full, and it is no longer), so it is named by its bytes.
+    async fn recut_digest(
+        &self,
+        entry: &Entry,
+        pieces: &[Vec<Piece>],
+        moved: &HashMap<usize, Bytes>,
+    ) -> Result<crate::crypto::Digest> {
+        let allocator = &self.inner.allocator;
+        let buffer = vec![0u8; super::usize_size(entry.size)?];
+        let (_, old) = allocator
+            .read_with_digests(entry, buffer, &EventSink::silent())
+            .await?;
+        let pad_size = allocator.pad_size();
+        let mut digests = Vec::with_capacity(pieces.iter().map(Vec::len).sum());
+        for (at, cut) in pieces.iter().enumerate() {
+            let Some(bytes) = moved.get(&at) else {
+                digests.push(old[at]);
+                continue;
+            };
+            let mut from = 0usize;
+            for piece in cut {
+                if fills_pad(piece.offset, piece.len, pad_size) {
+                    return Err(Error::internal("a moved piece would fill its pad"));
+                }
+                let to = from + super::usize_size(piece.len)?;
+                digests.push(crypto::piece_digest(&bytes[from..to]));
+                from = to;
+            }
+        }
+        Ok(crypto::item_digest(&digests))
     }
 
     /// Records moved items' new places, then frees their old ones (see

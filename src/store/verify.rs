@@ -67,8 +67,9 @@ impl Store {
         events: &EventSink<OperationProgress>,
     ) -> Result<VerifyReport> {
         let _maintenance = self.inner.maintenance.lock().await;
-        // Inside the gate, no other process changes the store meanwhile.
-        let _writing = self.inner.gate.enter().await?;
+        // Outside the writer gate: other processes write meanwhile (what
+        // they change is looked at again at the end, see `recheck`).
+        self.inner.gate.catch_up().await?;
         let (pads, items) = self
             .inner
             .journal
@@ -95,31 +96,7 @@ impl Store {
             0
         };
 
-        // An item this process replaced or removed meanwhile was not damaged.
-        let mut damaged_keys: Vec<String> = self
-            .inner
-            .journal
-            .read_items(|index| {
-                let mut keys = Vec::new();
-                for ((key, entry, _), bad) in items.iter().zip(&damaged) {
-                    if *bad
-                        && index
-                            .items
-                            .get(key)?
-                            .is_some_and(|now| now.data_id == entry.data_id)
-                    {
-                        keys.push(key.clone());
-                    }
-                }
-                Ok(keys)
-            })
-            .await?;
-        damaged_keys.sort_unstable();
-        let mut missing_pads: Vec<String> = missing
-            .iter()
-            .map(|ordinal| pads[ordinal].0.object_name())
-            .collect();
-        missing_pads.sort_unstable();
+        let (damaged_keys, missing_pads) = self.recheck(&items, &damaged, &missing, &pads).await?;
         events
             .finish(OperationProgress {
                 operation: "verify",
@@ -133,6 +110,59 @@ impl Store {
             missing_pads,
             pads_checked,
         })
+    }
+
+    /// What was found damaged or missing, looked at again after catching
+    /// up with other writers (verification holds no lock): a pad another
+    /// process removed since (a compaction) is not missing, an item it
+    /// replaced or removed was not damaged, and one it moved (same data id)
+    /// is read where it is now. Returns the damaged keys and the missing
+    /// pads' object names, sorted.
+    async fn recheck(
+        &self,
+        items: &[Item],
+        damaged: &[bool],
+        missing: &HashSet<u64>,
+        pads: &Pads,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        if missing.is_empty() && !damaged.contains(&true) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        self.inner.gate.catch_up().await?;
+        let (mut damaged_keys, moved, mut missing_pads) = self
+            .inner
+            .journal
+            .read_items(|index| {
+                let (mut keys, mut moved) = (Vec::new(), Vec::new());
+                for ((key, entry, _), bad) in items.iter().zip(damaged) {
+                    match index.items.get(key)? {
+                        Some(now) if *bad && now == *entry => keys.push(key.clone()),
+                        Some(now) if *bad && now.data_id == entry.data_id => {
+                            moved.push(key.clone())
+                        }
+                        _ => {}
+                    }
+                }
+                let gone: Vec<String> = missing
+                    .iter()
+                    .filter(|o| index.pads.get(o).map(|p| p.0) == Some(pads[o].0))
+                    .map(|o| pads[o].0.object_name())
+                    .collect();
+                Ok((keys, moved, gone))
+            })
+            .await?;
+        for key in moved {
+            match self.fetch_item(&key, None).await {
+                Ok(_) | Err(Error::KeyNotFound(_)) => {}
+                Err(Error::Integrity(_) | Error::Backend(BackendError::NotFound(_))) => {
+                    damaged_keys.push(key)
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        damaged_keys.sort_unstable();
+        missing_pads.sort_unstable();
+        Ok((damaged_keys, missing_pads))
     }
 
     /// The ordinals of the pads the index knows that the backend lacks.
