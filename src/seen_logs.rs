@@ -1,13 +1,13 @@
 //! This machine's memory of how far it has seen each store's index log, so
 //! that a store rolled back to an older state is noticed when opened.
 //!
-//! The log is a hash chain (see `journal.rs`): a position (how many log
+//! The log is a hash chain (see `journal/`): a position (how many log
 //! objects the store's history holds) and the chain value there name one
 //! history. For each store id this module keeps the newest position seen
 //! and its chain value, in a small file in the user's state folder
 //! (`<state>/seen-logs/<store id>`).
 //!
-//! 1. Opening a store compares it with the memory (`journal.rs` does):
+//! 1. Opening a store compares it with the memory (`journal/rollback.rs` does):
 //!    behind it, or not on the remembered history, is a rollback.
 //! 2. The memory only moves forward: every update takes an OS lock on the
 //!    store's lock file, reads the file, and replaces it (a new file renamed

@@ -27,7 +27,7 @@ fn hex(s: &str) -> Vec<u8> {
 
 /// A fresh in-memory store (4096-byte pads) whose journal is the log object
 /// `j/0` holding `log`, and optionally the checkpoint `c/0` (which then
-/// absorbs `j/0`), sealed as `journal.rs` seals them.
+/// absorbs `j/0`), sealed as `journal/` seals them.
 async fn open_store(log: &[Record], checkpoint: Option<&Index>) -> anthill::Result<Store> {
     open_store_with_pads(log, checkpoint, &[]).await
 }

@@ -291,14 +291,14 @@ pub fn sample_records() -> Vec<Record> {
 }
 
 // ---------------------------------------------------------------------------
-// Sealed journal objects (mirror of `journal.rs`)
+// Sealed journal objects (mirror of `journal/`)
 // ---------------------------------------------------------------------------
 
 /// The name and sealed content of journal object `seq`: the log batch
 /// `j/<seq>` (`checkpoint == false`) or the checkpoint `c/<seq>`.
 ///
 /// This mirrors the private `object_name` and `associated_data` of
-/// `journal.rs`. If that format changes, `store_open` notices at start-up
+/// `journal/`. If that format changes, `store_open` notices at start-up
 /// (its init opens a store written this way and panics if that fails) and
 /// this function must follow.
 pub fn journal_object(

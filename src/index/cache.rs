@@ -19,7 +19,7 @@
 //! its cost does not grow with the number of keys.
 //!
 //! The file is a cache, never the truth: the journal decides whether it
-//! still describes the store (see `journal.rs`) and rebuilds it from the
+//! still describes the store (see `journal/`) and rebuilds it from the
 //! backend when not. It is written to a new file renamed over the old one,
 //! so a reader holds one whole version, and with no fsync: a file lost or
 //! torn in a crash fails to open and is rebuilt.

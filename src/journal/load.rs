@@ -1,0 +1,208 @@
+//! Reading the index from the backend: the newest checkpoint, then the log
+//! after it, and later the records other writers appended (`refresh`).
+
+use super::*;
+
+/// The newest of the log objects a listing found. Log objects are read by
+/// number from the first one needed up to it, never from the listing
+/// itself: a listing taken while a writer creates objects may hold n+1
+/// without n (a folder's directory read sees some entries added meanwhile
+/// and not others), and a gap seen there is no damage. Only an object
+/// missing when read by its name is missing.
+pub(super) fn newest_log(listed: Vec<u64>) -> Option<u64> {
+    listed.into_iter().max()
+}
+
+impl Journal {
+    /// Replaces the in-memory index with what the backend holds.
+    ///
+    /// A writer checkpointing meanwhile (a reader loads without the writer
+    /// lock) deletes the log objects it absorbed: an object listed a moment ago can be gone,
+    /// or the log listing can miss objects the checkpoint listed before it
+    /// absorbed. Either way that checkpoint exists by then (it is written
+    /// before the deletes), so loading again starts from it. Without this,
+    /// a load could stop at an older checkpoint with no log after it, and
+    /// its writer would append after a stale index, losing what the newer
+    /// checkpoint held once it checkpointed in turn.
+    pub(super) async fn load(&self) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.load_once().await {
+                Ok(true) => return Ok(()),
+                Ok(false) if attempts < 8 => {}
+                Err(Error::Backend(BackendError::NotFound(_))) if attempts < 8 => {}
+                Ok(false) => {
+                    return Err(Error::Backend(BackendError::Transient(
+                        "the index kept changing while it was read".into(),
+                    )));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Whether a checkpoint newer than `loaded` exists now.
+    pub(super) async fn checkpointed_since(&self, loaded: Option<u64>) -> Result<bool> {
+        Ok(self.list_seqs(CHECKPOINT_PREFIX).await?.last().copied() > loaded)
+    }
+
+    /// One attempt of `load`: `false` if another writer checkpointed
+    /// meanwhile and it must start again.
+    pub(super) async fn load_once(&self) -> Result<bool> {
+        let checkpoints = self.list_seqs(CHECKPOINT_PREFIX).await?;
+        let newest = checkpoints.last().copied();
+        let mut loaded = match newest {
+            Some(seq) => {
+                let (index, size, chain) = self.read_checkpoint(seq).await?;
+                LogState::starting(index, seq + 1, size, chain)
+            }
+            None => LogState::starting(Index::default(), 0, 0, CHAIN_START),
+        };
+        // Objects below the checkpoint are left over from a crash. Those
+        // after it are read by number up to the newest listed (see
+        // `newest_log`), so a listing that missed one is no gap.
+        let last = newest_log(self.list_seqs(LOG_PREFIX).await?);
+        for seq in loaded.next_seq..last.map_or(loaded.next_seq, |last| last + 1) {
+            let Some((plaintext, sealed)) = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?
+            else {
+                if self.checkpointed_since(newest).await? {
+                    return Ok(false);
+                }
+                return Err(Error::integrity(format!(
+                    "index log object {} is missing (found {} after it)",
+                    object_name(LOG_PREFIX, seq),
+                    object_name(LOG_PREFIX, last.unwrap_or(seq))
+                )));
+            };
+            loaded.replay(seq, &plaintext, &sealed)?;
+        }
+        if self.checkpointed_since(newest).await? {
+            return Ok(false);
+        }
+        self.install(loaded);
+        Ok(true)
+    }
+
+    /// Makes `loaded` the journal's index and log state.
+    pub(super) fn install(&self, loaded: LogState) {
+        let mut log = self.log.lock().expect("journal lock");
+        log.state = loaded;
+        // Facts about this index (write-backs) that the new one may lack:
+        // still true of the pads, and harmless to apply again.
+        for record in log.deferred.clone() {
+            let _ = log.state.index.apply(&record);
+        }
+    }
+
+    pub(super) async fn list_seqs(&self, prefix: &str) -> Result<Vec<u64>> {
+        let names = self.retry.run(|_| self.backend.list(prefix)).await?;
+        let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_seq(prefix, n)).collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// Reads and opens an index object: its plaintext and sealed bytes.
+    pub(super) async fn read_sealed(
+        &self,
+        kind: &str,
+        prefix: &str,
+        seq: u64,
+    ) -> Result<(Vec<u8>, Bytes)> {
+        let name = object_name(prefix, seq);
+        let sealed = self
+            .retry
+            .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
+            .await?;
+        let aad = associated_data(kind, &self.store_id, seq);
+        let plaintext = crypto::open(
+            self.keys.index(),
+            &aad,
+            &sealed,
+            &format!("index object {name}"),
+        )?;
+        Ok((plaintext, sealed))
+    }
+
+    /// Catches up with records other processes appended since this one last
+    /// looked. Call with no append under way.
+    /// Returns whether the index changed.
+    ///
+    /// `writer_locked`: the caller holds the writer lock, so nobody writes
+    /// meanwhile and both requests go out at once (one round trip, not two,
+    /// before a put's first reservation).
+    /// A refresh also settles any doubt about this process's own writes
+    /// (their objects are read like anyone's), so it then reports a change:
+    /// the allocator must rebuild, since a doubtful put's space was kept.
+    pub async fn refresh(&self, writer_locked: bool) -> Result<bool> {
+        let changed = self.read_news(writer_locked).await?;
+        let mut log = self.log.lock().expect("journal lock");
+        let settled = log.doubt.take().is_some()
+            | std::mem::take(&mut log.stale)
+            | std::mem::take(&mut log.rebuild_due);
+        Ok(changed || settled)
+    }
+
+    pub(super) async fn read_news(&self, writer_locked: bool) -> Result<bool> {
+        let next_seq = self.log.lock().expect("journal lock").state.next_seq;
+        // Read the log on from where we are, then look at the checkpoints
+        // (few: older ones are deleted): two requests when nothing changed,
+        // however long the log. In that order when another writer may be
+        // at work, because a writer deletes log objects only after writing
+        // the checkpoint that absorbs them: a missing object then always
+        // shows as a newer checkpoint.
+        let first_log = self.try_read_sealed(LOG_KIND, LOG_PREFIX, next_seq);
+        let (first_log, listed) = if writer_locked {
+            let (first_log, listed) = futures::join!(first_log, self.list_seqs(CHECKPOINT_PREFIX));
+            (first_log?, Some(listed?))
+        } else {
+            (first_log.await?, None)
+        };
+        let mut batches = Vec::new();
+        let mut seq = next_seq;
+        let mut next = first_log;
+        while let Some((plaintext, sealed)) = next {
+            let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
+            batches.push((seq, plaintext.len() as u64, records, sealed));
+            seq += 1;
+            next = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
+        }
+        let checkpoints = match listed {
+            Some(listed) => listed,
+            None => self.list_seqs(CHECKPOINT_PREFIX).await?,
+        };
+        if checkpoints
+            .last()
+            .is_some_and(|&checkpoint| checkpoint >= seq)
+        {
+            // Another writer checkpointed past what we read: load from it.
+            self.load().await?;
+            return Ok(true);
+        }
+        if batches.is_empty() {
+            return Ok(false);
+        }
+        let mut log = self.log.lock().expect("journal lock");
+        for (seq, size, records, sealed) in batches {
+            for record in &records {
+                log.state.index.apply(record)?;
+            }
+            log.state.applied(seq, size, inline_len(&records), &sealed);
+        }
+        Ok(true)
+    }
+
+    /// Like `read_sealed`, but `None` if the object does not exist.
+    pub(super) async fn try_read_sealed(
+        &self,
+        kind: &str,
+        prefix: &str,
+        seq: u64,
+    ) -> Result<Option<(Vec<u8>, Bytes)>> {
+        match self.read_sealed(kind, prefix, seq).await {
+            Ok(plaintext) => Ok(Some(plaintext)),
+            Err(Error::Backend(BackendError::NotFound(_))) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
