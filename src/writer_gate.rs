@@ -10,11 +10,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
 use crate::error::Result;
-use crate::journal::Journal;
+use crate::journal::{Journal, Refreshed};
 use crate::pad_store::{Backend, WriterLock, WriterLocking};
 
 /// What the gate keeps in step with the index and waits for before letting
@@ -22,8 +23,8 @@ use crate::pad_store::{Backend, WriterLock, WriterLocking};
 /// that the allocator may hold the gate (an expansion keeps it entered)
 /// without the two modules depending on each other.
 pub trait IndexFollower: Send + Sync {
-    /// Rebuilds what follows the index, after catching up changed it.
-    fn rebuild(&self) -> Result<()>;
+    /// Follows what catching up changed in the index.
+    fn follow(&self, refreshed: Refreshed) -> Result<()>;
 
     /// Builds the map of used space, unless built already.
     fn ensure_map(&self) -> Result<()>;
@@ -58,6 +59,9 @@ pub struct WriterGate {
     /// Whether this handle tidied up after crashed writers (see
     /// `IndexFollower::tidy_after_crashes`).
     tidied: AtomicBool,
+    /// When this handle's view of the index was last known current: a
+    /// catch-up, or the writer lock given back (see `catch_up_within`).
+    current_at: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -90,6 +94,7 @@ impl WriterGate {
             releasing: Mutex::new(None),
             holder: crate::crypto::os_random(),
             tidied: AtomicBool::new(false),
+            current_at: Mutex::new(None),
         })
     }
 
@@ -122,8 +127,8 @@ impl WriterGate {
             let guard = WriterGuard {
                 gate: Arc::clone(self),
             };
-            if self.journal.in_doubt() && self.journal.refresh(true).await? {
-                self.allocator.rebuild()?;
+            if self.journal.in_doubt() {
+                self.allocator.follow(self.journal.refresh(true).await?)?;
             }
             if map {
                 self.allocator.ensure_map()?;
@@ -167,8 +172,8 @@ impl WriterGate {
         // Unless this handle held the lock last: then nobody else wrote, and
         // the index it has is the store's (if its own writes are certain).
         let current = lock.undisturbed() && !self.journal.in_doubt();
-        if !current && self.journal.refresh(true).await? {
-            self.allocator.rebuild()?;
+        if !current {
+            self.allocator.follow(self.journal.refresh(true).await?)?;
         }
         if map {
             // Before the lock is noted as held: a failed build leaves the
@@ -197,23 +202,58 @@ impl WriterGate {
     /// order); only if it looks inconsistent (a writer checkpointing and
     /// deleting old objects right then) is it read again under the lock.
     pub async fn catch_up(self: &Arc<Self>) -> Result<()> {
+        let started = Instant::now();
         let entry = self.entry.lock().await;
         if self.held.lock().expect("gate lock").lock.is_some() {
             return Ok(()); // this process is the writer: its view is current
         }
+        // Concurrent reads share one catch-up: one that began after this
+        // call did is as good as this call's own.
+        if self
+            .current_at
+            .lock()
+            .expect("gate lock")
+            .is_some_and(|at| at >= started)
+        {
+            return Ok(());
+        }
         // Read again a few times before asking for the lock: a reader
         // waiting for it would wait for as long as a writer is at work.
         for _ in 0..UNLOCKED_CATCH_UPS {
-            if let Ok(changed) = self.journal.refresh(false).await {
-                if changed {
-                    self.allocator.rebuild()?;
-                }
+            if let Ok(refreshed) = self.journal.refresh(false).await {
+                self.allocator.follow(refreshed)?;
+                self.note_current(started);
                 return Ok(());
             }
         }
         drop(entry);
         drop(self.enter().await?);
+        self.note_current(started);
         Ok(())
+    }
+
+    /// Catches up unless this handle's view was current within `staleness`
+    /// (or it holds the writer lock); returns whether it read the log now.
+    pub async fn catch_up_within(self: &Arc<Self>, staleness: Duration) -> Result<bool> {
+        let recent = self
+            .current_at
+            .lock()
+            .expect("gate lock")
+            .is_some_and(|at| at.elapsed() < staleness);
+        if recent || self.held.lock().expect("gate lock").lock.is_some() {
+            return Ok(false);
+        }
+        self.catch_up().await?;
+        Ok(true)
+    }
+
+    /// Notes that the view was current at `at` (what was committed before
+    /// it is in the index).
+    fn note_current(&self, at: Instant) {
+        let mut current_at = self.current_at.lock().expect("gate lock");
+        if current_at.is_none_or(|before| before < at) {
+            *current_at = Some(at);
+        }
     }
 
     /// Gives back a lingering writer lock now, and waits until the last one
@@ -248,6 +288,8 @@ impl WriterGate {
 
     /// Releases `lock`, taken out of `held`, once this process's writes are done.
     fn release(&self, lock: Arc<dyn WriterLock>) -> impl std::future::Future<Output = ()> + use<> {
+        // Up to here nobody else could write: the view is current now.
+        self.note_current(Instant::now());
         self.journal.set_writer_lock(None);
         // A failed put may leave pad uploads in flight; they must land
         // before another process may write those pads. So must the index

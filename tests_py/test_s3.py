@@ -204,6 +204,31 @@ def test_two_handles_share_one_s3_store(s3_url: str) -> None:
         assert first["b"] == data(2 * PAD, 4)
 
 
+def test_refresh_shows_what_another_handle_committed(store_url: str) -> None:
+    """``refresh()`` brings a handle up to date with another's overwrites and
+    removes; on a folder and in memory every read is up to date already (on
+    S3 a read may lag up to a second, so there only after ``refresh``)."""
+    with (
+        anthill.open(store_url, secret=SECRET, pad_size=PAD) as writer,
+        anthill.open(store_url, secret=SECRET, pad_size=PAD) as reader,
+    ):
+        local = not store_url.startswith("s3://")
+        for round, size in enumerate([10, 3 * PAD // 2, 100]):
+            writer.store_item("k", data(size, round), overwrite=True)
+            if local:
+                assert reader.fetch_item("k") == data(size, round)
+            reader.refresh()
+            assert reader.fetch_item("k") == data(size, round)
+        writer.remove_item("k")
+        asyncio.run(_refresh_async(reader))
+        with pytest.raises(anthill.KeyNotFoundError):
+            reader.fetch_item("k")
+
+
+async def _refresh_async(store: anthill.Store) -> None:
+    await store.refresh_async()
+
+
 # A writer paused past its lease (a closed laptop lid, SIGSTOP, a long GC
 # pause) must not write over what the next holder of the lease wrote. The
 # writer stores one item over every free pad through a slow backend, one pad

@@ -367,6 +367,21 @@ class Store(MutableMapping[str, bytes]):
 
     # --- the allocator's view --------------------------------------------------
 
+    def refresh(self) -> None:
+        """Brings this handle up to date with what other writers (processes,
+        machines) have committed, so reads after it see all of it.
+
+        Reads also catch up by themselves: on a local folder (and in memory)
+        every read sees what was committed before it began; on S3 (and ``sim+``) a
+        read may miss what other writers committed in the last second (checking for it
+        costs a request, so a loop of reads checks once a second).
+        """
+        self._native.refresh(None)
+
+    async def refresh_async(self) -> None:
+        """The awaitable :meth:`refresh`."""
+        await _complete(self._native.refresh(_event_loop()))
+
     def summary(self) -> StorageSummary:
         """Pads, space (bytes) and item counts, as the allocator sees them now."""
         return self._native.summary(None)

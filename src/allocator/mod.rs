@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use futures::stream::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::index::{Index, PadRecord, Piece, Record};
-use crate::journal::Journal;
+use crate::index::{Index, PadRecord, Piece, Record, SpaceChange};
+use crate::journal::{Journal, Refreshed};
 use crate::memory_map::{Extent, MapSummary, MemoryMap, split_by_pad};
 use crate::pad::PadId;
 use crate::pad_io::{PadIo, PadWriter};
@@ -182,6 +182,63 @@ impl MemoryAllocator {
         if self.map_built.load(Ordering::Acquire) {
             self.build_map()?;
         }
+        Ok(())
+    }
+
+    /// Follows what catching up with other writers changed in the index:
+    /// the pad table is rebuilt (a few entries per pad) and the map, if
+    /// built, takes the replayed records' changes to space one by one, so a
+    /// writer taking over from another pays for what that one wrote, not
+    /// for every item in the store. Anything else, or a change that does not
+    /// fit the map, rebuilds it from the index. Only with nothing of this
+    /// process in flight.
+    pub fn follow(&self, refreshed: Refreshed) -> Result<()> {
+        let changes = match refreshed {
+            Refreshed::Unchanged => return Ok(()),
+            Refreshed::Reloaded => return self.rebuild(),
+            Refreshed::Replayed(changes) => changes,
+        };
+        let _building = self.map_building.lock().expect("map build lock");
+        self.writer.clear();
+        let next_data_id = build_pad_table(&self.journal, &self.writer);
+        self.next_data_id.fetch_max(next_data_id, Ordering::Relaxed);
+        if !self.map_built.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let followed = {
+            let mut map = self.map.lock().expect("map lock");
+            changes
+                .iter()
+                .try_for_each(|change| follow_change(&mut map, change, self.io.pad_size))
+        };
+        if followed.is_err() {
+            // The map and the index disagree: the index is the truth.
+            return self.build_map();
+        }
+        #[cfg(debug_assertions)]
+        self.check_map_follows_index()?;
+        Ok(())
+    }
+
+    /// Debug builds (the test suites) check every followed map against the
+    /// one the index describes.
+    #[cfg(debug_assertions)]
+    fn check_map_follows_index(&self) -> Result<()> {
+        let built = self
+            .journal
+            .read(|index| map_from_index(index, self.io.pad_size))?;
+        let map = self.map.lock().expect("map lock");
+        let fenced = map.fenced_pads();
+        let mut expected = built;
+        if !fenced.is_empty() {
+            expected
+                .fence(&fenced)
+                .map_err(|e| Error::internal(format!("cannot fence pads off again: {e}")))?;
+        }
+        assert!(
+            *map == expected,
+            "the map followed from replayed records differs from the index's"
+        );
         Ok(())
     }
 
@@ -369,6 +426,45 @@ fn build_pad_table(journal: &Journal, writer: &PadWriter) -> u64 {
     })
 }
 
+/// Applies one replayed record's change to space to `map`: pads added,
+/// released pieces freed, pads removed, and the pieces its entry uses taken
+/// where still free (the rest were used already: a resumed upload's, pieces
+/// a compaction left in place). An error means the map does not fit the
+/// index.
+fn follow_change(map: &mut MemoryMap, change: &SpaceChange, pad_size: u64) -> Result<(), String> {
+    for &ordinal in &change.pads_added {
+        if !map.has_pad(ordinal) {
+            map.add_pad(ordinal).map_err(|e| e.to_string())?;
+        }
+    }
+    let extents = |pieces: &[Piece]| -> Result<Vec<Extent>, String> {
+        pieces
+            .iter()
+            .map(|piece| {
+                piece.check(pad_size).map_err(|e| e.to_string())?;
+                Ok(piece.extent(pad_size))
+            })
+            .collect()
+    };
+    map.free(&extents(&change.released)?)
+        .map_err(|e| e.to_string())?;
+    if !change.pads_removed.is_empty() {
+        map.remove_pads(&change.pads_removed)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut taken = Vec::new();
+    for extent in extents(&change.used)? {
+        if map.is_free(extent) {
+            taken.push(extent);
+        } else if !map.is_used(extent) {
+            return Err(format!(
+                "a replayed piece lies partly in free space: {extent:?}"
+            ));
+        }
+    }
+    map.take(&taken).map_err(|e| e.to_string())
+}
+
 /// The memory map an index describes: its pads as space, every item's and
 /// pending upload's pieces taken. An index that does not fit (a piece
 /// outside its pad, two items in one place) is an integrity error.
@@ -529,8 +625,8 @@ impl Drop for Allocation {
 }
 
 impl crate::writer_gate::IndexFollower for MemoryAllocator {
-    fn rebuild(&self) -> Result<()> {
-        MemoryAllocator::rebuild(self)
+    fn follow(&self, refreshed: Refreshed) -> Result<()> {
+        MemoryAllocator::follow(self, refreshed)
     }
 
     fn ensure_map(&self) -> Result<()> {

@@ -171,6 +171,45 @@ pub struct DirtyPad {
     pub bytes: u64,
 }
 
+/// What one applied record did to the store's space, for a writer that
+/// catches up with it to follow in its map without rebuilding the map from
+/// the whole index (`MemoryAllocator::follow`).
+#[derive(Debug, Default)]
+pub struct SpaceChange {
+    /// Pads that joined the address space.
+    pub pads_added: Vec<u64>,
+    /// Pads that left it.
+    pub pads_removed: Vec<u64>,
+    /// Pieces no longer used (freed first).
+    pub released: Vec<Piece>,
+    /// Pieces the record's entry uses, some of them used already (a resumed
+    /// upload's, a compaction's pieces left in place): the rest are taken.
+    pub used: Vec<Piece>,
+}
+
+impl SpaceChange {
+    /// The change `record`, applied, made: `released` is what
+    /// [`Index::apply`] returned for it.
+    pub fn of(record: &Record, released: Vec<Piece>) -> Self {
+        let mut change = SpaceChange {
+            released,
+            ..Self::default()
+        };
+        match record {
+            Record::PadsAdded(pads) => change.pads_added = pads.iter().map(|p| p.ordinal).collect(),
+            Record::PadsRemoved(ordinals) => change.pads_removed = ordinals.clone(),
+            Record::Pending { entry, .. }
+            | Record::Put { entry, .. }
+            | Record::PutInline { entry, .. } => change.used = entry.pieces.clone(),
+            Record::Remove { .. }
+            | Record::ClearPending { .. }
+            | Record::WrittenBack { .. }
+            | Record::Rename { .. } => {}
+        }
+        change
+    }
+}
+
 impl Index {
     /// Applies one record; returns the pieces it released (an overwritten or
     /// removed item, an abandoned upload), which the allocator frees.

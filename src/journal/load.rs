@@ -2,6 +2,27 @@
 //! after it, and later the records other writers appended (`refresh`).
 
 use super::*;
+use crate::index::SpaceChange;
+
+/// What a refresh found, for the allocator to follow.
+pub enum Refreshed {
+    /// Nothing new.
+    Unchanged,
+    /// Records other writers appended, now applied to the index: what each
+    /// did to the store's space, in order.
+    Replayed(Vec<SpaceChange>),
+    /// The index was loaded anew (another writer checkpointed past it), or
+    /// may differ from what the allocator saw (a doubtful write of this
+    /// process settled): whatever follows the index rebuilds from it.
+    Reloaded,
+}
+
+impl Refreshed {
+    /// Whether the index changed.
+    pub fn changed(&self) -> bool {
+        !matches!(self, Refreshed::Unchanged)
+    }
+}
 
 /// The newest of the log objects a listing found. Log objects are read by
 /// number from the first one needed up to it, never from the listing
@@ -126,24 +147,25 @@ impl Journal {
 
     /// Catches up with records other processes appended since this one last
     /// looked. Call with no append under way.
-    /// Returns whether the index changed.
+    /// Returns what changed (see [`Refreshed`]).
     ///
     /// `writer_locked`: the caller holds the writer lock, so nobody writes
     /// meanwhile and both requests go out at once (one round trip, not two,
     /// before a put's first reservation).
     /// A refresh also settles any doubt about this process's own writes
-    /// (their objects are read like anyone's), so it then reports a change:
-    /// the allocator must rebuild, since a doubtful put's space was kept.
-    pub async fn refresh(&self, writer_locked: bool) -> Result<bool> {
-        let changed = self.read_news(writer_locked).await?;
+    /// (their objects are read like anyone's), so it then reports
+    /// [`Refreshed::Reloaded`]: the allocator must rebuild, since a doubtful
+    /// put's space was kept.
+    pub async fn refresh(&self, writer_locked: bool) -> Result<Refreshed> {
+        let news = self.read_news(writer_locked).await?;
         let mut log = self.log.lock().expect("journal lock");
         let settled = log.doubt.take().is_some()
             | std::mem::take(&mut log.stale)
             | std::mem::take(&mut log.rebuild_due);
-        Ok(changed || settled)
+        Ok(if settled { Refreshed::Reloaded } else { news })
     }
 
-    pub(super) async fn read_news(&self, writer_locked: bool) -> Result<bool> {
+    pub(super) async fn read_news(&self, writer_locked: bool) -> Result<Refreshed> {
         let next_seq = self.log.lock().expect("journal lock").state.next_seq;
         // Read the log on from where we are, then look at the checkpoints
         // (few: older ones are deleted): two requests when nothing changed,
@@ -177,19 +199,21 @@ impl Journal {
         {
             // Another writer checkpointed past what we read: load from it.
             self.load().await?;
-            return Ok(true);
+            return Ok(Refreshed::Reloaded);
         }
         if batches.is_empty() {
-            return Ok(false);
+            return Ok(Refreshed::Unchanged);
         }
+        let mut changes = Vec::new();
         let mut log = self.log.lock().expect("journal lock");
         for (seq, size, records, sealed) in batches {
             for record in &records {
-                log.state.index.apply(record)?;
+                let released = log.state.index.apply(record)?;
+                changes.push(SpaceChange::of(record, released));
             }
             log.state.applied(seq, size, inline_len(&records), &sealed);
         }
-        Ok(true)
+        Ok(Refreshed::Replayed(changes))
     }
 
     /// Like `read_sealed`, but `None` if the object does not exist.

@@ -57,6 +57,7 @@ mod load;
 mod rollback;
 
 use self::append::{Append, Doubt, inline_len};
+pub use self::load::Refreshed;
 use self::load::newest_log;
 pub use self::rollback::RollbackCheck;
 use self::rollback::{Remembering, chain_next, chain_of_old_checkpoint};

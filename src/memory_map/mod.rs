@@ -550,6 +550,16 @@ impl MemoryMap {
             .ok_or(MapError::NotFree(range))
     }
 
+    /// Whether every byte of `range` is free (and in recorded pads).
+    pub fn is_free(&self, range: Extent) -> bool {
+        self.free_holding(range).is_ok()
+    }
+
+    /// Whether every byte of `range` is used (and in recorded pads).
+    pub fn is_used(&self, range: Extent) -> bool {
+        self.check_used(range).is_ok()
+    }
+
     /// Whether the range can be freed: wholly used space of existing pads.
     fn check_used(&self, range: Extent) -> Result<(), MapError> {
         if range.len == 0 {

@@ -129,6 +129,11 @@ pub trait Backend: WriterLocking + std::any::Any + Send + Sync + std::fmt::Debug
     fn describe(&self) -> String;
 }
 
+/// How far behind other writers an item read on a network service (S3, and
+/// `sim+`, which models one) may be (`Capabilities::read_staleness`): a
+/// loop of reads checks the log once a second, not once per read.
+pub const NETWORK_READ_STALENESS: Duration = Duration::from_secs(1);
+
 /// What a [`Backend`] can do, which the core asks instead of knowing which
 /// backend it has. A wrapper passes its inner backend's on, changed where
 /// it changes them (the simulation sets a price and sees every call).
@@ -157,6 +162,12 @@ pub struct Capabilities {
     pub deleting_pads_refunds: bool,
     /// The price of one new pad, where the network charges one.
     pub price_per_pad: Option<f64>,
+    /// How far behind other writers an item read may be: a read first
+    /// checks the log for what they committed unless this handle's view was
+    /// current that recently. Zero where that check is a local file probe;
+    /// on a network service, where it is a request, reads trade a bounded
+    /// delay for not paying it every time (`Store::refresh` catches up now).
+    pub read_staleness: Duration,
     /// Direct folder writes: a local folder's writer, whose blocking `put`
     /// lets a pad be sealed and written by one call on one thread (see
     /// `folder.rs`). `None` for every other backend, and for wrappers that
@@ -174,6 +185,7 @@ impl Default for Capabilities {
             missing_pads_read_empty: false,
             deleting_pads_refunds: true,
             price_per_pad: None,
+            read_staleness: Duration::ZERO,
             folder_writer: None,
         }
     }

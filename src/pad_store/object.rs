@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use std::path::PathBuf;
 
+use super::NETWORK_READ_STALENESS;
 use super::classify::classify_error;
 use super::folder::FolderWriter;
 use super::lease::{Lease, LeaseConfig};
@@ -269,6 +270,7 @@ impl ObjectPadStore {
                 atomic_create: false,
                 pads_created_on_first_write: true,
                 missing_pads_read_empty: true,
+                read_staleness: NETWORK_READ_STALENESS,
                 ..Capabilities::default()
             },
         }

@@ -257,6 +257,13 @@ impl NativeStore {
         Ok((usage.pad_size, usage.pads, usage.largest_free))
     }
 
+    fn refresh(&self, py: Python<'_>, event_loop: EventLoop<'_>) -> Answer {
+        let store = self.store.clone();
+        call(py, event_loop, Access::Read, async move {
+            store.refresh().await
+        })
+    }
+
     fn summary(&self, py: Python<'_>, event_loop: EventLoop<'_>) -> Answer {
         let store = self.store.clone();
         call(py, event_loop, Access::Read, async move {

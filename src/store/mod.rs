@@ -725,6 +725,14 @@ impl Store {
         }
     }
 
+    /// Brings this handle up to date with what other writers (processes,
+    /// machines) committed: reads after it see all of it. Reads also catch
+    /// up by themselves, at most the backend's `read_staleness` late.
+    pub async fn refresh(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.gate.catch_up().await
+    }
+
     /// Pads, space and keys as they are now.
     pub async fn summary(&self) -> Result<StorageSummary> {
         self.check_open()?;

@@ -305,9 +305,17 @@ impl Store {
 
     /// The item's entry and, if it is still in the log, its bytes; from
     /// this process's index, else after catching up with other writers.
+    /// Reads see what other writers committed at most the backend's
+    /// `read_staleness` late (at once on a folder); a key not found here is
+    /// looked for again after catching up.
     pub(super) async fn lookup(&self, key: &str) -> Result<(Entry, Option<Bytes>)> {
+        let staleness = self.inner.backend.capabilities().read_staleness;
+        let caught_up = self.inner.gate.catch_up_within(staleness).await?;
         if let Some(found) = self.lookup_here(key).await? {
             return Ok(found);
+        }
+        if caught_up {
+            return Err(Error::KeyNotFound(key.to_string()));
         }
         self.inner.gate.catch_up().await?;
         self.lookup_here(key)
