@@ -14,6 +14,7 @@ then, two close their store and two leave it to the interpreter's exit.
 """
 
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -101,3 +102,67 @@ def test_four_writers_and_two_readers_share_one_store(tmp_path: Path) -> None:
     assert summary.used_space == used
     assert summary.used_space + summary.free_space == summary.total_space
     assert len(os.listdir(Path(path) / "p")) == summary.total_pads
+
+
+# Each writer overwrites keys the others write too, removes some, and
+# stores items of every size, through a `sim+` store that records every pad
+# write (who, which pad, which version, when).
+OVERWRITER = r"""
+import random, sys
+import anthill
+url, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(worker)
+store = anthill.open(url)  # the secret: $ANTHILL_SECRET
+for i in range(count):
+    size = rng.choice([100, 1024, 3000, 9000, 16384, 40000])
+    key = f"shared-{rng.randrange(12)}"
+    store.store_item(key, bytes([worker]) * size, overwrite=True)
+    if i % 7 == 6:
+        try:
+            store.remove_item(f"shared-{rng.randrange(12)}")
+        except anthill.KeyNotFoundError:
+            pass
+    if i % 20 == 19:
+        store.flush()
+store.close()
+print("ok", flush=True)
+"""
+
+
+def test_no_two_writers_ever_write_one_pad_at_once(tmp_path: Path) -> None:
+    """Pads are shared by items of several writers, but their writes never
+    overlap in time and each has a newer version than the one before: no
+    writer ever writes over space, or a pad version, another was given."""
+    record = tmp_path / "pad-writes.txt"
+    url = f"sim+{(tmp_path / 'store').as_uri()}?record_pad_writes={record}"
+    anthill.open(url, secret=SECRET, pad_size=PAD_SIZE).close()
+    env = {**os.environ, "ANTHILL_SECRET": SECRET}
+    command = [sys.executable, "-c", OVERWRITER, url]
+    writers = [
+        subprocess.Popen([*command, str(w), "60"], stdout=subprocess.PIPE, text=True, env=env)
+        for w in range(4)
+    ]
+    for process in writers:
+        out, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, out
+
+    writes: dict[str, list[tuple[int, int, int, str]]] = {}
+    for line in record.read_text().splitlines():
+        writer, pad, version, start, end = line.split()
+        writes.setdefault(pad, []).append((int(start), int(end), int(version), writer))
+    by_writers = {w for pad_writes in writes.values() for *_, w in pad_writes}
+    shared = [pad for pad, pad_writes in writes.items() if len({w for *_, w in pad_writes}) > 1]
+    assert len(by_writers) >= 4, "every writer wrote pads"
+    assert shared, "some pads were written by several writers"
+    for pad, pad_writes in writes.items():
+        pad_writes.sort()
+        for before, after in itertools.pairwise(pad_writes):
+            assert before[1] <= after[0], f"two writes of {pad} overlap: {before} {after}"
+            assert before[2] < after[2], f"{pad} went from version {before[2]} to {after[2]}"
+
+    store = anthill.open(url, secret=SECRET, pad_size=PAD_SIZE)
+    for key in store:
+        data = store.fetch_item(key)
+        assert len(set(data)) == 1, key  # one writer's bytes, whole
+    assert store.verify().ok
+    store.close()

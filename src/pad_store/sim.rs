@@ -43,6 +43,13 @@ pub struct SimConfig {
     /// `pads_refund=false`): compaction then keeps emptied pads as free
     /// space instead of deleting them.
     pub pads_never_refund: bool,
+    /// Append a line per pad write to this file (URL `record_pad_writes=PATH`):
+    /// `<writer> <object> <version> <start_ns> <end_ns>`, the writer a
+    /// process id and handle, the version the pad's header gives, the times
+    /// from the system clock. Processes writing one store may share the file
+    /// (each line is one append): tests check from it that no two writes of
+    /// a pad ever overlapped and that its versions only grew.
+    pub record_pad_writes: Option<std::path::PathBuf>,
 }
 
 /// The operations of a [`Backend`].
@@ -214,9 +221,60 @@ pub struct SimPadStore {
     /// Counters, random generator, armed faults and log. Held only for
     /// bookkeeping, never across an `.await`.
     state: Mutex<SimState>,
+    /// Names this handle in the pad write record: process id and a random
+    /// number.
+    writer_id: String,
+}
+
+/// A pad write under way, for `SimConfig::record_pad_writes`.
+struct PadWrite {
+    name: String,
+    /// The version in the pad's header (after its 4-byte format tag).
+    version: u64,
+    started: u128,
+}
+
+impl PadWrite {
+    fn start(name: &str, content: &[u8]) -> Option<Self> {
+        let header = content.get(4..12)?;
+        name.starts_with("p/").then(|| PadWrite {
+            name: name.to_string(),
+            version: u64::from_le_bytes(header.try_into().expect("8 bytes")),
+            started: unix_nanos(),
+        })
+    }
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos())
 }
 
 impl SimPadStore {
+    /// Appends a finished pad write to the record file, if one is kept.
+    fn record<T>(&self, write: Option<PadWrite>, done: &Result<T, BackendError>) {
+        let (Some(path), Some(write), Ok(_)) = (&self.config.record_pad_writes, write, done) else {
+            return;
+        };
+        let line = format!(
+            "{} {} {} {} {}\n",
+            self.writer_id,
+            write.name,
+            write.version,
+            write.started,
+            unix_nanos()
+        );
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+        if let Err(error) = appended {
+            log::warn!("cannot record a pad write in {}: {error}", path.display());
+        }
+    }
+
     /// Wraps `inner`. Out-of-range settings are clamped: negative or
     /// non-finite delays to 0, `fail_rate` into `[0, 1]` (`open` rejects them
     /// instead).
@@ -238,6 +296,8 @@ impl SimPadStore {
             missing_pads_read_empty: of_inner.missing_pads_read_empty,
             deleting_pads_refunds: !config.pads_never_refund && of_inner.deleting_pads_refunds,
             price_per_pad: config.pad_price.or(of_inner.price_per_pad),
+            // A model of a network service: reads check the log as on one.
+            read_staleness: of_inner.read_staleness.max(super::NETWORK_READ_STALENESS),
             folder_writer: None,
         };
         SimPadStore {
@@ -251,6 +311,11 @@ impl SimPadStore {
                 log: Vec::new(),
             }),
             config,
+            writer_id: format!(
+                "{}-{:08x}",
+                std::process::id(),
+                u32::from_le_bytes(crate::crypto::os_random())
+            ),
         }
     }
 
@@ -525,27 +590,35 @@ fn probability(value: f64) -> f64 {
 #[async_trait]
 impl Backend for SimPadStore {
     async fn reserve(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
-        let sent = content.len() as u64;
+        let (sent, write) = (content.len() as u64, PadWrite::start(name, &content));
         let op = self.inner.reserve(name, content);
-        self.run(OpKind::Reserve, name, sent, |_| 0, op).await
+        let done = self.run(OpKind::Reserve, name, sent, |_| 0, op).await;
+        self.record(write, &done);
+        done
     }
 
     async fn reserve_durable(&self, name: &str, content: Bytes) -> Result<(), BackendError> {
-        let sent = content.len() as u64;
+        let (sent, write) = (content.len() as u64, PadWrite::start(name, &content));
         let op = self.inner.reserve_durable(name, content);
-        self.run(OpKind::Reserve, name, sent, |_| 0, op).await
+        let done = self.run(OpKind::Reserve, name, sent, |_| 0, op).await;
+        self.record(write, &done);
+        done
     }
 
     async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
-        let sent = content.len() as u64;
+        let (sent, write) = (content.len() as u64, PadWrite::start(name, &content));
         let op = self.inner.put(name, content);
-        self.run(OpKind::Put, name, sent, |_| 0, op).await
+        let done = self.run(OpKind::Put, name, sent, |_| 0, op).await;
+        self.record(write, &done);
+        done
     }
 
     async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
-        let sent = content.len() as u64;
+        let (sent, write) = (content.len() as u64, PadWrite::start(name, &content));
         let op = self.inner.put_durable(name, content);
-        self.run(OpKind::DurablePut, name, sent, |_| 0, op).await
+        let done = self.run(OpKind::DurablePut, name, sent, |_| 0, op).await;
+        self.record(write, &done);
+        done
     }
 
     async fn head(&self, name: &str) -> Result<PutReceipt, BackendError> {

@@ -9,7 +9,7 @@
 //!   returns, for changes that must survive an OS crash or power loss.
 //! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
 //!   (see `s3.rs` for its options, and `docs/s3.md`).
-//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..&pads_refund=..`:
+//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..&pads_refund=..&record_pad_writes=PATH`:
 //!   the simulation wrapper ([`SimPadStore`]) around any of them.
 
 use std::collections::HashMap;
@@ -57,7 +57,8 @@ impl std::fmt::Debug for BackendOptions {
 }
 
 /// The query parameters a `sim+` URL takes for itself.
-const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed, pads_refund";
+const SIM_PARAMETERS: &str =
+    "latency_ms, jitter_ms, fail_rate, pad_price, seed, pads_refund, record_pad_writes";
 
 /// Opens the backend named by `url`. See the module documentation for the
 /// URLs; a malformed URL, unknown scheme or unknown or invalid option is
@@ -194,6 +195,7 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
             "pad_price",
             "seed",
             "pads_refund",
+            "record_pad_writes",
         ]
         .contains(&name)
         {
@@ -219,6 +221,14 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
             "latency_ms" => config.latency_ms = number()?,
             "jitter_ms" => config.jitter_ms = number()?,
             "pad_price" => config.pad_price = Some(number()?),
+            "record_pad_writes" => {
+                if value.is_empty() {
+                    return Err(invalid(
+                        "sim parameter record_pad_writes needs a file path".to_string(),
+                    ));
+                }
+                config.record_pad_writes = Some(std::path::PathBuf::from(value.as_str()));
+            }
             "pads_refund" => {
                 let refund = parse_bool(&value).ok_or_else(|| {
                     invalid(format!(
