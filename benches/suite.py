@@ -29,6 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import many_writers
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ROOT / "benches"
 RUST_BENCH = BENCHES / "target" / "release" / "anthill-bench"
@@ -679,6 +681,15 @@ BENCHMARKS: list[
     ("C1", lambda: rust("c1"), c1_rows),
     ("C2", lambda: python("c2_compaction.py"), c2_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
+    # Many writers at once (benches/many_writers.py).
+    *[
+        (
+            name,
+            lambda name=name: many_writers.run(python, name),
+            lambda r, name=name: [Row(*cells) for cells in many_writers.ROWS[name](r)],
+        )
+        for name in many_writers.ROWS
+    ],
 ]
 
 
@@ -706,7 +717,8 @@ def main() -> None:
         "Commit": git_commit(),
         "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
         "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}, "
-        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}",
+        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}, "
+        f"dask {package_version('dask')}",
         "Load average at start (1, 5, 15 min)": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}

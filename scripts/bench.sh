@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh           # the whole suite (about 8 minutes when built)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
 #   bash scripts/bench.sh --only Z1 # one benchmark; its rows replace those in the document
+#   bash scripts/bench.sh --only W1,W2,W3,W4   # the many-writers rows (a few minutes)
 #
 # The Python benchmarks import a release build of anthill installed in
 # benches/target/pylib (from `maturin build --release`), not the editable
@@ -36,9 +37,10 @@ pip_install() {
     $python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb) into .venv" >&2
+echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb, dask) into .venv" >&2
 pip_install "maturin>=1.9,<2" "tqdm" "fsspec>=2024.12" \
-    "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0"
+    "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0" \
+    "dask[array,distributed]==2026.8.0"
 
 # What the build is made from; the suite reports whether it changed meanwhile.
 ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
@@ -54,9 +56,9 @@ pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthil
 echo "[bench] building the Rust benchmarks (benches/, release)" >&2
 cargo build --release --quiet --manifest-path benches/Cargo.toml
 
-# P7 measures small puts on S3: a Garage cluster of the suite's own (unless
+# P7, W3 and W4 run on S3: a Garage cluster of the suite's own (unless
 # ANTHILL_TEST_S3_URL names one already), stopped when the suite ends.
-if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " == *P7* ) ]]; then
+if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " =~ P7|W3|W4 ) ]]; then
     export GARAGE_STATE_DIR=${GARAGE_STATE_DIR:-/tmp/anthill-bench-garage-$(id -u)}
     export GARAGE_BASE_PORT=${GARAGE_BASE_PORT:-3950}
     bash scripts/garage.sh install # at once if scripts/test.sh installed it
@@ -64,7 +66,7 @@ if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " == *P7* 
         eval "$garage_env"
         trap 'bash scripts/garage.sh stop' EXIT
     else
-        echo "[bench] the Garage cluster did not start: P7 will fail" >&2
+        echo "[bench] the Garage cluster did not start: P7, W3 and W4 will fail" >&2
     fi
 fi
 
