@@ -190,12 +190,23 @@ LABELS = {
     "obstore_s3": "obstore S3Store",
 }
 
-NOISE = (
-    "The machine is shared (other engineers build Rust on its 2 cores at the same time), so "
-    "absolute figures move from run to run; the peers run in the same run, interleaved with "
-    "anthill round by round, so that the ratios hold. Rerun with "
-    f"`{COMMAND}` (it starts its own Garage cluster for W3 and W4)."
+OVERVIEW = (
+    "**W: many writers.** W1 to W4 measure processes writing one store at once: N = 1, 2, 4 "
+    "writer processes (W1 to W3) or a dask cluster of 4 worker processes (W4), each storing "
+    f"keys of its own, against peers that let writers run side by side. `{COMMAND}` reruns "
+    "them alone (a few minutes; it starts a Garage cluster of its own for W3 and W4, and "
+    "installs the peers); the machine, commit and load of that run are the `Rows W1, W2, "
+    "W3, W4` line under Machine above. The machine is shared (other engineers build Rust "
+    "on its 2 cores at the same time), so absolute figures move from run to run and between "
+    "rounds: the peers are measured in the same run, interleaved with anthill round by round, "
+    "so that the ratios hold, and the table above gives each row's ratio against its target. "
+    "Each section keeps the figures of the first run, before the redesign that lets writers "
+    "commit side by side, as its baseline."
 )
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def writers_table(cases: dict[str, Any], item_bytes: int) -> list[str]:
@@ -248,6 +259,8 @@ def w1_section(r: dict[str, Any]) -> list[str]:
     return [
         "### W1 many writers: folder",
         "",
+        OVERVIEW,
+        "",
         (
             "N = 1, 2, 4 writer processes (spawned) started together behind a barrier, each "
             "with its own handle on one local folder store (default options, 4 MiB pads, "
@@ -260,13 +273,12 @@ def w1_section(r: dict[str, Any]) -> list[str]:
             "stores one untimed item (the store's first put, the connection). The aggregate "
             "is all puts over the span from the first writer's start to the last one's end: "
             "a put begun before the deadline counts in full, its wait for a lock included. "
-            f"{r['rounds']} rounds, each every N and at each N every side, in an order that "
+            f"{plural(r['rounds'], 'round')}, each every N and at each N every side, in an order that "
             "rotates from round to round; a figure is the best round (load from elsewhere "
             "only adds time), every round in brackets. The harness is "
-            "benches/python/writers.py."
+            "benches/python/writers.py. The last column shows how the puts of one N = 4 "
+            "round fell to the writers: whether they ran side by side or one after another."
         ),
-        "",
-        NOISE,
         "",
         *tables(r),
         "",
@@ -294,11 +306,9 @@ def w2_section(r: dict[str, Any]) -> list[str]:
             f"{r['latency_ms']}` (every backend call takes {r['latency_ms']} ms, as for "
             "machines writing one store over a network), each writer its own process with its "
             "own handle, anthill alone: a sync loop of 1 KiB puts, then one of 1 MiB puts, "
-            f"{r['small']['duration_s']:g} s after the barrier, {r['small']['rounds']} rounds. "
+            f"{r['small']['duration_s']:g} s after the barrier, {plural(r['small']['rounds'], 'round')}. "
             "The target is that 4 writers together store at least 3 times what one does."
         ),
-        "",
-        NOISE,
         "",
         *tables(r),
         "",
@@ -325,13 +335,11 @@ def w3_section(r: dict[str, Any]) -> list[str]:
             f"As W1, on one store on a local Garage cluster of {r['nodes']} nodes "
             "(scripts/garage.sh; a fresh prefix per case), each writer its own process with "
             "its own handle: a sync loop of 1 KiB puts, then one of 1 MiB puts, "
-            f"{r['small']['duration_s']:g} s after the barrier, {r['small']['rounds']} rounds; "
+            f"{r['small']['duration_s']:g} s after the barrier, {plural(r['small']['rounds'], 'round')}; "
             "against obstore's `S3Store` (`obstore.put`, an object per key) with the same N "
             "processes on the same bucket. The client processes and the three Garage nodes "
             "share the machine's cores."
         ),
-        "",
-        NOISE,
         "",
         *tables(r),
         "",
@@ -380,12 +388,11 @@ def w4_section(r: dict[str, Any]) -> list[str]:
             "store from its URL); each case writes into a fresh folder or prefix; the time is "
             "the whole write, the chunks computed on the workers as they are stored. Each "
             "array is read back on the cluster and its sum checked (untimed). "
-            f"{r['rounds']} rounds, the order rotating; the figure is the best round. A write "
+            f"{plural(r['rounds'], 'round')}, the order rotating; the figure is the best round. "
+            "A write "
             f"not finished after {r['cap_s']:g} s is cancelled, so that the row's time stays "
             "bounded: its throughput is then an upper bound."
         ),
-        "",
-        NOISE,
         "",
         *tables(r),
         "",
