@@ -4,8 +4,8 @@ on and one table of ratios measured in this run.
 
 Run it through `bash scripts/bench.sh`, which builds what it needs first
 (the optimised Python extension, the Rust benchmark binary), installs the
-peers (obstore, diskcache, zarr, slatedb) and starts a Garage cluster for
-P7. `--quick` runs every benchmark small, to check the suite works; its
+peers (obstore, diskcache, zarr, slatedb, dask) and starts a Garage cluster
+for P7, W3 and W4. `--quick` runs every benchmark small, to check the suite works; its
 figures are not the targets' figures. `--only Z1,P5` runs only the
 benchmarks named and replaces just their rows and sections in the existing
 docs/benchmarks.md, noting when they were run.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite (issue 6): builds optimised anthill (the Python
 # extension and the Rust benchmark binary), installs the peers, starts a
-# local Garage cluster for the S3 benchmark (P7; scripts/garage.sh, stopped
-# at the end), runs every benchmark and rewrites docs/benchmarks.md with the
+# local Garage cluster for the S3 benchmarks (P7, W3, W4; scripts/garage.sh,
+# stopped at the end), runs every benchmark and rewrites docs/benchmarks.md with the
 # machine and one table.
 #
 #   bash scripts/bench.sh           # the whole suite (about 8 minutes when built)
@@ -53,8 +53,12 @@ rm -rf benches/target/wheels benches/target/pylib
 $python -m maturin build --release --quiet --out benches/target/wheels >&2
 pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthill-*.whl
 
-echo "[bench] building the Rust benchmarks (benches/, release)" >&2
-cargo build --release --quiet --manifest-path benches/Cargo.toml
+# The Rust benchmark binary serves P1, P3, C1 and P2's CPU reference; a run
+# of other rows alone (`--only W1,W2`) does without its build.
+if [[ " $* " != *" --only "* || " $* " =~ P1|P2|P3|C1 ]]; then
+    echo "[bench] building the Rust benchmarks (benches/, release)" >&2
+    cargo build --release --quiet --manifest-path benches/Cargo.toml
+fi
 
 # P7, W3 and W4 run on S3: a Garage cluster of the suite's own (unless
 # ANTHILL_TEST_S3_URL names one already), stopped when the suite ends.
