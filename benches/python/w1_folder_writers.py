@@ -12,7 +12,7 @@ from __future__ import annotations
 from common import KIB, QUICK, emit
 from writers import create_anthill, fresh_folder, run_cases
 
-DURATION_S = 0.5 if QUICK else 1.5
+DURATION_S = 0.5 if QUICK else 1.0
 ROUNDS = 2 if QUICK else 3
 
 

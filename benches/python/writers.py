@@ -29,10 +29,12 @@ import multiprocessing
 import os
 import queue
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from common import SCRATCH, SECRET
@@ -224,10 +226,47 @@ def create_anthill(url: str) -> str:
     return url
 
 
+#: The folders this process made (see `fresh_folder`).
+MADE: list[str] = []
+#: Where they go when it exits: beside the scratch folder (the same file
+#: system, so a rename), outside it, so that the next run does not wait for them.
+TRASH = SCRATCH.with_name(f"{SCRATCH.name}-trash")
+
+
 def fresh_folder(name: str) -> str:
-    """A fresh folder under the scratch folder, removed when this process
+    """A fresh folder under the scratch folder, removed after this process
     exits (not between cases: see common.scratch_dir)."""
     SCRATCH.mkdir(parents=True, exist_ok=True)
     path = tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH)
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    if not MADE:
+        atexit.register(remove_in_background)
+    MADE.append(path)
     return path
+
+
+def remove_in_background() -> None:
+    """Moves the folders made to TRASH and removes them there in a process
+    of their own, at idle I/O priority. A W1 run leaves some 10^5 small
+    files, and on a disk mounted with `discard` (this machine's) each unlink
+    waits for the device: removing them in line took many minutes, while
+    the rows after it would only be slowed by a removal competing for the
+    disk at normal priority."""
+    TRASH.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for path in MADE:
+        target = TRASH / Path(path).name
+        try:
+            os.rename(path, target)
+            moved.append(str(target))
+        except OSError:  # another file system: removed where it is
+            moved.append(path)
+    command = ["rm", "-rf", "--", *moved]
+    if shutil.which("ionice"):
+        command = ["ionice", "-c", "3", *command]
+    subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
