@@ -231,7 +231,24 @@ def writers_table(cases: dict[str, Any], item_bytes: int) -> list[str]:
         split = ", ".join(str(x) for x in cases["last"][side]["4"]["per_writer"])
         ratio = best["4"] / best["1"]
         out.append(f"| {LABELS[side]} | {' | '.join(cells)} | {ratio:.2f} | {split} |")
+    out += one_after_another(cases)
     return out
+
+
+def one_after_another(cases: dict[str, Any]) -> list[str]:
+    """A note for each side whose writers, in the last N = 4 round, did not
+    run side by side: one made nearly all the puts while the others waited."""
+    notes = []
+    for side, last in cases["last"].items():
+        split = last["4"]["per_writer"]
+        if split[0] * 20 <= split[-1]:
+            notes.append(
+                f"{LABELS[side]}'s writers ran one after another, not side by side: in the last "
+                f"N = 4 round one made {split[-1]:,} puts while the others made "
+                f"{', '.join(f'{x:,}' for x in split[:-1])}: they waited for one another, so the "
+                "aggregate is one writer's rate at best."
+            )
+    return ["", *notes] if notes else []
 
 
 def with_baseline(

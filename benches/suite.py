@@ -807,7 +807,7 @@ def splice(
             (i for i, line in enumerate(lines) if line.split(" ")[:2] == ["###", name]), None
         )
         if heading is None:
-            lines += [""] + body
+            lines += ([""] if lines[-1] else []) + body
             continue
         stop = heading + 1
         while stop < len(lines) and not lines[stop].startswith(("### ", "## ")):
