@@ -5,10 +5,13 @@
 # stopped at the end), runs every benchmark and rewrites docs/benchmarks.md with the
 # machine and one table.
 #
-#   bash scripts/bench.sh           # the whole suite (about 8 minutes when built)
+#   bash scripts/bench.sh           # the whole suite (about 8 minutes when built, and the W rows)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
 #   bash scripts/bench.sh --only Z1 # one benchmark; its rows replace those in the document
-#   bash scripts/bench.sh --only W1,W2,W3,W4   # the many-writers rows (a few minutes)
+#   bash scripts/bench.sh --only W1,W2,W3,W4   # the many-writers rows (about 11 minutes on
+#                                               # a busy machine, mostly anthill waiting for its
+#                                               # writer lock; ANTHILL_BENCH_W_BASELINE=1 keeps the
+#                                               # run as their baseline, see benches/many_writers.py)
 #
 # The Python benchmarks import a release build of anthill installed in
 # benches/target/pylib (from `maturin build --release`), not the editable
