@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import many_writers
+
 MIB = 1 << 20
 
 
@@ -757,6 +759,7 @@ SECTIONS: dict[str, Any] = {
     "C1": c1,
     "C2": c2,
     "Z1": z1,
+    **many_writers.SECTIONS,
 }
 
 

@@ -4,8 +4,8 @@ on and one table of ratios measured in this run.
 
 Run it through `bash scripts/bench.sh`, which builds what it needs first
 (the optimised Python extension, the Rust benchmark binary), installs the
-peers (obstore, diskcache, zarr, slatedb) and starts a Garage cluster for
-P7. `--quick` runs every benchmark small, to check the suite works; its
+peers (obstore, diskcache, zarr, slatedb, dask) and starts a Garage cluster
+for P7, W3 and W4. `--quick` runs every benchmark small, to check the suite works; its
 figures are not the targets' figures. `--only Z1,P5` runs only the
 benchmarks named and replaces just their rows and sections in the existing
 docs/benchmarks.md, noting when they were run.
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import many_writers
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ROOT / "benches"
@@ -679,6 +681,15 @@ BENCHMARKS: list[
     ("C1", lambda: rust("c1"), c1_rows),
     ("C2", lambda: python("c2_compaction.py"), c2_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
+    # Many writers at once (benches/many_writers.py).
+    *[
+        (
+            name,
+            lambda name=name: many_writers.run(python, name),
+            lambda r, name=name: [Row(*cells) for cells in many_writers.ROWS[name](r)],
+        )
+        for name in many_writers.ROWS
+    ],
 ]
 
 
@@ -706,7 +717,8 @@ def main() -> None:
         "Commit": git_commit(),
         "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
         "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}, "
-        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}",
+        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}, "
+        f"dask {package_version('dask')}",
         "Load average at start (1, 5, 15 min)": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}
@@ -795,7 +807,7 @@ def splice(
             (i for i, line in enumerate(lines) if line.split(" ")[:2] == ["###", name]), None
         )
         if heading is None:
-            lines += [""] + body
+            lines += ([""] if lines[-1] else []) + body
             continue
         stop = heading + 1
         while stop < len(lines) and not lines[stop].startswith(("### ", "## ")):

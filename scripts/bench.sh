@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The benchmark suite (issue 6): builds optimised anthill (the Python
 # extension and the Rust benchmark binary), installs the peers, starts a
-# local Garage cluster for the S3 benchmark (P7; scripts/garage.sh, stopped
-# at the end), runs every benchmark and rewrites docs/benchmarks.md with the
+# local Garage cluster for the S3 benchmarks (P7, W3, W4; scripts/garage.sh,
+# stopped at the end), runs every benchmark and rewrites docs/benchmarks.md with the
 # machine and one table.
 #
-#   bash scripts/bench.sh           # the whole suite (about 8 minutes when built)
+#   bash scripts/bench.sh           # the whole suite (about 8 minutes when built, and the W rows)
 #   bash scripts/bench.sh --quick   # small sizes, to check the suite works
 #   bash scripts/bench.sh --only Z1 # one benchmark; its rows replace those in the document
+#   bash scripts/bench.sh --only W1,W2,W3,W4   # the many-writers rows (about 11 minutes on
+#                                               # a busy machine, mostly anthill waiting for its
+#                                               # writer lock; ANTHILL_BENCH_W_BASELINE=1 keeps the
+#                                               # run as their baseline, see benches/many_writers.py)
 #
 # The Python benchmarks import a release build of anthill installed in
 # benches/target/pylib (from `maturin build --release`), not the editable
@@ -36,9 +40,10 @@ pip_install() {
     $python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb) into .venv" >&2
+echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb, dask) into .venv" >&2
 pip_install "maturin>=1.9,<2" "tqdm" "fsspec>=2024.12" \
-    "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0"
+    "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0" \
+    "dask[array,distributed]==2026.8.0"
 
 # What the build is made from; the suite reports whether it changed meanwhile.
 ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
@@ -51,12 +56,16 @@ rm -rf benches/target/wheels benches/target/pylib
 $python -m maturin build --release --quiet --out benches/target/wheels >&2
 pip_install --no-deps --target benches/target/pylib benches/target/wheels/anthill-*.whl
 
-echo "[bench] building the Rust benchmarks (benches/, release)" >&2
-cargo build --release --quiet --manifest-path benches/Cargo.toml
+# The Rust benchmark binary serves P1, P3, C1 and P2's CPU reference; a run
+# of other rows alone (`--only W1,W2`) does without its build.
+if [[ " $* " != *" --only "* || " $* " =~ P1|P2|P3|C1 ]]; then
+    echo "[bench] building the Rust benchmarks (benches/, release)" >&2
+    cargo build --release --quiet --manifest-path benches/Cargo.toml
+fi
 
-# P7 measures small puts on S3: a Garage cluster of the suite's own (unless
+# P7, W3 and W4 run on S3: a Garage cluster of the suite's own (unless
 # ANTHILL_TEST_S3_URL names one already), stopped when the suite ends.
-if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " == *P7* ) ]]; then
+if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " =~ P7|W3|W4 ) ]]; then
     export GARAGE_STATE_DIR=${GARAGE_STATE_DIR:-/tmp/anthill-bench-garage-$(id -u)}
     export GARAGE_BASE_PORT=${GARAGE_BASE_PORT:-3950}
     bash scripts/garage.sh install # at once if scripts/test.sh installed it
@@ -64,7 +73,7 @@ if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " == *P7* 
         eval "$garage_env"
         trap 'bash scripts/garage.sh stop' EXIT
     else
-        echo "[bench] the Garage cluster did not start: P7 will fail" >&2
+        echo "[bench] the Garage cluster did not start: P7, W3 and W4 will fail" >&2
     fi
 fi
 
