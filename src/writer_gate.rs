@@ -42,6 +42,17 @@ pub trait IndexFollower: Send + Sync {
 /// writer lock (see `catch_up`).
 const UNLOCKED_CATCH_UPS: usize = 4;
 
+/// A process in a loop of changes enters again within the linger, so it
+/// would keep the lock for as long as the loop runs while writers of other
+/// processes wait. After holding it this many lingers (and at least
+/// `MIN_TURN`) it gives the lock back as its last caller leaves, and waits
+/// `HANDOVER` before asking again: a writer blocked on the lock is woken by
+/// the release and takes it meanwhile. Alone, a writer pays one release and
+/// that wait per turn.
+const TURN_LINGERS: u32 = 10;
+const MIN_TURN: Duration = Duration::from_millis(50);
+const HANDOVER: Duration = Duration::from_millis(2);
+
 pub struct WriterGate {
     backend: Arc<dyn WriterLocking>,
     journal: Arc<Journal>,
@@ -71,6 +82,11 @@ struct Held {
     lock: Option<Arc<dyn WriterLock>>,
     /// Entries so far: a lingering release gives up if it changed.
     entries: u64,
+    /// When the lock held now was taken.
+    taken_at: Option<Instant>,
+    /// The lock was given back at the end of a turn: the next entry waits
+    /// until then before asking for it again.
+    handover_until: Option<Instant>,
 }
 
 /// A caller's place inside the gate; clones count as callers too.
@@ -135,6 +151,10 @@ impl WriterGate {
             }
             return Ok(guard);
         }
+        let handover = self.held.lock().expect("gate lock").handover_until.take();
+        if let Some(until) = handover {
+            tokio::time::sleep_until(until.into()).await;
+        }
         let lock = self.backend.lock_writer(&self.holder).await?;
         self.take(lock, map).await
     }
@@ -186,6 +206,7 @@ impl WriterGate {
             held.holders = 1;
             held.entries += 1;
             held.lock = Some(lock);
+            held.taken_at = Some(Instant::now());
         }
         let guard = WriterGuard {
             gate: Arc::clone(self),
@@ -336,7 +357,18 @@ impl Drop for WriterGuard {
         if held.holders > 0 {
             return;
         }
+        let linger = self.gate.backend.writer_lock_linger();
+        let turn = (linger * TURN_LINGERS).max(MIN_TURN);
+        let turn_over = held.taken_at.is_some_and(|at| at.elapsed() >= turn);
         match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if turn_over && held.lock.is_some() => {
+                // End of a turn: give the lock back now, and let the next
+                // entry of this process wait for a writer of another.
+                let lock = held.lock.take().expect("checked");
+                held.handover_until = Some(Instant::now() + HANDOVER);
+                let task = runtime.spawn(self.gate.release(lock));
+                *self.gate.releasing.lock().expect("gate lock") = Some(task);
+            }
             Ok(runtime) => {
                 let task = runtime.spawn(Arc::clone(&self.gate).release_after_linger(held.entries));
                 *self.gate.releasing.lock().expect("gate lock") = Some(task);

@@ -22,6 +22,7 @@ mod small_writes;
 mod store;
 mod store_ops;
 mod stream;
+mod writers;
 
 /// A name no other test (or earlier run) uses: for objects and stores that
 /// outlive a test on a shared backend.
