@@ -202,7 +202,12 @@ impl ObjectPadStore {
             create_check: CreateCheck::Conditional,
             locking,
             folder: None,
-            capabilities: Capabilities::default(),
+            // `object_store`'s `get_range`: a slice in memory, a read of
+            // just those bytes from a file.
+            capabilities: Capabilities {
+                ranged_reads: true,
+                ..Capabilities::default()
+            },
         }
     }
 
@@ -269,6 +274,8 @@ impl ObjectPadStore {
                 atomic_create: false,
                 pads_created_on_first_write: true,
                 missing_pads_read_empty: true,
+                // A GET with a `Range` header.
+                ranged_reads: true,
                 ..Capabilities::default()
             },
         }
@@ -487,6 +494,18 @@ impl Backend for ObjectPadStore {
         check_size(name, result.meta.size, max_size)?;
         result
             .bytes()
+            .await
+            .map_err(|error| self.error(error, name))
+    }
+
+    async fn get_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, BackendError> {
+        let path = self.path_of(name)?;
+        self.store
+            .get_range(&path, range)
             .await
             .map_err(|error| self.error(error, name))
     }
