@@ -504,10 +504,23 @@ impl Backend for ObjectPadStore {
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, BackendError> {
         let path = self.path_of(name)?;
-        self.store
-            .get_range(&path, range)
-            .await
-            .map_err(|error| self.error(error, name))
+        match self.store.get_range(&path, range.clone()).await {
+            Ok(bytes) => Ok(bytes),
+            Err(error @ object_store::Error::NotFound { .. }) => Err(self.error(error, name)),
+            Err(error) => {
+                // Each client says "the range starts past the end" its own
+                // way (a local error, an HTTP 416): ask the size to tell it
+                // from a failure worth retrying.
+                let error = self.error(error, name);
+                match self.store.head(&path).await {
+                    Ok(meta) if range.start >= meta.size => Err(BackendError::Permanent(format!(
+                        "range {range:?} of object {name:?} starts past its {} bytes",
+                        meta.size
+                    ))),
+                    _ => Err(error),
+                }
+            }
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
