@@ -148,7 +148,23 @@ fn format_3_metadata_keeps_its_unstretched_secret() {
 
 /// A store holding pads of both formats: made by the code before segmented
 /// pads (format 2, one sealed frame per pad), then written to by this code
-/// (format 3: pads it rewrote and pads it made). See `write_mixed_fixture`.
+/// (format 3: pads it rewrote and pads it made). Made by `write_mixed_fixture`:
+///
+/// ```text
+/// git archive 1df0f14 | tar -x -C /tmp/old      # the last commit before format 3
+/// cp tests_rs/format_fixture.rs /tmp/old/tests_rs/
+/// (cd /tmp/old && ANTHILL_FIXTURE_DIR=/tmp/fx ANTHILL_FIXTURE_PHASE=old \
+///     cargo test --test tests_rs write_mixed_fixture -- --ignored)
+/// ANTHILL_FIXTURE_DIR=/tmp/fx ANTHILL_FIXTURE_PHASE=new \
+///     cargo test --test tests_rs write_mixed_fixture -- --ignored
+/// cp -r /tmp/fx tests_rs/fixtures/pads-2-and-3
+/// ```
+///
+/// It holds two format 2 pads (the pieces of `old/whole`, each filling its
+/// pad, named in the index by format 2 tags) and three of format 3 (the
+/// shared pad the old code wrote, rewritten when the new small items were
+/// written back, and the new items' pads). Use a separate target folder
+/// for the old checkout: cargo does not tell the two trees apart.
 const MIXED: &str = "tests_rs/fixtures/pads-2-and-3";
 const MIXED_PAD: u64 = 256 << 10;
 
