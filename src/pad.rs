@@ -153,7 +153,15 @@ pub fn encode_into(
     plaintext: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<PadTag> {
-    encode_segments(keys, store_id, pad, version, plaintext, SEGMENT as usize, out)
+    encode_segments(
+        keys,
+        store_id,
+        pad,
+        version,
+        plaintext,
+        SEGMENT as usize,
+        out,
+    )
 }
 
 /// Format 3 with segments of `segment` bytes (the format's is [`SEGMENT`];
@@ -322,7 +330,11 @@ fn check_version(pad: PadId, version: u64, min_version: u64) -> Result<()> {
 /// reach past the object's end; a backend cuts it there).
 pub fn frames_of(range: std::ops::Range<u64>) -> (u64, std::ops::Range<u64>) {
     let first = range.start / SEGMENT;
-    let last = range.end.max(range.start + 1).div_ceil(SEGMENT).max(first + 1);
+    let last = range
+        .end
+        .max(range.start + 1)
+        .div_ceil(SEGMENT)
+        .max(first + 1);
     (first, first * FRAME..last * FRAME)
 }
 
@@ -414,7 +426,10 @@ pub fn open_frames(
             &what(),
         )?;
         if !last && opened as u64 != SEGMENT {
-            return Err(Error::integrity(format!("{} is not a whole segment", what())));
+            return Err(Error::integrity(format!(
+                "{} is not a whole segment",
+                what()
+            )));
         }
         plaintext_len += opened;
         let reach = (at.first * SEGMENT).saturating_add(plaintext_len as u64);
@@ -477,7 +492,10 @@ mod tests {
         let keys = StoreKeys::derive(b"s", &[1; 16]);
         let len = (segments * SEGMENT - SEGMENT / 2) as usize;
         let plaintext: Vec<u8> = (0..len).map(|i| (i % 241) as u8 ^ fill).collect();
-        (encode(&keys, &[1; 16], pad, version, &plaintext).unwrap(), plaintext)
+        (
+            encode(&keys, &[1; 16], pad, version, &plaintext).unwrap(),
+            plaintext,
+        )
     }
 
     fn frame(object: &[u8], index: u64) -> &[u8] {
@@ -491,18 +509,28 @@ mod tests {
         let (object, plaintext) = sealed(pad, 7, 3, 0);
         assert_eq!(object.len(), plaintext.len() + 3 * FRAME_OVERHEAD);
         let opened = opens(&object, pad, 7).unwrap();
-        assert_eq!((opened.version, opened.plaintext.len()), (7, plaintext.len()));
+        assert_eq!(
+            (opened.version, opened.plaintext.len()),
+            (7, plaintext.len())
+        );
         assert!(opened.plaintext == plaintext);
         let keys = StoreKeys::derive(b"s", &[1; 16]);
         // The middle segment alone, then the last two as a cut read.
         let (first, range) = frames_of(SEGMENT + 5..SEGMENT + 10);
         assert_eq!((first, range.clone()), (1, FRAME..2 * FRAME));
-        let at = FramesAt { first, ends_object: false };
+        let at = FramesAt {
+            first,
+            ends_object: false,
+        };
         let middle = object[range.start as usize..range.end as usize].to_vec();
-        let (version, bytes, _) = open_frames(&keys, &[1; 16], pad, at, 7, 1 << 20, middle).unwrap();
+        let (version, bytes, _) =
+            open_frames(&keys, &[1; 16], pad, at, 7, 1 << 20, middle).unwrap();
         assert_eq!(version, 7);
         assert!(bytes[..] == plaintext[SEGMENT as usize..2 * SEGMENT as usize]);
-        let at = FramesAt { first: 1, ends_object: true };
+        let at = FramesAt {
+            first: 1,
+            ends_object: true,
+        };
         let tail = object[FRAME as usize..].to_vec();
         let (_, bytes, _) = open_frames(&keys, &[1; 16], pad, at, 7, 1 << 20, tail).unwrap();
         assert!(bytes[..] == plaintext[SEGMENT as usize..]);
@@ -546,11 +574,17 @@ mod tests {
         assert!(matches!(opens(&object, other, 0), Err(Error::Integrity(_))));
         // A ranged read of a segment from the older version, expecting 5.
         let keys = StoreKeys::derive(b"s", &[1; 16]);
-        let at = FramesAt { first: 1, ends_object: false };
+        let at = FramesAt {
+            first: 1,
+            ends_object: false,
+        };
         let old_frame = frame(&older, 1).to_vec();
         assert!(open_frames(&keys, &[1; 16], pad, at, 5, 1 << 20, old_frame).is_err());
         // A ranged read of the last frame cut short of its end.
-        let at = FramesAt { first: 2, ends_object: true };
+        let at = FramesAt {
+            first: 2,
+            ends_object: true,
+        };
         let last = frame(&object, 2);
         let cut = last[..last.len() - 1].to_vec();
         assert!(open_frames(&keys, &[1; 16], pad, at, 5, 1 << 20, cut).is_err());

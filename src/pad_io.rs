@@ -142,7 +142,14 @@ impl PadIo {
         let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
         blocking::off_runtime(sealed.len(), move || {
             // Without a copy when the backend handed over its own buffer.
-            let opened = pad::open(&keys, &store_id, id, min_version, pad_size, Vec::from(sealed))?;
+            let opened = pad::open(
+                &keys,
+                &store_id,
+                id,
+                min_version,
+                pad_size,
+                Vec::from(sealed),
+            )?;
             Ok(PadContent {
                 version: opened.version,
                 plaintext: opened.plaintext,
@@ -189,7 +196,10 @@ impl PadIo {
             Err(BackendError::NotFound(_))
                 if min_version == 0 && self.backend.capabilities().missing_pads_read_empty =>
             {
-                return Ok((0, Bytes::from(vec![0u8; (range.end - range.start) as usize])));
+                return Ok((
+                    0,
+                    Bytes::from(vec![0u8; (range.end - range.start) as usize]),
+                ));
             }
             // The range starts past the object's end (a pad cut short, or
             // shorter than a reader expects): the whole read says which.

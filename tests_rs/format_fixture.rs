@@ -247,13 +247,20 @@ async fn a_store_with_pads_of_both_formats_reads_back_whole_and_verifies() {
     let expected = mixed_items("new");
     let mut keys = store.keys().await.unwrap();
     keys.sort();
-    assert_eq!(keys, expected.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        expected.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
     for (key, value) in &expected {
         assert!(store.fetch_item(key, None).await.unwrap() == value, "{key}");
         let len = value.len() as u64;
         let (offset, n) = (len / 3, (len / 3).min(5000));
         let range = store.fetch_range(key, offset, n).await.unwrap();
-        assert_eq!(&range[..], &value[offset as usize..(offset + n) as usize], "{key}");
+        assert_eq!(
+            &range[..],
+            &value[offset as usize..(offset + n) as usize],
+            "{key}"
+        );
     }
     let report = store.verify(true, None).await.unwrap();
     assert!(report.ok(), "{report:?}");

@@ -66,7 +66,10 @@ async fn a_get_fetches_about_the_item_not_its_pads() {
         let before = fetched(&store);
         let report = store.verify(true, None).await.unwrap();
         assert!(report.ok());
-        assert!(fetched(&store) - before <= 3 * size + SLACK, "{size}: verify");
+        assert!(
+            fetched(&store) - before <= 3 * size + SLACK,
+            "{size}: verify"
+        );
     }
 }
 
@@ -84,7 +87,10 @@ async fn a_range_read_fetches_about_the_range() {
         assert_eq!(range, whole.slice(offset as usize..offset as usize + 1024));
         let cost = fetched(&store) - before;
         println!("a 1 KiB fetch_range at {offset} fetched {cost} bytes");
-        assert!(cost <= SLACK, "fetch_range at {offset} fetched {cost} bytes");
+        assert!(
+            cost <= SLACK,
+            "fetch_range at {offset} fetched {cost} bytes"
+        );
     }
     let handle = store.open_item("big").await.unwrap();
     let before = fetched(&store);
@@ -124,7 +130,11 @@ async fn tampered_segments_are_integrity_errors() {
             },
             0,
         ),
-        ("last dropped", |pad, frame| pad.truncate(2 * frame), size - 100),
+        (
+            "last dropped",
+            |pad, frame| pad.truncate(2 * frame),
+            size - 100,
+        ),
         (
             "one appended",
             |pad, frame| {
@@ -142,9 +152,15 @@ async fn tampered_segments_are_integrity_errors() {
         std::fs::write(&path, &pad).unwrap();
         let store = Store::open(&url, options()).await.unwrap();
         let range = store.fetch_range("item", offset, 100).await;
-        assert!(matches!(range, Err(Error::Integrity(_))), "{what}: {range:?}");
+        assert!(
+            matches!(range, Err(Error::Integrity(_))),
+            "{what}: {range:?}"
+        );
         let whole = store.fetch_item("item", None).await;
-        assert!(matches!(whole, Err(Error::Integrity(_))), "{what}: {whole:?}");
+        assert!(
+            matches!(whole, Err(Error::Integrity(_))),
+            "{what}: {whole:?}"
+        );
         let report = store.verify(true, None).await.unwrap();
         assert_eq!(report.damaged, ["item"], "{what}");
     }

@@ -73,7 +73,10 @@ async fn sim_counts_a_ranged_read_as_one_get_of_its_bytes() {
     let (sim, inner) = sim_over_memory(SimConfig::default()).await;
     sim.put("p/1", Bytes::from(vec![5; 100_000])).await.unwrap();
     assert_eq!(sim.get_range("p/1", 10..1034).await.unwrap().len(), 1024);
-    assert_eq!(sim.get_range("p/1", 99_990..200_000).await.unwrap().len(), 10);
+    assert_eq!(
+        sim.get_range("p/1", 99_990..200_000).await.unwrap().len(),
+        10
+    );
     let s = stats(&sim);
     assert_eq!((s.get.calls, s.get.bytes), (2, 1034));
     assert!(inner.capabilities().ranged_reads);

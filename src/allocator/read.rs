@@ -384,9 +384,14 @@ impl MemoryAllocator {
         let reads = futures::stream::iter(wanted)
             .map(|(_, piece, from, len)| async move {
                 let start = piece.offset + from;
-                let (bytes, version) =
-                    read_pad_range(&self.io, &self.writer, piece.pad, piece.version, start..start + len)
-                        .await?;
+                let (bytes, version) = read_pad_range(
+                    &self.io,
+                    &self.writer,
+                    piece.pad,
+                    piece.version,
+                    start..start + len,
+                )
+                .await?;
                 Ok::<_, Error>((bytes, version > piece.version))
             })
             .buffered(self.download_concurrency)

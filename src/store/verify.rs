@@ -314,7 +314,11 @@ async fn read_digests(io: &PadIo, id: PadId, pieces: PiecesInPad) -> Result<PadD
             .map(|content| (Bytes::from(content.plaintext), 0, content.tag))
     } else {
         let start = pieces.iter().map(|(_, _, p)| p.offset).min().unwrap_or(0);
-        let end = pieces.iter().map(|(_, _, p)| p.offset + p.len).max().unwrap_or(0);
+        let end = pieces
+            .iter()
+            .map(|(_, _, p)| p.offset + p.len)
+            .max()
+            .unwrap_or(0);
         io.read_range(id, min_version, start..end.max(start))
             .await
             .map(|(_, bytes)| (bytes, start, None))
