@@ -173,10 +173,10 @@ impl PadIo {
             let content = Bytes::from(read.plaintext);
             (read.version, window(&content, range.clone()))
         };
-        if range.is_empty()
-            || !self.backend.capabilities().ranged_reads
-            || self.formats.is_format2(id)
-        {
+        if range.is_empty() {
+            return Ok((min_version, Bytes::new()));
+        }
+        if !self.backend.capabilities().ranged_reads || self.formats.is_format2(id) {
             return Ok(whole(self.read(id, min_version).await?));
         }
         let name = id.object_name();
