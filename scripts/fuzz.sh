@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60)
 #
-# Targets (fuzz/fuzz_targets/): pad_decode, crypto_open, meta_decode,
+# Targets (fuzz/fuzz_targets/): pad_decode, pad_segments, crypto_open, meta_decode,
 # journal_records, checkpoint, records_roundtrip, store_open.
 # Environment:
 #   FUZZ_TARGETS="a b"     fuzz only these targets
@@ -30,14 +30,14 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-all_targets=(pad_decode crypto_open meta_decode journal_records checkpoint records_roundtrip store_open)
+all_targets=(pad_decode pad_segments crypto_open meta_decode journal_records checkpoint records_roundtrip store_open)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 
 # Inputs larger than this are not tried: pads may be big (and sealed pad
 # objects are read whole), everything else is small.
 max_len() {
     case "$1" in
-        pad_decode) echo $((1 << 20)) ;;
+        pad_decode | pad_segments) echo $((1 << 20)) ;;
         *) echo $((64 << 10)) ;;
     esac
 }

@@ -215,6 +215,44 @@ pub fn open(cipher: &Cipher, aad: &[u8], sealed: &[u8], what: &str) -> Result<Ve
     open_owned(cipher, aad, sealed.to_vec(), 0, what)
 }
 
+/// Opens the sealed object `buffer[sealed]` (as [`seal_into`] wrote it),
+/// decrypting in place: its plaintext moves to `buffer[to..]` (`to` at or
+/// before the object's start), so frames laid end to end open into one
+/// contiguous plaintext without a copy. Returns the plaintext's length.
+pub fn open_within(
+    cipher: &Cipher,
+    aad: &[u8],
+    buffer: &mut [u8],
+    to: usize,
+    sealed: std::ops::Range<usize>,
+    what: &str,
+) -> Result<usize> {
+    if sealed.len() < SEAL_OVERHEAD || to > sealed.start || sealed.end > buffer.len() {
+        return Err(Error::integrity(format!("{what} is truncated")));
+    }
+    let nonce: [u8; NONCE_LEN] = buffer[sealed.start..sealed.start + NONCE_LEN]
+        .try_into()
+        .expect("nonce length");
+    let tag_at = sealed.end - TAG_LEN;
+    let tag = Tag::try_from(&buffer[tag_at..sealed.end]).expect("tag length");
+    let (key, gcm_nonce) = cipher.object_key(&nonce);
+    let body = sealed.start + NONCE_LEN;
+    key.open_in_place_separate_tag(
+        gcm_nonce,
+        Aad::from(aad),
+        tag,
+        &mut buffer[to..tag_at],
+        body - to..,
+    )
+    .map_err(|_| {
+        Error::integrity(format!(
+            "{what} failed authentication: wrong secret, or the object was \
+             modified, swapped or rolled back"
+        ))
+    })?;
+    Ok(tag_at - body)
+}
+
 /// Opens the sealed object that starts at `sealed[from..]`, decrypting in
 /// place: the buffer becomes the plaintext (a large pad is never copied).
 pub fn open_owned(

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::blocking;
-use crate::crypto::{self, AuthTag, StoreKeys};
+use crate::crypto::{AuthTag, StoreKeys};
 use crate::error::{Error, Result};
 use crate::group_commit::{self, GroupCommit, Reply, Ticket};
 use crate::pad::{self, PadId};
@@ -87,6 +87,8 @@ pub struct PadIo {
     /// Pad reads in flight.
     pub download_permits: Semaphore,
     pub buffers: Arc<BufferPool>,
+    /// Pads known to be in the previous format.
+    pub formats: PadFormats,
 }
 
 impl PadIo {
@@ -114,7 +116,7 @@ impl PadIo {
         Ok(())
     }
 
-    /// Reads and opens a pad.
+    /// Reads and opens a pad, whole.
     pub async fn read(&self, id: PadId, min_version: u64) -> Result<PadContent> {
         let name = id.object_name();
         let max_size = pad::max_object_len(self.pad_size);
@@ -136,20 +138,108 @@ impl PadIo {
             }
             other => other?,
         };
+        self.formats.saw(id, pad::is_frame(&sealed));
         let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
         blocking::off_runtime(sealed.len(), move || {
-            let tag = crypto::auth_tag(&sealed);
             // Without a copy when the backend handed over its own buffer.
-            let sealed = Vec::from(sealed);
-            let (version, plaintext) =
-                pad::decode_owned(&keys, &store_id, id, min_version, pad_size, sealed)?;
+            let opened = pad::open(
+                &keys,
+                &store_id,
+                id,
+                min_version,
+                pad_size,
+                Vec::from(sealed),
+            )?;
             Ok(PadContent {
-                version,
-                plaintext,
-                tag,
+                version: opened.version,
+                plaintext: opened.plaintext,
+                tag: Some(opened.tag),
             })
         })
         .await
+    }
+
+    /// Reads bytes `range` of a pad's content (zeros past its stored
+    /// prefix) and the pad's version: where the backend reads ranges and
+    /// the pad is sealed in segments, by one ranged request for just the
+    /// frames under them, opened alone; else by reading the pad whole.
+    pub async fn read_range(
+        &self,
+        id: PadId,
+        min_version: u64,
+        range: std::ops::Range<u64>,
+    ) -> Result<(u64, Bytes)> {
+        let whole = |read: PadContent| {
+            let content = Bytes::from(read.plaintext);
+            (read.version, window(&content, range.clone()))
+        };
+        if range.is_empty() {
+            return Ok((min_version, Bytes::new()));
+        }
+        if !self.backend.capabilities().ranged_reads || self.formats.is_format2(id) {
+            return Ok(whole(self.read(id, min_version).await?));
+        }
+        let name = id.object_name();
+        let (first, frames) = pad::frames_of(range.clone());
+        let requested = frames.end - frames.start;
+        let fetched = match self
+            .retry
+            .run(|_| self.backend.get_range(&name, frames.clone()))
+            .await
+        {
+            Ok(fetched) if pad::is_frame(&fetched) => fetched,
+            // A format 2 pad: its bytes at a frame's place are no frame.
+            Ok(_) => {
+                self.formats.saw(id, false);
+                return Ok(whole(self.read(id, min_version).await?));
+            }
+            Err(BackendError::NotFound(_))
+                if min_version == 0 && self.backend.capabilities().missing_pads_read_empty =>
+            {
+                return Ok((
+                    0,
+                    Bytes::from(vec![0u8; (range.end - range.start) as usize]),
+                ));
+            }
+            // The range starts past the object's end (a pad cut short, or
+            // shorter than a reader expects): the whole read says which.
+            Err(BackendError::Permanent(_)) => {
+                return Ok(whole(self.read(id, min_version).await?));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let at = pad::FramesAt {
+            first,
+            ends_object: (fetched.len() as u64) < requested,
+        };
+        let (keys, store_id, pad_size) = (Arc::clone(&self.keys), self.store_id, self.pad_size);
+        let range_in_frames = range.clone();
+        let opened = blocking::off_runtime(fetched.len(), move || {
+            let range = range_in_frames;
+            let (version, plaintext, _) = pad::open_frames(
+                &keys,
+                &store_id,
+                id,
+                at,
+                min_version,
+                pad_size,
+                Vec::from(fetched),
+            )?;
+            let base = first * pad::SEGMENT;
+            let plaintext = Bytes::from(plaintext);
+            Ok((
+                version,
+                window(&plaintext, range.start - base..range.end - base),
+            ))
+        })
+        .await;
+        match opened {
+            // Frames that do not open: a damaged pad, which the whole read
+            // reports too (it opens every frame), or, once in 2^32, a
+            // format 2 pad whose bytes there look like a frame's magic.
+            Err(Error::Integrity(_)) => Ok(whole(self.read(id, min_version).await?)),
+            other => other,
+        }
     }
 
     /// Uploads `plaintext` as `version` of pad `id`, then checks the backend
@@ -213,6 +303,7 @@ impl PadIo {
         };
         drop(sealed);
         drop(permit);
+        self.formats.saw(id, true);
         on_uploaded();
         self.retry
             .run(|_| self.backend.verify(&name, &receipt))
@@ -227,12 +318,50 @@ pub fn permits_closed(_: tokio::sync::AcquireError) -> Error {
     Error::internal("a pad I/O semaphore was closed, which nothing does")
 }
 
+/// Bytes `range` of `content`, a pad's stored prefix (zeros past it).
+fn window(content: &Bytes, range: std::ops::Range<u64>) -> Bytes {
+    let (start, end) = (range.start as usize, range.end as usize);
+    if end <= content.len() {
+        return content.slice(start..end);
+    }
+    let mut bytes = vec![0u8; end - start];
+    let available = content.len().saturating_sub(start);
+    if available > 0 {
+        bytes[..available].copy_from_slice(&content[start..]);
+    }
+    Bytes::from(bytes)
+}
+
+/// The pads this handle found in format 2 (sealed whole, before segments):
+/// read whole, without first trying a ranged read. Forgotten when the pad
+/// is found or written in format 3. Protects only the set.
+#[derive(Default)]
+pub struct PadFormats {
+    format2: Mutex<std::collections::HashSet<PadId>>,
+}
+
+impl PadFormats {
+    fn is_format2(&self, id: PadId) -> bool {
+        self.format2.lock().expect("formats lock").contains(&id)
+    }
+
+    /// Records the format a read or write found `id` in.
+    fn saw(&self, id: PadId, segmented: bool) {
+        let mut format2 = self.format2.lock().expect("formats lock");
+        if segmented {
+            format2.remove(&id);
+        } else {
+            format2.insert(id);
+        }
+    }
+}
+
 /// A pad as read.
 pub struct PadContent {
     pub version: u64,
     /// The plaintext prefix ever written.
     pub plaintext: Vec<u8>,
-    /// The object's authentication tag; `None` for a pad never written.
+    /// The pad's tag (see `pad::PadTag`); `None` for a pad never written.
     pub tag: Option<AuthTag>,
 }
 

@@ -236,25 +236,39 @@ def test_ranged_reads(fs: AnthillFileSystem) -> None:
         assert f.read() == data[-10:]
 
 
-def test_an_open_file_fetches_its_item_once(make_store: Callable[..., anthill.Store]) -> None:
-    store = make_store(f"sim+memory://fsspec-{uuid.uuid4().hex}")
+def test_ranged_reads_fetch_about_the_range(make_store: Callable[..., anthill.Store]) -> None:
+    """``cat_file`` with a range, and the reads of an open file, fetch the pad
+    segments under what they read, not the item: a fresh handle on 4 MiB
+    pads reads 1 KiB of a 3 MiB item for at most 1 KiB + 128 KiB."""
+    url = f"sim+memory://fsspec-{uuid.uuid4().hex}"
+    data = bytes(range(256)) * (3 * 4096)
+    writer = make_store(url, pad_size=4 << 20)
+    writer.store_item("blob", data)
+    writer.flush()
+    store = make_store(url, pad_size=4 << 20)
     fs = AnthillFileSystem(store=store)
-    data = bytes(range(256)) * 64  # 16 KiB: four 4 KiB pads
-    fs.pipe_file("blob", data)
 
-    def gets() -> int:
+    def fetched() -> int:
         stats = store.backend_stats()
         assert stats is not None
-        return stats.get.calls
+        return stats.get.bytes
 
-    before = gets()
-    with fs.open("blob", "rb", block_size=1000) as f:
-        first = f.read(100)
-        after_first = gets()
-        rest = b"".join(iter(lambda: f.read(333), b""))
-    assert first + rest == data
-    assert after_first > before
-    assert gets() == after_first
+    bound = 1024 + (128 << 10)
+    before = fetched()
+    assert fs.cat_file("blob", 1_000_000, 1_001_024) == data[1_000_000:1_001_024]
+    assert fetched() - before <= bound
+    before = fetched()
+    assert fs.cat_file("blob", -1024) == data[-1024:]
+    assert fetched() - before <= bound
+    before = fetched()
+    with fs.open("blob", "rb") as f:
+        f.seek(2_000_000)
+        assert f.read(1024) == data[2_000_000:2_001_024]
+        f.seek(10)
+        assert f.read(1024) == data[10:1034]
+    assert fetched() - before <= 2 * bound
+    # Without a range: the whole item.
+    assert fs.cat_file("blob") == data
 
 
 def test_writes_are_stored_when_the_file_closes(fs: AnthillFileSystem) -> None:

@@ -8,6 +8,7 @@ listing, clearing or emptiness check may see).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import pickle
 import shutil
@@ -23,6 +24,7 @@ zarr = pytest.importorskip("zarr")  # zarr 3 needs Python 3.11
 
 import numpy as np
 from anthill.zarr import AnthillStore
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import cpu
 from zarr.testing.store import StoreTests
 
@@ -111,6 +113,40 @@ def test_sharded_array_reads_chunks_by_range(make_store: Callable[..., anthill.S
     assert sum(1 for key in store.store if key.startswith("c/")) == 4  # one item per shard
     np.testing.assert_array_equal(array[:], data)
     np.testing.assert_array_equal(array[12:37, 61:63], data[12:37, 61:63])
+
+
+def test_a_ranged_get_fetches_about_the_range(make_store: Callable[..., anthill.Store]) -> None:
+    """A get with a ``byte_range`` (a shard's index or one of its chunks)
+    fetches the pad segments under the range, not the item: a fresh handle
+    on 4 MiB pads reads 1 KiB of a 2 MiB item for at most 1 KiB + 128 KiB."""
+    url = f"sim+memory://zarr-{uuid.uuid4().hex}"
+    data = bytes(range(256)) * (2 * 4096)
+    writer = make_store(url, pad_size=4 << 20)
+    writer.store_item("c/0", data)
+    writer.flush()
+    items = make_store(url, pad_size=4 << 20)
+    store = AnthillStore(items)
+    prototype = cpu.buffer_prototype
+
+    def fetched() -> int:
+        stats = items.backend_stats()
+        assert stats is not None
+        return stats.get.bytes
+
+    bound = 1024 + (128 << 10)
+    for request, expected in [
+        (RangeByteRequest(1_500_000, 1_501_024), data[1_500_000:1_501_024]),
+        (SuffixByteRequest(1024), data[-1024:]),
+        (OffsetByteRequest(len(data) - 1024), data[-1024:]),
+    ]:
+        before = fetched()
+        got = store.get_sync("c/0", prototype=prototype, byte_range=request)
+        assert got is not None and got.to_bytes() == expected
+        assert fetched() - before <= bound, request
+        before = fetched()
+        got = asyncio.run(store.get("c/0", prototype, request))
+        assert got is not None and got.to_bytes() == expected
+        assert fetched() - before <= bound, request
 
 
 def test_a_thousand_chunks_share_pads(tmp_path: Path) -> None:

@@ -154,10 +154,46 @@ conformance!(
     delete_then_get_is_not_found,
     concurrent_puts_to_50_names_all_land,
     four_mib_round_trips,
+    ranged_reads_return_the_range_cut_at_the_end,
 );
 
 mod cases {
     use super::*;
+
+    pub async fn ranged_reads_return_the_range_cut_at_the_end(label: &str, store: &dyn Backend) {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        store
+            .put("p/ranged", Bytes::from(content.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{label}: put: {e}"));
+        for range in [0..1, 1000..70_000, 299_999..300_000, 0..300_000] {
+            let got = store
+                .get_range("p/ranged", range.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{label}: get_range {range:?}: {e}"));
+            assert_eq!(
+                got[..],
+                content[range.start as usize..range.end as usize],
+                "{label}: {range:?}"
+            );
+        }
+        // Reaching past the end: cut there.
+        let tail = store.get_range("p/ranged", 299_000..400_000).await.unwrap();
+        assert_eq!(tail[..], content[299_000..], "{label}");
+        // Starting past the end, or on a missing object: errors.
+        assert!(
+            store.get_range("p/ranged", 300_000..300_010).await.is_err(),
+            "{label}: a range starting at the end"
+        );
+        assert!(
+            matches!(
+                store.get_range("p/absent", 0..10).await,
+                Err(BackendError::NotFound(_))
+            ),
+            "{label}: a missing object"
+        );
+        assert!(store.capabilities().ranged_reads, "{label}");
+    }
 
     pub async fn reserve_then_get_returns_content(label: &str, store: &dyn Backend) {
         store

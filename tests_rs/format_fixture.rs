@@ -145,3 +145,133 @@ fn format_3_metadata_keeps_its_unstretched_secret() {
     assert_eq!(new.format, "anthill-store-4");
     assert!(matches!(new.kdf, Kdf::Argon2id { .. }));
 }
+
+/// A store holding pads of both formats: made by the code before segmented
+/// pads (format 2, one sealed frame per pad), then written to by this code
+/// (format 3: pads it rewrote and pads it made). Made by `write_mixed_fixture`:
+///
+/// ```text
+/// git archive 1df0f14 | tar -x -C /tmp/old      # the last commit before format 3
+/// cp tests_rs/format_fixture.rs /tmp/old/tests_rs/
+/// (cd /tmp/old && ANTHILL_FIXTURE_DIR=/tmp/fx ANTHILL_FIXTURE_PHASE=old \
+///     cargo test --test tests_rs write_mixed_fixture -- --ignored)
+/// ANTHILL_FIXTURE_DIR=/tmp/fx ANTHILL_FIXTURE_PHASE=new \
+///     cargo test --test tests_rs write_mixed_fixture -- --ignored
+/// cp -r /tmp/fx tests_rs/fixtures/pads-2-and-3
+/// ```
+///
+/// It holds two format 2 pads (the pieces of `old/whole`, each filling its
+/// pad, named in the index by format 2 tags) and three of format 3 (the
+/// shared pad the old code wrote, rewritten when the new small items were
+/// written back, and the new items' pads). Use a separate target folder
+/// for the old checkout: cargo does not tell the two trees apart.
+const MIXED: &str = "tests_rs/fixtures/pads-2-and-3";
+const MIXED_PAD: u64 = 256 << 10;
+
+fn mixed_options() -> StoreOptions {
+    let mut options = StoreOptions::default();
+    options.secret = SECRET.to_vec();
+    options.pad_size = Some(MIXED_PAD);
+    options
+}
+
+/// The items of the mixed fixture, as each phase of `write_mixed_fixture`
+/// leaves them: `old` the previous code's, then this code's.
+fn mixed_items(phase: &str) -> Vec<(String, Bytes)> {
+    let mut items = vec![
+        // Two pieces filling a pad each: their digests are format 2 tags.
+        ("old/whole".to_string(), data(2 * MIXED_PAD as usize, 1)),
+        ("old/medium".to_string(), data(100_000, 2)),
+    ];
+    items.extend((0..5u8).map(|i| (format!("old/small/{i}"), data(3000 + i as usize, 10 + i))));
+    if phase == "new" {
+        items.retain(|(key, _)| key != "old/small/4");
+        items.extend((0..5u8).map(|i| (format!("new/small/{i}"), data(2000 + i as usize, 20 + i))));
+        items.push(("new/big".into(), data(300_000, 30)));
+        items.push(("new/whole".into(), data(MIXED_PAD as usize, 31)));
+    }
+    items.sort();
+    items
+}
+
+/// Writes the mixed fixture into `ANTHILL_FIXTURE_DIR`, in phase
+/// `ANTHILL_FIXTURE_PHASE`: `old` is run by the code before segmented pads
+/// (this file copied into a checkout of 1df0f14), `new` by this code on
+/// the folder `old` left. Ignored: it makes the fixture, it tests nothing.
+#[ignore = "writes the fixture; see its documentation"]
+#[tokio::test(flavor = "multi_thread")]
+async fn write_mixed_fixture() {
+    let dir = std::env::var("ANTHILL_FIXTURE_DIR").expect("ANTHILL_FIXTURE_DIR");
+    let phase = std::env::var("ANTHILL_FIXTURE_PHASE").expect("ANTHILL_FIXTURE_PHASE");
+    let store = Store::open(&format!("file://{dir}"), mixed_options())
+        .await
+        .unwrap();
+    let before: Vec<String> = store.keys().await.unwrap();
+    for (key, value) in mixed_items(&phase) {
+        if !before.contains(&key) {
+            store
+                .store_item(&key, value, PutOptions::default(), None)
+                .await
+                .unwrap();
+        }
+    }
+    if phase == "new" {
+        store.remove_item("old/small/4").await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// The magic of each pad object of a folder store.
+fn pad_formats(folder: &std::path::Path) -> Vec<[u8; 4]> {
+    walk(&folder.join("p"))
+        .iter()
+        .map(|path| std::fs::read(path).unwrap()[..4].try_into().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_with_pads_of_both_formats_reads_back_whole_and_verifies() {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(MIXED);
+    let formats = pad_formats(&source);
+    assert!(formats.contains(b"AHP2"), "{formats:?}");
+    assert!(formats.contains(b"AHP3"), "{formats:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in walk(&source) {
+        let target = dir.path().join(entry.strip_prefix(&source).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+    let url = format!("file://{}", dir.path().display());
+    let store = Store::open(&url, mixed_options()).await.unwrap();
+    let expected = mixed_items("new");
+    let mut keys = store.keys().await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        expected.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
+    for (key, value) in &expected {
+        assert!(store.fetch_item(key, None).await.unwrap() == value, "{key}");
+        let len = value.len() as u64;
+        let (offset, n) = (len / 3, (len / 3).min(5000));
+        let range = store.fetch_range(key, offset, n).await.unwrap();
+        assert_eq!(
+            &range[..],
+            &value[offset as usize..(offset + n) as usize],
+            "{key}"
+        );
+    }
+    let report = store.verify(true, None).await.unwrap();
+    assert!(report.ok(), "{report:?}");
+    // A write into a shared pad rewrites it in format 3; what it held reads.
+    store
+        .store_item("later", data(40_000, 40), PutOptions::default(), None)
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    for (key, value) in &expected {
+        assert!(store.fetch_item(key, None).await.unwrap() == value, "{key}");
+    }
+    assert!(store.verify(true, None).await.unwrap().ok());
+}

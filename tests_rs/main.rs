@@ -13,6 +13,7 @@ mod index_journal;
 mod log_history;
 mod memory_map;
 mod open_cost;
+mod ranged_reads;
 mod reliability;
 mod s3;
 mod s3_failures;

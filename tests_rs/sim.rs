@@ -66,6 +66,23 @@ async fn sim_counts_each_op_kind_and_bytes() {
     }
 }
 
+/// A ranged read is one read request, counting only the bytes it fetched,
+/// and the simulation passes the inner backend's `ranged_reads` on.
+#[tokio::test]
+async fn sim_counts_a_ranged_read_as_one_get_of_its_bytes() {
+    let (sim, inner) = sim_over_memory(SimConfig::default()).await;
+    sim.put("p/1", Bytes::from(vec![5; 100_000])).await.unwrap();
+    assert_eq!(sim.get_range("p/1", 10..1034).await.unwrap().len(), 1024);
+    assert_eq!(
+        sim.get_range("p/1", 99_990..200_000).await.unwrap().len(),
+        10
+    );
+    let s = stats(&sim);
+    assert_eq!((s.get.calls, s.get.bytes), (2, 1034));
+    assert!(inner.capabilities().ranged_reads);
+    assert!(sim.capabilities().ranged_reads);
+}
+
 #[tokio::test]
 async fn sim_peak_in_flight_reaches_the_concurrency_and_no_more() {
     let mut config = SimConfig::default();

@@ -1,4 +1,4 @@
-//! `anthill-bench <p1|p3|c1|cpu> [--quick]`: the Rust side of the benchmark
+//! `anthill-bench <p1|p3|c1|cpu|segments> [--quick]`: the Rust side of the benchmark
 //! suite. Prints one JSON object on stdout; `benches/suite.py` runs it and
 //! writes docs/benchmarks.md.
 
@@ -7,6 +7,7 @@ mod churn;
 mod cpu;
 mod pipelining;
 mod rng;
+mod segments;
 mod timing;
 
 /// The allocator the Python package uses (src/python/mod.rs), so that the
@@ -26,8 +27,9 @@ fn main() {
         Some("p3") => Ok(allocator::run(quick)),
         Some("c1") => runtime.block_on(churn::run(if quick { 1_000 } else { 10_000 })),
         Some("cpu") => Ok(cpu::run()),
+        Some("segments") => Ok(segments::run()),
         _ => {
-            eprintln!("usage: anthill-bench <p1|p3|c1|cpu> [--quick]");
+            eprintln!("usage: anthill-bench <p1|p3|c1|cpu|segments> [--quick]");
             std::process::exit(2);
         }
     };

@@ -1,19 +1,14 @@
 """Ranged reads and piecewise writes of one item, for the fsspec and zarr adapters.
 
-This is the one seam between those adapters and the store. The adapters read
-and write whole items (``fetch_item`` / ``store_item``) through it, though the
-store itself can stream (``open_item``, ``fetch_range``, ``store_file``), so:
+This is the one seam between those adapters and the store:
 
-- a ranged read fetches the whole item and slices it; :class:`ItemRangeReader`
-  (one per open file) keeps the item after its first read, so later reads of
-  the same file do not fetch it again;
+- a ranged read fetches only the range (``Store.fetch_range`` and the item
+  reader behind ``Store.open_item``, which fetch the pad segments under it);
+  a read without bounds fetches the whole item;
 - a file opened for writing gathers its bytes in memory and stores them as
   one item when it is committed (:class:`ItemWriter`);
 - copying a local file in or out holds it whole in memory
   (:func:`store_local_file_async`, :func:`fetch_to_local_file_async`).
-
-The memory a file costs is therefore its whole size, once. To make the
-adapters stream, only the bodies here change: they keep calling these names.
 """
 
 from __future__ import annotations
@@ -21,6 +16,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from . import _anthill
+from ._errors import InvalidInputError
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -35,47 +33,66 @@ __all__ = [
 ]
 
 
-def _slice(data: bytes, start: int | None, end: int | None) -> bytes:
-    """``data[start:end]`` with Python's meaning (``None`` and negative bounds)."""
-    if start is None and end is None:
-        return data
-    return data[start:end]
+def _bounds(size: int, start: int | None, end: int | None) -> tuple[int, int]:
+    """``start:end`` of an item of ``size`` bytes (Python slice bounds) as
+    an offset and a length inside it."""
+    first, last, _ = slice(start, end).indices(size)
+    return first, max(0, last - first)
+
+
+def _open(store: Store, key: str) -> _anthill.NativeItemReader:
+    return _anthill.NativeStreams(store._native).open_item(key)
 
 
 def read_range(store: Store, key: str, start: int | None = None, end: int | None = None) -> bytes:
-    """Bytes ``start:end`` of the item ``key`` (Python slice bounds).
+    """Bytes ``start:end`` of the item ``key`` (Python slice bounds), fetching
+    only those (the pad segments under them).
 
     Raises :class:`KeyNotFoundError` like :meth:`Store.fetch_item`.
     """
-    return _slice(store.fetch_item(key), start, end)
+    if start is None and end is None:
+        return store.fetch_item(key)
+    reader = _open(store, key)
+    offset, length = _bounds(reader.size, start, end)
+    return reader.read_range(offset, length) if length else b""
 
 
 async def read_range_async(
     store: Store, key: str, start: int | None = None, end: int | None = None
 ) -> bytes:
     """The awaitable :func:`read_range`."""
-    return _slice(await store.fetch_item_async(key), start, end)
+    if start is None and end is None:
+        return await store.fetch_item_async(key)
+    if start is not None and end is not None and 0 <= start <= end:
+        # The usual request (a shard's index or chunk): no size needed,
+        # unless it reaches past the item's end.
+        try:
+            return await store.fetch_range_async(key, start, end - start)
+        except InvalidInputError:
+            pass
+    return await asyncio.to_thread(read_range, store, key, start, end)
 
 
 class ItemRangeReader:
-    """Random access to one item for the life of one open file: the item is
-    fetched at the first read and kept, so each later read is a slice."""
+    """Random access to one item for the life of one open file: each read
+    fetches only its range, from the item as it was when first read."""
 
-    __slots__ = ("_data", "_key", "_store")
+    __slots__ = ("_key", "_reader", "_store")
 
     def __init__(self, store: Store, key: str) -> None:
         self._store = store
         self._key = key
-        self._data: bytes | None = None
+        self._reader: _anthill.NativeItemReader | None = None
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes ``start:end`` (``0 <= start``; ``end`` past the item is clipped)."""
-        if self._data is None:
-            self._data = self._store.fetch_item(self._key)
-        return self._data[start:end]
+        if self._reader is None:
+            self._reader = _open(self._store, self._key)
+        offset, length = _bounds(self._reader.size, start, end)
+        return self._reader.read_range(offset, length) if length else b""
 
     def close(self) -> None:
-        self._data = None
+        self._reader = None
 
 
 class ItemWriter:

@@ -340,7 +340,7 @@ class Store(MutableMapping[str, bytes]):
     def open_item(self, key: str) -> ItemReader:
         """The item stored under ``key`` as a read-only, seekable binary file.
 
-        See :class:`ItemReader`: only the pads covering what is read are
+        See :class:`ItemReader`: only the pad segments covering what is read are
         fetched, and every byte returned is authenticated.
 
         >>> with store.open_item("video.mp4") as f:
@@ -352,7 +352,7 @@ class Store(MutableMapping[str, bytes]):
     def fetch_range(self, key: str, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` of the item stored under ``key``.
 
-        Reads only the pads that hold them. A range outside the item is an
+        Reads only the pad segments that hold them. A range outside the item is an
         :class:`InvalidInputError`.
 
         >>> store.fetch_range("video.mp4", 0, 1024)

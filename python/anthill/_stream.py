@@ -157,7 +157,7 @@ def dest_args(dest: object) -> tuple[str | None, IO[bytes] | None]:
 class ItemReader(io.BufferedIOBase):
     """A stored item as a read-only, seekable binary file (:meth:`Store.open_item`).
 
-    Reads fetch only the pads that hold what is read; sequential reads fetch
+    Reads fetch only the pad segments under what is read; sequential reads fetch
     further ahead each time (several pads at once, concurrently), up to
     16 MiB. Every byte returned comes from a pad authenticated by its AEAD,
     at the version the item's index entry names (or a newer version, after

@@ -33,14 +33,13 @@ existence checks call the store's synchronous ``list_items``/``keys``/``in``
 (they have no async twins): short calls, but they hold up the event loop
 while they catch up with other writers.
 
-Reading and writing. The store reads and writes whole items for now: a file
-opened ``"rb"`` fetches its item at the first read and serves every later read
-from that copy, ``cat_file`` with a range fetches and slices, and a file
-opened ``"wb"`` keeps what is written in memory and stores it as one item when
-closed; ``put_file``/``get_file`` read or write the local file whole. All
-of that goes through ``anthill._item_io``, which streaming reads
-and writes will replace without changing this module. ``mv`` is a copy then
-a remove.
+Reading and writing. Reads fetch what they are asked for: each read of a
+file opened ``"rb"``, and ``cat_file`` with a range, fetches only that range
+(the pad segments under it) of the item as it was when the file was first
+read; ``cat_file`` without one fetches the item. A file opened ``"wb"`` keeps
+what is written in memory and stores it as one item when closed;
+``put_file``/``get_file`` read or write the local file whole. All of that
+goes through ``anthill._item_io``. ``mv`` is a copy then a remove.
 """
 
 from __future__ import annotations
@@ -414,8 +413,8 @@ class AnthillFile(AbstractBufferedFile, metaclass=abc.ABCMeta):  # type: ignore[
     fs: AnthillFileSystem
 
     def __init__(self, fs: AnthillFileSystem, path: str, mode: str = "rb", **kwargs: Any) -> None:
-        # The reader already keeps the whole item, so fsspec's own block cache
-        # would only copy it again.
+        # Each read fetches just its range (the pad segments under it); a
+        # block cache would fetch more than asked.
         kwargs.setdefault("cache_type", "none")
         if kwargs.get("block_size") is None:
             kwargs.pop("block_size", None)

@@ -24,9 +24,8 @@ another.
 Reads, writes and deletes use the store's async API; listing and ``exists``
 call its synchronous ``keys``/``in`` (they have no async twins), which hold
 up zarr's event loop while they catch up with other writers. A ranged read
-(``byte_range``, sharded arrays) fetches the whole item and slices it for
-now; the slicing lives in ``anthill._item_io`` so that streaming reads can
-replace it alone.
+(``byte_range``, sharded arrays) fetches only the range: the pad segments
+under it (``anthill._item_io``).
 """
 
 from __future__ import annotations

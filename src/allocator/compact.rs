@@ -59,9 +59,11 @@ impl MemoryAllocator {
     /// they are moved.
     pub async fn read_piece(&self, piece: &Piece) -> Result<bytes::Bytes> {
         piece.check(self.io.pad_size)?;
-        let (content, _, _) =
-            super::read::read_pad(&self.io, &self.writer, piece.pad, piece.version, false).await?;
-        Ok(super::read::piece_bytes(&content, piece, 0, piece.len))
+        let span = piece.offset..piece.offset + piece.len;
+        let (bytes, _) =
+            super::read::read_pad_range(&self.io, &self.writer, piece.pad, piece.version, span)
+                .await?;
+        Ok(bytes)
     }
 
     /// Takes `extents` (free space, each within one pad, in the order the

@@ -4,6 +4,7 @@
 //! in the log is served from the index's copy, checked the same way.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -59,14 +60,17 @@ impl MemoryAllocator {
                     .iter()
                     .any(|(_, piece, _)| fills_pad(piece.offset, piece.len, pad_size));
                 let bytes: u64 = pieces.iter().map(|(_, piece, _)| piece.len).sum();
-                self.read_pad_task(pad, min_version, need_tag, bytes, move |content, tag| {
+                // Only the bytes under the pieces, unless one fills the pad
+                // (its digest is the pad's tag, of the whole pad).
+                let span = (!need_tag).then(|| span_of(pieces.iter().map(|(_, p, _)| p)));
+                self.read_pad_task(pad, min_version, span, bytes, move |content, base, tag| {
                     let mut digests = Vec::with_capacity(pieces.len());
                     for (at, piece, index) in pieces {
                         // SAFETY: pieces tile the item (offsets are the
                         // running sum of lengths, checked by `tile`), and
                         // each piece is written by this task alone.
                         let target = unsafe { out.range(at, piece.len) }?;
-                        copy_piece(&content, &piece, target);
+                        copy_piece(&content, &shifted(&piece, base), target);
                         // Hashed while the copy is still in the cache.
                         digests.push((index, piece_digest(&piece, pad_size, tag, target)?));
                     }
@@ -141,27 +145,59 @@ fn wrong_buffer_size(buffer: usize, item: u64) -> Error {
 type PiecesInPad = Vec<(u64, Piece, usize)>;
 
 impl MemoryAllocator {
-    /// Reads pad `pad` (at `min_version` or newer; from the backend, with
-    /// its tag, if `need_tag`) in a task of its own, then runs `take` on
-    /// its plaintext and tag, on the blocking pool if it copies or hashes
-    /// `bytes` bytes or more (see `blocking::off_runtime`): so a large item
-    /// is decrypted, copied and hashed on every core.
+    /// Reads pad `pad` (at `min_version` or newer) in a task of its own:
+    /// its bytes `span` (see [`read_pad_range`]), or the whole pad, with its
+    /// tag, if `span` is `None`; then runs `take` on the bytes, the offset
+    /// in the pad they begin at, and the tag, on the blocking pool if it
+    /// copies or hashes `bytes` bytes or more (see
+    /// `blocking::off_runtime`): so a large item is decrypted, copied and
+    /// hashed on every core.
     fn read_pad_task<T: Send + 'static>(
         &self,
         pad: u64,
         min_version: u64,
-        need_tag: bool,
+        span: Option<Range<u64>>,
         bytes: u64,
-        take: impl FnOnce(Bytes, Option<AuthTag>) -> Result<T> + Send + 'static,
+        take: impl FnOnce(Bytes, u64, Option<AuthTag>) -> Result<T> + Send + 'static,
     ) -> impl Future<Output = Result<T>> {
         let (io, writer) = (Arc::clone(&self.io), Arc::clone(&self.writer));
         let task = tokio::spawn(async move {
-            let (content, tag, _) = read_pad(&io, &writer, pad, min_version, need_tag).await?;
+            let (content, base, tag) = match span {
+                Some(span) => {
+                    let base = span.start;
+                    let (content, _) = read_pad_range(&io, &writer, pad, min_version, span).await?;
+                    (content, base, None)
+                }
+                None => {
+                    let (content, tag, _) = read_pad(&io, &writer, pad, min_version, true).await?;
+                    (content, 0, tag)
+                }
+            };
             let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-            blocking::off_runtime(bytes, move || take(content, tag)).await
+            blocking::off_runtime(bytes, move || take(content, base, tag)).await
         });
         blocking::joined(task)
     }
+}
+
+/// `piece` as placed in a part of its pad that begins at `base` (which a
+/// ranged read fetched).
+fn shifted(piece: &Piece, base: u64) -> Piece {
+    Piece {
+        offset: piece.offset - base,
+        ..*piece
+    }
+}
+
+/// The bytes of a pad that `pieces` (of one pad) lie in, from the first
+/// to the end of the last: what one ranged read fetches for them.
+fn span_of<'a>(pieces: impl Iterator<Item = &'a Piece>) -> Range<u64> {
+    let (mut start, mut end) = (u64::MAX, 0);
+    for piece in pieces {
+        start = start.min(piece.offset);
+        end = end.max(piece.offset + piece.len);
+    }
+    start.min(end)..end
 }
 
 /// The digest of a piece read from its pad (see `crypto::item_digest`): the
@@ -207,6 +243,38 @@ pub(super) async fn read_pad(
     let id = writer.pad_id(pad)?;
     let read = io.read(id, min_version).await?;
     Ok((Bytes::from(read.plaintext), read.tag, read.version))
+}
+
+/// Bytes `span` of a pad's committed content (zeros past what was ever
+/// written) and the version they are of: the writer's copy if it holds one
+/// at least as new as `min_version`, else only the segments under them
+/// from the backend (see [`PadIo::read_range`]).
+pub(crate) async fn read_pad_range(
+    io: &PadIo,
+    writer: &PadWriter,
+    pad: u64,
+    min_version: u64,
+    span: Range<u64>,
+) -> Result<(Bytes, u64)> {
+    if let Some((version, content)) = writer.cached(pad)
+        && version >= min_version
+    {
+        let piece = Piece {
+            pad,
+            offset: span.start,
+            len: span.end - span.start,
+            version,
+        };
+        return Ok((piece_bytes(&content, &piece, 0, piece.len), version));
+    }
+    let _permit = io
+        .download_permits
+        .acquire()
+        .await
+        .map_err(permits_closed)?;
+    let id = writer.pad_id(pad)?;
+    let (version, bytes) = io.read_range(id, min_version, span).await?;
+    Ok((bytes, version))
 }
 
 /// Emits `StartingDownload` for `entry`; returns its size.
@@ -315,12 +383,16 @@ impl MemoryAllocator {
             .collect();
         let reads = futures::stream::iter(wanted)
             .map(|(_, piece, from, len)| async move {
-                let (content, _, version) =
-                    read_pad(&self.io, &self.writer, piece.pad, piece.version, false).await?;
-                Ok::<_, Error>((
-                    piece_bytes(&content, &piece, from, len),
-                    version > piece.version,
-                ))
+                let start = piece.offset + from;
+                let (bytes, version) = read_pad_range(
+                    &self.io,
+                    &self.writer,
+                    piece.pad,
+                    piece.version,
+                    start..start + len,
+                )
+                .await?;
+                Ok::<_, Error>((bytes, version > piece.version))
             })
             .buffered(self.download_concurrency)
             .collect::<Vec<_>>()
@@ -355,13 +427,14 @@ impl MemoryAllocator {
                 let whole = fills_pad(piece.offset, piece.len, pad_size);
                 // A whole piece's digest is its pad's tag: nothing to hash.
                 let hashed = if whole { 0 } else { piece.len };
+                let span = (!whole).then_some(piece.offset..piece.offset + piece.len);
                 self.read_pad_task(
                     piece.pad,
                     piece.version,
-                    whole,
+                    span,
                     hashed,
-                    move |content, tag| {
-                        let bytes = piece_bytes(&content, &piece, 0, piece.len);
+                    move |content, base, tag| {
+                        let bytes = piece_bytes(&content, &shifted(&piece, base), 0, piece.len);
                         let digest = piece_digest(&piece, pad_size, tag, &bytes)?;
                         Ok((bytes, digest))
                     },
@@ -625,6 +698,7 @@ mod tests {
             upload_permits: Semaphore::new(4),
             download_permits: Semaphore::new(4),
             buffers: Default::default(),
+            formats: Default::default(),
         });
         MemoryAllocator::new(io, journal, 4, 4).unwrap()
     }

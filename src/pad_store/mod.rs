@@ -108,6 +108,23 @@ pub trait Backend: WriterLocking + std::any::Any + Send + Sync + std::fmt::Debug
         Ok(content)
     }
 
+    /// Reads bytes `range` of `name` (one request). A range reaching past the end is cut
+    /// at the end; one starting past it is an error. Default: `get` and slice.
+    async fn get_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, BackendError> {
+        let content = self.get(name).await?;
+        let len = content.len() as u64;
+        if range.start >= len || range.end < range.start {
+            return Err(BackendError::Permanent(format!(
+                "range {range:?} of object {name:?} starts past its {len} bytes"
+            )));
+        }
+        Ok(content.slice(range.start as usize..range.end.min(len) as usize))
+    }
+
     /// Names of all objects whose name starts with `prefix`, in no order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
 
@@ -168,6 +185,12 @@ pub struct Capabilities {
     /// on a network service, where it is a request, reads trade a bounded
     /// delay for not paying it every time (`Store::refresh` catches up now).
     pub read_staleness: Duration,
+    /// A ranged read ([`Backend::get_range`]) costs only its range (memory
+    /// slices, a folder reads just those bytes, S3 sends a `Range` header):
+    /// then a reader fetches only the segments of a pad it needs. Where it
+    /// is false `get_range` reads the whole object, and readers read pads
+    /// whole instead.
+    pub ranged_reads: bool,
     /// Direct folder writes: a local folder's writer, whose blocking `put`
     /// lets a pad be sealed and written by one call on one thread (see
     /// `folder.rs`). `None` for every other backend, and for wrappers that
@@ -186,6 +209,7 @@ impl Default for Capabilities {
             deleting_pads_refunds: true,
             price_per_pad: None,
             read_staleness: Duration::ZERO,
+            ranged_reads: false,
             folder_writer: None,
         }
     }

@@ -203,7 +203,12 @@ impl ObjectPadStore {
             create_check: CreateCheck::Conditional,
             locking,
             folder: None,
-            capabilities: Capabilities::default(),
+            // `object_store`'s `get_range`: a slice in memory, a read of
+            // just those bytes from a file.
+            capabilities: Capabilities {
+                ranged_reads: true,
+                ..Capabilities::default()
+            },
         }
     }
 
@@ -271,6 +276,8 @@ impl ObjectPadStore {
                 pads_created_on_first_write: true,
                 missing_pads_read_empty: true,
                 read_staleness: NETWORK_READ_STALENESS,
+                // A GET with a `Range` header.
+                ranged_reads: true,
                 ..Capabilities::default()
             },
         }
@@ -491,6 +498,31 @@ impl Backend for ObjectPadStore {
             .bytes()
             .await
             .map_err(|error| self.error(error, name))
+    }
+
+    async fn get_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, BackendError> {
+        let path = self.path_of(name)?;
+        match self.store.get_range(&path, range.clone()).await {
+            Ok(bytes) => Ok(bytes),
+            Err(error @ object_store::Error::NotFound { .. }) => Err(self.error(error, name)),
+            Err(error) => {
+                // Each client says "the range starts past the end" its own
+                // way (a local error, an HTTP 416): ask the size to tell it
+                // from a failure worth retrying.
+                let error = self.error(error, name);
+                match self.store.head(&path).await {
+                    Ok(meta) if range.start >= meta.size => Err(BackendError::Permanent(format!(
+                        "range {range:?} of object {name:?} starts past its {} bytes",
+                        meta.size
+                    ))),
+                    _ => Err(error),
+                }
+            }
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, BackendError> {

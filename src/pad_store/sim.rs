@@ -298,6 +298,7 @@ impl SimPadStore {
             price_per_pad: config.pad_price.or(of_inner.price_per_pad),
             // A model of a network service: reads check the log as on one.
             read_staleness: of_inner.read_staleness.max(super::NETWORK_READ_STALENESS),
+            ranged_reads: of_inner.ranged_reads,
             folder_writer: None,
         };
         SimPadStore {
@@ -640,6 +641,17 @@ impl Backend for SimPadStore {
 
     async fn get_capped(&self, name: &str, max_size: u64) -> Result<Bytes, BackendError> {
         let op = self.inner.get_capped(name, max_size);
+        self.run(OpKind::Get, name, 0, |data: &Bytes| data.len() as u64, op)
+            .await
+    }
+
+    async fn get_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, BackendError> {
+        // One read request, counting the bytes it fetched.
+        let op = self.inner.get_range(name, range);
         self.run(OpKind::Get, name, 0, |data: &Bytes| data.len() as u64, op)
             .await
     }

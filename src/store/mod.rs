@@ -332,6 +332,7 @@ impl Store {
             upload_permits: Semaphore::new(options.upload_concurrency),
             download_permits: Semaphore::new(options.download_concurrency),
             buffers: Default::default(),
+            formats: Default::default(),
         });
         let allocator = MemoryAllocator::new(
             io,

@@ -354,7 +354,7 @@ impl Store {
     }
 
     /// `len` bytes at `offset` of the item stored under `key`, reading only
-    /// the pads that hold them.
+    /// the pad segments that hold them.
     pub async fn fetch_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
         let handle = self.open_item(key).await?;
         check_range(handle.size(), offset, len)?;

@@ -20,7 +20,7 @@ use crate::crypto::{self, Digest};
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, OperationProgress};
 use crate::index::{Entry, Piece};
-use crate::pad::PadId;
+use crate::pad::{PadId, fills_pad};
 use crate::pad_io::PadIo;
 use crate::pad_store::BackendError;
 
@@ -301,9 +301,30 @@ enum PadDigests {
 
 /// Reads pad `id` and takes the digest of each of its `pieces`.
 async fn read_digests(io: &PadIo, id: PadId, pieces: PiecesInPad) -> Result<PadDigests> {
-    let min_version = pieces.iter().map(|(_, _, p)| p.version).max();
-    let content = match io.read(id, min_version.unwrap_or(0)).await {
-        Ok(content) => content,
+    let min_version = pieces.iter().map(|(_, _, p)| p.version).max().unwrap_or(0);
+    let pad_size = io.pad_size;
+    // Only the bytes under the pieces (one ranged read), unless one fills
+    // the pad: its digest is the pad's tag, of the whole pad.
+    let whole = pieces
+        .iter()
+        .any(|(_, _, p)| fills_pad(p.offset, p.len, pad_size));
+    let read = if whole {
+        io.read(id, min_version)
+            .await
+            .map(|content| (Bytes::from(content.plaintext), 0, content.tag))
+    } else {
+        let start = pieces.iter().map(|(_, _, p)| p.offset).min().unwrap_or(0);
+        let end = pieces
+            .iter()
+            .map(|(_, _, p)| p.offset + p.len)
+            .max()
+            .unwrap_or(0);
+        io.read_range(id, min_version, start..end.max(start))
+            .await
+            .map(|(_, bytes)| (bytes, start, None))
+    };
+    let (content, base, tag) = match read {
+        Ok(read) => read,
         Err(Error::Integrity(message)) => {
             log::warn!("pad {} is damaged: {message}", id.object_name());
             return Ok(PadDigests::Unreadable(pieces));
@@ -314,9 +335,8 @@ async fn read_digests(io: &PadIo, id: PadId, pieces: PiecesInPad) -> Result<PadD
         Err(other) => return Err(other),
     };
     let bytes: u64 = pieces.iter().map(|(_, _, p)| p.len).sum();
-    let pad_size = io.pad_size;
     let digests = blocking::off_runtime(bytes as usize, move || {
-        piece_digests(&pieces, content.plaintext.into(), content.tag, pad_size)
+        piece_digests(&pieces, content, base, tag, pad_size)
     })
     .await;
     Ok(PadDigests::Read(digests))
@@ -328,13 +348,18 @@ async fn read_digests(io: &PadIo, id: PadId, pieces: PiecesInPad) -> Result<PadD
 fn piece_digests(
     pieces: &PiecesInPad,
     content: Bytes,
+    base: u64,
     tag: Option<crypto::AuthTag>,
     pad_size: u64,
 ) -> Vec<(usize, usize, Option<Digest>)> {
     pieces
         .iter()
         .map(|&(number, at, piece)| {
-            let bytes = piece_bytes(&content, &piece, 0, piece.len);
+            let placed = Piece {
+                offset: piece.offset - base,
+                ..piece
+            };
+            let bytes = piece_bytes(&content, &placed, 0, piece.len);
             (number, at, piece_digest(&piece, pad_size, tag, &bytes).ok())
         })
         .collect()

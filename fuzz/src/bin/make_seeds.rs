@@ -40,6 +40,19 @@ fn main() {
         write(dir, "pad_decode", name, &input);
     }
 
+    // pad_segments: first | min_version | flags | frames.
+    let segmented: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let sealed = pad::encode(keys, &STORE_ID, PAD_ID, 4, &segmented).expect("pad");
+    for (name, first, ends) in [("first", 0u64, false), ("last", 3, true)] {
+        let (_, range) = pad::frames_of(first * pad::SEGMENT..first * pad::SEGMENT + 1);
+        let end = (range.end as usize).min(sealed.len());
+        let mut input = first.to_le_bytes().to_vec();
+        input.extend_from_slice(&4u64.to_le_bytes());
+        input.push(u8::from(ends));
+        input.extend_from_slice(&sealed[range.start as usize..end]);
+        write(dir, "pad_segments", name, &input);
+    }
+
     // crypto_open: flags | aad length | aad | sealed.
     for (name, flags, aad, plaintext) in [
         ("pads", 0u8, &b"anthill pad"[..], &b"content"[..]),
