@@ -10,6 +10,8 @@
 //!   Argon2id (salt: the store id) under the recorded parameters, so each
 //!   guess costs what an open costs; a key (`crypto::is_key`) is used as it
 //!   is. The check's associated data binds the KDF too.
+//! - `anthill-store-5`: as 4; its pads may be sealed in segments (pad
+//!   format 3), so releases that read only format 4 refuse it by name.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +22,14 @@ use crate::index;
 /// 3: a piece that fills its pad has the pad object's tag for digest.
 const FORMAT_3: &str = "anthill-store-3";
 /// 4: the metadata records how the secret is stretched ([`Kdf`]).
-const FORMAT: &str = "anthill-store-4";
+const FORMAT_4: &str = "anthill-store-4";
+/// 5: pads may be sealed in segments (pad format 3, `pad.rs`), which a
+/// release reading format 4 could not open: it refuses the store by its
+/// format instead. Same fields as 4. A store of format 3 or 4 is moved to 5
+/// before this release's first change to it (`Meta::upgraded`).
+const FORMAT: &str = "anthill-store-5";
+/// Formats this release opens, oldest first.
+const FORMATS: [&str; 3] = [FORMAT_3, FORMAT_4, FORMAT];
 
 /// Reads of the metadata object are capped at this: it holds a few short
 /// fields and a sealed check, well under a kilobyte.
@@ -227,7 +236,7 @@ impl Meta {
                     key_check: old.key_check,
                 }
             }
-            FORMAT => {
+            FORMAT_4 | FORMAT => {
                 let new: Format4 = index::from_bytes(bytes, WHAT)?;
                 new.kdf.check_limits()?;
                 Meta {
@@ -239,8 +248,18 @@ impl Meta {
                 }
             }
             _ => {
+                let newer = format
+                    .strip_prefix("anthill-store-")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n > 5);
+                let why = if newer {
+                    "written by a newer anthill: upgrade anthill to open it"
+                } else {
+                    "not a format any anthill wrote"
+                };
                 return Err(Error::integrity(format!(
-                    "unknown store format {format:?} (this anthill reads {FORMAT_3} and {FORMAT})"
+                    "unknown store format {format:?}, {why} (this anthill reads {})",
+                    FORMATS.join(", ")
                 )));
             }
         };
@@ -251,6 +270,25 @@ impl Meta {
             )));
         }
         Ok(meta)
+    }
+
+    /// Whether this store must move to the current format before a change
+    /// (it may then get pads of the current pad format).
+    pub fn needs_upgrade(&self) -> bool {
+        self.format != FORMAT
+    }
+
+    /// The same store's metadata in the current format: the check sealed
+    /// again with `keys` (a format-3 check binds no KDF).
+    pub fn upgraded(&self, keys: &StoreKeys) -> Result<Self> {
+        let aad = associated_data(FORMAT, &self.store_id, self.pad_size, &self.kdf)?;
+        Ok(Self {
+            format: FORMAT.into(),
+            store_id: self.store_id,
+            pad_size: self.pad_size,
+            kdf: self.kdf,
+            key_check: crypto::seal(keys.index(), &aad, b"anthill")?,
+        })
     }
 
     /// The store's keys, if `secret` is the store's secret.

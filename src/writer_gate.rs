@@ -73,7 +73,13 @@ pub struct WriterGate {
     /// When this handle's view of the index was last known current: a
     /// catch-up, or the writer lock given back (see `catch_up_within`).
     current_at: Mutex<Option<Instant>>,
+    /// Run under the lock before this handle's first change (moving the
+    /// store to the current format), until it succeeds once.
+    before_first_change: Mutex<Option<FirstChange>>,
 }
+
+/// What must happen under the writer lock before a handle's first change.
+pub type FirstChange = Arc<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
 
 #[derive(Default)]
 struct Held {
@@ -111,7 +117,24 @@ impl WriterGate {
             holder: crate::crypto::os_random(),
             tidied: AtomicBool::new(false),
             current_at: Mutex::new(None),
+            before_first_change: Mutex::new(None),
         })
+    }
+
+    /// Sets what must run under the lock before this handle's first change.
+    pub fn set_before_first_change(&self, first: FirstChange) {
+        *self.before_first_change.lock().expect("gate lock") = Some(first);
+    }
+
+    /// Runs the first-change hook, if it has not succeeded yet. Call inside
+    /// the gate.
+    async fn first_change(&self) -> Result<()> {
+        let first = self.before_first_change.lock().expect("gate lock").clone();
+        if let Some(first) = first {
+            first().await?;
+            self.before_first_change.lock().expect("gate lock").take();
+        }
+        Ok(())
     }
 
     /// Enters the gate, taking the writer lock and catching up if this
@@ -148,6 +171,7 @@ impl WriterGate {
             }
             if map {
                 self.allocator.ensure_map()?;
+                self.first_change().await?;
             }
             return Ok(guard);
         }
@@ -156,7 +180,11 @@ impl WriterGate {
             tokio::time::sleep_until(until.into()).await;
         }
         let lock = self.backend.lock_writer(&self.holder).await?;
-        self.take(lock, map).await
+        let guard = self.take(lock, map).await?;
+        if map {
+            self.first_change().await?;
+        }
+        Ok(guard)
     }
 
     /// Enters the gate if the writer lock is free right now, without
@@ -179,7 +207,13 @@ impl WriterGate {
             return self.enter_with(map).await.map(Some);
         }
         match self.backend.try_lock_writer(&self.holder).await? {
-            Some(lock) => self.take(lock, map).await.map(Some),
+            Some(lock) => {
+                let guard = self.take(lock, map).await?;
+                if map {
+                    self.first_change().await?;
+                }
+                Ok(Some(guard))
+            }
             None => Ok(None),
         }
     }

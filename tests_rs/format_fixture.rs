@@ -77,10 +77,15 @@ async fn a_store_of_format_3_opens_reads_and_takes_writes() {
             "{key}"
         );
     }
+    // Reading leaves the store in its format, which its release still opens.
+    assert_eq!(format_of(dir.path()), "anthill-store-3");
     store
         .store_item("new", data(3000, 5), PutOptions::default(), None)
         .await
         .unwrap();
+    // A change moves it to the current format first: it may now hold pads
+    // in segments, which releases before this one refuse by the format.
+    assert_eq!(format_of(dir.path()), "anthill-store-5");
     store.close().await.unwrap();
     let reopened = Store::open(&url, options()).await.unwrap();
     assert_eq!(
@@ -128,9 +133,41 @@ async fn a_store_of_format_3_opens_reads_and_takes_writes() {
     assert_eq!(reopened.len().await.unwrap(), expected.len() as u64 + 5);
 }
 
+/// The format named by a folder store's metadata.
+fn format_of(folder: &std::path::Path) -> String {
+    let meta = std::fs::read(folder.join("meta")).unwrap();
+    anthill::meta::Meta::decode(&meta).unwrap().format
+}
+
+/// A store of a format newer than this release is refused by its format,
+/// with what to do, not as damaged data.
+#[tokio::test]
+async fn a_store_of_a_newer_format_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    let mut options = StoreOptions::default();
+    options.secret = SECRET.to_vec();
+    let store = Store::open(&url, options.clone()).await.unwrap();
+    store
+        .store_item("k", data(10, 1), PutOptions::default(), None)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let path = dir.path().join("meta");
+    let mut meta = anthill::meta::Meta::decode(&std::fs::read(&path).unwrap()).unwrap();
+    meta.format = "anthill-store-6".into();
+    std::fs::write(&path, meta.encode().unwrap()).unwrap();
+    let Err(anthill::Error::Integrity(message)) = Store::open(&url, options).await else {
+        panic!("a store of format 6 opened");
+    };
+    assert!(message.contains("newer anthill"), "{message}");
+    assert!(message.contains("anthill-store-5"), "{message}");
+}
+
 /// The fixture's metadata is of format 3, which used the secret as it is:
 /// it keeps that derivation (no stretching) and still unlocks, while a new
-/// store records how its passphrase is stretched (format 4).
+/// store records how its passphrase is stretched (format 4, and 5 after it).
 #[test]
 fn format_3_metadata_keeps_its_unstretched_secret() {
     use anthill::meta::{Kdf, Meta};
@@ -142,7 +179,7 @@ fn format_3_metadata_keeps_its_unstretched_secret() {
     assert!(meta.unlock(b"another secret").is_err());
     assert_eq!(Meta::decode(&meta.encode().unwrap()).unwrap(), meta);
     let new = Meta::new(SECRET, 4096).unwrap();
-    assert_eq!(new.format, "anthill-store-4");
+    assert_eq!(new.format, "anthill-store-5");
     assert!(matches!(new.kdf, Kdf::Argon2id { .. }));
 }
 

@@ -32,7 +32,12 @@ async fn a_writer_in_a_loop_gives_the_lock_to_a_waiting_one() {
     let (looping, waiting) = (open(dir.path()).await, open(dir.path()).await);
     let done = Arc::new(AtomicUsize::new(0));
     looping
-        .store_item("first", Bytes::from_static(b"x"), PutOptions::default(), None)
+        .store_item(
+            "first",
+            Bytes::from_static(b"x"),
+            PutOptions::default(),
+            None,
+        )
         .await
         .unwrap();
     let puts = {
@@ -53,7 +58,12 @@ async fn a_writer_in_a_loop_gives_the_lock_to_a_waiting_one() {
         tokio::task::yield_now().await;
     }
     waiting
-        .store_item("other", Bytes::from_static(b"y"), PutOptions::default(), None)
+        .store_item(
+            "other",
+            Bytes::from_static(b"y"),
+            PutOptions::default(),
+            None,
+        )
         .await
         .unwrap();
     let when = done.load(Ordering::Relaxed);

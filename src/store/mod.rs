@@ -322,6 +322,7 @@ impl Store {
         let (meta, keys) = open_meta(&backend, &options, &retry).await?;
         let (store_id, pad_size) = (meta.store_id, meta.pad_size);
         let keys = Arc::new(keys);
+        let keys_kept = Arc::clone(&keys);
         let journal = open_journal(&backend, &keys, &meta, &options, retry).await?;
         let io = Arc::new(PadIo {
             backend: Arc::clone(&backend),
@@ -345,6 +346,15 @@ impl Store {
             Arc::clone(&journal),
             Arc::clone(&allocator),
         );
+        // A store of an older format moves to this one before this
+        // handle's first change, which may write pads of the new format.
+        if meta.needs_upgrade() {
+            let (backend, retry, keys) = (Arc::clone(&backend), retry, Arc::clone(&keys_kept));
+            gate.set_before_first_change(Arc::new(move || {
+                let (backend, keys) = (Arc::clone(&backend), Arc::clone(&keys));
+                Box::pin(async move { upgrade_meta(&backend, &retry, &keys).await })
+            }));
+        }
         // Tidies up after crashed writers now if no writer is at work (a
         // writer may be mid-reservation), else at this handle's first change.
         let no_writer = gate.try_enter_unmapped().await?.is_some();
@@ -878,6 +888,31 @@ async fn open_meta(
         )));
     }
     Ok((meta, keys))
+}
+
+/// Moves the store's metadata to the current format, unless another
+/// handle did already. Call under the writer lock.
+async fn upgrade_meta(
+    backend: &Arc<dyn Backend>,
+    retry: &RetryPolicy,
+    keys: &crate::crypto::StoreKeys,
+) -> Result<()> {
+    let Some(bytes) = read_meta(backend, retry).await? else {
+        return Err(Error::Backend(BackendError::Permanent(format!(
+            "the store metadata of {} vanished",
+            backend.describe()
+        ))));
+    };
+    let meta = Meta::decode(&bytes)?;
+    if !meta.needs_upgrade() {
+        return Ok(());
+    }
+    let upgraded = Bytes::from(meta.upgraded(keys)?.encode()?);
+    retry
+        .run(|_| backend.put_durable(META_NAME, upgraded.clone()))
+        .await?;
+    log::info!("store {} moved to the current format", backend.describe());
+    Ok(())
 }
 
 /// The store's metadata object, or `None` if the store does not exist yet.
