@@ -356,6 +356,22 @@ pub struct FramesAt {
     pub ends_object: bool,
 }
 
+/// The version and last flag in a frame's clear header.
+fn frame_header(frame: &[u8], what: &impl Fn() -> String) -> Result<(u64, bool)> {
+    if frame.len() < FRAME_OVERHEAD || !frame.starts_with(SEGMENT_MAGIC) {
+        return Err(Error::integrity(format!(
+            "{} is not an anthill pad segment (or is truncated)",
+            what()
+        )));
+    }
+    let version = u64::from_le_bytes(frame[4..12].try_into().expect("8 bytes"));
+    match frame[12] {
+        0 => Ok((version, false)),
+        1 => Ok((version, true)),
+        _ => Err(Error::integrity(format!("{} has a bad header", what()))),
+    }
+}
+
 /// Opens consecutive frames of a format 3 pad (`fetched`, beginning with
 /// frame `at.first`), in place: the plaintext of those segments (it
 /// begins at byte `at.first * SEGMENT` of the pad's prefix), their version,
@@ -383,19 +399,7 @@ pub fn open_frames(
     loop {
         let end = (start + frame).min(fetched.len());
         let what = || format!("pad {name} segment {index}");
-        if end - start < FRAME_OVERHEAD || !fetched[start..].starts_with(SEGMENT_MAGIC) {
-            return Err(Error::integrity(format!(
-                "{} is not an anthill pad segment (or is truncated)",
-                what()
-            )));
-        }
-        let header = &fetched[start..start + FRAME_HEADER];
-        let frame_version = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-        let last = match header[12] {
-            0 => false,
-            1 => true,
-            _ => return Err(Error::integrity(format!("{} has a bad header", what()))),
-        };
+        let (frame_version, last) = frame_header(&fetched[start..end], &what)?;
         if *version.get_or_insert(frame_version) != frame_version {
             return Err(Error::integrity(format!(
                 "{} is of version {frame_version}, the segments before it of {}: \
