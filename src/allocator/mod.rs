@@ -115,6 +115,10 @@ pub struct Allocation {
     kept: Arc<AtomicBool>,
     /// Index writes under way that name this space (see [`Recording`]).
     recordings: Arc<Mutex<Recordings>>,
+    /// For an item committed in the log that needed new pads: tells the
+    /// expansion that the index write carrying them landed (see
+    /// [`Allocation::placement_with_pads`]); dropped unsent, it did not.
+    pads_landed: Mutex<Option<tokio::sync::oneshot::Sender<bool>>>,
 }
 
 /// The index writes under way that name an allocation's space, and what the
@@ -414,6 +418,30 @@ impl Allocation {
     pub fn keep(&self) {
         let _map = self.map.lock().expect("map lock");
         self.kept.store(true, Ordering::Release);
+        if let Some(landed) = self.pads_landed.lock().expect("pads landed lock").take() {
+            let _ = landed.send(true);
+        }
+    }
+
+    /// The item's pieces, as [`Allocation::placement`], and, for an item
+    /// committed in the log, the record of its new pads, for the caller to
+    /// write first in its own index write (then [`Allocation::keep`] tells
+    /// the expansion it landed; dropping the allocation, that it did not,
+    /// and the expansion records them itself).
+    pub async fn placement_with_pads(&mut self) -> Result<(Option<Record>, Vec<Piece>)> {
+        let along = self.expansion.as_mut().and_then(|e| e.pads_along.take());
+        let Some(along) = along else {
+            return Ok((None, self.placement().await?));
+        };
+        let Ok((records, ordinals)) = along.await else {
+            // The reservations failed: the expansion says how.
+            self.placement().await?;
+            return Err(Error::Cancelled("pad reservation did not complete".into()));
+        };
+        let pad_size = self.map.lock().expect("map lock").pad_size();
+        let mut pieces = existing_pieces(&self.existing, pad_size);
+        pieces.extend(new_pieces(&ordinals, &self.new_pad_bytes));
+        Ok((Some(Record::PadsAdded(records)), pieces))
     }
 
     /// Notes an index write naming this space: until it is settled, dropping
@@ -426,6 +454,11 @@ impl Allocation {
             recordings: Arc::clone(&self.recordings),
             settled: false,
         }
+    }
+
+    /// Whether the item needs new pads (the free space could not hold it).
+    pub fn grows(&self) -> bool {
+        !self.new_pad_bytes.is_empty()
     }
 
     /// Resolves, once every new pad is reserved and recorded, to the item's
