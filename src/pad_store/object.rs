@@ -265,10 +265,13 @@ impl ObjectPadStore {
             // put for nothing a reader needs, since a recorded pad without an
             // object reads as empty. Pad names are random, so the first write
             // cannot meet another pad's object.
+            // A pad's `PUT` answered is its commit: no `HEAD` after it
+            // (see `Capabilities::acknowledged_puts_visible`).
             capabilities: Capabilities {
                 atomic_create: false,
                 pads_created_on_first_write: true,
                 missing_pads_read_empty: true,
+                acknowledged_puts_visible: true,
                 ..Capabilities::default()
             },
         }

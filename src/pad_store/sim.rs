@@ -238,6 +238,7 @@ impl SimPadStore {
             missing_pads_read_empty: of_inner.missing_pads_read_empty,
             deleting_pads_refunds: !config.pads_never_refund && of_inner.deleting_pads_refunds,
             price_per_pad: config.pad_price.or(of_inner.price_per_pad),
+            acknowledged_puts_visible: of_inner.acknowledged_puts_visible,
             folder_writer: None,
         };
         SimPadStore {
