@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from peer_rows import g1_section, z2_section
+
 MIB = 1 << 20
 
 
@@ -757,6 +759,8 @@ SECTIONS: dict[str, Any] = {
     "C1": c1,
     "C2": c2,
     "Z1": z1,
+    "Z2": z2_section,
+    "G1": g1_section,
 }
 
 

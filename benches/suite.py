@@ -4,8 +4,8 @@ on and one table of ratios measured in this run.
 
 Run it through `bash scripts/bench.sh`, which builds what it needs first
 (the optimised Python extension, the Rust benchmark binary), installs the
-peers (obstore, diskcache, zarr, slatedb) and starts a Garage cluster for
-P7. `--quick` runs every benchmark small, to check the suite works; its
+peers (obstore, diskcache, zarr, slatedb, icechunk) and starts a Garage
+cluster for P7 and G1. `--quick` runs every benchmark small, to check the suite works; its
 figures are not the targets' figures. `--only Z1,P5` runs only the
 benchmarks named and replaces just their rows and sections in the existing
 docs/benchmarks.md, noting when they were run.
@@ -664,6 +664,10 @@ def p9_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+# peer_rows imports this module's helpers by name: the same objects, not a copy.
+sys.modules.setdefault("suite", sys.modules[__name__])
+from peer_rows import g1_rows, z2_rows
+
 BENCHMARKS: list[
     tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Row]]]
 ] = [
@@ -679,6 +683,8 @@ BENCHMARKS: list[
     ("C1", lambda: rust("c1"), c1_rows),
     ("C2", lambda: python("c2_compaction.py"), c2_rows),
     ("Z1", lambda: python("z1_zarr.py"), z1_rows),
+    ("Z2", lambda: python("z2_zarr_folder.py", timeout=3600), z2_rows),
+    ("G1", lambda: python("g1_garage_peers.py", timeout=3600), g1_rows),
 ]
 
 
@@ -706,7 +712,8 @@ def main() -> None:
         "Commit": git_commit(),
         "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
         "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}, "
-        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}",
+        f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}, "
+        f"icechunk {package_version('icechunk')}",
         "Load average at start (1, 5, 15 min)": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}
