@@ -100,3 +100,34 @@ async fn a_loop_of_300_kib_puts_writes_each_about_twice() {
 async fn a_loop_of_1_mib_puts_writes_each_about_twice() {
     check(1 << 20, put_loop(1 << 20, 48).await);
 }
+
+/// A put that reserved a pad for an item committed in the log (the put
+/// records the pad itself) returns with the pad's leftover already free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pad_leftover_is_free_when_the_put_returns() {
+    let backend = pad_store::open("memory://", &BackendOptions::default())
+        .await
+        .unwrap();
+    let store = Store::open_with_backend("m", backend, options())
+        .await
+        .unwrap();
+    for i in 0..20u64 {
+        store
+            .store_item(
+                &format!("k{i}"),
+                data(3 << 20, i),
+                PutOptions::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        // What the pads leave (items fill them in turn): free at once,
+        // asked without a catch-up that could give the expansion time.
+        let used = (i + 1) * (3 << 20);
+        let free = used.div_ceil(PAD) * PAD - used;
+        if free > 0 {
+            let needed = store.check_allocation_possible(free).await.unwrap();
+            assert_eq!(needed, None, "after put {i}: {free} bytes are not free");
+        }
+    }
+}

@@ -121,6 +121,26 @@ pub struct Allocation {
     pads_landed: Mutex<Option<tokio::sync::oneshot::Sender<bool>>>,
 }
 
+/// New pads an item committed in the log records itself (see
+/// [`Allocation::placement_with_pads`]).
+pub struct NewPads {
+    /// Their record, to write before the item's.
+    pub record: Record,
+    /// Answered once the expansion knows that write's outcome and freed
+    /// what the item leaves of the pads.
+    settled: tokio::sync::oneshot::Receiver<Result<Vec<u64>>>,
+}
+
+impl NewPads {
+    /// The record, and what resolves once the leftover space is free.
+    pub fn split(self) -> (Record, impl std::future::Future<Output = ()>) {
+        let settled = self.settled;
+        (self.record, async move {
+            let _ = settled.await;
+        })
+    }
+}
+
 /// The index writes under way that name an allocation's space, and what the
 /// allocation gave up meanwhile. Such a write lands or not whatever happens
 /// to the caller that asked for it (it runs in a task of its own), so the
@@ -424,24 +444,32 @@ impl Allocation {
     }
 
     /// The item's pieces, as [`Allocation::placement`], and, for an item
-    /// committed in the log, the record of its new pads, for the caller to
+    /// committed in the log, its new pads: their record, for the caller to
     /// write first in its own index write (then [`Allocation::keep`] tells
     /// the expansion it landed; dropping the allocation, that it did not,
     /// and the expansion records them itself).
-    pub async fn placement_with_pads(&mut self) -> Result<(Option<Record>, Vec<Piece>)> {
-        let along = self.expansion.as_mut().and_then(|e| e.pads_along.take());
-        let Some(along) = along else {
+    pub async fn placement_with_pads(&mut self) -> Result<(Option<NewPads>, Vec<Piece>)> {
+        let expansion = self.expansion.as_mut();
+        let Some((along, complete)) =
+            expansion.and_then(|e| Some((e.pads_along.take()?, e.complete.take()?)))
+        else {
             return Ok((None, self.placement().await?));
         };
         let Ok((records, ordinals)) = along.await else {
             // The reservations failed: the expansion says how.
-            self.placement().await?;
+            complete
+                .await
+                .map_err(|_| Error::Cancelled("pad reservation did not complete".into()))??;
             return Err(Error::Cancelled("pad reservation did not complete".into()));
         };
         let pad_size = self.map.lock().expect("map lock").pad_size();
         let mut pieces = existing_pieces(&self.existing, pad_size);
         pieces.extend(new_pieces(&ordinals, &self.new_pad_bytes));
-        Ok((Some(Record::PadsAdded(records)), pieces))
+        let new_pads = NewPads {
+            record: Record::PadsAdded(records),
+            settled: complete,
+        };
+        Ok((Some(new_pads), pieces))
     }
 
     /// Notes an index write naming this space: until it is settled, dropping

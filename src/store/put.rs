@@ -165,7 +165,8 @@ impl<'a> Put<'a> {
             }
         };
         // New pads are recorded by the same index write as the item.
-        let (pads_added, pieces) = allocation.placement_with_pads().await?;
+        let (new_pads, pieces) = allocation.placement_with_pads().await?;
+        let (pads_added, settled) = new_pads.map(allocator::NewPads::split).unzip();
         let hash = allocator::inline_digest(&pieces, &data)?;
         let placed = (pieces.clone(), allocation.grows());
         events
@@ -192,6 +193,11 @@ impl<'a> Put<'a> {
         store
             .commit_records(records, allocation.into(), &self.writing)
             .await?;
+        if let Some(settled) = settled {
+            // The new pads' leftover is free once this returns, as after a
+            // put whose expansion recorded them.
+            settled.await;
+        }
         store.inner.activity.notify_one();
         let (due, wait) = allocator.write_back_due(&placed.0, placed.1);
         if !due.is_empty() {
