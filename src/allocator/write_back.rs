@@ -111,9 +111,15 @@ impl MemoryAllocator {
     }
 
     /// Whether an item of `size` bytes is committed in the log first: a
-    /// small one, or one below a pad and [`LOG_FIRST_MAX`].
+    /// small one, or one below a pad and [`LOG_FIRST_MAX`] where rewriting
+    /// a shared pad costs a request and its bytes (S3, memory, `sim+`). On a
+    /// local folder it costs a write to the page cache, while the log path
+    /// would add a durable write-back and a replay at every open: there
+    /// medium items are written into their pads directly, as before.
     pub fn log_first(&self, size: u64) -> bool {
-        self.small(size) || (size < self.io.pad_size && size <= LOG_FIRST_MAX)
+        let medium_in_log = self.io.backend.capabilities().folder_writer.is_none();
+        self.small(size)
+            || (medium_in_log && size < self.io.pad_size && size <= LOG_FIRST_MAX)
     }
 
     /// The pads to write back after a put placed as `pieces` (that needed
