@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import many_writers
+from peer_rows import g1_section, z2_section
 
 MIB = 1 << 20
 
@@ -760,6 +761,8 @@ SECTIONS: dict[str, Any] = {
     "C2": c2,
     "Z1": z1,
     **many_writers.SECTIONS,
+    "Z2": z2_section,
+    "G1": g1_section,
 }
 
 

@@ -4,8 +4,8 @@ on and one table of ratios measured in this run.
 
 Run it through `bash scripts/bench.sh`, which builds what it needs first
 (the optimised Python extension, the Rust benchmark binary), installs the
-peers (obstore, diskcache, zarr, slatedb, dask) and starts a Garage cluster
-for P7, W3 and W4. `--quick` runs every benchmark small, to check the suite works; its
+peers (obstore, diskcache, zarr, slatedb, dask, icechunk) and starts a Garage
+cluster for P7, G1, W3 and W4. `--quick` runs every benchmark small, to check the suite works; its
 figures are not the targets' figures. `--only Z1,P5` runs only the
 benchmarks named and replaces just their rows and sections in the existing
 docs/benchmarks.md, noting when they were run.
@@ -666,6 +666,10 @@ def p9_rows(r: dict[str, Any]) -> list[Row]:
     return rows
 
 
+# peer_rows imports this module's helpers by name: the same objects, not a copy.
+sys.modules.setdefault("suite", sys.modules[__name__])
+from peer_rows import g1_rows, z2_rows
+
 BENCHMARKS: list[
     tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Row]]]
 ] = [
@@ -690,6 +694,8 @@ BENCHMARKS: list[
         )
         for name in many_writers.ROWS
     ],
+    ("Z2", lambda: python("z2_zarr_folder.py", timeout=3600), z2_rows),
+    ("G1", lambda: python("g1_garage_peers.py", timeout=3600), g1_rows),
 ]
 
 
@@ -718,7 +724,7 @@ def main() -> None:
         "Toolchain": f"{command_output('rustc', '--version')}; Python {platform.python_version()}",
         "Peers": f"obstore {package_version('obstore')}, diskcache {package_version('diskcache')}, "
         f"zarr {package_version('zarr')}, slatedb {package_version('slatedb')}, "
-        f"dask {package_version('dask')}",
+        f"dask {package_version('dask')}, icechunk {package_version('icechunk')}",
         "Load average at start (1, 5, 15 min)": load_average(),
     }
     results: dict[str, dict[str, Any]] = {}

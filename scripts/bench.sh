@@ -40,10 +40,10 @@ pip_install() {
     $python -m pip install --quiet --disable-pip-version-check "$@"
 }
 
-echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb, dask) into .venv" >&2
+echo "[bench] installing maturin, anthill's dependencies and the peers (obstore, diskcache, zarr, slatedb, dask, icechunk) into .venv" >&2
 pip_install "maturin>=1.9,<2" "tqdm" "fsspec>=2024.12" \
     "obstore==0.12.1" "diskcache==5.6.3" "zarr==3.1.6" "slatedb==0.17.0" \
-    "dask[array,distributed]==2026.8.0"
+    "dask[array,distributed]==2026.8.0" "icechunk==1.1.21"
 
 # What the build is made from; the suite reports whether it changed meanwhile.
 ANTHILL_BENCH_SOURCES=$($python benches/suite.py --source-digest)
@@ -63,9 +63,9 @@ if [[ " $* " != *" --only "* || " $* " =~ P1|P2|P3|C1 ]]; then
     cargo build --release --quiet --manifest-path benches/Cargo.toml
 fi
 
-# P7, W3 and W4 run on S3: a Garage cluster of the suite's own (unless
+# P7, G1, W3 and W4 run on S3: a Garage cluster of the suite's own (unless
 # ANTHILL_TEST_S3_URL names one already), stopped when the suite ends.
-if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " =~ P7|W3|W4 ) ]]; then
+if [[ -z ${ANTHILL_TEST_S3_URL:-} && ( " $* " != *" --only "* || " $* " =~ P7|G1|W3|W4 ) ]]; then
     export GARAGE_STATE_DIR=${GARAGE_STATE_DIR:-/tmp/anthill-bench-garage-$(id -u)}
     export GARAGE_BASE_PORT=${GARAGE_BASE_PORT:-3950}
     bash scripts/garage.sh install # at once if scripts/test.sh installed it

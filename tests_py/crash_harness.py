@@ -16,9 +16,9 @@ harness kills it after a random number of lines, so kills land before, inside
 and right after operations (the kill arrives while the Rust core is working).
 No clock is involved, so a seed reproduces the same kill points.
 
-Write-back: items of at most 1/16 of a pad are committed in the index log
-and their pads written back later (when half dirty, on ``flush()``, at
-close). Most items here are that small, the writer calls ``flush()`` now and
+Write-back: items below a pad are committed in the index log and their
+pads written back later (when full, on ``flush()``, at close). Most items
+here are that small, the writer calls ``flush()`` now and
 then, and some rounds kill right after a ``flush`` line, so kills land while
 pads are written back. Every reopen must read what the log alone held, and
 its close must write it back.
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SECRET = "crash-harness-secret"
-# Items of at most PAD_SIZE / 16 = 1 KiB go through the log first.
+# Items below PAD_SIZE go through the log first.
 PAD_SIZE = 16384
 
 WRITER = r"""
@@ -66,7 +66,7 @@ for i in range(10_000):
         store.flush()
     else:
         key = rng.choice(keys) if keys and roll < 0.5 else f"k{seed}-{i}"
-        # Mostly small (the log-first path, up to 1024), some spanning pads.
+        # Mostly below a pad (the log-first path), some spanning pads.
         size = rng.choice([0, 1, 100, 100, 500, 500, 1024, 1024, 3000, 16384, 40000, 9 * 16384 + 17])
         tag = f"{seed}-{i}"
         print(json.dumps({"op": "put", "key": key, "tag": tag, "size": size}), flush=True)

@@ -63,7 +63,7 @@ MAX_CUT_AT = 1500
 # the log outgrows 1 MiB) comes every few hundred operations.
 KEY_PAD = "k" * 4000
 KEYS_PER_WRITER = 12
-# Up to PAD_SIZE / 16 an item is committed in the index log first.
+# Below PAD_SIZE an item is committed in the index log first.
 SIZES = [0, 1, 100, 700, 3000, PAD_SIZE, 3 * PAD_SIZE + 17, 9 * PAD_SIZE]
 
 WRITER = r"""

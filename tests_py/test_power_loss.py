@@ -192,19 +192,21 @@ def test_without_fsync_a_rewritten_pad_can_take_older_items_with_it(
     machine: tuple[Path, Path],
 ) -> None:
     """What the README says fsync=false can lose beyond recent items: a put
-    of an item written straight to its pads (above 1/16 of a pad) swaps a
-    new file into a pad shared with an older item; if the folder reaches the
-    disk before the new file's content, the pad is empty after the cut and
-    the older item fails its integrity check (never wrong data)."""
+    of an item written straight to its pads (a pad or more) swaps a new
+    file into a pad shared with an older item (here the item's tail, in the
+    free space of the old item's pad); if the folder reaches the disk before
+    the new file's content, the pad is empty after the cut and the older
+    item fails its integrity check (never wrong data)."""
     disk, mnt = machine
     mount = Mount(disk, mnt)
     try:
-        with anthill.open(mnt / "store", secret="s", pad_size=4096, fsync=False) as store:
+        with anthill.open(mnt / "store", secret="s", pad_size=16384, fsync=False) as store:
             store.store_item("old", b"o" * 1000)
         mount.send("sync")  # the machine sat idle: everything written out
         with anthill.open(mnt / "store", secret="s", fsync=False) as store:
-            store.store_item("new", b"n" * 1000)  # into the same pad
-            assert store.summary().total_pads == 1
+            # A new pad, and the old item's pad for the rest.
+            store.store_item("new", b"n" * (16384 + 8000))
+            assert store.summary().total_pads == 2
         sync(mnt / "store" / "p")  # the OS wrote the folder out, not the file
     finally:
         mount.unmount()

@@ -150,7 +150,8 @@ async fn a_put_cancelled_before_its_record_gives_its_space_back() {
         .await
         .unwrap();
     let used = store.summary().await.unwrap().used_space;
-    let cancelled = put_aborted_at(&store, "victim", value(20_000, 2), |event| {
+    // A pad and more: written to its pads directly, after StartingUpload.
+    let cancelled = put_aborted_at(&store, "victim", value(PAD as usize + 20_000, 2), |event| {
         matches!(event, PutEvent::StartingUpload { .. })
     })
     .await;

@@ -11,6 +11,7 @@ mod hardening;
 mod index_cache;
 mod index_journal;
 mod log_history;
+mod medium_writes;
 mod memory_map;
 mod open_cost;
 mod ranged_reads;

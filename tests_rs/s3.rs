@@ -525,3 +525,48 @@ async fn s3_checkpoints_are_written_between_single_puts() {
         assert!(back == data(100, i));
     }
 }
+
+/// A large put sends one request per pad: the lease fences the writer and
+/// the service answers a `PUT` only once reads see it, so no `HEAD` checks
+/// a pad after its write (counted by `sim+`, which sees every call that
+/// reaches the S3 backend).
+#[ignore = "needs a Garage cluster (see the module documentation)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_a_large_put_checks_no_pad_after_writing_it() {
+    let base = base_url();
+    let url = under(&base, &unique("no-head"));
+    let backend = pad_store::open(&url, &BackendOptions::default())
+        .await
+        .unwrap();
+    assert!(backend.capabilities().acknowledged_puts_visible);
+    let sim = Arc::new(pad_store::SimPadStore::new(
+        backend,
+        pad_store::SimConfig::default(),
+    ));
+    let store = Store::open_with_backend("sim+s3", sim.clone(), options())
+        .await
+        .unwrap();
+    let pads = 10;
+    let item = data(pads * PAD as usize, 7);
+    let before = sim.sim_stats();
+    guarded(
+        "store_item",
+        store.store_item("big", item.clone(), PutOptions::default(), None),
+    )
+    .await
+    .unwrap();
+    let after = sim.sim_stats();
+    let puts =
+        after.put.calls + after.durable_put.calls - before.put.calls - before.durable_put.calls;
+    assert_eq!(after.verify.calls, before.verify.calls, "a pad was checked");
+    // One write per pad, and the index log's (at most two here: the new
+    // pads with the pending record, then the item).
+    assert!(
+        (pads as u64..=pads as u64 + 2).contains(&puts),
+        "{puts} puts for {pads} pads"
+    );
+    assert!(store.fetch_item("big", None).await.unwrap() == item);
+    store.close().await.unwrap();
+    let fresh = Store::open(&url, options()).await.unwrap();
+    assert!(fresh.fetch_item("big", None).await.unwrap() == item);
+}

@@ -512,7 +512,8 @@ class Store(MutableMapping[str, bytes]):
     def flush(self) -> None:
         """Writes back to their pads the small items held only in the store's log.
 
-        A small item (up to 1/16 of a pad) is committed by one write of its
+        A small item (up to 1/16 of a pad on a local folder; on S3 and in
+        memory, any item smaller than a pad) is committed by one write of its
         bytes to the store's log: it is durable, and readable by every
         process, as soon as :meth:`store_item` returns. The pads it shares are
         written later, in the background; ``flush`` does it now. ``close()``

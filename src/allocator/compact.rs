@@ -3,8 +3,8 @@
 //! nothing moves into them), and taking emptied pads out of the address
 //! space. The decisions are `store/compact.rs`'s.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::{Allocation, MemoryAllocator};
 use crate::error::{Error, Result};
@@ -82,6 +82,7 @@ impl MemoryAllocator {
             map: Arc::clone(&self.map),
             kept: Arc::new(AtomicBool::new(false)),
             recordings: Default::default(),
+            pads_landed: Mutex::new(None),
         })
     }
 

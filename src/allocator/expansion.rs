@@ -2,7 +2,10 @@
 //! concurrently in a task of their own, each mapped (wholly taken) as soon as
 //! it is reserved, then all recorded in the index at once, with the put's
 //! pending record when it has one; only then is their leftover space freed.
-//! One expansion runs at a time, so concurrent puts share its pads.
+//! An item committed in the log records its new pads itself, in its own
+//! index write (one write instead of two): the expansion hands them over
+//! and waits for that write, and records them itself if the put stops
+//! first. One expansion runs at a time, so concurrent puts share its pads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,17 @@ pub(super) struct Expansion {
     pub(super) complete: Option<oneshot::Receiver<Result<Vec<u64>>>>,
     pub(super) task: Option<JoinHandle<Result<()>>>,
     pub(super) cancel: Arc<AtomicBool>,
+    /// For a put that records its new pads itself: they come here once all
+    /// are reserved (records, and ordinals in data order).
+    pub(super) pads_along: Option<oneshot::Receiver<(Vec<PadRecord>, Vec<u64>)>>,
+}
+
+/// The expansion's side of a put that records the new pads itself.
+struct PadsAlong {
+    pads: oneshot::Sender<(Vec<PadRecord>, Vec<u64>)>,
+    /// Whether the put's index write carrying them landed (or may have);
+    /// dropped unsent if the put stopped before it.
+    landed: oneshot::Receiver<bool>,
 }
 
 #[derive(Default)]
@@ -106,6 +120,7 @@ impl MemoryAllocator {
             map: Arc::clone(&self.map),
             kept: Arc::new(AtomicBool::new(false)),
             recordings: Default::default(),
+            pads_landed: Mutex::new(None),
         };
         if let (true, Some(turn)) = (plan.new_pads > 0, turn.take()) {
             events
@@ -120,7 +135,17 @@ impl MemoryAllocator {
                 existing: existing_pieces(&allocation.existing, pad_size),
                 kept: allocation.keeper(),
             });
-            allocation.expansion = Some(self.expand(bytes, turn, writing.clone(), pending, events));
+            // An item committed in the log records its new pads itself.
+            let along = (pending.is_none() && self.log_first(size)).then(|| {
+                let (pads, pads_rx) = oneshot::channel();
+                let (landed_tx, landed) = oneshot::channel();
+                *allocation.pads_landed.lock().expect("pads landed lock") = Some(landed_tx);
+                (PadsAlong { pads, landed }, pads_rx)
+            });
+            let (along, pads_rx) = along.unzip();
+            let mut expansion = self.expand(bytes, turn, writing.clone(), pending, along, events);
+            expansion.pads_along = pads_rx;
+            allocation.expansion = Some(expansion);
         }
         Ok(Some(allocation))
     }
@@ -135,6 +160,7 @@ impl MemoryAllocator {
         turn: ExpansionTurn,
         writing: WriterGuard,
         pending: Option<PendingAlong>,
+        along: Option<PadsAlong>,
         events: &Arc<EventSink<PutEvent>>,
     ) -> Expansion {
         let total = bytes.len();
@@ -179,7 +205,9 @@ impl MemoryAllocator {
                     .collect()
                     .await;
                 drop(reserved_tx);
-                let outcome = this.record_expansion(results, &placed, pending).await;
+                let outcome = this
+                    .record_expansion(results, &placed, pending, along)
+                    .await;
                 // Recorded and unused space freed: the next expansion may
                 // start, and this process may let other writers in.
                 drop(turn);
@@ -194,6 +222,7 @@ impl MemoryAllocator {
             complete: Some(complete),
             task: Some(task),
             cancel,
+            pads_along: None,
         }
     }
 
@@ -204,9 +233,22 @@ impl MemoryAllocator {
         results: Vec<Result<PadRecord>>,
         placed: &Mutex<Placed>,
         pending: Option<PendingAlong>,
+        along: Option<PadsAlong>,
     ) -> Result<Vec<u64>> {
         let (records, first_error) = reserved_pads(results);
-        if !records.is_empty() {
+        let mut recorded_by_put = false;
+        if let Some(along) = along.filter(|_| first_error.is_none() && !records.is_empty()) {
+            let ordinals: Option<Vec<u64>> = {
+                let placed = placed.lock().expect("placed lock");
+                placed.ordinals.iter().copied().collect()
+            };
+            if let Some(ordinals) = ordinals
+                && along.pads.send((records.clone(), ordinals)).is_ok()
+            {
+                recorded_by_put = along.landed.await.unwrap_or(false);
+            }
+        }
+        if !records.is_empty() && !recorded_by_put {
             let mut batch = vec![Record::PadsAdded(records.clone())];
             let kept = match pending {
                 Some(pending) if first_error.is_none() => {

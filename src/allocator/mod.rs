@@ -115,6 +115,30 @@ pub struct Allocation {
     kept: Arc<AtomicBool>,
     /// Index writes under way that name this space (see [`Recording`]).
     recordings: Arc<Mutex<Recordings>>,
+    /// For an item committed in the log that needed new pads: tells the
+    /// expansion that the index write carrying them landed (see
+    /// [`Allocation::placement_with_pads`]); dropped unsent, it did not.
+    pads_landed: Mutex<Option<tokio::sync::oneshot::Sender<bool>>>,
+}
+
+/// New pads an item committed in the log records itself (see
+/// [`Allocation::placement_with_pads`]).
+pub struct NewPads {
+    /// Their record, to write before the item's.
+    pub record: Record,
+    /// Answered once the expansion knows that write's outcome and freed
+    /// what the item leaves of the pads.
+    settled: tokio::sync::oneshot::Receiver<Result<Vec<u64>>>,
+}
+
+impl NewPads {
+    /// The record, and what resolves once the leftover space is free.
+    pub fn split(self) -> (Record, impl std::future::Future<Output = ()>) {
+        let settled = self.settled;
+        (self.record, async move {
+            let _ = settled.await;
+        })
+    }
 }
 
 /// The index writes under way that name an allocation's space, and what the
@@ -510,6 +534,38 @@ impl Allocation {
     pub fn keep(&self) {
         let _map = self.map.lock().expect("map lock");
         self.kept.store(true, Ordering::Release);
+        if let Some(landed) = self.pads_landed.lock().expect("pads landed lock").take() {
+            let _ = landed.send(true);
+        }
+    }
+
+    /// The item's pieces, as [`Allocation::placement`], and, for an item
+    /// committed in the log, its new pads: their record, for the caller to
+    /// write first in its own index write (then [`Allocation::keep`] tells
+    /// the expansion it landed; dropping the allocation, that it did not,
+    /// and the expansion records them itself).
+    pub async fn placement_with_pads(&mut self) -> Result<(Option<NewPads>, Vec<Piece>)> {
+        let expansion = self.expansion.as_mut();
+        let Some((along, complete)) =
+            expansion.and_then(|e| Some((e.pads_along.take()?, e.complete.take()?)))
+        else {
+            return Ok((None, self.placement().await?));
+        };
+        let Ok((records, ordinals)) = along.await else {
+            // The reservations failed: the expansion says how.
+            complete
+                .await
+                .map_err(|_| Error::Cancelled("pad reservation did not complete".into()))??;
+            return Err(Error::Cancelled("pad reservation did not complete".into()));
+        };
+        let pad_size = self.map.lock().expect("map lock").pad_size();
+        let mut pieces = existing_pieces(&self.existing, pad_size);
+        pieces.extend(new_pieces(&ordinals, &self.new_pad_bytes));
+        let new_pads = NewPads {
+            record: Record::PadsAdded(records),
+            settled: complete,
+        };
+        Ok((Some(new_pads), pieces))
     }
 
     /// Notes an index write naming this space: until it is settled, dropping
@@ -522,6 +578,11 @@ impl Allocation {
             recordings: Arc::clone(&self.recordings),
             settled: false,
         }
+    }
+
+    /// Whether the item needs new pads (the free space could not hold it).
+    pub fn grows(&self) -> bool {
+        !self.new_pad_bytes.is_empty()
     }
 
     /// Resolves, once every new pad is reserved and recorded, to the item's

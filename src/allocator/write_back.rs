@@ -1,13 +1,23 @@
-//! Write-back: small items are committed with their bytes in the index log
-//! (one small write), and the pads they share are written later, one write
-//! per pad carrying every piece queued for it, as databases write pages
-//! back behind their write-ahead log.
+//! Write-back: items smaller than a pad are committed with their bytes in
+//! the index log (one write of about their size), and the pads they share
+//! are written later, one write per pad carrying every piece queued for it,
+//! as databases write pages back behind their write-ahead log.
+//!
+//! **Cost model.** A pad write costs the pad's prefix up to its highest
+//! written byte. An item of `s` bytes written straight to a shared pad
+//! rewrites what the pad already holds: filling a pad with `n` items writes
+//! about `n / 2` pads' worth. Through the log it costs `s` in the log plus
+//! its share of the pad's write-back; so a pad should be written back once,
+//! when it is full, and the put path then writes each item about twice
+//! with about one request per put.
 //!
 //! What is queued is not kept here but in the index ([`Index::inline`]),
 //! since every process replaying the log must hold those bytes anyway. A pad
 //! is written back when
-//! - its log-only bytes reach half a pad (a put that makes it so starts the
-//!   write in the background),
+//! - half a pad or more of it is log-only and it is full, as far as this
+//!   put can tell: the put took the pad's last byte, or needed new pads (so
+//!   the free space left could not hold it); the put starts the write in
+//!   the background,
 //! - the log-only bytes of the store pass [`MEMORY_BOUND`] (the put waits
 //!   for the dirtiest pads to be written, so memory stays bounded),
 //! - the store has been idle for [`IDLE`] (a background task),
@@ -31,7 +41,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::MemoryAllocator;
 use crate::error::{Error, Result};
-use crate::index::Record;
+use crate::index::{Piece, Record};
 use crate::journal::WriteBackAll;
 
 /// Most item bytes held only in the log (and so in memory, by every process
@@ -41,10 +51,14 @@ pub const MEMORY_BOUND: u64 = 64 << 20;
 /// A store idle this long writes back every pad it holds log-only bytes for.
 pub const IDLE: Duration = Duration::from_secs(1);
 
-/// The largest item committed in the log rather than written to its pads:
-/// `pad_size / LOG_FIRST_FRACTION`. Above it an item is large enough that
-/// writing its pads directly costs little more than the item itself.
+/// Items of at most `pad_size / LOG_FIRST_FRACTION` are small: always
+/// committed in the log, and moved whole by a compaction.
 pub const LOG_FIRST_FRACTION: u64 = 16;
+
+/// Items below a pad are committed in the log too (medium items), up to
+/// this size: each stays in memory until written back, and an open replays
+/// it. From a pad up an item fills pads of its own, written once directly.
+pub const LOG_FIRST_MAX: u64 = MEMORY_BOUND / 8;
 
 /// Pads being written back now, so triggers do not queue one twice.
 #[derive(Default)]
@@ -91,27 +105,55 @@ impl Drop for Claimed<'_> {
 }
 
 impl MemoryAllocator {
-    /// Whether an item of `size` bytes is committed in the log first.
-    pub fn log_first(&self, size: u64) -> bool {
+    /// Whether an item of `size` bytes is small: see [`LOG_FIRST_FRACTION`].
+    pub fn small(&self, size: u64) -> bool {
         size <= self.io.pad_size / LOG_FIRST_FRACTION
     }
 
-    /// The pads to write back after a put that touched `touched`, and
-    /// whether the put must wait for them (the memory bound is passed).
-    pub fn write_back_due(&self, touched: &[u64]) -> (Vec<u64>, bool) {
-        let half = self.io.pad_size / 2;
+    /// Whether an item of `size` bytes is committed in the log first: a
+    /// small one, or one below a pad and [`LOG_FIRST_MAX`] where rewriting
+    /// a shared pad costs a request and its bytes (S3, memory, `sim+`). On a
+    /// local folder it costs a write to the page cache, while the log path
+    /// would add a durable write-back and a replay at every open: there
+    /// medium items are written into their pads directly, as before.
+    pub fn log_first(&self, size: u64) -> bool {
+        let medium_in_log = self.io.backend.capabilities().folder_writer.is_none();
+        self.small(size)
+            || (medium_in_log && size < self.io.pad_size && size <= LOG_FIRST_MAX)
+    }
+
+    /// The pads to write back after a put placed as `pieces` (that needed
+    /// new pads if `grew`), and whether the put must wait for them (the
+    /// memory bound is passed).
+    pub fn write_back_due(&self, pieces: &[Piece], grew: bool) -> (Vec<u64>, bool) {
+        let pad_size = self.io.pad_size;
+        let half = pad_size / 2;
         let in_flight = self.write_backs.in_flight.lock().expect("write-backs lock");
         self.journal.read(|index| {
-            let mut due: Vec<u64> = touched
-                .iter()
-                .copied()
-                .filter(|pad| {
-                    index
-                        .dirty_pads
-                        .get(pad)
-                        .is_some_and(|dirty| dirty.bytes >= half)
-                })
-                .collect();
+            let half_dirty = |pad: &u64| {
+                index
+                    .dirty_pads
+                    .get(pad)
+                    .is_some_and(|dirty| dirty.bytes >= half)
+            };
+            // Full: this put took its last byte, or (growing the store) the
+            // free space of every pad could not hold it.
+            let mut due: Vec<u64> = if grew {
+                let touched: HashSet<u64> = pieces.iter().map(|p| p.pad).collect();
+                (index.dirty_pads.keys())
+                    .filter(|pad| !touched.contains(pad) && half_dirty(pad))
+                    .copied()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            due.extend(
+                pieces
+                    .iter()
+                    .filter(|p| p.offset + p.len == pad_size)
+                    .map(|p| p.pad)
+                    .filter(half_dirty),
+            );
             let over = index.inline_bytes > MEMORY_BOUND;
             if over {
                 // The dirtiest pads, until half the bound would be left.

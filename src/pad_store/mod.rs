@@ -191,6 +191,13 @@ pub struct Capabilities {
     /// is false `get_range` reads the whole object, and readers read pads
     /// whole instead.
     pub ranged_reads: bool,
+    /// An acknowledged put is what every later read of the name sees, so a
+    /// pad write needs no check after it (`Backend::verify`, a `HEAD` on
+    /// S3): the service is read-after-write consistent (AWS S3, R2, MinIO;
+    /// Garage with its default quorums) and the writer lease fences every
+    /// other writer off the store, whose pad names are random besides. Not
+    /// on a local folder or in memory, where the check costs no request.
+    pub acknowledged_puts_visible: bool,
     /// Direct folder writes: a local folder's writer, whose blocking `put`
     /// lets a pad be sealed and written by one call on one thread (see
     /// `folder.rs`). `None` for every other backend, and for wrappers that
@@ -210,6 +217,7 @@ impl Default for Capabilities {
             price_per_pad: None,
             read_staleness: Duration::ZERO,
             ranged_reads: false,
+            acknowledged_puts_visible: false,
             folder_writer: None,
         }
     }

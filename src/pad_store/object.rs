@@ -271,6 +271,8 @@ impl ObjectPadStore {
             // put for nothing a reader needs, since a recorded pad without an
             // object reads as empty. Pad names are random, so the first write
             // cannot meet another pad's object.
+            // A pad's `PUT` answered is its commit: no `HEAD` after it
+            // (see `Capabilities::acknowledged_puts_visible`).
             capabilities: Capabilities {
                 atomic_create: false,
                 pads_created_on_first_write: true,
@@ -278,6 +280,7 @@ impl ObjectPadStore {
                 read_staleness: NETWORK_READ_STALENESS,
                 // A GET with a `Range` header.
                 ranged_reads: true,
+                acknowledged_puts_visible: true,
                 ..Capabilities::default()
             },
         }

@@ -299,6 +299,7 @@ impl SimPadStore {
             // A model of a network service: reads check the log as on one.
             read_staleness: of_inner.read_staleness.max(super::NETWORK_READ_STALENESS),
             ranged_reads: of_inner.ranged_reads,
+            acknowledged_puts_visible: of_inner.acknowledged_puts_visible,
             folder_writer: None,
         };
         SimPadStore {

@@ -323,7 +323,7 @@ impl Store {
                 units.input.candidates.insert(ordinal);
                 for &key in by_pad.get(&ordinal).into_iter().flatten() {
                     let entry = entries[key];
-                    if allocator.log_first(entry.size) {
+                    if allocator.small(entry.size) {
                         units.add(ordinal, key, None, entry.size);
                         continue;
                     }

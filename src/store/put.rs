@@ -140,8 +140,8 @@ impl<'a> Put<'a> {
         }
     }
 
-    /// Commits a small item with its bytes in the index log: one small
-    /// write, instead of rewriting the pads it shares. Its pads are written
+    /// Commits an item smaller than a pad with its bytes in the index log:
+    /// one write of about its size, instead of rewriting the pads it shares. Its pads are written
     /// back later (see `allocator/write_back.rs`). The upload events come
     /// before that log write, which commits the item.
     async fn commit_in_log(self, mut allocation: Allocation) -> Result<()> {
@@ -164,9 +164,11 @@ impl<'a> Put<'a> {
                 bytes
             }
         };
-        let pieces = allocation.placement().await?;
+        // New pads are recorded by the same index write as the item.
+        let (new_pads, pieces) = allocation.placement_with_pads().await?;
+        let (pads_added, settled) = new_pads.map(allocator::NewPads::split).unzip();
         let hash = allocator::inline_digest(&pieces, &data)?;
-        let touched: Vec<u64> = pieces.iter().map(|p| p.pad).collect();
+        let placed = (pieces.clone(), allocation.grows());
         events
             .emit(|| PutEvent::UploadProgress {
                 bytes_written: size,
@@ -187,11 +189,17 @@ impl<'a> Put<'a> {
             entry,
             data,
         };
+        let records = pads_added.into_iter().chain([record]).collect();
         store
-            .commit_records(vec![record], allocation.into(), &self.writing)
+            .commit_records(records, allocation.into(), &self.writing)
             .await?;
+        if let Some(settled) = settled {
+            // The new pads' leftover is free once this returns, as after a
+            // put whose expansion recorded them.
+            settled.await;
+        }
         store.inner.activity.notify_one();
-        let (due, wait) = allocator.write_back_due(&touched);
+        let (due, wait) = allocator.write_back_due(&placed.0, placed.1);
         if !due.is_empty() {
             let (allocator, writing) = (Arc::clone(allocator), self.writing);
             let work = tokio::spawn(async move {
