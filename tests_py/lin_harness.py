@@ -69,6 +69,7 @@ import anthill
 url, log_path, name, seed = sys.argv[1:5]
 pad_size = int(sys.argv[5])
 groups = json.loads(sys.argv[6])
+read_share = float(sys.argv[7])
 fault = os.environ.get("ANTHILL_LIN_FAULT", "")
 rng = random.Random(int(seed))
 stopping = False
@@ -101,6 +102,7 @@ while not stopping:
     group = rng.choice(groups)
     key = rng.choice(group)
     roll = rng.random()
+    roll = (roll - read_share) / (1 - read_share) * 0.65 + 0.35 if roll >= read_share else 0
     if roll < 0.35:
         call = {"op": "get", "key": key, "fresh": rng.random() < 0.8}
     elif roll < 0.7:
@@ -286,6 +288,7 @@ def run(
     fault: str = "",
     stale_read_ms: float = 0,
     grace_ms: float | None = None,
+    read_share: float = 0.35,
 ) -> Report:
     """`kills` SIGKILLs among 4 writers on the store at `url` (default: a
     new folder), then the final reads and checks. A call cut short by a
@@ -319,6 +322,7 @@ def run(
                 str(rng.randrange(2**32)),
                 str(PAD_SIZE),
                 json.dumps(GROUPS),
+                str(read_share),
             ]
             return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -448,6 +452,7 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true", help="on $ANTHILL_TEST_S3_URL (Garage)")
     parser.add_argument("--fault", default="", choices=["", "stale-cache", "lost-write"])
     parser.add_argument("--stale-read-ms", type=float, default=0)
+    parser.add_argument("--reads", type=float, default=0.35, help="the share of gets")
     parser.add_argument(
         "--grace-ms",
         type=float,
@@ -457,7 +462,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     url = s3_url() if args.s3 else None
-    report = run(args.kills, args.seed, url, args.fault, args.stale_read_ms, args.grace_ms)
+    report = run(args.kills, args.seed, url, args.fault, args.stale_read_ms, args.grace_ms, args.reads)
     summary = {
         **report.__dict__,
         "anomalies": len(report.anomalies),

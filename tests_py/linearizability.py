@@ -94,7 +94,9 @@ class Op:
             result = f"= {self.value}"
         if self.kind == "get" and not self.fresh:
             args += " (no refresh)"
-        end = "never" if self.end is None else str(self.end)
+        end = str(self.end)
+        if self.end is None:
+            end = "never; in effect by " + ("any time" if self.deadline is None else str(self.deadline)) + " or not at all"
         return f"#{self.id} {self.process} {self.kind}({args}) -> {result} [{self.start}, {end}]"
 
 

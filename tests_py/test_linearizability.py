@@ -226,17 +226,23 @@ def test_bounded_run_on_a_folder_is_linearizable() -> None:
 
 @needs_s3
 def test_bounded_run_on_garage_is_linearizable() -> None:
-    report = run(kills=10, seed=2027, url=s3_url())
+    report = run(kills=8, seed=2027, url=s3_url())
     assert report.failures == [], "\n".join(report.failures)
-    assert report.kills == 10
+    assert report.kills == 8
+    assert report.calls_completed > 100
     assert report.anomalies == []
 
 
 @pytest.mark.parametrize("fault", ["stale-cache", "lost-write"])
 def test_a_planted_fault_in_a_real_run_is_caught(fault: str) -> None:
+    """A writer answering gets from a cache it never refreshes, or
+    acknowledging puts it never made: the checker names the anomaly."""
     report = run(kills=4, seed=7, fault=fault)
     assert report.anomalies, report
-    kinds = " ".join(report.anomalies)
-    assert ("stale read" if fault == "stale-cache" else "lost write") in kinds or (
-        "not linearizable" in kinds
-    )
+    first_lines = [anomaly.split("\n")[0] for anomaly in report.anomalies]
+    if fault == "stale-cache":
+        assert any(line.startswith("stale read") for line in first_lines), first_lines
+    else:
+        assert any("lost write" in line for line in first_lines) or all(
+            line.startswith("not linearizable") for line in first_lines
+        ), first_lines
