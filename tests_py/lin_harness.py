@@ -219,6 +219,8 @@ class Report:
     errors: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     plain_read_anomalies: list[str] = field(default_factory=list)
+    # The least lag (of 1, 2, 5, ... ms) that explains every plain get.
+    plain_read_lag_ms: float | None = None
     final: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
@@ -289,6 +291,7 @@ def run(
     stale_read_ms: float = 0,
     grace_ms: float | None = None,
     read_share: float = 0.35,
+    measure_lag: bool = False,
 ) -> Report:
     """`kills` SIGKILLs among 4 writers on the store at `url` (default: a
     new folder), then the final reads and checks. A call cut short by a
@@ -379,7 +382,7 @@ def run(
         ops, errors, report.kills_mid_call = read_history(sorted(logs.glob("*.jsonl")), deadlines)
         report.errors = errors
         tally(ops, report)
-        judge(ops, report, stale_read_ms)
+        judge(ops, report, stale_read_ms, measure_lag)
         if report.backend == "folder":
             check_pads(store_path, report)
     return report
@@ -399,7 +402,7 @@ def tally(ops: list[Op], report: Report) -> None:
         report.refused_pending += op.outcome == PENDING
 
 
-def judge(ops: list[Op], report: Report, stale_read_ms: float) -> None:
+def judge(ops: list[Op], report: Report, stale_read_ms: float, measure_lag: bool) -> None:
     """Linearizability of the calls with a refresh before each get, then of
     every call (plain gets allowed to lag `stale_read_ms`), then the final
     state."""
@@ -408,6 +411,11 @@ def judge(ops: list[Op], report: Report, stale_read_ms: float) -> None:
     if not report.anomalies:
         lag = int(stale_read_ms * 1e6)
         report.plain_read_anomalies = [str(anomaly) for anomaly in check(ops, lag)]
+        if report.plain_read_anomalies and measure_lag:
+            for ms in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000):
+                if not check(ops, ms * 1_000_000):
+                    report.plain_read_lag_ms = ms
+                    break
     final = report.final
     failures = report.failures
     failures += [f"error: {error}" for error in report.errors]
@@ -462,7 +470,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     url = s3_url() if args.s3 else None
-    report = run(args.kills, args.seed, url, args.fault, args.stale_read_ms, args.grace_ms, args.reads)
+    report = run(args.kills, args.seed, url, args.fault, args.stale_read_ms, args.grace_ms, args.reads, measure_lag=True)
     summary = {
         **report.__dict__,
         "anomalies": len(report.anomalies),
