@@ -96,7 +96,11 @@ class Op:
             args += " (no refresh)"
         end = str(self.end)
         if self.end is None:
-            end = "never; in effect by " + ("any time" if self.deadline is None else str(self.deadline)) + " or not at all"
+            end = (
+                "never; in effect by "
+                + ("any time" if self.deadline is None else str(self.deadline))
+                + " or not at all"
+            )
         return f"#{self.id} {self.process} {self.kind}({args}) -> {result} [{self.start}, {end}]"
 
 
@@ -403,7 +407,10 @@ def explain(group: Group, ops: list[Op], failed: Op) -> Anomaly:
     writes = [
         op
         for op in ops
-        if op.kind != "get" and op.end is not None and op.outcome == OK and set(op.keys()) & set(keys)
+        if op.kind != "get"
+        and op.end is not None
+        and op.outcome == OK
+        and set(op.keys()) & set(keys)
     ]
     before = [op for op in writes if op.end is not None and op.end < failed.start]
     last = max(before, key=lambda op: op.end or 0, default=None)
@@ -416,7 +423,9 @@ def explain(group: Group, ops: list[Op], failed: Op) -> Anomaly:
             # A value overwritten before the read began: a stale read, or,
             # if nothing reads the newer value again, a lost write.
             newer_read = any(
-                op.kind == "get" and op.start > (failed.end or 0) and op.value != failed.value
+                op.kind == "get"
+                and op.start > (failed.end or 0)
+                and op.value != failed.value
                 and op.outcome == OK
                 for op in ops
                 if op.key == failed.key
