@@ -35,8 +35,10 @@ design, and the checker is told how far (``--stale-read-ms``).
 
 Planted faults (``ANTHILL_LIN_FAULT``, read by the writers), to show the
 checker catches them: ``stale-cache`` answers gets from a cache of what the
-process last read or wrote to the key, never refreshed; ``lost-write``
-acknowledges every tenth put without storing it.
+process last read or wrote to the key, never refreshed; ``second-handle``
+reads through a second handle of the store that is never refreshed (a
+store without a refresh catches it up only when a key is missing there);
+``lost-write`` acknowledges every tenth put without storing it.
 """
 
 from __future__ import annotations
@@ -95,6 +97,9 @@ def tag_of(data):
 
 store = anthill.open(url, pad_size=pad_size)  # the secret: $ANTHILL_SECRET
 refresh = getattr(store, "refresh", None) or (lambda: len(store))
+# The planted fault "second-handle": gets read through another handle,
+# which is never refreshed.
+reader = anthill.open(url, pad_size=pad_size) if fault == "second-handle" else store
 cache = {}
 print("ready", flush=True)
 n = 0
@@ -120,9 +125,9 @@ while not stopping:
             if fault == "stale-cache" and key in cache:
                 result = cache[key]
             else:
-                if call["fresh"]:
+                if call["fresh"] and reader is store:
                     refresh()
-                result = tag_of(store.fetch_item(key))
+                result = tag_of(reader.fetch_item(key))
                 cache[key] = result
         elif call["op"] == "put":
             if not (fault == "lost-write" and n % 10 == 9):
@@ -144,6 +149,8 @@ while not stopping:
     record(i=n, t=time.monotonic_ns(), outcome=outcome, value=result)
     n += 1
 store.close()
+if reader is not store:
+    reader.close()
 record(closed=True, t=time.monotonic_ns())
 """
 
@@ -458,7 +465,9 @@ def main() -> None:
     parser.add_argument("--row", metavar="JSON", help="print the docs row of a saved summary")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--s3", action="store_true", help="on $ANTHILL_TEST_S3_URL (Garage)")
-    parser.add_argument("--fault", default="", choices=["", "stale-cache", "lost-write"])
+    parser.add_argument(
+        "--fault", default="", choices=["", "stale-cache", "second-handle", "lost-write"]
+    )
     parser.add_argument("--stale-read-ms", type=float, default=0)
     parser.add_argument("--reads", type=float, default=0.35, help="the share of gets")
     parser.add_argument(
