@@ -438,6 +438,7 @@ def explain(group: Group, ops: list[Op], failed: Op) -> Anomaly:
         op
         for op in ops
         if set(op.keys()) & set(keys)
+        and not (op.kind == "get" and op.end is None)
         and (op.end is None or op.end >= since)
         and op.start <= (failed.end or failed.start)
     ]
