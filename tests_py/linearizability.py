@@ -439,7 +439,14 @@ def explain(group: Group, ops: list[Op], failed: Op) -> Anomaly:
         for op in ops
         if set(op.keys()) & set(keys)
         and not (op.kind == "get" and op.end is None)
-        and (op.end is None or op.end >= since)
+        and last_instant(op) >= since
         and op.start <= (failed.end or failed.start)
     ]
     return Anomaly(failed, kind, group.keys, [op.describe() for op in window[-40:]])
+
+
+def last_instant(op: Op) -> float:
+    """The last instant `op` can take effect at."""
+    if op.end is not None:
+        return op.end
+    return op.deadline if op.deadline is not None else float("inf")
