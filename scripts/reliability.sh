@@ -40,13 +40,15 @@ python -m pip install --quiet -e '.[test]'
 # for the creation races below).
 r9() {
     echo "== linearizability: $r9_kills kills on a folder, $r9_kills on Garage" >&2
-    python tests_py/lin_harness.py --kills "$r9_kills" --seed 1 >"$logs/lin-folder.json" \
+    python tests_py/lin_harness.py --kills "$r9_kills" --seed 1 --keep "$logs/lin-folder" \
+        >"$logs/lin-folder.json" \
         2>"$logs/lin-folder.txt" || true
     bash scripts/garage.sh install
     garage_env=$(bash scripts/garage.sh start 3) # an assignment fails under set -e
     trap 'bash scripts/garage.sh stop' EXIT
     eval "$garage_env"
-    python tests_py/lin_harness.py --kills "$r9_kills" --seed 1 --s3 >"$logs/lin-s3.json" \
+    python tests_py/lin_harness.py --kills "$r9_kills" --seed 1 --s3 --keep "$logs/lin-s3" \
+        >"$logs/lin-s3.json" \
         2>"$logs/lin-s3.txt" || true
     for backend in folder s3; do
         python tests_py/lin_harness.py --row "$logs/lin-$backend.json"

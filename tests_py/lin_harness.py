@@ -299,17 +299,19 @@ def run(
     grace_ms: float | None = None,
     read_share: float = 0.35,
     measure_lag: bool = False,
+    keep: Path | None = None,
 ) -> Report:
     """`kills` SIGKILLs among 4 writers on the store at `url` (default: a
     new folder), then the final reads and checks. A call cut short by a
     kill may take effect until `grace_ms` after the driver saw its process
     die (``None``: 0 on a folder, 2 s on S3; ``inf``: at any later instant),
-    or never."""
+    or never. The writers' logs go to `keep` if given (with the
+    killed calls' deadlines, ``deadlines.json``), else to a temporary folder."""
     rng = random.Random(seed)
     report = Report(backend="s3" if url and url.startswith("s3") else "folder")
     with tempfile.TemporaryDirectory() as tmp:
-        logs = Path(tmp) / "logs"
-        logs.mkdir()
+        logs = keep or Path(tmp) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         store_path = Path(tmp) / "store"
         url = url or str(store_path)
         env = {**os.environ, "ANTHILL_SECRET": SECRET, "ANTHILL_LIN_FAULT": fault}
@@ -387,6 +389,7 @@ def run(
             name: None if grace_ms == float("inf") else died + int(grace_ms * 1e6)
             for name, died in deaths.items()
         }
+        (logs / "deadlines.json").write_text(json.dumps(deadlines))
         ops, errors, report.kills_mid_call = read_history(sorted(logs.glob("*.jsonl")), deadlines)
         report.errors = errors
         tally(ops, report)
@@ -504,6 +507,7 @@ def main() -> None:
     )
     parser.add_argument("--stale-read-ms", type=float, default=0)
     parser.add_argument("--reads", type=float, default=0.35, help="the share of gets")
+    parser.add_argument("--keep", type=Path, help="write the history's logs to this folder")
     parser.add_argument(
         "--grace-ms",
         type=float,
@@ -525,6 +529,7 @@ def main() -> None:
         args.grace_ms,
         args.reads,
         measure_lag=True,
+        keep=args.keep,
     )
     summary = {
         **report.__dict__,
