@@ -420,17 +420,10 @@ def explain(group: Group, ops: list[Op], failed: Op) -> Anomaly:
         if source is None or failed.value == UNREAD:
             kind = "read of a value no put wrote"
         elif last is not None and source.end is not None and source.end < last.start:
-            # A value overwritten before the read began: a stale read, or,
-            # if nothing reads the newer value again, a lost write.
-            newer_read = any(
-                op.kind == "get"
-                and op.start > (failed.end or 0)
-                and op.value != failed.value
-                and op.outcome == OK
-                for op in ops
-                if op.key == failed.key
-            )
-            kind = "stale read" if newer_read else "stale read or lost write"
+            # A value overwritten before the read began: a stale read if
+            # some get returned the newer value, else maybe a lost write.
+            seen = last.kind != "put" or last.value != UNREAD
+            kind = "stale read" if seen else "stale read or lost write"
     elif failed.kind == "get" and last is not None and last.kind in ("put", "rename"):
         kind = "lost write"
     since = last.start if last is not None else failed.start
