@@ -7,7 +7,8 @@ given one instant between its invocation and its completion at which it
 takes effect, all at once, such that the operations in that order are a run
 of the sequential model below giving every recorded outcome. An operation
 whose process was killed before it completed has no completion: it may take
-effect at any instant after its invocation, or never.
+effect at any instant after its invocation until its deadline (``None``:
+ever), or never.
 
 The model (one store, keys to values, values identified by the unique tag
 of the put that wrote them):
@@ -38,12 +39,17 @@ set small:
   each group of keys is checked on its own.
 - Values no read returned are indistinguishable to the model (it compares
   values only with what reads returned): they all become one ``UNREAD``.
-- Killed operations never complete, so they stay open for good. Those with
-  one effect (same kind, keys and value) are interchangeable, so a
-  configuration keeps a count of each kind left rather than their ids; and
-  a configuration with the same state and normal open operations as
-  another, but a subset of its killed ones left, is dropped (the other can
-  do whatever it can).
+- Killed operations never complete: they stay open until their deadline
+  (then each configuration either has linearized one or gives it up), or
+  for good without one. Those with one effect and deadline (same kind,
+  keys and value) are interchangeable, so a configuration keeps a count of
+  each kind left rather than their ids; and a configuration with the same
+  state and normal open operations as another, but a subset of its killed
+  ones left, is dropped (the other can do whatever it can). Without
+  deadlines the set still grows with every killed call: affordable for a
+  few of them only.
+- A value is forgotten (made ``UNREAD``) after the last get that returned
+  it has completed: nothing compares it again.
 """
 
 from __future__ import annotations
@@ -120,6 +126,14 @@ class Anomaly:
         return "\n  ".join(lines + self.excerpt)
 
 
+# The outcomes each kind of call can have in the model (KILLED: unknown).
+ALLOWED = {
+    "get": {OK, ABSENT},
+    "put": {OK, PENDING, KILLED},
+    "remove": {OK, ABSENT, KILLED},
+    "rename": {OK, ABSENT, PENDING, EXISTS, KILLED},
+}
+
 # A key's state: (value or None, pending); a group's: one per key, in order.
 KeyState = tuple[str | None, bool]
 
@@ -148,6 +162,8 @@ class Group:
                 new[index] = key_state
             return tuple(new)
 
+        if outcome not in ALLOWED[op.kind]:
+            return []  # an outcome the model never gives (put -> exists, ...)
         if op.kind == "get":
             if outcome == OK:
                 return [state] if value is not None and value == op.value else []

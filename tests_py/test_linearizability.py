@@ -105,6 +105,14 @@ def test_a_lost_write_is_caught() -> None:
     assert (anomaly.op.id, anomaly.kind) == (lost.id, "lost write")
 
 
+def test_an_outcome_the_model_never_gives_is_an_anomaly() -> None:
+    h = History()
+    h.put("p1", "a", "v1", 0, 10)
+    refused = h.put("p2", "a", "v2", 20, 30, outcome=EXISTS)  # overwrite=True never refuses
+    [anomaly] = check(h.ops)
+    assert anomaly.op.id == refused.id
+
+
 def test_a_killed_call_takes_effect_at_any_later_instant_or_never() -> None:
     h = History()
     h.put("p1", "a", "v1", 0, 10)
