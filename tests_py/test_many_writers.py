@@ -4,9 +4,9 @@ space and its pending put to the others; dask and xarray workers write a
 zarr array through ``AnthillStore`` and read it back.
 
 Handles of other processes see a change after ``store.refresh()``; on a
-store without it, ``len(store)`` catches up with the other writers (the one
-public call that does today), so these tests run before and after the many-
-writers redesign.
+store without it, ``len(store)`` catches up with the other writers (as
+``keys()`` and ``summary()`` do), so these tests run before and after the
+many-writers redesign.
 """
 
 from __future__ import annotations
