@@ -233,12 +233,13 @@ class Report:
 
 
 def read_history(
-    paths: list[Path], deadlines: dict[str, int | None]
+    paths: list[Path], deadlines: dict[str, int | None], error_grace_ns: int | None = 0
 ) -> tuple[list[Op], list[str], int]:
     """The calls in the writers' logs (a line cut short by a kill is
     dropped), the errors among them, and how many logs end inside a call.
     A call a kill cut short may take effect until its process's deadline
-    (``None``: at any later instant)."""
+    (``None``: at any later instant); a call that failed with an error, until
+    `error_grace_ns` after it returned."""
     ops: list[Op] = []
     errors: list[str] = []
     mid_call = 0
@@ -256,7 +257,9 @@ def read_history(
                 op = make_op(len(ops), process, open_call, event)
                 if op.outcome.startswith("error"):
                     errors.append(f"{op.describe()}: {op.outcome}")
+                    end = op.end or 0
                     op.outcome, op.end = KILLED, None  # its effect is unknown
+                    op.deadline = None if error_grace_ns is None else end + error_grace_ns
                 ops.append(op)
                 open_call = None
         if open_call is not None:
@@ -390,7 +393,11 @@ def run(
             for name, died in deaths.items()
         }
         (logs / "deadlines.json").write_text(json.dumps(deadlines))
-        ops, errors, report.kills_mid_call = read_history(sorted(logs.glob("*.jsonl")), deadlines)
+        ops, errors, report.kills_mid_call = read_history(
+            sorted(logs.glob("*.jsonl")),
+            deadlines,
+            None if grace_ms == float("inf") else int(grace_ms * 1e6),
+        )
         report.errors = errors
         tally(ops, report)
         judge(ops, report, stale_read_ms, measure_lag)
