@@ -36,8 +36,9 @@ design, and the checker is told how far (``--stale-read-ms``).
 Planted faults (``ANTHILL_LIN_FAULT``, read by the writers), to show the
 checker catches them: ``stale-cache`` answers gets from a cache of what the
 process last read or wrote to the key, never refreshed; ``second-handle``
-reads through a second handle of the store that is never refreshed (a
-store without a refresh catches it up only when a key is missing there);
+reads through a second handle of the store on ``sim+`` that is never
+refreshed (reads there, as on S3, may lag a second behind other writers; on
+a folder a read catches up by itself);
 ``lost-write`` acknowledges every tenth put without storing it.
 """
 
@@ -97,9 +98,11 @@ def tag_of(data):
 
 store = anthill.open(url, pad_size=pad_size)  # the secret: $ANTHILL_SECRET
 refresh = getattr(store, "refresh", None) or (lambda: len(store))
-# The planted fault "second-handle": gets read through another handle,
+# The planted fault "second-handle": gets read through another handle, on
+# `sim+` (whose reads, as on S3, may lag a second behind other writers),
 # which is never refreshed.
-reader = anthill.open(url, pad_size=pad_size) if fault == "second-handle" else store
+sim_url = url if url.startswith("sim+") else "sim+" + url
+reader = anthill.open(sim_url, pad_size=pad_size) if fault == "second-handle" else store
 cache = {}
 print("ready", flush=True)
 n = 0
