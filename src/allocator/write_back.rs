@@ -118,8 +118,7 @@ impl MemoryAllocator {
     /// medium items are written into their pads directly, as before.
     pub fn log_first(&self, size: u64) -> bool {
         let medium_in_log = self.io.backend.capabilities().folder_writer.is_none();
-        self.small(size)
-            || (medium_in_log && size < self.io.pad_size && size <= LOG_FIRST_MAX)
+        self.small(size) || (medium_in_log && size < self.io.pad_size && size <= LOG_FIRST_MAX)
     }
 
     /// The pads to write back after a put placed as `pieces` (that needed
