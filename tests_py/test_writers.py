@@ -50,12 +50,16 @@ import anthill
 path, rounds = sys.argv[1], int(sys.argv[2])
 store = anthill.open(path)
 checked = 0
-for _ in range(rounds):
-    for key in list(store.keys())[-20:]:
+# Rounds count once the writers' first items show: a reader that starts
+# before any writer has committed keeps looking instead of finishing empty.
+while rounds:
+    keys = list(store.keys())[-20:]
+    for key in keys:
         size = int(key.rsplit("-", 1)[1])
         block = hashlib.sha256(key.encode()).digest()
         assert store.fetch_item(key) == (block * (size // 32 + 1))[:size], key
         checked += 1
+    rounds -= 1 if keys else 0
 print("checked", checked, flush=True)
 """
 
