@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full reliability suite, and docs/reliability.md from its results: 250
-# SIGKILLed writers, faults at every step, tampering, bad input, several
+# SIGKILLed writers (and 250 more where interrupted overwrites lose the
+# object, as on Garage), faults at every step, tampering, bad input, several
 # writers, fuzzing of every decoder (60 s per target by default), and 200
 # races of 4 processes creating one store per backend (S3 on a local 3-node
 # Garage cluster started here), and 300 simulated power cuts per fsync
@@ -62,6 +63,8 @@ fi
 
 echo "== crash: $kills kills" >&2
 python tests_py/crash_harness.py --kills "$kills" --seed 1 | tee "$logs/crash.json" >&2
+echo "== crash where interrupted overwrites lose the object (sim+ torn_overwrites): $kills kills" >&2
+python tests_py/crash_harness.py --kills "$kills" --seed 1 --torn | tee "$logs/crash-torn.json" >&2
 
 echo "== cancellations: $cancellations" >&2
 python tests_py/cancel_harness.py --cancellations "$cancellations" --seed 1 | tee "$logs/cancel.json" >&2
@@ -93,6 +96,7 @@ logs, kills, fuzz_seconds, race_trials, power_cuts, cancellations, r9_kills = pa
 sys.path.insert(0, "tests_py")
 from power_harness import power_rows
 crash = json.loads((logs / "crash.json").read_text())
+torn = json.loads((logs / "crash-torn.json").read_text())
 cancel = json.loads((logs / "cancel.json").read_text())
 rust = (logs / "rust.txt").read_text()
 python = (logs / "python.txt").read_text()
@@ -131,6 +135,11 @@ lines = [
     f"({crash['kills_mid_operation']} inside an operation) after {crash['operations_done']} completed "
     f"operations; {crash['items_checked']} item checks after reopening; "
     f"{crash['pending_resumed']} pending uploads resumed | {len(crash['failures'])} |",
+    f"| R1 crash, torn overwrites (`crash_harness.py --torn`: `sim+` with `torn_overwrites=true`, "
+    f"where a put interrupted by the writer's death leaves no object, as on Garage) | "
+    f"{torn['kills']} writer processes SIGKILLed ({torn['kills_mid_operation']} inside an "
+    f"operation, {torn['kills_mid_flush']} inside a flush); {torn['items_checked']} item checks "
+    f"after reopening | {len(torn['failures'])} |",
     f"| R2 faults, R3 tampering, journal properties (`tests_rs/reliability.rs`, "
     f"`tests_rs/index_journal.rs`, `tests_rs/fuzz_regressions.rs`) | a permanent and a persistent "
     "transient fault at each of 32 steps of a put (64 faults), fail rate 0.2 on every operation "

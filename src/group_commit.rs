@@ -15,7 +15,7 @@
 //!    answering (it panicked, or its runtime shut down) leaves its tickets
 //!    an internal error, never a hang.
 //!
-//! The index log (`journal/append.rs`) and each pad's writer slot (`pad_io.rs`)
+//! The index log (`journal/append.rs`) and each pad's writer slot (`pad_io/writer.rs`)
 //! are both built on it.
 
 use std::sync::Mutex;

@@ -11,7 +11,9 @@
 //!   guess costs what an open costs; a key (`crypto::is_key`) is used as it
 //!   is. The check's associated data binds the KDF too.
 //! - `anthill-store-5`: as 4; its pads may be sealed in segments (pad
-//!   format 3), so releases that read only format 4 refuse it by name.
+//!   format 3), and on S3 a pad's odd versions live in a second object
+//!   (`p/<id>.odd`, see `PadId::object_name_for`), so releases that read
+//!   only format 4 refuse it by name.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +25,9 @@ use crate::index;
 const FORMAT_3: &str = "anthill-store-3";
 /// 4: the metadata records how the secret is stretched ([`Kdf`]).
 const FORMAT_4: &str = "anthill-store-4";
-/// 5: pads may be sealed in segments (pad format 3, `pad.rs`), which a
-/// release reading format 4 could not open: it refuses the store by its
+/// 5: pads may be sealed in segments (pad format 3, `pad.rs`) and, on S3,
+/// alternate between two objects, which a release reading format 4 would
+/// not find or open: it refuses the store by its
 /// format instead. Same fields as 4. A store of format 3 or 4 is moved to 5
 /// before this release's first change to it (`Meta::upgraded`).
 const FORMAT: &str = "anthill-store-5";

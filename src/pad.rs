@@ -48,9 +48,11 @@ impl PadId {
 
     pub const PREFIX: &'static str = "p/";
 
-    /// The backend object name, `p/<32 hex digits>`.
+    /// The backend object name, `p/<32 hex digits>`: where the pad lives,
+    /// or where overwrites are not atomic its even versions (see
+    /// [`PadId::object_name_for`]).
     pub fn object_name(&self) -> String {
-        let mut name = String::with_capacity(2 + 32);
+        let mut name = String::with_capacity(2 + 32 + ODD_SUFFIX.len());
         name.push_str(Self::PREFIX);
         for byte in self.0 {
             name.push_str(&format!("{byte:02x}"));
@@ -58,9 +60,31 @@ impl PadId {
         name
     }
 
-    /// The pad id of a listed object name, if it is one.
+    /// The object of the pad's odd versions, `p/<32 hex digits>.odd`, where
+    /// overwrites are not atomic.
+    pub fn odd_object_name(&self) -> String {
+        self.object_name() + ODD_SUFFIX
+    }
+
+    /// The object that holds `version` of this pad. Where an interrupted
+    /// overwrite may leave neither the old object nor the new one (Garage
+    /// drops both when the writer's connection closes as it commits, see
+    /// docs/s3.md), versions alternate between two objects (`alternating`),
+    /// so a write never replaces the object of the version the index
+    /// names; elsewhere there is one object.
+    pub fn object_name_for(&self, version: u64, alternating: bool) -> String {
+        if alternating && version % 2 == 1 {
+            self.odd_object_name()
+        } else {
+            self.object_name()
+        }
+    }
+
+    /// The pad id of a listed object name (either of a pad's objects), if
+    /// it is one.
     pub fn from_object_name(name: &str) -> Option<Self> {
         let hex = name.strip_prefix(Self::PREFIX)?;
+        let hex = hex.strip_suffix(ODD_SUFFIX).unwrap_or(hex);
         if hex.len() != 32 {
             return None;
         }
@@ -71,6 +95,10 @@ impl PadId {
         Some(PadId(id))
     }
 }
+
+/// The suffix of the object holding a pad's odd versions (see
+/// [`PadId::object_name_for`]).
+const ODD_SUFFIX: &str = ".odd";
 
 /// Bytes of plaintext per segment: a reader of `s` bytes fetches at most
 /// `s + 2 * SEGMENT` (a partial segment at either end). 64 KiB measured
@@ -460,6 +488,10 @@ mod tests {
     fn names_round_trip_and_reject_others() {
         let id = PadId::random();
         assert_eq!(PadId::from_object_name(&id.object_name()), Some(id));
+        assert_eq!(PadId::from_object_name(&id.odd_object_name()), Some(id));
+        assert_eq!(id.object_name_for(3, true), id.odd_object_name());
+        assert_eq!(id.object_name_for(4, true), id.object_name());
+        assert_eq!(id.object_name_for(3, false), id.object_name());
         assert_eq!(PadId::from_object_name("p/xyz"), None);
         assert_eq!(PadId::from_object_name("j/0000"), None);
     }

@@ -24,6 +24,7 @@ mod small_writes;
 mod store;
 mod store_ops;
 mod stream;
+mod torn_overwrites;
 mod writers;
 
 /// A name no other test (or earlier run) uses: for objects and stores that

@@ -352,6 +352,7 @@ impl MemoryAllocator {
             .filter(|id| !known.contains(id))
             .collect();
         orphans.sort();
+        orphans.dedup(); // a pad whose versions alternate has two objects
         self.adopt_pads(orphans).await
     }
 

@@ -198,6 +198,13 @@ pub struct Capabilities {
     /// other writer off the store, whose pad names are random besides. Not
     /// on a local folder or in memory, where the check costs no request.
     pub acknowledged_puts_visible: bool,
+    /// A put over an existing object that is interrupted (its writer
+    /// killed, its connection dropped) leaves the old object or the new
+    /// one, never neither: a file renamed into place, memory. Not on S3:
+    /// Garage 2.x then loses both (docs/s3.md), and a service cannot be
+    /// told apart by its answers; there a pad's versions alternate between
+    /// two objects (`PadId::object_name_for`).
+    pub overwrites_atomic: bool,
     /// Direct folder writes: a local folder's writer, whose blocking `put`
     /// lets a pad be sealed and written by one call on one thread (see
     /// `folder.rs`). `None` for every other backend, and for wrappers that
@@ -218,6 +225,7 @@ impl Default for Capabilities {
             read_staleness: Duration::ZERO,
             ranged_reads: false,
             acknowledged_puts_visible: false,
+            overwrites_atomic: true,
             folder_writer: None,
         }
     }

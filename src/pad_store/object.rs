@@ -281,6 +281,7 @@ impl ObjectPadStore {
                 // A GET with a `Range` header.
                 ranged_reads: true,
                 acknowledged_puts_visible: true,
+                overwrites_atomic: false,
                 ..Capabilities::default()
             },
         }

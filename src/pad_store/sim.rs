@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Backend, BackendError, Capabilities, PutReceipt, WriterLock, WriterLocking};
+use crate::pad::PadId;
 
 /// The most entries [`SimPadStore::op_log`] keeps; later ones are dropped
 /// until [`SimPadStore::clear_log`].
@@ -50,6 +51,12 @@ pub struct SimConfig {
     /// (each line is one append): tests check from it that no two writes of
     /// a pad ever overlapped and that its versions only grew.
     pub record_pad_writes: Option<std::path::PathBuf>,
+    /// Model a service whose interrupted overwrites lose the object (URL
+    /// `torn_overwrites=true`), as Garage 2.x does when the writer's
+    /// connection closes while it commits (docs/s3.md): a put over an
+    /// existing pad object deletes it first, so a writer killed during the
+    /// put leaves neither version.
+    pub torn_overwrites: bool,
 }
 
 /// The operations of a [`Backend`].
@@ -113,8 +120,8 @@ pub struct SimStats {
     pub pads_reserved: u64,
     /// `pads_reserved` times the pad price (0 without a price).
     pub cost: f64,
-    /// Pads deleted (deletes of `p/` objects that succeeded): pads a
-    /// compaction released.
+    /// Pads deleted (deletes of pads' first objects that succeeded): pads
+    /// a compaction released.
     pub pads_deleted: u64,
 }
 
@@ -252,6 +259,16 @@ fn unix_nanos() -> u128 {
 }
 
 impl SimPadStore {
+    /// With `torn_overwrites`: deletes the pad object a put is about to
+    /// replace, so that until the put lands there is none (see
+    /// `SimConfig::torn_overwrites`). Not a request of the client's: the
+    /// model of what the service does with one.
+    async fn tear(&self, name: &str) {
+        if self.config.torn_overwrites && name.starts_with(PadId::PREFIX) {
+            let _ = self.inner.delete(name).await;
+        }
+    }
+
     /// Appends a finished pad write to the record file, if one is kept.
     fn record<T>(&self, write: Option<PadWrite>, done: &Result<T, BackendError>) {
         let (Some(path), Some(write), Ok(_)) = (&self.config.record_pad_writes, write, done) else {
@@ -300,6 +317,7 @@ impl SimPadStore {
             read_staleness: of_inner.read_staleness.max(super::NETWORK_READ_STALENESS),
             ranged_reads: of_inner.ranged_reads,
             acknowledged_puts_visible: of_inner.acknowledged_puts_visible,
+            overwrites_atomic: of_inner.overwrites_atomic && !config.torn_overwrites,
             folder_writer: None,
         };
         SimPadStore {
@@ -513,7 +531,11 @@ impl SimPadStore {
                     let mut state = self.lock();
                     let bytes = sent + result.as_ref().map_or(0, &received);
                     state.stats.op_mut(kind).bytes += bytes;
-                    if kind == OpKind::Delete && name.starts_with(PAD_PREFIX) {
+                    // A pad's first object: its other one, where versions
+                    // alternate (`PadId::object_name_for`), is the same pad.
+                    let first_object =
+                        PadId::from_object_name(name).is_some_and(|id| id.object_name() == name);
+                    if kind == OpKind::Delete && first_object {
                         state.stats.pads_deleted += 1;
                     }
                     if kind == OpKind::Reserve && name.starts_with(PAD_PREFIX) {
@@ -609,6 +631,7 @@ impl Backend for SimPadStore {
 
     async fn put(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         let (sent, write) = (content.len() as u64, PadWrite::start(name, &content));
+        self.tear(name).await;
         let op = self.inner.put(name, content);
         let done = self.run(OpKind::Put, name, sent, |_| 0, op).await;
         self.record(write, &done);
@@ -617,6 +640,7 @@ impl Backend for SimPadStore {
 
     async fn put_durable(&self, name: &str, content: Bytes) -> Result<PutReceipt, BackendError> {
         let (sent, write) = (content.len() as u64, PadWrite::start(name, &content));
+        self.tear(name).await;
         let op = self.inner.put_durable(name, content);
         let done = self.run(OpKind::DurablePut, name, sent, |_| 0, op).await;
         self.record(write, &done);

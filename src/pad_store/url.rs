@@ -9,7 +9,7 @@
 //!   returns, for changes that must survive an OS crash or power loss.
 //! - `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
 //!   (see `s3.rs` for its options, and `docs/s3.md`).
-//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..&pads_refund=..&record_pad_writes=PATH`:
+//! - `sim+<url>?latency_ms=..&jitter_ms=..&fail_rate=..&pad_price=..&seed=..&pads_refund=..&record_pad_writes=PATH&torn_overwrites=..`:
 //!   the simulation wrapper ([`SimPadStore`]) around any of them.
 
 use std::collections::HashMap;
@@ -57,8 +57,7 @@ impl std::fmt::Debug for BackendOptions {
 }
 
 /// The query parameters a `sim+` URL takes for itself.
-const SIM_PARAMETERS: &str =
-    "latency_ms, jitter_ms, fail_rate, pad_price, seed, pads_refund, record_pad_writes";
+const SIM_PARAMETERS: &str = "latency_ms, jitter_ms, fail_rate, pad_price, seed, pads_refund, record_pad_writes, torn_overwrites";
 
 /// Opens the backend named by `url`. See the module documentation for the
 /// URLs; a malformed URL, unknown scheme or unknown or invalid option is
@@ -181,6 +180,15 @@ fn no_options(
     )))
 }
 
+/// A true-or-false sim parameter.
+fn sim_bool(key: &str, value: &str) -> Result<bool, Error> {
+    parse_bool(value).ok_or_else(|| {
+        invalid(format!(
+            "sim parameter {key}={value:?} is not true or false"
+        ))
+    })
+}
+
 /// Splits the simulation's parameters off the query.
 fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, String)>), Error> {
     let mut config = SimConfig::default();
@@ -196,6 +204,7 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
             "seed",
             "pads_refund",
             "record_pad_writes",
+            "torn_overwrites",
         ]
         .contains(&name)
         {
@@ -229,14 +238,8 @@ fn sim_config(pairs: Vec<(String, String)>) -> Result<(SimConfig, Vec<(String, S
                 }
                 config.record_pad_writes = Some(std::path::PathBuf::from(value.as_str()));
             }
-            "pads_refund" => {
-                let refund = parse_bool(&value).ok_or_else(|| {
-                    invalid(format!(
-                        "sim parameter pads_refund={value:?} is not true or false"
-                    ))
-                })?;
-                config.pads_never_refund = !refund;
-            }
+            "torn_overwrites" => config.torn_overwrites = sim_bool(&key, &value)?,
+            "pads_refund" => config.pads_never_refund = !sim_bool(&key, &value)?,
             "fail_rate" => {
                 let rate = number()?;
                 if rate > 1.0 {

@@ -633,11 +633,19 @@ impl Store {
             return Err(error);
         }
         let retry = allocator.pad_io().retry;
+        let alternating = !self.inner.backend.capabilities().overwrites_atomic;
         for id in allocator.forget_pads(&ordinals) {
-            let name = id.object_name();
-            if let Err(error) = retry.run(|_| self.inner.backend.delete(&name)).await {
-                // Recorded as removed: the next open adopts it as free space.
-                log::warn!("could not delete the emptied pad {name}: {error}");
+            let names = if alternating {
+                vec![id.object_name(), id.odd_object_name()]
+            } else {
+                vec![id.object_name()]
+            };
+            for name in names {
+                match retry.run(|_| self.inner.backend.delete(&name)).await {
+                    Ok(()) | Err(BackendError::NotFound(_)) => {}
+                    // Recorded as removed: the next open adopts it as free space.
+                    Err(error) => log::warn!("could not delete the emptied pad {name}: {error}"),
+                }
             }
         }
         Ok(ordinals.len() as u64)

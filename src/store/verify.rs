@@ -183,7 +183,9 @@ impl Store {
             .pads_created_on_first_write;
         let mut missing = HashSet::new();
         for (ordinal, (id, version)) in pads {
-            let absent = !listed.contains(&id.object_name());
+            // Either object of a pad whose versions alternate.
+            let absent =
+                !listed.contains(&id.object_name()) && !listed.contains(&id.odd_object_name());
             // A folder pad recorded but never written has no file: empty.
             if absent && !(*version == 0 && empty_until_written) {
                 missing.insert(*ordinal);
