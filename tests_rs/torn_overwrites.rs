@@ -40,7 +40,7 @@ async fn put(store: &Store, key: &str, size: usize) {
 
 /// The `(object, version)` of every pad write in a `record_pad_writes`
 /// file, in the order they ended.
-fn pad_writes(record: &std::path::Path) -> Vec<(String, u64)> {
+pub(crate) fn pad_writes(record: &std::path::Path) -> Vec<(String, u64)> {
     let text = std::fs::read_to_string(record).unwrap_or_default();
     let mut writes: Vec<(u128, String, u64)> = text
         .lines()
@@ -62,6 +62,34 @@ fn pad_writes(record: &std::path::Path) -> Vec<(String, u64)> {
 
 fn pad_of(object: &str) -> &str {
     object.strip_suffix(".odd").unwrap_or(object)
+}
+
+/// Checks that each pad's versions were written to alternate objects (odd
+/// versions to `.odd`), each rewrite to the other object than the write
+/// before it; returns how many rewrites there were.
+pub(crate) fn assert_alternating(writes: &[(String, u64)]) -> usize {
+    let mut last: HashMap<&str, (&str, u64)> = HashMap::new();
+    let mut rewrites = 0;
+    for (object, version) in writes {
+        let pad = pad_of(object);
+        assert_eq!(
+            object.ends_with(".odd"),
+            version % 2 == 1,
+            "{object} holds version {version}"
+        );
+        if let Some((before, before_version)) = last.insert(pad, (object, *version)) {
+            assert!(
+                *version > before_version,
+                "{pad}: {version} after {before_version}"
+            );
+            assert_ne!(
+                before, object,
+                "{pad}: version {version} replaced {before_version}"
+            );
+            rewrites += 1;
+        }
+    }
+    rewrites
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,27 +115,7 @@ async fn no_pad_write_replaces_the_object_of_the_version_before_it() {
     store.close().await.unwrap();
 
     let writes = pad_writes(&record);
-    let mut last: HashMap<&str, (&str, u64)> = HashMap::new();
-    let mut rewrites = 0;
-    for (object, version) in &writes {
-        let pad = pad_of(object);
-        assert_eq!(
-            object.ends_with(".odd"),
-            version % 2 == 1,
-            "{object} holds version {version}"
-        );
-        if let Some((before, before_version)) = last.insert(pad, (object, *version)) {
-            assert!(
-                *version > before_version,
-                "{pad}: {version} after {before_version}"
-            );
-            assert_ne!(
-                before, object,
-                "{pad}: version {version} replaced {before_version}"
-            );
-            rewrites += 1;
-        }
-    }
+    let rewrites = assert_alternating(&writes);
     assert!(rewrites >= 5, "only {rewrites} pad rewrites: {writes:?}");
 
     let store = Store::open(&url, options()).await.unwrap();
