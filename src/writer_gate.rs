@@ -46,12 +46,11 @@ const UNLOCKED_CATCH_UPS: usize = 4;
 /// would keep the lock for as long as the loop runs while writers of other
 /// processes wait. After holding it this many lingers (and at least
 /// `MIN_TURN`) it gives the lock back as its last caller leaves, and waits
-/// `HANDOVER` before asking again: a writer blocked on the lock is woken by
-/// the release and takes it meanwhile. Alone, a writer pays one release and
-/// that wait per turn.
+/// the backend's handover (`WriterLocking::writer_lock_handover`) before
+/// asking again: a writer waiting for the lock takes it meanwhile. Alone, a
+/// writer pays one release and that wait per turn.
 const TURN_LINGERS: u32 = 10;
 const MIN_TURN: Duration = Duration::from_millis(50);
-const HANDOVER: Duration = Duration::from_millis(2);
 
 pub struct WriterGate {
     backend: Arc<dyn WriterLocking>,
@@ -399,7 +398,8 @@ impl Drop for WriterGuard {
                 // End of a turn: give the lock back now, and let the next
                 // entry of this process wait for a writer of another.
                 let lock = held.lock.take().expect("checked");
-                held.handover_until = Some(Instant::now() + HANDOVER);
+                held.handover_until =
+                    Some(Instant::now() + self.gate.backend.writer_lock_handover());
                 let task = runtime.spawn(self.gate.release(lock));
                 *self.gate.releasing.lock().expect("gate lock") = Some(task);
             }

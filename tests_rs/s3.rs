@@ -615,3 +615,61 @@ async fn s3_pad_rewrites_alternate_between_two_objects() {
     }
     assert!(reopened.verify(true, None).await.unwrap().ok());
 }
+
+/// A writer in a loop gives the lease back at the end of each turn and
+/// waits long enough before asking again for a writer polling for it to
+/// take it (`WriterLocking::writer_lock_handover`). It used to ask again
+/// after 2 ms, as on a folder, and won the lease back before the poller
+/// noticed: R9 saw a writer wait minutes. The loop stops once the other
+/// put is in; it would run 40 turns' worth of puts without it.
+#[ignore = "needs a Garage cluster (see the module documentation)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_a_writer_in_a_loop_gives_the_lease_to_a_waiting_one() {
+    use std::sync::atomic::AtomicBool;
+    const LOOP: u64 = 20_000;
+    let url = under(&base_url(), &unique("turns"));
+    let looping = guarded("open", Store::open(&url, options())).await.unwrap();
+    let waiting = guarded("open", Store::open(&url, options())).await.unwrap();
+    let (done, other_in) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let puts = {
+        let (store, done, other_in) = (looping.clone(), Arc::clone(&done), Arc::clone(&other_in));
+        tokio::spawn(async move {
+            for i in 0..LOOP {
+                if other_in.load(Ordering::Acquire) {
+                    break;
+                }
+                let data = Bytes::from(vec![i as u8; 1024]);
+                store
+                    .store_item(&format!("loop-{i}"), data, PutOptions::default(), None)
+                    .await
+                    .unwrap();
+                done.fetch_add(1, Ordering::Release);
+            }
+        })
+    };
+    // The loop holds the lease now (it has stored an item).
+    while done.load(Ordering::Acquire) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    guarded(
+        "the waiting put",
+        waiting.store_item(
+            "other",
+            Bytes::from_static(b"y"),
+            PutOptions::default(),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    other_in.store(true, Ordering::Release);
+    let when = done.load(Ordering::Acquire);
+    puts.await.unwrap();
+    assert!(when < LOOP, "the waiting put waited for the whole loop");
+    assert_eq!(looping.fetch_item("other", None).await.unwrap(), &b"y"[..]);
+    looping.close().await.unwrap();
+    waiting.close().await.unwrap();
+}

@@ -72,6 +72,14 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// Polling a held lease: every 100–300 ms.
 const POLL_MIN_MS: u64 = 100;
 const POLL_JITTER_MS: u64 = 200;
+/// How long a writer giving the lease back at the end of its turn waits
+/// before asking again (`WriterLocking::writer_lock_handover`): a poll's
+/// longest pause and a settle, so that a waiting writer finds it free and
+/// has written its own claim by then. With the 2 ms a file lock needs, a
+/// writer in a loop took the lease straight back, and R9 saw another wait
+/// for it for minutes.
+pub const HANDOVER: Duration =
+    Duration::from_millis(POLL_MIN_MS + POLL_JITTER_MS + SETTLE.as_millis() as u64);
 /// The part of a lease's lifetime its holder leaves unused: what may pass
 /// between the fence's check and the request reaching the service, plus the
 /// skew between this machine's clock and other writers' (they judge expiry

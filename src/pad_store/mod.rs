@@ -259,6 +259,14 @@ pub trait WriterLocking: Send + Sync {
     fn writer_lock_linger(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// How long a writer that gave the lock back at the end of its turn
+    /// waits before asking again, so that a writer waiting for it takes it
+    /// meanwhile: a moment where a release wakes the waiters (a file lock),
+    /// longer where waiters find out by polling (an S3 lease).
+    fn writer_lock_handover(&self) -> Duration {
+        Duration::from_millis(2)
+    }
 }
 
 /// A held writer lock (see [`WriterLocking::lock_writer`]); dropping

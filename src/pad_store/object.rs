@@ -632,6 +632,14 @@ impl WriterLocking for ObjectPadStore {
             Locking::Folder { .. } | Locking::InProcess(_) => Duration::from_millis(5),
         }
     }
+
+    fn writer_lock_handover(&self) -> Duration {
+        match self.locking {
+            // Waiters poll the lease, then settle their claim.
+            Locking::Lease(_) => super::lease::HANDOVER,
+            Locking::Folder { .. } | Locking::InProcess(_) => Duration::from_millis(2),
+        }
+    }
 }
 
 #[cfg(test)]

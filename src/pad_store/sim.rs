@@ -746,6 +746,10 @@ impl WriterLocking for SimPadStore {
     fn writer_lock_linger(&self) -> std::time::Duration {
         self.inner.writer_lock_linger()
     }
+
+    fn writer_lock_handover(&self) -> std::time::Duration {
+        self.inner.writer_lock_handover()
+    }
 }
 
 #[cfg(test)]
