@@ -103,6 +103,7 @@ TORN_QUERY = "latency_ms=3&torn_overwrites=true"
 
 
 def run(kills: int, seed: int, folder: Path | None = None, torn: bool = False) -> Report:
+    import anthill
 
     rng = random.Random(seed)
     report = Report()
@@ -165,7 +166,7 @@ def run(kills: int, seed: int, folder: Path | None = None, torn: bool = False) -
             except AssertionError as failure:
                 report.failures.append(f"round {round_number}: {failure}")
                 break
-            except Exception as failure:  # an anthill error: an item lost, a pad gone
+            except anthill.AnthillError as failure:  # an item lost, a pad gone
                 report.failures.append(f"round {round_number}: {type(failure).__name__}: {failure}")
                 break
     return report
