@@ -198,6 +198,8 @@ impl Journal {
         sealed: &[u8],
     ) -> (LogPosition, Answers) {
         let mut log = self.log.lock().expect("journal lock");
+        // Only this write applies its object (see `refresh`).
+        debug_assert_eq!(log.state.next_seq, seq, "a log object applied twice");
         let inline = inline_len(batch.iter().flat_map(|a| a.records.iter()));
         log.state.applied(seq, sealed.len() as u64, inline, sealed);
         let mut answers = Vec::with_capacity(batch.len());

@@ -46,6 +46,7 @@ impl Journal {
     /// its writer would append after a stale index, losing what the newer
     /// checkpoint held once it checkpointed in turn.
     pub(super) async fn load(&self) -> Result<()> {
+        self.flushed().await; // as in `refresh`
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -146,7 +147,8 @@ impl Journal {
     }
 
     /// Catches up with records other processes appended since this one last
-    /// looked. Call with no append under way.
+    /// looked, once this handle's own log writes are done. Call where no
+    /// new append can start (inside the writer gate's entry).
     /// Returns what changed (see [`Refreshed`]).
     ///
     /// `writer_locked`: the caller holds the writer lock, so nobody writes
@@ -157,6 +159,11 @@ impl Journal {
     /// [`Refreshed::Reloaded`]: the allocator must rebuild, since a doubtful
     /// put's space was kept.
     pub async fn refresh(&self, writer_locked: bool) -> Result<Refreshed> {
+        // A log write of this handle may still be under way, its caller
+        // gone (a cancelled flush): it applies its own object once it
+        // lands. Read meanwhile, that object was applied twice, and the
+        // handle's chain went wrong (every later open saw a "rollback").
+        self.flushed().await;
         let news = self.read_news(writer_locked).await?;
         let mut log = self.log.lock().expect("journal lock");
         let settled = log.doubt.take().is_some()
@@ -206,6 +213,15 @@ impl Journal {
         }
         let mut changes = Vec::new();
         let mut log = self.log.lock().expect("journal lock");
+        if log.state.next_seq != next_seq {
+            // An append of this handle applied meanwhile: its objects are
+            // among those read, and applying them again would corrupt the
+            // index and the chain.
+            return Err(Error::internal(format!(
+                "the index log moved from {next_seq} to {} while it was read",
+                log.state.next_seq
+            )));
+        }
         for (seq, size, records, sealed) in batches {
             for record in &records {
                 let released = log.state.index.apply(record)?;

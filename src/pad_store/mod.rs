@@ -31,7 +31,7 @@ pub use self::folder::FolderWriter;
 pub(crate) use self::folder::{create_folder_durably, publish as replace_file};
 pub use self::redact::{CREDENTIAL_OPTIONS, REDACTED, is_credential, redact_url};
 pub use self::url::{BackendOptions, is_url, open};
-pub use sim::{OpKind, SimConfig, SimPadStore, SimStats};
+pub use sim::{OpKind, Phase, SimConfig, SimPadStore, SimStats};
 
 pub use crate::backend_error::{BackendError, check_size};
 
