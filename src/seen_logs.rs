@@ -12,7 +12,9 @@
 //! 2. The memory only moves forward: every update takes an OS lock on the
 //!    store's lock file, reads the file, and replaces it (a new file renamed
 //!    over it) only if the new position is further on. Two processes on one
-//!    machine, each at its own position, never move it back.
+//!    machine, each at its own position, never move it back. An update
+//!    waits at most a second for that lock, then is skipped: a process
+//!    stopped while holding it (Ctrl-Z) must not hang every open.
 //! 3. `allow_rollback=True` moves it to wherever the store is (`reset`).
 //!
 //! The file is replaced the way a folder store replaces its objects
@@ -128,7 +130,7 @@ impl SeenLogs {
             .write(true)
             .open(&lock_path)?;
         // Released when `lock` is closed, at the end of this call.
-        lock.lock()?;
+        lock_within(&lock, LOCK_WAIT)?;
         #[cfg(unix)]
         let _held = crate::held_files::hold(&lock);
         if !force
@@ -148,6 +150,35 @@ impl SeenLogs {
             let _ = std::fs::remove_file(&staging);
         }
         written
+    }
+}
+
+/// The longest an update waits for the memory's lock. Its holders keep it
+/// for a file write; one that holds it longer is stopped (Ctrl-Z, a
+/// debugger, SIGSTOP), and waiting for it would hang every open of the
+/// store on this machine. The update is skipped instead: the memory is a
+/// check, and one position not remembered only weakens it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes `lock` if it comes free within `wait`.
+fn lock_within(lock: &File, wait: std::time::Duration) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::Error(error)) => return Err(error),
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "another process has held its lock for over {wait:?} (a stopped process?)"
+                    ),
+                ));
+            }
+        }
     }
 }
 

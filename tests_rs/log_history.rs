@@ -465,3 +465,51 @@ async fn opening_while_another_handle_writes_is_not_a_rollback() {
     assert!(opens > 0);
     writer.close().await.unwrap();
 }
+
+/// A process stopped (Ctrl-Z, SIGSTOP) while it updates this machine's
+/// memory of a store holds that memory's file lock until it resumes. Other
+/// processes open and write the store meanwhile: the memory is a check,
+/// and skipping an update only weakens it. Opening used to wait for the
+/// lock without end (seen in CI: an open beside a stopped writer hung).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_stopped_holding_the_memory_lock_stops_no_open() {
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = folder_url(dir.path());
+    let store = Store::open(&url, remembering(state.path())).await.unwrap();
+    put(&store, "a", &data(100, 1)).await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    // The memory's lock file, held as the stopped process would hold it.
+    let lock_path = std::fs::read_dir(state.path().join("seen-logs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "lock"))
+        .expect("the memory has a lock file");
+    let held = std::fs::File::options()
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    held.lock().unwrap();
+
+    let bound = std::time::Duration::from_secs(60);
+    let store = tokio::time::timeout(bound, Store::open(&url, remembering(state.path())))
+        .await
+        .expect("the open waited for the stopped process")
+        .unwrap();
+    tokio::time::timeout(bound, put(&store, "b", &data(200, 2)))
+        .await
+        .expect("the put waited for the stopped process")
+        .unwrap();
+    tokio::time::timeout(bound, store.close())
+        .await
+        .expect("the close waited for the stopped process")
+        .unwrap();
+    drop(store);
+    drop(held);
+
+    // Resumed, the memory works again: the store, which only moved on,
+    // opens and holds both items.
+    let store = Store::open(&url, remembering(state.path())).await.unwrap();
+    assert_eq!(store.fetch_item("a", None).await.unwrap(), data(100, 1));
+    assert_eq!(store.fetch_item("b", None).await.unwrap(), data(200, 2));
+}
