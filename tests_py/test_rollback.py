@@ -130,3 +130,47 @@ def test_two_processes_writing_in_turn_never_trip_it(tmp_path: Path) -> None:
             assert worker.wait(timeout=60) == 0
     with anthill.open(path, secret=SECRET) as store:
         assert len(store) == 1 + sum(1 for turn in range(40) if turn % 9 != 8)
+
+
+HOLD_AND_STOP = r"""
+import fcntl, os, signal, sys
+lock = open(sys.argv[1], "a")
+fcntl.flock(lock, fcntl.LOCK_EX)
+print("holding", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+OPEN_AND_PUT = r"""
+import sys, anthill
+with anthill.open(sys.argv[1]) as store:
+    store["b"] = b"2"
+    print(sorted(store))
+"""
+
+
+def test_a_process_stopped_holding_the_memory_lock_stops_no_open(tmp_path: Path) -> None:
+    """A process stopped (Ctrl-Z) while updating the memory keeps its file
+    lock: opens and writes beside it go on, skipping the update."""
+    with _open(tmp_path / "store") as store:
+        store["a"] = b"1"
+    (lock,) = _seen_logs().glob("*.lock")
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_STOP, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stopped.stdout is not None and stopped.stdout.readline() == "holding\n"
+        done = subprocess.run(
+            [sys.executable, "-c", OPEN_AND_PUT, str(tmp_path / "store")],
+            env={**os.environ, "ANTHILL_SECRET": SECRET},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "['a', 'b']"
+    finally:
+        stopped.kill()
+        stopped.wait()
+    with _open(tmp_path / "store") as store:
+        assert store["b"] == b"2"
