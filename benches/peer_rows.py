@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from suite import MIB, Row, mib, rate, seconds
+from rows import MIB, Row, mib, rate, seconds
 
 KIB = 1024
 PEER_NAMES = {"zarr": None, "icechunk": "icechunk"}

@@ -54,7 +54,7 @@ pub enum Locking {
     /// the last holder (written, and with `fsync` flushed, before it writes
     /// anything else).
     Folder { file: PathBuf, fsync: bool },
-    /// An S3 prefix: a lease object with expiry (see `lease.rs`).
+    /// An S3 prefix: a lease object with expiry (see `lease/`).
     Lease(Arc<Lease>),
 }
 
@@ -240,7 +240,7 @@ impl ObjectPadStore {
     /// conditional creates may be ignored: unless the lease's probe finds
     /// them honoured, `reserve` checks with a `head` first (best-effort, see
     /// [`CreateCheck::HeadThenPut`]); writers exclude each other by a lease
-    /// object (see `lease.rs`).
+    /// object (see `lease/`).
     pub fn new_leased(
         store: Arc<dyn ObjectStore>,
         bucket: impl Into<String>,

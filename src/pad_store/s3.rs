@@ -1,7 +1,7 @@
 //! `s3://bucket/prefix?endpoint=..&region=..`: any S3-compatible service
 //! (AWS S3, Garage, MinIO, Ceph RGW, R2), as an [`ObjectPadStore`] over
 //! `object_store`'s S3 client, whose writers exclude each other by a lease
-//! object (`lease.rs`). See `docs/s3.md`.
+//! object (`lease/`). See `docs/s3.md`.
 //!
 //! Settings come, later ones winning, from the `AWS_*` environment
 //! variables, the URL's query and the caller's options: any `object_store`
@@ -30,7 +30,7 @@ use crate::error::Error;
 /// `object_store`'s `AmazonS3ConfigKey` names).
 const S3_MAX_RETRIES: &str = "max_retries";
 const S3_RETRY_TIMEOUT: &str = "retry_timeout_secs";
-/// `auto` (probe the service), `true` or `false`: see `lease.rs`.
+/// `auto` (probe the service), `true` or `false`: see `lease/`.
 const S3_CONDITIONAL_WRITES: &str = "conditional_writes";
 /// Lifetime of the writer lease without renewal.
 const S3_LEASE_TTL: &str = "lease_ttl_secs";

@@ -4,37 +4,34 @@
 //! allocator and durability to the journal.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use crate::allocator::{self, ItemData, MemoryAllocator};
-use crate::crypto::{self, StoreKeys};
+use crate::crypto;
 use crate::error::{Error, Result};
 use crate::events::{Callback, EventSink, GetEvent, PutEvent};
-use crate::index::{self, Entry, Piece, Record};
-use crate::journal::{DEFAULT_CHECKPOINT_INTERVAL, IndexCache, Journal, RollbackCheck};
-use crate::meta::{self, Meta, PAD_SIZES};
-use crate::pad_io::PadIo;
-use crate::pad_store::{self, Backend, BackendError, SimPadStore};
+use crate::index::{Entry, Piece, Record};
+use crate::journal::Journal;
+use crate::pad_store::{Backend, SimPadStore};
 // The backend types a caller of the store sees (options in, counters out).
 pub use crate::pad_store::{BackendOptions, SimStats, is_url, sim::OpStats};
-use crate::retry::RetryPolicy;
-use crate::seen_logs::SeenLogs;
 use crate::writer_gate::{WriterGate, WriterGuard};
 
 mod commit;
 mod compact;
 mod follow;
+mod open;
+mod options;
 mod put;
 mod rename;
 mod stream;
 mod verify;
 use commit::Holds;
 pub use compact::CompactReport;
+pub use options::{DEFAULT_INDEX_CACHE_MIN_ITEMS, PutOptions, StoreOptions};
 use put::Put;
 pub use stream::{FileDest, ItemHandle};
 pub use verify::VerifyReport;
@@ -42,150 +39,6 @@ pub use verify::VerifyReport;
 /// The Autonomi scratchpad payload.
 pub const DEFAULT_PAD_SIZE: u64 = 4 << 20;
 const MAX_KEY_BYTES: usize = 4096;
-const MAX_CONCURRENCY: usize = 1024;
-const META_NAME: &str = "meta";
-
-/// How to open a store.
-#[derive(Clone)]
-#[non_exhaustive]
-pub struct StoreOptions {
-    /// The secret all keys derive from (required).
-    pub secret: Vec<u8>,
-    /// Pad size of a new store; an existing store keeps its own (and a
-    /// different value here is an error).
-    pub pad_size: Option<u64>,
-    /// Most new pads any one put may reserve.
-    pub max_new_pads: Option<u64>,
-    pub reservation_concurrency: usize,
-    pub upload_concurrency: usize,
-    pub download_concurrency: usize,
-    /// Attempts per backend call (transient failures only).
-    pub retry_attempts: u32,
-    /// Extra backend settings (S3 endpoint, credentials…).
-    pub backend: BackendOptions,
-    /// Least bytes of index log between two index checkpoints (a checkpoint
-    /// is also never smaller than the log it replaces).
-    pub checkpoint_interval: u64,
-    /// Where this machine remembers the newest index log position it has
-    /// seen of each store, to detect a store rolled back to an older state
-    /// (`None`: no memory, no check; memory stores are never checked).
-    pub state_dir: Option<PathBuf>,
-    /// Open a store that is behind what this machine has seen (a backup
-    /// restored on purpose), and remember its state from now on.
-    pub allow_rollback: bool,
-    /// From how many items a store keeps a local copy of its index in
-    /// `state_dir`, so that opening it reads a few kilobytes, not the whole
-    /// index (see `index::cache`). Below it, loading is as fast.
-    pub index_cache_min_items: u64,
-}
-
-/// See [`StoreOptions::index_cache_min_items`].
-pub const DEFAULT_INDEX_CACHE_MIN_ITEMS: u64 = 10_000;
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            secret: Vec::new(),
-            pad_size: None,
-            max_new_pads: None,
-            reservation_concurrency: 20,
-            upload_concurrency: 20,
-            download_concurrency: 20,
-            retry_attempts: RetryPolicy::default().attempts,
-            backend: BackendOptions::default(),
-            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
-            state_dir: None,
-            allow_rollback: false,
-            index_cache_min_items: DEFAULT_INDEX_CACHE_MIN_ITEMS,
-        }
-    }
-}
-
-/// The secret redacted (and the backend's credentials, by
-/// `BackendOptions`'s own `Debug`): debug output ends up in logs.
-impl std::fmt::Debug for StoreOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Destructured, so a new field cannot be left out (or shown unredacted)
-        // without this failing to compile.
-        let StoreOptions {
-            secret: _,
-            pad_size,
-            max_new_pads,
-            reservation_concurrency,
-            upload_concurrency,
-            download_concurrency,
-            retry_attempts,
-            backend,
-            checkpoint_interval,
-            state_dir,
-            allow_rollback,
-            index_cache_min_items,
-        } = self;
-        f.debug_struct("StoreOptions")
-            .field("secret", &pad_store::REDACTED)
-            .field("pad_size", pad_size)
-            .field("max_new_pads", max_new_pads)
-            .field("reservation_concurrency", reservation_concurrency)
-            .field("upload_concurrency", upload_concurrency)
-            .field("download_concurrency", download_concurrency)
-            .field("retry_attempts", retry_attempts)
-            .field("backend", backend)
-            .field("checkpoint_interval", checkpoint_interval)
-            .field("state_dir", state_dir)
-            .field("allow_rollback", allow_rollback)
-            .field("index_cache_min_items", index_cache_min_items)
-            .finish()
-    }
-}
-
-/// The store's journal, with the index loaded, checked against this
-/// machine's memory of the store, and its local cache if it keeps one.
-async fn open_journal(
-    backend: &Arc<dyn Backend>,
-    keys: &Arc<StoreKeys>,
-    meta: &Meta,
-    options: &StoreOptions,
-    retry: RetryPolicy,
-) -> Result<Arc<Journal>> {
-    let store_id = meta.store_id;
-    let seen = SeenLogs::for_store(options.state_dir.as_deref(), &backend.describe(), &store_id);
-    // Kept wherever the log position is remembered: both describe a store
-    // that outlives the process.
-    let cache = seen
-        .as_ref()
-        .and(options.state_dir.as_deref())
-        .map(|state_dir| IndexCache {
-            path: index::cache::path(state_dir, &store_id),
-            min_items: options.index_cache_min_items,
-            pad_size: meta.pad_size,
-        });
-    let rollback = RollbackCheck {
-        seen,
-        allow_rollback: options.allow_rollback,
-    };
-    Journal::open(
-        Arc::clone(backend),
-        Arc::clone(keys),
-        store_id,
-        retry,
-        options.checkpoint_interval,
-        rollback,
-        cache,
-    )
-    .await
-}
-
-/// Options of one put.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct PutOptions {
-    /// Replace the key if it is stored.
-    pub overwrite: bool,
-    /// Finish an interrupted upload of the key (same data).
-    pub resume: bool,
-    /// Most new pads this put may reserve (overrides the store's cap).
-    pub max_new_pads: Option<u64>,
-}
 
 /// The state of a store's space and keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,39 +91,6 @@ struct Inner {
 
 pub(crate) use crate::index::now;
 
-fn validate_options(options: &StoreOptions) -> Result<()> {
-    if options.secret.is_empty() {
-        return Err(Error::invalid("the store secret must not be empty"));
-    }
-    if let Some(size) = options.pad_size
-        && !PAD_SIZES.contains(&size)
-    {
-        return Err(Error::invalid(format!(
-            "pad_size must be between {} and {} bytes, got {size}",
-            PAD_SIZES.start(),
-            PAD_SIZES.end()
-        )));
-    }
-    for (name, value) in [
-        ("reservation_concurrency", options.reservation_concurrency),
-        ("upload_concurrency", options.upload_concurrency),
-        ("download_concurrency", options.download_concurrency),
-    ] {
-        if !(1..=MAX_CONCURRENCY).contains(&value) {
-            return Err(Error::invalid(format!(
-                "{name} must be between 1 and {MAX_CONCURRENCY}, got {value}"
-            )));
-        }
-    }
-    if !(1..=100).contains(&options.retry_attempts) {
-        return Err(Error::invalid(format!(
-            "retry_attempts must be between 1 and 100, got {}",
-            options.retry_attempts
-        )));
-    }
-    Ok(())
-}
-
 fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(Error::invalid("key must not be empty"));
@@ -300,90 +120,6 @@ impl Drop for BusyKey<'_> {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `url`.
-    pub async fn open(url: &str, options: StoreOptions) -> Result<Store> {
-        validate_options(&options)?;
-        let backend = pad_store::open(url, &options.backend).await?;
-        Self::open_with_backend(url, backend, options).await
-    }
-
-    /// Opens (or creates) a store on a backend built by the caller (to keep a
-    /// handle on a simulated backend, for instance).
-    pub async fn open_with_backend(
-        url: &str,
-        backend: Arc<dyn Backend>,
-        options: StoreOptions,
-    ) -> Result<Store> {
-        validate_options(&options)?;
-        let retry = RetryPolicy {
-            attempts: options.retry_attempts,
-            ..RetryPolicy::default()
-        };
-        let (meta, keys) = open_meta(&backend, &options, &retry).await?;
-        let (store_id, pad_size) = (meta.store_id, meta.pad_size);
-        let keys = Arc::new(keys);
-        let keys_kept = Arc::clone(&keys);
-        let journal = open_journal(&backend, &keys, &meta, &options, retry).await?;
-        let io = Arc::new(PadIo {
-            backend: Arc::clone(&backend),
-            keys,
-            store_id,
-            pad_size,
-            retry,
-            upload_permits: Semaphore::new(options.upload_concurrency),
-            download_permits: Semaphore::new(options.download_concurrency),
-            buffers: Default::default(),
-            formats: Default::default(),
-        });
-        let allocator = MemoryAllocator::new(
-            io,
-            Arc::clone(&journal),
-            options.reservation_concurrency,
-            options.download_concurrency,
-        )?;
-        let gate = WriterGate::new(
-            Arc::clone(&backend),
-            Arc::clone(&journal),
-            Arc::clone(&allocator),
-        );
-        // A store of an older format moves to this one before this
-        // handle's first change, which may write pads of the new format.
-        if meta.needs_upgrade() {
-            let (backend, retry, keys) = (Arc::clone(&backend), retry, Arc::clone(&keys_kept));
-            gate.set_before_first_change(Arc::new(move || {
-                let (backend, keys) = (Arc::clone(&backend), Arc::clone(&keys));
-                Box::pin(async move { upgrade_meta(&backend, &retry, &keys).await })
-            }));
-        }
-        // Tidies up after crashed writers now if no writer is at work (a
-        // writer may be mid-reservation), else at this handle's first change.
-        let no_writer = gate.try_enter_unmapped().await?.is_some();
-        let store = Store {
-            inner: Arc::new(Inner {
-                // Shown in reprs, messages and logs: never its credentials.
-                url: pad_store::redact_url(url),
-                backend,
-                allocator,
-                journal,
-                gate,
-                max_new_pads: options.max_new_pads,
-                busy_keys: Mutex::new(HashSet::new()),
-                closed: AtomicBool::new(false),
-                process: std::process::id(),
-                activity: Arc::new(tokio::sync::Notify::new()),
-                maintenance: tokio::sync::Mutex::new(()),
-            }),
-        };
-        store.spawn_idle_write_back();
-        if no_writer && store.inner.allocator.log_only_bytes() > 0 {
-            // Small items another process committed and never wrote back,
-            // and no writer at work: it crashed, and this one takes them on
-            // (a live writer writes back its own).
-            store.inner.activity.notify_one();
-        }
-        Ok(store)
-    }
-
     /// The task that writes everything back once the store is idle. It holds
     /// the store weakly, so dropping the last handle ends it.
     fn spawn_idle_write_back(&self) {
@@ -857,121 +593,6 @@ impl Drop for Inner {
         // Wakes the idle write-back task, which then finds the store gone.
         self.activity.notify_one();
     }
-}
-
-/// Reads the store's metadata, or creates it for a new store, and checks
-/// the secret against it.
-async fn open_meta(
-    backend: &Arc<dyn Backend>,
-    options: &StoreOptions,
-    retry: &RetryPolicy,
-) -> Result<(Meta, StoreKeys)> {
-    let bytes = match read_meta(backend, retry).await? {
-        Some(bytes) => bytes,
-        None if options.backend.must_exist => {
-            return Err(Error::invalid(format!(
-                "no store at {}: it holds no store metadata (a store is created by its \
-                 first put; check the location)",
-                backend.describe()
-            )));
-        }
-        None => create_meta(backend, options, retry).await?,
-    };
-    let meta = Meta::decode(&bytes)?;
-    let keys = meta.unlock(&options.secret)?;
-    if let Some(asked) = options.pad_size
-        && asked != meta.pad_size
-    {
-        return Err(Error::invalid(format!(
-            "this store has {}-byte pads; pad_size={asked} only applies to new stores",
-            meta.pad_size
-        )));
-    }
-    Ok((meta, keys))
-}
-
-/// Moves the store's metadata to the current format, unless another
-/// handle did already. Call under the writer lock.
-async fn upgrade_meta(
-    backend: &Arc<dyn Backend>,
-    retry: &RetryPolicy,
-    keys: &crate::crypto::StoreKeys,
-) -> Result<()> {
-    let Some(bytes) = read_meta(backend, retry).await? else {
-        return Err(Error::Backend(BackendError::Permanent(format!(
-            "the store metadata of {} vanished",
-            backend.describe()
-        ))));
-    };
-    let meta = Meta::decode(&bytes)?;
-    if !meta.needs_upgrade() {
-        return Ok(());
-    }
-    let upgraded = Bytes::from(meta.upgraded(keys)?.encode()?);
-    retry
-        .run(|_| backend.put_durable(META_NAME, upgraded.clone()))
-        .await?;
-    log::info!("store {} moved to the current format", backend.describe());
-    Ok(())
-}
-
-/// The store's metadata object, or `None` if the store does not exist yet.
-async fn read_meta(backend: &Arc<dyn Backend>, retry: &RetryPolicy) -> Result<Option<Bytes>> {
-    match retry
-        .run(|_| backend.get_capped(META_NAME, meta::MAX_OBJECT_LEN))
-        .await
-    {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(BackendError::NotFound(_)) => Ok(None),
-        Err(error) => Err(error.into()),
-    }
-}
-
-/// Creates a new store's metadata, unless another process creating the same
-/// store at this moment wins: then its metadata (its store id) is the
-/// store's, and is returned instead. Two ids would mean two stores under one
-/// name, each unable to read what the other wrote.
-///
-/// The creation runs under the writer lock, and the metadata is written only
-/// if absent: either alone decides the race where it is reliable (a folder's
-/// lock and atomic create, a memory store's, an S3 service honouring
-/// conditional writes); on a service that ignores conditions (Garage), the
-/// lease is what keeps a second creator out (best-effort, see docs/s3.md).
-async fn create_meta(
-    backend: &Arc<dyn Backend>,
-    options: &StoreOptions,
-    retry: &RetryPolicy,
-) -> Result<Bytes> {
-    let holder: [u8; 16] = crypto::os_random();
-    let lock = backend.lock_writer(&holder).await?;
-    let created = async {
-        if let Some(bytes) = read_meta(backend, retry).await? {
-            return Ok(bytes); // created while we waited for the lock
-        }
-        let meta = Meta::new(
-            &options.secret,
-            options.pad_size.unwrap_or(DEFAULT_PAD_SIZE),
-        )?;
-        let bytes = Bytes::from(meta.encode()?);
-        lock.check().await?;
-        match retry
-            .run(|_| backend.reserve_durable(META_NAME, bytes.clone()))
-            .await
-        {
-            Ok(()) | Err(BackendError::AlreadyExists(_)) => {}
-            Err(error) => return Err(error.into()),
-        }
-        // Read back, whoever won: what the backend holds is the store.
-        read_meta(backend, retry).await?.ok_or_else(|| {
-            Error::Backend(BackendError::Transient(format!(
-                "the metadata of the new store {} vanished right after it was created",
-                backend.describe()
-            )))
-        })
-    }
-    .await;
-    lock.release().await;
-    created
 }
 
 /// A buffer for an item of `size` bytes from the caller's `make_buffer`,

@@ -14,8 +14,13 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use self::faults::{ArmedFault, Fault, FaultTiming, simulated};
+use self::pad_writes::PadWrite;
 use super::{Backend, BackendError, Capabilities, PutReceipt, WriterLock, WriterLocking};
 use crate::pad::PadId;
+
+mod faults;
+mod pad_writes;
 
 /// The most entries [`SimPadStore::op_log`] keeps; later ones are dropped
 /// until [`SimPadStore::clear_log`].
@@ -171,32 +176,6 @@ pub struct OpRecord {
     pub ok: bool,
 }
 
-/// When a failure strikes relative to the inner operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FaultTiming {
-    /// Nothing reached the backend.
-    Before,
-    /// The backend performed the operation; the acknowledgement was lost.
-    After,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Fault {
-    timing: FaultTiming,
-    permanent: bool,
-}
-
-/// A fault armed by [`SimPadStore::fail_next`] or [`SimPadStore::lose_ack_next`].
-#[derive(Debug)]
-struct ArmedFault {
-    kind: OpKind,
-    /// Only calls on names starting with this count ("" = every call).
-    prefix: String,
-    /// Calls of `kind` still to come before the one that fails (1 = the next).
-    countdown: u64,
-    fault: Fault,
-}
-
 /// Everything mutable of a [`SimPadStore`], behind one lock.
 #[derive(Debug)]
 struct SimState {
@@ -233,65 +212,7 @@ pub struct SimPadStore {
     writer_id: String,
 }
 
-/// A pad write under way, for `SimConfig::record_pad_writes`.
-struct PadWrite {
-    name: String,
-    /// The version in the pad's header (after its 4-byte format tag).
-    version: u64,
-    started: u128,
-}
-
-impl PadWrite {
-    fn start(name: &str, content: &[u8]) -> Option<Self> {
-        let header = content.get(4..12)?;
-        name.starts_with("p/").then(|| PadWrite {
-            name: name.to_string(),
-            version: u64::from_le_bytes(header.try_into().expect("8 bytes")),
-            started: unix_nanos(),
-        })
-    }
-}
-
-fn unix_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos())
-}
-
 impl SimPadStore {
-    /// With `torn_overwrites`: deletes the pad object a put is about to
-    /// replace, so that until the put lands there is none (see
-    /// `SimConfig::torn_overwrites`). Not a request of the client's: the
-    /// model of what the service does with one.
-    async fn tear(&self, name: &str) {
-        if self.config.torn_overwrites && name.starts_with(PadId::PREFIX) {
-            let _ = self.inner.delete(name).await;
-        }
-    }
-
-    /// Appends a finished pad write to the record file, if one is kept.
-    fn record<T>(&self, write: Option<PadWrite>, done: &Result<T, BackendError>) {
-        let (Some(path), Some(write), Ok(_)) = (&self.config.record_pad_writes, write, done) else {
-            return;
-        };
-        let line = format!(
-            "{} {} {} {} {}\n",
-            self.writer_id,
-            write.name,
-            write.version,
-            write.started,
-            unix_nanos()
-        );
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
-        if let Err(error) = appended {
-            log::warn!("cannot record a pad write in {}: {error}", path.display());
-        }
-    }
-
     /// Wraps `inner`. Out-of-range settings are clamped: negative or
     /// non-finite delays to 0, `fail_rate` into `[0, 1]` (`open` rejects them
     /// instead).
@@ -354,54 +275,6 @@ impl SimPadStore {
     /// The settings in use (with the fail rate given at creation).
     pub fn config(&self) -> &SimConfig {
         &self.config
-    }
-
-    /// Makes the `nth` call of `kind` from now (1 = the next one) fail once,
-    /// before reaching the backend, with a permanent or transient error.
-    /// `nth = 0` counts as 1.
-    pub fn fail_next(&self, kind: OpKind, nth: u64, permanent: bool) {
-        self.arm(kind, "", nth, FaultTiming::Before, permanent);
-    }
-
-    /// Like `fail_next` for the next call of `kind` on an object whose name
-    /// starts with `prefix` (such as `j/`, the index log).
-    pub fn fail_next_on(&self, kind: OpKind, prefix: &str, permanent: bool) {
-        self.arm(kind, prefix, 1, FaultTiming::Before, permanent);
-    }
-
-    /// Makes the `nth` call of `kind` from now (1 = the next one) perform its
-    /// operation on the backend and then fail with a transient error, as when
-    /// an acknowledgement is lost: a `reserve` or `put` took effect although
-    /// the caller saw a failure. `nth = 0` counts as 1.
-    pub fn lose_ack_next(&self, kind: OpKind, nth: u64) {
-        self.arm(kind, "", nth, FaultTiming::After, false);
-    }
-
-    /// Like `lose_ack_next` for the next call of `kind` on an object whose
-    /// name starts with `prefix`: a write that lands and still reports
-    /// failure, the case a writer must not mistake for "not written".
-    pub fn lose_ack_next_on(&self, kind: OpKind, prefix: &str) {
-        self.arm(kind, prefix, 1, FaultTiming::After, false);
-    }
-
-    fn arm(&self, kind: OpKind, prefix: &str, nth: u64, timing: FaultTiming, permanent: bool) {
-        self.lock().armed.push(ArmedFault {
-            kind,
-            prefix: prefix.to_owned(),
-            countdown: nth.max(1),
-            fault: Fault { timing, permanent },
-        });
-    }
-
-    /// Disarms every fault armed by `fail_next` or `lose_ack_next` that has not
-    /// struck yet; returns how many there were.
-    pub fn disarm_faults(&self) -> usize {
-        std::mem::take(&mut self.lock().armed).len()
-    }
-
-    /// Changes the probability of random transient failures (clamped to `[0, 1]`).
-    pub fn set_fail_rate(&self, rate: f64) {
-        self.lock().fail_rate = probability(rate);
     }
 
     /// The operation log: a `Start` and an `End` record per call, in the order
@@ -582,19 +455,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn simulated(kind: OpKind, name: &str, fault: Fault) -> BackendError {
-    let when = match fault.timing {
-        FaultTiming::Before => "before reaching the backend",
-        FaultTiming::After => "after the backend acted (acknowledgement lost)",
-    };
-    let message = format!("simulated failure of {kind:?} {name:?} {when}");
-    if fault.permanent {
-        BackendError::Permanent(message)
-    } else {
-        BackendError::Transient(message)
-    }
-}
-
 fn non_negative(value: f64) -> f64 {
     if value.is_finite() && value > 0.0 {
         value
@@ -753,62 +613,4 @@ impl WriterLocking for SimPadStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_are_clamped() {
-        #[derive(Debug)]
-        struct Nothing(Capabilities);
-        #[async_trait]
-        impl Backend for Nothing {
-            async fn reserve(&self, _: &str, _: Bytes) -> Result<(), BackendError> {
-                Ok(())
-            }
-            async fn put(&self, _: &str, _: Bytes) -> Result<PutReceipt, BackendError> {
-                Ok(PutReceipt {
-                    e_tag: None,
-                    size: 0,
-                })
-            }
-            async fn verify(&self, _: &str, _: &PutReceipt) -> Result<(), BackendError> {
-                Ok(())
-            }
-            async fn get(&self, _: &str) -> Result<Bytes, BackendError> {
-                Ok(Bytes::new())
-            }
-            async fn list(&self, _: &str) -> Result<Vec<String>, BackendError> {
-                Ok(Vec::new())
-            }
-            async fn delete(&self, _: &str) -> Result<(), BackendError> {
-                Ok(())
-            }
-            fn capabilities(&self) -> &Capabilities {
-                &self.0
-            }
-            fn describe(&self) -> String {
-                "nothing://".into()
-            }
-        }
-        #[async_trait]
-        impl WriterLocking for Nothing {
-            async fn lock_writer(&self, _: &[u8; 16]) -> Result<Box<dyn WriterLock>, BackendError> {
-                Err(BackendError::Permanent("no locks here".into()))
-            }
-        }
-        let nothing = Nothing(Capabilities::default());
-        let sim = SimPadStore::new(
-            Arc::new(nothing),
-            SimConfig {
-                latency_ms: -1.0,
-                jitter_ms: f64::NAN,
-                fail_rate: 3.0,
-                ..SimConfig::default()
-            },
-        );
-        assert_eq!(sim.config().latency_ms, 0.0);
-        assert_eq!(sim.config().jitter_ms, 0.0);
-        assert_eq!(sim.config().fail_rate, 1.0);
-        assert_eq!(sim.describe(), "sim+nothing://?fail_rate=1");
-    }
-}
+mod tests;
