@@ -616,7 +616,7 @@ def p7(r: dict[str, Any]) -> list[str]:
         "",
         (
             "What one small put sends (src/journal/append.rs `create_log_object`, "
-            "src/pad_store/object.rs, src/pad_store/lease.rs): its log object, created by a "
+            "src/pad_store/object.rs, src/pad_store/lease/): its log object, created by a "
             "`reserve`, which on a service that ignores conditional writes (Garage) is a "
             "`HEAD` (is the name free?) and then the `PUT` of about 1.1 KiB. Nothing else: "
             "the writer lease is kept through the loop and checked by the fence's local clocks "
