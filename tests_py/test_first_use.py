@@ -330,3 +330,18 @@ def test_fsspec_and_zarr_copies_carry_the_options_and_not_the_secret(tmp_path: P
     assert zcopy == zstore and zcopy.store is not items
     assert zcopy.store._reopen_args()[1]["max_new_pads"] == 1
     assert zstore != zarr.AnthillStore(anthill.open(url, secret=SECRET), prefix="z")
+
+
+def test_copies_unpickled_in_one_process_share_one_handle(tmp_path: Path) -> None:
+    """A dask worker unpickles a task's store for every task: the copies
+    share one handle (one writer lock), reopened once it is closed."""
+    with anthill.open(tmp_path / "store", secret=SECRET, pad_size=PAD_SIZE) as store:
+        pickled = pickle.dumps(store)
+    first, second = pickle.loads(pickled), pickle.loads(pickled)
+    assert first is second
+    first["k"] = b"v"
+    first.close()
+    third = pickle.loads(pickled)
+    assert third is not first
+    assert third["k"] == b"v"
+    third.close()

@@ -330,7 +330,7 @@ async fn a_catch_up_beside_a_cancelled_log_write_applies_it_once() {
     // Until the flush's log write (after its pads' write-back) is under way.
     let logging = async {
         while !log_write_in_flight(&sim) {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::task::yield_now().await;
         }
     };
     tokio::time::timeout(HANG, logging).await.unwrap();

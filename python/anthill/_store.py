@@ -7,6 +7,7 @@ import atexit
 import html
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, KeysView, MutableMapping
 from contextlib import contextmanager
@@ -144,7 +145,9 @@ class Store(MutableMapping[str, bytes]):
         """A pickled store reopens its store where it was, with every option it
         was opened with but the secrets: the store secret and the backend's
         credentials never travel. The copy takes them from its environment
-        (``$ANTHILL_SECRET`` or the key file; the ``AWS_*`` variables)."""
+        (``$ANTHILL_SECRET`` or the key file; the ``AWS_*`` variables).
+        Copies unpickled in one process share one handle (see ``_reopen``):
+        closing one closes it for all."""
         return (_reopen, self._reopen_args())
 
     def _reopen_args(self) -> tuple[str, dict[str, Any]]:
@@ -680,9 +683,27 @@ def open(
 _REDACTED = "***"
 
 
+# The handles unpickled copies share, by what they were opened with. A dask
+# worker unpickles a task's store for every task it runs (every zarr
+# chunk): a handle per copy took the writer lock anew for each chunk, and on
+# S3 the lease, a second or more each time (W4 on Garage did not finish in
+# a minute). One handle per process and store serves them all.
+_reopened: dict[tuple[str, str], Store] = {}
+_reopening = threading.Lock()
+# A child made by fork() must not use its parent's handles (see below).
+os.register_at_fork(after_in_child=_reopened.clear)
+
+
 def _reopen(url: str, options: dict[str, Any]) -> Store:
-    """Unpickles a :class:`Store`: opens it again (see ``Store.__reduce__``)."""
-    return open(url, **options)
+    """Unpickles a :class:`Store`: opens it again (see ``Store.__reduce__``),
+    or returns the handle an earlier copy in this process opened with the
+    same URL and options, if it is still open."""
+    key = (url, repr(sorted(options.items())))
+    with _reopening:
+        store = _reopened.get(key)
+        if store is None or store not in _open_stores:
+            store = _reopened[key] = open(url, **options)
+        return store
 
 
 def _documented_defaults() -> dict[str, str]:

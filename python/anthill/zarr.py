@@ -19,7 +19,9 @@ others; close it yourself. A pickled :class:`AnthillStore` carries its
 was opened with but its secrets (the store secret, S3 credentials): an
 unpickled copy reads the same data in the same process (memory stores
 included) and, with the secret from ``$ANTHILL_SECRET`` or the key file, in
-another.
+another. The copies a process unpickles (a dask worker, one per task) share
+one :class:`anthill.Store`, so the worker takes the store's writer lock
+once, not once per chunk.
 
 Reads, writes and deletes use the store's async API; listing and ``exists``
 call its synchronous ``keys``/``in`` (they have no async twins), which hold
