@@ -1,19 +1,18 @@
 //! Behaviour of `Store`: the store_item contract (brief §2), events (§3),
 //! space reuse, concurrency limits, pipelining, failures, integrity, reopen.
+//! Two handles on one store are in `store_handles.rs`.
 
 use std::sync::{Arc, Mutex};
 
 use anthill::pad_store::sim::Phase;
-use anthill::pad_store::{
-    self, Backend, BackendError, BackendOptions, OpKind, SimConfig, SimPadStore,
-};
+use anthill::pad_store::{self, Backend, BackendOptions, OpKind, SimConfig, SimPadStore};
 use anthill::{Callback, Error, GetEvent, PutEvent, PutOptions, Store, StoreOptions};
 use bytes::Bytes;
 use futures::FutureExt;
 
-const PAD: u64 = 4096;
+pub(crate) const PAD: u64 = 4096;
 
-fn options() -> StoreOptions {
+pub(crate) fn options() -> StoreOptions {
     let mut options = StoreOptions::default();
     options.secret = b"test secret".to_vec();
     options.pad_size = Some(PAD);
@@ -21,7 +20,7 @@ fn options() -> StoreOptions {
 }
 
 /// Put options that replace a stored key.
-fn overwriting() -> PutOptions {
+pub(crate) fn overwriting() -> PutOptions {
     let mut put = PutOptions::default();
     put.overwrite = true;
     put
@@ -34,23 +33,23 @@ fn resuming() -> PutOptions {
     put
 }
 
-async fn memory() -> Arc<dyn Backend> {
+pub(crate) async fn memory() -> Arc<dyn Backend> {
     pad_store::open("memory://", &BackendOptions::default())
         .await
         .unwrap()
 }
 
-async fn sim(inner: &Arc<dyn Backend>, config: SimConfig) -> Arc<SimPadStore> {
+pub(crate) async fn sim(inner: &Arc<dyn Backend>, config: SimConfig) -> Arc<SimPadStore> {
     Arc::new(SimPadStore::new(Arc::clone(inner), config))
 }
 
-async fn open(backend: Arc<dyn Backend>, options: StoreOptions) -> Store {
+pub(crate) async fn open(backend: Arc<dyn Backend>, options: StoreOptions) -> Store {
     Store::open_with_backend("test", backend, options)
         .await
         .unwrap()
 }
 
-fn data(len: usize, seed: u8) -> Bytes {
+pub(crate) fn data(len: usize, seed: u8) -> Bytes {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
@@ -95,7 +94,7 @@ impl Recorder<GetEvent> {
     }
 }
 
-async fn put(store: &Store, key: &str, value: &Bytes) {
+pub(crate) async fn put(store: &Store, key: &str, value: &Bytes) {
     store
         .store_item(key, value.clone(), PutOptions::default(), None)
         .await
@@ -712,270 +711,4 @@ async fn an_interrupted_put_is_pending_and_resumes_without_reuploading() {
     assert_eq!(pad_puts(&sim), 0, "committed pads are not uploaded again");
     assert_eq!(store.fetch_item("big", None).await.unwrap(), value);
     assert_eq!(store.summary().await.unwrap().pending, 0);
-}
-
-/// Two handles on one store, each with its own index and map, behave like
-/// two processes: each takes the writer lock and catches up with the other.
-async fn two_writers(url: &str) {
-    // Frequent checkpoints: a writer must catch up across them.
-    let options = || {
-        let mut options = options();
-        options.checkpoint_interval = 2000;
-        options
-    };
-    let a = Store::open(url, options()).await.unwrap();
-    let b = Store::open(url, options()).await.unwrap();
-    let values: Vec<Bytes> = (0..40).map(|i| data(300 + i * 97, i as u8)).collect();
-    futures::future::join_all(values.iter().enumerate().map(|(i, value)| {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        async move { put(&store, &format!("k{i}"), value).await }
-    }))
-    .await;
-    a.remove_item("k1").await.unwrap();
-    b.store_item("k2", data(5000, 1), overwriting(), None)
-        .await
-        .unwrap();
-    for store in [&a, &b] {
-        assert_eq!(store.len().await.unwrap(), 39);
-        assert!(!store.contains("k1").await.unwrap());
-        assert_eq!(store.fetch_item("k2", None).await.unwrap(), data(5000, 1));
-        for (i, value) in values.iter().enumerate().skip(3) {
-            assert_eq!(
-                &store.fetch_item(&format!("k{i}"), None).await.unwrap(),
-                value
-            );
-        }
-    }
-    let backend = pad_store::open(url, &BackendOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        !backend.list("c/").await.unwrap().is_empty(),
-        "checkpoints were written"
-    );
-    let fresh = Store::open(url, options()).await.unwrap();
-    assert_eq!(fresh.summary().await.unwrap(), a.summary().await.unwrap());
-    assert_eq!(fresh.summary().await.unwrap(), b.summary().await.unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_handles_on_one_memory_store_share_it_safely() {
-    two_writers("memory://two-writers").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_handles_on_one_folder_share_it_safely() {
-    let dir = tempfile::tempdir().unwrap();
-    two_writers(dir.path().to_str().unwrap()).await;
-}
-
-/// Index reads (`get` of a log object, `list` of checkpoints) in a sim log.
-fn index_reads(sim: &SimPadStore) -> usize {
-    sim.op_log()
-        .iter()
-        .filter(|op| op.phase == Phase::Start)
-        .filter(|op| matches!(op.kind, OpKind::Get | OpKind::List))
-        .filter(|op| op.name.starts_with("j/") || op.name.starts_with("c/"))
-        .count()
-}
-
-/// A handle that held the writer lock last skips the catch-up before its
-/// next change (nobody else can have written); once another handle took the
-/// lock, it catches up again.
-async fn catch_up_only_after_another_writer(url: &str) {
-    let backend = pad_store::open(url, &BackendOptions::default())
-        .await
-        .unwrap();
-    let counted = sim(&backend, SimConfig::default()).await;
-    let a = open(Arc::clone(&counted) as Arc<dyn Backend>, options()).await;
-    let b = Store::open(url, options()).await.unwrap();
-    put(&a, "a1", &data(100, 1)).await;
-    counted.clear_log();
-    put(&a, "a2", &data(5000, 2)).await;
-    assert_eq!(
-        index_reads(&counted),
-        0,
-        "no catch-up: a held the lock last"
-    );
-
-    put(&b, "b1", &data(100, 3)).await;
-    counted.clear_log();
-    put(&a, "a3", &data(100, 4)).await;
-    assert!(index_reads(&counted) > 0, "b wrote meanwhile: a catches up");
-    counted.clear_log();
-    assert!(a.contains("b1").await.unwrap());
-    assert_eq!(a.len().await.unwrap(), 4);
-    assert_eq!(b.len().await.unwrap(), 4);
-    assert_eq!(a.summary().await.unwrap(), b.summary().await.unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_store_catches_up_only_after_another_writer() {
-    catch_up_only_after_another_writer("memory://catch-up-skip").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_folder_store_catches_up_only_after_another_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    catch_up_only_after_another_writer(dir.path().to_str().unwrap()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_puts_never_commit_into_unrecorded_pads() {
-    // Large puts expand while small ones want the new pads' leftovers: a
-    // small put must not commit into a pad before the index records it.
-    let inner = memory().await;
-    let mut config = SimConfig::default();
-    config.latency_ms = 1.0;
-    config.jitter_ms = 3.0;
-    config.seed = Some(11);
-    let sim = sim(&inner, config).await;
-    let store = open(sim.clone(), options()).await;
-    let values: Vec<Bytes> = (0..40)
-        .map(|i| {
-            data(
-                if i % 4 == 0 {
-                    2 * PAD as usize + 900
-                } else {
-                    150 + i * 13
-                },
-                i as u8,
-            )
-        })
-        .collect();
-    futures::future::join_all(values.iter().enumerate().map(|(i, value)| {
-        let store = store.clone();
-        async move { put(&store, &format!("k{i}"), value).await }
-    }))
-    .await;
-    drop(store);
-    let reopened = open(inner, options()).await;
-    for (i, value) in values.iter().enumerate() {
-        assert_eq!(
-            &reopened.fetch_item(&format!("k{i}"), None).await.unwrap(),
-            value
-        );
-    }
-    let summary = reopened.summary().await.unwrap();
-    assert_eq!(
-        summary.used_space,
-        values.iter().map(|v| v.len() as u64).sum::<u64>()
-    );
-}
-
-/// On a local folder a pad costs nothing until written: reserving it creates
-/// no file, its first write does, and a pad recorded but never written (its
-/// put stopped before uploading) reads as empty, so its space serves later.
-#[tokio::test]
-async fn a_folder_creates_each_pad_with_its_first_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().to_str().unwrap().to_string();
-    let pad_files = || std::fs::read_dir(dir.path().join("p")).map_or(0, |d| d.count());
-    let store = Store::open(&url, options()).await.unwrap();
-    // Stops the put at its first upload, once all three pads are reserved
-    // and mapped (the map changes before each reservation's event).
-    let watch = store.clone();
-    let stop: Callback<PutEvent> = Arc::new(move |event| {
-        let watch = watch.clone();
-        async move {
-            if matches!(event, PutEvent::StartingUpload { .. }) {
-                while watch.summary().await?.total_pads < 3 {
-                    tokio::task::yield_now().await;
-                }
-                return Ok(false);
-            }
-            Ok(true)
-        }
-        .boxed()
-    });
-    let value = data(3 * PAD as usize, 1);
-    let stopped = store
-        .store_item("big", value.clone(), PutOptions::default(), Some(stop))
-        .await;
-    assert!(matches!(stopped, Err(Error::Cancelled(_))), "{stopped:?}");
-    let summary = store.summary().await.unwrap();
-    assert_eq!((summary.total_pads, summary.free_space), (3, 3 * PAD));
-    assert_eq!(pad_files(), 0, "reserving a folder pad writes nothing");
-    drop(store);
-
-    // A new handle knows nothing of the pads' content: each half-pad write
-    // reads its pad first, and finds it empty.
-    let store = Store::open(&url, options()).await.unwrap();
-    let halves: Vec<Bytes> = (0..6).map(|i| data(PAD as usize / 2, 10 + i)).collect();
-    for (i, half) in halves.iter().enumerate() {
-        put(&store, &format!("half{i}"), half).await;
-    }
-    assert_eq!(store.summary().await.unwrap().total_pads, 3, "no new pad");
-    store.flush().await.unwrap(); // the halves are written back
-    assert_eq!(pad_files(), 3);
-    drop(store);
-    let store = Store::open(&url, options()).await.unwrap();
-    for (i, half) in halves.iter().enumerate() {
-        assert_eq!(
-            &store.fetch_item(&format!("half{i}"), None).await.unwrap(),
-            half
-        );
-    }
-
-    // A written pad that goes missing is an error, never an empty pad.
-    let victim = std::fs::read_dir(dir.path().join("p"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    std::fs::remove_file(victim).unwrap();
-    let store = Store::open(&url, options()).await.unwrap();
-    let mut failures = Vec::new();
-    for i in 0..halves.len() {
-        if let Err(error) = store.fetch_item(&format!("half{i}"), None).await {
-            failures.push(error);
-        }
-    }
-    assert_eq!(failures.len(), 2, "{failures:?}");
-    assert!(
-        failures
-            .iter()
-            .all(|e| matches!(e, Error::Backend(BackendError::NotFound(_)))),
-        "{failures:?}"
-    );
-}
-
-/// A piece that fills its pad is checked against the very object its put
-/// committed (the object's tag is its digest): another object for the same
-/// pad and version, valid under the store's keys (a second writer's, say),
-/// is refused even though the AEAD accepts it, and even with equal bytes.
-#[tokio::test]
-async fn a_whole_pad_piece_is_checked_against_the_object_it_was_committed_in() {
-    use anthill::meta::Meta;
-    use anthill::pad::{self, PadId};
-
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().to_str().unwrap().to_string();
-    let store = Store::open(&url, options()).await.unwrap();
-    let value = data(2 * PAD as usize, 4);
-    put(&store, "big", &value).await;
-    drop(store);
-
-    let meta = Meta::decode(&std::fs::read(dir.path().join("meta")).unwrap()).unwrap();
-    let keys = meta.unlock(&options().secret).unwrap();
-    let pad_file = std::fs::read_dir(dir.path().join("p"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let name = format!("p/{}", pad_file.file_name().unwrap().to_str().unwrap());
-    let id = PadId::from_object_name(&name).unwrap();
-    let sealed = std::fs::read(&pad_file).unwrap();
-    let (version, plaintext) = pad::decode(&keys, &meta.store_id, id, 0, PAD, &sealed).unwrap();
-    let resealed = pad::encode(&keys, &meta.store_id, id, version, &plaintext).unwrap();
-    std::fs::write(&pad_file, resealed).unwrap();
-
-    let store = Store::open(&url, options()).await.unwrap();
-    let fetched = store.fetch_item("big", None).await;
-    assert!(
-        matches!(fetched, Err(Error::Integrity(ref m)) if m.contains("digest")),
-        "{fetched:?}"
-    );
 }
