@@ -43,6 +43,20 @@ async fn slow_store(latency_ms: f64) -> (Store, Arc<SimPadStore>, Arc<dyn Backen
     (store, sim, inner)
 }
 
+/// Stores `count` small items (log first), returning them.
+async fn put_small_items(store: &Store, count: u8) -> Vec<(String, Bytes)> {
+    let mut stored = Vec::new();
+    for i in 0..count {
+        let data = value(500, i);
+        store
+            .store_item(&format!("k{i}"), data.clone(), PutOptions::default(), None)
+            .await
+            .unwrap();
+        stored.push((format!("k{i}"), data));
+    }
+    stored
+}
+
 /// A callback that aborts its own call's task at the first `event` for
 /// which `at` holds: the call is dropped at its next await, inside the
 /// operation, as a cancelled `asyncio` task's is.
@@ -167,15 +181,7 @@ async fn a_put_cancelled_before_its_record_gives_its_space_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_cancelled_during_its_write_back_leaves_nothing_stuck() {
     let (store, sim, inner) = slow_store(100.0).await;
-    let mut expected = Vec::new();
-    for i in 0..20u8 {
-        let data = value(500, i);
-        store
-            .store_item(&format!("k{i}"), data.clone(), PutOptions::default(), None)
-            .await
-            .unwrap();
-        expected.push((format!("k{i}"), data));
-    }
+    let expected = put_small_items(&store, 20).await;
     assert!(store.log_only_bytes() > 0);
     let flushing = {
         let store = store.clone();
@@ -314,15 +320,7 @@ async fn a_catch_up_beside_a_cancelled_log_write_applies_it_once() {
     let store = Store::open_with_backend(&url, sim.clone() as Arc<dyn Backend>, options.clone())
         .await
         .unwrap();
-    let mut expected = Vec::new();
-    for i in 0..5u8 {
-        let data = value(500, i);
-        store
-            .store_item(&format!("k{i}"), data.clone(), PutOptions::default(), None)
-            .await
-            .unwrap();
-        expected.push((format!("k{i}"), data));
-    }
+    let mut expected = put_small_items(&store, 5).await;
     let flushing = {
         let store = store.clone();
         tokio::spawn(async move { store.flush().await })
