@@ -52,6 +52,14 @@ const UNLOCKED_CATCH_UPS: usize = 4;
 const TURN_LINGERS: u32 = 10;
 const MIN_TURN: Duration = Duration::from_millis(50);
 
+/// A turn also lasts this many times what catching up cost the writer as
+/// it took the lock (a round trip or three on S3), so that handovers take
+/// at most about a tenth of the writers' time however slow the backend;
+/// but no longer than `MAX_TURN` (unless the lingers ask for more), so a
+/// writer waits a bounded time for its turn.
+const TURN_PER_CATCH_UP: u32 = 10;
+const MAX_TURN: Duration = Duration::from_secs(1);
+
 pub struct WriterGate {
     backend: Arc<dyn WriterLocking>,
     journal: Arc<Journal>,
@@ -89,6 +97,8 @@ struct Held {
     entries: u64,
     /// When the lock held now was taken.
     taken_at: Option<Instant>,
+    /// How long the turn that began then lasts (see `TURN_PER_CATCH_UP`).
+    turn: Duration,
     /// The lock was given back at the end of a turn: the next entry waits
     /// until then before asking for it again.
     handover_until: Option<Instant>,
@@ -221,6 +231,7 @@ impl WriterGate {
     /// first time tidies up after crashed ones. Call holding `entry`.
     async fn take(self: &Arc<Self>, lock: Box<dyn WriterLock>, map: bool) -> Result<WriterGuard> {
         let lock: Arc<dyn WriterLock> = Arc::from(lock);
+        let catching_up = Instant::now();
         // Nothing of this process is in flight: safe to catch up and rebuild.
         // Unless this handle held the lock last: then nobody else wrote, and
         // the index it has is the store's (if its own writes are certain).
@@ -240,6 +251,7 @@ impl WriterGate {
             held.entries += 1;
             held.lock = Some(lock);
             held.taken_at = Some(Instant::now());
+            held.turn = self.turn(catching_up.elapsed());
         }
         let guard = WriterGuard {
             gate: Arc::clone(self),
@@ -249,6 +261,11 @@ impl WriterGate {
             self.tidied.store(true, Ordering::Release);
         }
         Ok(guard)
+    }
+
+    /// How long a turn lasts whose catch-up took `catch_up`.
+    fn turn(&self, catch_up: Duration) -> Duration {
+        turn_length(self.backend.writer_lock_linger(), catch_up)
     }
 
     /// Catches up with other writers, for reads that must see their work.
@@ -374,6 +391,13 @@ impl WriterGate {
     }
 }
 
+/// How long a writer keeps the lock, on a backend whose lock lingers
+/// `linger`, when catching up as it took the lock took `catch_up`.
+fn turn_length(linger: Duration, catch_up: Duration) -> Duration {
+    let base = (linger * TURN_LINGERS).max(MIN_TURN);
+    (catch_up * TURN_PER_CATCH_UP).clamp(base, base.max(MAX_TURN))
+}
+
 impl Clone for WriterGuard {
     fn clone(&self) -> Self {
         self.gate.held.lock().expect("gate lock").holders += 1;
@@ -390,8 +414,7 @@ impl Drop for WriterGuard {
         if held.holders > 0 {
             return;
         }
-        let linger = self.gate.backend.writer_lock_linger();
-        let turn = (linger * TURN_LINGERS).max(MIN_TURN);
+        let turn = held.turn;
         let turn_over = held.taken_at.is_some_and(|at| at.elapsed() >= turn);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) if turn_over && held.lock.is_some() => {
@@ -412,5 +435,24 @@ impl Drop for WriterGuard {
                 drop(held.lock.take());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_outlasts_the_catch_up_that_began_it_within_bounds() {
+        let ms = Duration::from_millis;
+        // A folder: 5 ms lingers, a quick catch-up: the 50 ms floor.
+        assert_eq!(turn_length(ms(5), ms(1)), MIN_TURN);
+        // Catching up took three 20 ms round trips: ten times that.
+        assert_eq!(turn_length(ms(5), ms(60)), ms(600));
+        // A slower one is capped, so a waiting writer's wait is bounded.
+        assert_eq!(turn_length(ms(5), ms(400)), MAX_TURN);
+        // S3's lease lingers a second: ten lingers, neither less nor more.
+        assert_eq!(turn_length(ms(1000), ms(60)), ms(10_000));
+        assert_eq!(turn_length(ms(1000), ms(2000)), ms(10_000));
     }
 }

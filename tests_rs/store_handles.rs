@@ -117,6 +117,81 @@ async fn a_folder_store_catches_up_only_after_another_writer() {
     catch_up_only_after_another_writer(dir.path().to_str().unwrap()).await;
 }
 
+/// The longest chain of log object reads in a sim log where each read
+/// began after the one before it in the chain ended: the round trips a
+/// catch-up waited for one after another.
+fn log_reads_one_after_another(sim: &SimPadStore) -> usize {
+    let mut depth_of = std::collections::HashMap::new();
+    let mut ended = 0;
+    for op in sim.op_log() {
+        if op.kind != OpKind::Get || !op.name.starts_with("j/") {
+            continue;
+        }
+        match op.phase {
+            Phase::Start => {
+                depth_of.insert(op.name, ended + 1);
+            }
+            _ => ended = ended.max(depth_of.get(&op.name).copied().unwrap_or(0)),
+        }
+    }
+    ended
+}
+
+/// A writer taking the lock over reads the log objects the other wrote in
+/// rounds of several at once, not one round trip after another: with one
+/// per object, taking turns with a writer on S3 cost more than the puts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_reads_many_log_objects_in_few_round_trips() {
+    const OBJECTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap();
+    let backend = pad_store::open(url, &BackendOptions::default())
+        .await
+        .unwrap();
+    let mut config = SimConfig::default();
+    config.latency_ms = 5.0;
+    let counted = sim(&backend, config).await;
+    let a = open(Arc::clone(&counted) as Arc<dyn Backend>, options()).await;
+    let b = Store::open(url, options()).await.unwrap();
+    put(&a, "a0", &data(100, 1)).await;
+    a.flush().await.unwrap();
+    for i in 0..OBJECTS {
+        put(&b, &format!("b{i}"), &data(100 + i, 2)).await;
+    }
+    b.flush().await.unwrap();
+    let read_before = counted.sim_stats().get.calls;
+    counted.clear_log();
+    put(&a, "a1", &data(100, 3)).await;
+    let rounds = log_reads_one_after_another(&counted);
+    let reads = counted.sim_stats().get.calls - read_before;
+    assert!(
+        rounds <= 6,
+        "{OBJECTS} log objects read in {rounds} round trips one after another"
+    );
+    assert!(
+        reads as usize <= 2 * OBJECTS + 1,
+        "{reads} reads for {OBJECTS} log objects"
+    );
+    for i in 0..OBJECTS {
+        assert_eq!(
+            a.fetch_item(&format!("b{i}"), None).await.unwrap(),
+            data(100 + i, 2)
+        );
+    }
+    assert_eq!(a.summary().await.unwrap(), b.summary().await.unwrap());
+
+    // Opening reads the log after the checkpoint the same way.
+    drop((a, b));
+    counted.clear_log();
+    let fresh = open(Arc::clone(&counted) as Arc<dyn Backend>, options()).await;
+    let rounds = log_reads_one_after_another(&counted);
+    assert!(
+        rounds <= 3,
+        "an open read {OBJECTS} log objects in {rounds} round trips one after another"
+    );
+    assert_eq!(fresh.len().await.unwrap(), OBJECTS as u64 + 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_never_commit_into_unrecorded_pads() {
     // Large puts expand while small ones want the new pads' leftovers: a

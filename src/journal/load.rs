@@ -1,8 +1,13 @@
 //! Reading the index from the backend: the newest checkpoint, then the log
 //! after it, and later the records other writers appended (`refresh`).
 
+use futures::StreamExt;
+
 use super::*;
 use crate::index::SpaceChange;
+
+/// Log objects read at once when the log is read on from a position.
+const READ_AHEAD: u64 = 16;
 
 /// What a refresh found, for the allocator to follow.
 pub enum Refreshed {
@@ -85,9 +90,14 @@ impl Journal {
         // after it are read by number up to the newest listed (see
         // `newest_log`), so a listing that missed one is no gap.
         let last = newest_log(self.list_seqs(LOG_PREFIX).await?);
-        for seq in loaded.next_seq..last.map_or(loaded.next_seq, |last| last + 1) {
-            let Some((plaintext, sealed)) = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?
-            else {
+        let range = loaded.next_seq..last.map_or(loaded.next_seq, |last| last + 1);
+        // Read READ_AHEAD at a time and replayed in order: one round trip
+        // per object would make a long log slow to open on S3.
+        let mut objects = futures::stream::iter(range)
+            .map(|seq| async move { (seq, self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await) })
+            .buffered(READ_AHEAD as usize);
+        while let Some((seq, object)) = objects.next().await {
+            let Some((plaintext, sealed)) = object? else {
                 if self.checkpointed_since(newest).await? {
                     return Ok(false);
                 }
@@ -183,18 +193,34 @@ impl Journal {
         let first_log = self.try_read_sealed(LOG_KIND, LOG_PREFIX, next_seq);
         let (first_log, listed) = if writer_locked {
             let (first_log, listed) = futures::join!(first_log, self.list_seqs(CHECKPOINT_PREFIX));
-            (first_log?, Some(listed?))
+            (first_log, Some(listed?))
         } else {
-            (first_log.await?, None)
+            (first_log.await, None)
         };
+        // Then the objects after it, in rounds of twice as many at once (up
+        // to READ_AHEAD): a writer taking the lock over reads what the
+        // others wrote in their turns in a few round trips, not one per
+        // object, for at most as many reads of absent objects as it found.
+        // The log ends at the first object missing, as when read one by one:
+        // what a round read past it is dropped, errors included.
         let mut batches = Vec::new();
         let mut seq = next_seq;
-        let mut next = first_log;
-        while let Some((plaintext, sealed)) = next {
-            let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
-            batches.push((seq, plaintext.len() as u64, records, sealed));
-            seq += 1;
-            next = self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await?;
+        let mut round = vec![first_log];
+        let mut asked = 1;
+        'rounds: loop {
+            for object in round {
+                let Some((plaintext, sealed)) = object? else {
+                    break 'rounds;
+                };
+                let records: Vec<Record> = index::from_bytes(&plaintext, "index log")?;
+                batches.push((seq, plaintext.len() as u64, records, sealed));
+                seq += 1;
+            }
+            asked = (asked * 2).min(READ_AHEAD);
+            round = futures::future::join_all(
+                (seq..seq + asked).map(|seq| self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq)),
+            )
+            .await;
         }
         let checkpoints = match listed {
             Some(listed) => listed,
