@@ -276,3 +276,35 @@ async fn opening_reads_the_log_several_objects_at_a_time() {
     assert_eq!(gets.peak_in_flight, 16, "log objects read at once");
     check_all(&reader, &stored).await;
 }
+
+/// Opening loads the index, which is as good as a catch-up: a fresh
+/// handle's first read, within the backend's read staleness (1 s on
+/// `sim+`), fetches its item's pad and nothing else (before, it also
+/// probed the log and listed the checkpoints: two round trips on S3). The
+/// writer lock is held elsewhere meanwhile, so the reader does not take it
+/// at open (a holder of the lock is current already).
+#[tokio::test]
+async fn a_fresh_handles_first_read_is_one_request() {
+    let name = crate::unique("first-read");
+    let url = format!("sim+memory://{name}");
+    let writer = Store::open(&url, options()).await.unwrap();
+    let stored = keys("first", 6);
+    for key in &stored {
+        put(&writer, key).await;
+    }
+    writer.flush().await.unwrap();
+    writer.close().await.unwrap();
+    let backend = anthill::pad_store::open(
+        &format!("memory://{name}"),
+        &anthill::pad_store::BackendOptions::default(),
+    )
+    .await
+    .unwrap();
+    let _elsewhere = backend.lock_writer(&[9; 16]).await.unwrap();
+    let reader = Store::open(&url, options()).await.unwrap();
+    let before = reader.backend_stats().expect("a sim+ store");
+    check_all(&reader, &stored[..1]).await;
+    let after = reader.backend_stats().expect("a sim+ store");
+    assert_eq!(after.list.calls, before.list.calls, "listings");
+    assert_eq!(after.get.calls - before.get.calls, 1, "gets");
+}
