@@ -257,3 +257,54 @@ async fn a_read_sees_what_another_handle_committed_before_it() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// A fresh handle reads the log after the checkpoint 16 objects at a time
+/// (each a round trip on S3), and replays them in order: 40 small puts,
+/// each its own log object, open as they were stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_reads_the_log_several_objects_at_a_time() {
+    let url = format!("sim+memory://{}?latency_ms=2", crate::unique("log-ahead"));
+    let writer = Store::open(&url, options()).await.unwrap();
+    let stored = keys("log", 40);
+    for key in &stored {
+        put(&writer, key).await;
+    }
+    writer.close().await.unwrap();
+    let reader = Store::open(&url, options()).await.unwrap();
+    let gets = reader.backend_stats().expect("a sim+ store").get;
+    assert!(gets.calls >= 40, "{} gets at open", gets.calls);
+    assert_eq!(gets.peak_in_flight, 16, "log objects read at once");
+    check_all(&reader, &stored).await;
+}
+
+/// Opening loads the index, which is as good as a catch-up: a fresh
+/// handle's first read, within the backend's read staleness (1 s on
+/// `sim+`), fetches its item's pad and nothing else (before, it also
+/// probed the log and listed the checkpoints: two round trips on S3). The
+/// writer lock is held elsewhere meanwhile, so the reader does not take it
+/// at open (a holder of the lock is current already).
+#[tokio::test]
+async fn a_fresh_handles_first_read_is_one_request() {
+    let name = crate::unique("first-read");
+    let url = format!("sim+memory://{name}");
+    let writer = Store::open(&url, options()).await.unwrap();
+    let stored = keys("first", 6);
+    for key in &stored {
+        put(&writer, key).await;
+    }
+    writer.flush().await.unwrap();
+    writer.close().await.unwrap();
+    let backend = anthill::pad_store::open(
+        &format!("memory://{name}"),
+        &anthill::pad_store::BackendOptions::default(),
+    )
+    .await
+    .unwrap();
+    let _elsewhere = backend.lock_writer(&[9; 16]).await.unwrap();
+    let reader = Store::open(&url, options()).await.unwrap();
+    let before = reader.backend_stats().expect("a sim+ store");
+    check_all(&reader, &stored[..1]).await;
+    let after = reader.backend_stats().expect("a sim+ store");
+    assert_eq!(after.list.calls, before.list.calls, "listings");
+    assert_eq!(after.get.calls - before.get.calls, 1, "gets");
+}

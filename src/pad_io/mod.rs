@@ -229,9 +229,11 @@ impl PadIo {
         let name = self.object_name(id, min_version);
         let (first, frames) = pad::frames_of(range.clone());
         let requested = frames.end - frames.start;
-        let fetched = match self
+        let granule = self.backend.capabilities().range_read_granule;
+        let asked = range_to_ask(frames, granule);
+        let mut fetched = match self
             .retry
-            .run(|_| self.backend.get_range(&name, frames.clone()))
+            .run(|_| self.backend.get_range(&name, asked.clone()))
             .await
         {
             Ok(fetched) if pad::is_frame(&fetched) => fetched,
@@ -260,6 +262,8 @@ impl PadIo {
             }
             Err(error) => return Err(error.into()),
         };
+        // What was asked for past the frames only to end on a granule.
+        fetched.truncate(requested as usize);
         let at = pad::FramesAt {
             first,
             ends_object: (fetched.len() as u64) < requested,
@@ -385,6 +389,16 @@ pub fn permits_closed(_: tokio::sync::AcquireError) -> Error {
     Error::internal("a pad I/O semaphore was closed, which nothing does")
 }
 
+/// The object bytes a ranged read of `frames` asks for: up to the next
+/// multiple of the backend's `granule`, if it has one (see
+/// `Capabilities::range_read_granule`).
+fn range_to_ask(frames: std::ops::Range<u64>, granule: Option<u64>) -> std::ops::Range<u64> {
+    match granule {
+        Some(granule) if granule > 0 => frames.start..frames.end.next_multiple_of(granule),
+        _ => frames,
+    }
+}
+
 /// Bytes `range` of `content`, a pad's stored prefix (zeros past it).
 fn window(content: &Bytes, range: std::ops::Range<u64>) -> Bytes {
     let (start, end) = (range.start as usize, range.end as usize);
@@ -432,4 +446,24 @@ pub struct PadContent {
     pub tag: Option<AuthTag>,
     /// The object it was read from; `None` for a pad never written.
     pub object: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read of frames ending a few bytes past a granule asks for the rest
+    /// of it; one ending on a granule, or without one, asks for the frames.
+    #[test]
+    fn ranged_reads_end_on_the_backends_granule() {
+        let granule = Some(64 << 10);
+        let (_, one_frame) = pad::frames_of(5 * pad::SEGMENT..6 * pad::SEGMENT);
+        assert_eq!(one_frame.end % (64 << 10), 6 * 53);
+        assert_eq!(
+            range_to_ask(one_frame.clone(), granule),
+            one_frame.start..7 * (64 << 10)
+        );
+        assert_eq!(range_to_ask(one_frame.clone(), None), one_frame);
+        assert_eq!(range_to_ask(0..128 << 10, granule), 0..128 << 10);
+    }
 }

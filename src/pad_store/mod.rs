@@ -191,6 +191,14 @@ pub struct Capabilities {
     /// is false `get_range` reads the whole object, and readers read pads
     /// whole instead.
     pub ranged_reads: bool,
+    /// Where set, a ranged read of a pad asks for bytes up to the next
+    /// multiple of this in the object (the object's end at most) and drops
+    /// the extra. Garage streams an object in 64 KiB chunks of its 1 MiB
+    /// blocks without `TCP_NODELAY`: a response ending in a short chunk
+    /// (a pad's frames end a few bytes past a chunk, since each frame is 53
+    /// bytes longer than its segment) waits for the client's delayed ACK,
+    /// 40 ms on Linux, several times what the read costs otherwise.
+    pub range_read_granule: Option<u64>,
     /// An acknowledged put is what every later read of the name sees, so a
     /// pad write needs no check after it (`Backend::verify`, a `HEAD` on
     /// S3): the service is read-after-write consistent (AWS S3, R2, MinIO;
@@ -224,6 +232,7 @@ impl Default for Capabilities {
             price_per_pad: None,
             read_staleness: Duration::ZERO,
             ranged_reads: false,
+            range_read_granule: None,
             acknowledged_puts_visible: false,
             overwrites_atomic: true,
             folder_writer: None,

@@ -25,6 +25,10 @@ use super::{
     Backend, BackendError, Capabilities, PutReceipt, WriterLock, WriterLocking, check_size,
 };
 
+/// Where an S3 ranged read of a pad ends (`Capabilities::range_read_granule`):
+/// Garage's chunk, and a bound on what a read fetches beyond its frames.
+const S3_RANGE_READ_GRANULE: u64 = 64 << 10;
+
 /// How `reserve` makes sure it does not overwrite an existing object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum CreateCheck {
@@ -280,6 +284,7 @@ impl ObjectPadStore {
                 read_staleness: NETWORK_READ_STALENESS,
                 // A GET with a `Range` header.
                 ranged_reads: true,
+                range_read_granule: Some(S3_RANGE_READ_GRANULE),
                 acknowledged_puts_visible: true,
                 overwrites_atomic: false,
                 ..Capabilities::default()

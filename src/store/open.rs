@@ -85,6 +85,7 @@ impl Store {
         let (store_id, pad_size) = (meta.store_id, meta.pad_size);
         let keys = Arc::new(keys);
         let keys_kept = Arc::clone(&keys);
+        let loading_from = std::time::Instant::now();
         let journal = open_journal(&backend, &keys, &meta, &options, retry).await?;
         let io = Arc::new(PadIo {
             backend: Arc::clone(&backend),
@@ -108,6 +109,8 @@ impl Store {
             Arc::clone(&journal),
             Arc::clone(&allocator),
         );
+        // The load was a catch-up: a fresh handle's first read needs none.
+        gate.note_loaded(loading_from);
         // A store of an older format moves to this one before this
         // handle's first change, which may write pads of the new format.
         if meta.needs_upgrade() {

@@ -237,6 +237,7 @@ impl SimPadStore {
             // A model of a network service: reads check the log as on one.
             read_staleness: of_inner.read_staleness.max(super::NETWORK_READ_STALENESS),
             ranged_reads: of_inner.ranged_reads,
+            range_read_granule: of_inner.range_read_granule,
             acknowledged_puts_visible: of_inner.acknowledged_puts_visible,
             overwrites_atomic: of_inner.overwrites_atomic && !config.torn_overwrites,
             folder_writer: None,
