@@ -155,6 +155,7 @@ conformance!(
     concurrent_puts_to_50_names_all_land,
     four_mib_round_trips,
     ranged_reads_return_the_range_cut_at_the_end,
+    get_many_reads_each_name_as_get_capped_does,
 );
 
 mod cases {
@@ -193,6 +194,41 @@ mod cases {
             "{label}: a missing object"
         );
         assert!(store.capabilities().ranged_reads, "{label}");
+    }
+
+    pub async fn get_many_reads_each_name_as_get_capped_does(label: &str, store: &dyn Backend) {
+        for (name, len) in [("j/0", 10), ("j/1", 300), ("j/3", 20)] {
+            store
+                .put(name, Bytes::from(vec![len as u8; len]))
+                .await
+                .unwrap_or_else(|e| panic!("{label}: put {name}: {e}"));
+        }
+        let names: Vec<String> = ["j/0", "j/1", "j/2", "j/3", "bad//name"]
+            .map(String::from)
+            .into();
+        let read = store.get_many(&names, 100).await;
+        assert_eq!(read.len(), names.len(), "{label}: one result per name");
+        assert_eq!(read[0], Ok(Bytes::from(vec![10u8; 10])), "{label}");
+        assert!(
+            matches!(
+                read[1],
+                Err(BackendError::TooLarge {
+                    size: 300,
+                    max: 100,
+                    ..
+                })
+            ),
+            "{label}: {:?}",
+            read[1]
+        );
+        assert_eq!(
+            read[2],
+            Err(BackendError::NotFound("j/2".into())),
+            "{label}"
+        );
+        assert_eq!(read[3], Ok(Bytes::from(vec![20u8; 20])), "{label}");
+        assert!(read[4].is_err(), "{label}: an invalid name");
+        assert!(store.get_many(&[], 100).await.is_empty(), "{label}");
     }
 
     pub async fn reserve_then_get_returns_content(label: &str, store: &dyn Backend) {

@@ -1,8 +1,6 @@
 //! Reading the index from the backend: the newest checkpoint, then the log
 //! after it, and later the records other writers appended (`refresh`).
 
-use futures::StreamExt;
-
 use super::*;
 use crate::index::SpaceChange;
 
@@ -90,13 +88,21 @@ impl Journal {
         // after it are read by number up to the newest listed (see
         // `newest_log`), so a listing that missed one is no gap.
         let last = newest_log(self.list_seqs(LOG_PREFIX).await?);
-        let range = loaded.next_seq..last.map_or(loaded.next_seq, |last| last + 1);
-        // Read READ_AHEAD at a time and replayed in order: one round trip
-        // per object would make a long log slow to open on S3.
-        let mut objects = futures::stream::iter(range)
-            .map(|seq| async move { (seq, self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await) })
-            .buffered(READ_AHEAD as usize);
-        while let Some((seq, object)) = objects.next().await {
+        let end = last.map_or(loaded.next_seq, |last| last + 1);
+        // Read READ_AHEAD at a time (`read_logs`) and replayed in order: one
+        // round trip per object made a fresh reader of a Garage store whose
+        // puts went through the log take 3.5 to 7 s over 200 objects.
+        let mut read = Vec::new().into_iter();
+        for seq in loaded.next_seq..end {
+            if read.as_slice().is_empty() {
+                read = self
+                    .read_logs(seq..(seq + READ_AHEAD).min(end))
+                    .await
+                    .into_iter();
+            }
+            let object = read
+                .next()
+                .expect("read_logs reads up to the first missing");
             let Some((plaintext, sealed)) = object? else {
                 if self.checkpointed_since(newest).await? {
                     return Ok(false);
@@ -146,6 +152,17 @@ impl Journal {
             .retry
             .run(|_| self.backend.get_capped(&name, MAX_OBJECT_LEN))
             .await?;
+        self.open_sealed(kind, &name, seq, sealed)
+    }
+
+    /// Opens the sealed index object `name`, number `seq`.
+    fn open_sealed(
+        &self,
+        kind: &str,
+        name: &str,
+        seq: u64,
+        sealed: Bytes,
+    ) -> Result<(Vec<u8>, Bytes)> {
         let aad = associated_data(kind, &self.store_id, seq);
         let plaintext = crypto::open(
             self.keys.index(),
@@ -154,6 +171,32 @@ impl Journal {
             &format!("index object {name}"),
         )?;
         Ok((plaintext, sealed))
+    }
+
+    /// Reads and opens the log objects `seqs` with one call to the backend
+    /// (`Backend::get_many`), in order, up to the first that does not exist
+    /// (`None`, and the last entry). One whose read failed is read again
+    /// alone, with retries.
+    async fn read_logs(&self, seqs: std::ops::Range<u64>) -> Vec<Result<Option<(Vec<u8>, Bytes)>>> {
+        let names: Vec<String> = seqs
+            .clone()
+            .map(|seq| object_name(LOG_PREFIX, seq))
+            .collect();
+        let fetched = self.backend.get_many(&names, MAX_OBJECT_LEN).await;
+        let mut read = Vec::with_capacity(names.len());
+        for ((seq, name), fetched) in seqs.zip(&names).zip(fetched) {
+            let object = match fetched {
+                Ok(sealed) => self.open_sealed(LOG_KIND, name, seq, sealed).map(Some),
+                Err(BackendError::NotFound(_)) => Ok(None),
+                Err(_) => self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq).await,
+            };
+            let missing = matches!(object, Ok(None));
+            read.push(object);
+            if missing {
+                break;
+            }
+        }
+        read
     }
 
     /// Catches up with records other processes appended since this one last
@@ -217,10 +260,7 @@ impl Journal {
                 seq += 1;
             }
             asked = (asked * 2).min(READ_AHEAD);
-            round = futures::future::join_all(
-                (seq..seq + asked).map(|seq| self.try_read_sealed(LOG_KIND, LOG_PREFIX, seq)),
-            )
-            .await;
+            round = self.read_logs(seq..seq + asked).await;
         }
         let checkpoints = match listed {
             Some(listed) => listed,

@@ -13,11 +13,13 @@
 //! pad to a writing one (see docs/benchmarks.md).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
+
+use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
 use super::classify::classify_io;
-use super::{BackendError, PutReceipt};
+use super::{BackendError, PutReceipt, check_size};
 
 /// Writes objects into a store folder (see the module header).
 #[derive(Debug, Clone)]
@@ -51,6 +53,21 @@ impl FolderWriter {
     /// returns even when the store does not fsync (see `Backend::put_durable`).
     pub fn put_durable(&self, name: &str, content: &[u8]) -> Result<PutReceipt, BackendError> {
         self.write(name, content, true)
+    }
+
+    /// Reads the object `name` whole if it holds at most `max_size` bytes
+    /// (see `Backend::get_capped`). Blocks.
+    pub fn read_capped(&self, name: &str, max_size: u64) -> Result<Bytes, BackendError> {
+        let failed = |error: io::Error| match error.kind() {
+            ErrorKind::NotFound => BackendError::NotFound(name.to_owned()),
+            _ => BackendError::Transient(format!("cannot read {name:?} in {}: {error}", self.url)),
+        };
+        let mut file = File::open(self.root.join(name)).map_err(failed)?;
+        let size = file.metadata().map_err(failed)?.len();
+        check_size(name, size, max_size)?;
+        let mut content = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut content).map_err(failed)?;
+        Ok(Bytes::from(content))
     }
 
     /// Creates the object `name` with `content` only if it does not exist:

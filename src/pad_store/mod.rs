@@ -108,6 +108,15 @@ pub trait Backend: WriterLocking + std::any::Any + Send + Sync + std::fmt::Debug
         Ok(content)
     }
 
+    /// Reads several objects whole, each as `get_capped` does: one result
+    /// per name, in order. Default: all at once. A local folder reads them
+    /// one after another on one blocking thread: a read each cost two
+    /// handoffs between threads, most of the time a writer spent catching up
+    /// on the log objects of another writer's turn.
+    async fn get_many(&self, names: &[String], max_size: u64) -> Vec<Result<Bytes, BackendError>> {
+        futures::future::join_all(names.iter().map(|name| self.get_capped(name, max_size))).await
+    }
+
     /// Reads bytes `range` of `name` (one request). A range reaching past the end is cut
     /// at the end; one starting past it is an error. Default: `get` and slice.
     async fn get_range(

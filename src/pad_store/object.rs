@@ -509,6 +509,30 @@ impl Backend for ObjectPadStore {
             .map_err(|error| self.error(error, name))
     }
 
+    async fn get_many(&self, names: &[String], max_size: u64) -> Vec<Result<Bytes, BackendError>> {
+        let Some(folder) = self.folder.clone() else {
+            let reads = names.iter().map(|name| self.get_capped(name, max_size));
+            return futures::future::join_all(reads).await;
+        };
+        let checked: Vec<_> = names.iter().map(|name| self.path_of(name)).collect();
+        let names = names.to_vec();
+        let count = names.len();
+        let read = tokio::task::spawn_blocking(move || {
+            let reads = names.iter().zip(checked);
+            reads
+                .map(|(name, checked)| checked.and_then(|_| folder.read_capped(name, max_size)))
+                .collect::<Vec<_>>()
+        });
+        read.await.unwrap_or_else(|error| {
+            let failed = || {
+                Err(BackendError::Transient(format!(
+                    "read task failed: {error}"
+                )))
+            };
+            std::iter::repeat_with(failed).take(count).collect()
+        })
+    }
+
     async fn get_range(
         &self,
         name: &str,
