@@ -204,6 +204,17 @@ impl WriterGate {
         self.try_enter_with(false).await
     }
 
+    /// Enters the gate with `lock`, the writer lock this handle took for
+    /// something else (creating the store), as `try_enter_unmapped` does
+    /// when the lock is free.
+    pub async fn enter_unmapped_with(
+        self: &Arc<Self>,
+        lock: Box<dyn WriterLock>,
+    ) -> Result<WriterGuard> {
+        let _entry = self.entry.lock().await;
+        self.take(lock, false).await
+    }
+
     /// Like `try_enter_unmapped`, with the map built as `enter` builds it.
     pub async fn try_enter(self: &Arc<Self>) -> Result<Option<WriterGuard>> {
         self.try_enter_with(true).await
