@@ -71,6 +71,8 @@ pub struct WriterGate {
     held: Mutex<Held>,
     /// The release of the last lock held, running in the background.
     releasing: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Wakes a release waiting out the linger (see `released`).
+    linger_cut: tokio::sync::Notify,
     /// This handle's random id, for the writer lock to tell whether anyone
     /// else held it since.
     holder: [u8; 16],
@@ -123,6 +125,7 @@ impl WriterGate {
             entry: tokio::sync::Mutex::new(()),
             held: Mutex::new(Held::default()),
             releasing: Mutex::new(None),
+            linger_cut: tokio::sync::Notify::new(),
             holder: crate::crypto::os_random(),
             tidied: AtomicBool::new(false),
             current_at: Mutex::new(None),
@@ -202,6 +205,17 @@ impl WriterGate {
     /// way, and never waits (it builds the map only if it adopts pads).
     pub async fn try_enter_unmapped(self: &Arc<Self>) -> Result<Option<WriterGuard>> {
         self.try_enter_with(false).await
+    }
+
+    /// Enters the gate with `lock`, the writer lock this handle took for
+    /// something else (creating the store), as `try_enter_unmapped` does
+    /// when the lock is free.
+    pub async fn enter_unmapped_with(
+        self: &Arc<Self>,
+        lock: Box<dyn WriterLock>,
+    ) -> Result<WriterGuard> {
+        let _entry = self.entry.lock().await;
+        self.take(lock, false).await
     }
 
     /// Like `try_enter_unmapped`, with the map built as `enter` builds it.
@@ -360,11 +374,18 @@ impl WriterGate {
                 None
             }
         };
+        let took_lingering = lingering.is_some();
         if let Some(lock) = lingering {
             self.release(lock).await;
         }
         let task = self.releasing.lock().expect("gate lock").take();
         if let Some(task) = task {
+            if took_lingering {
+                // A release after the linger, whose lock was just released
+                // here: it need not sleep the linger out (a second on S3,
+                // which every `close` waited).
+                self.linger_cut.notify_waiters();
+            }
             let _ = task.await;
         }
     }
@@ -399,7 +420,12 @@ impl WriterGate {
     /// After the last holder left: releases the lock after the linger,
     /// unless the gate was entered again meanwhile.
     async fn release_after_linger(self: Arc<Self>, entries: u64) {
-        tokio::time::sleep(self.backend.writer_lock_linger()).await;
+        // Cut short by `released`; waking early only shortens the linger.
+        let cut = self.linger_cut.notified();
+        tokio::select! {
+            () = tokio::time::sleep(self.backend.writer_lock_linger()) => {}
+            () = cut => {}
+        }
         let lock = {
             let mut held = self.held.lock().expect("gate lock");
             if held.holders > 0 || held.entries != entries {

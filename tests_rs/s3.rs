@@ -715,3 +715,31 @@ async fn s3_ranged_reads_end_on_64_kib_boundaries() {
     assert!(fresh.fetch_item("k2", None).await.unwrap() == data(item, 2));
     fresh.close().await.unwrap();
 }
+
+/// Creating a store takes the writer lease; the handle keeps it for its
+/// linger, so a first put soon after writes under the same lease (the same
+/// lease object, token and all) instead of taking it a second time: on
+/// Garage that is a few round trips and a 250 ms pause for every new store.
+#[ignore = "needs a Garage cluster (see the module documentation)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_new_store_keeps_its_creation_lease_for_the_first_put() {
+    const LEASE: &str = "lease"; // the lease object's name under the prefix
+    let url = under(&base_url(), &unique("creation-lease"));
+    let backend = pad_store::open(&url, &BackendOptions::default())
+        .await
+        .unwrap();
+    let store = Store::open(&url, options()).await.unwrap();
+    let created = backend.get(LEASE).await;
+    let created = created.expect("the lease was given back after the store's creation");
+    guarded(
+        "store_item",
+        store.store_item("first", data(100, 1), PutOptions::default(), None),
+    )
+    .await
+    .unwrap();
+    let first_put = backend.get(LEASE).await.unwrap();
+    assert!(created == first_put, "the first put took the lease again");
+    store.close().await.unwrap();
+    let fresh = Store::open(&url, options()).await.unwrap();
+    assert!(fresh.fetch_item("first", None).await.unwrap() == data(100, 1));
+}

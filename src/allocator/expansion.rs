@@ -87,10 +87,13 @@ impl MemoryAllocator {
     /// `max_new_pads`, which the caller has confirmed). Returns `None` if
     /// that is not enough, or if new pads are needed without the turn: the
     /// caller asks again. An expansion takes `pending` and records it with
-    /// its pads (then the allocation's keeper is set).
+    /// its pads (then the allocation's keeper is set); an item committed in
+    /// the log (`log_first`) records the new pads itself.
+    #[allow(clippy::too_many_arguments)]
     pub async fn allocate(
         self: &Arc<Self>,
         size: u64,
+        log_first: bool,
         max_new_pads: u64,
         turn: &mut Option<ExpansionTurn>,
         writing: &WriterGuard,
@@ -136,7 +139,7 @@ impl MemoryAllocator {
                 kept: allocation.keeper(),
             });
             // An item committed in the log records its new pads itself.
-            let along = (pending.is_none() && self.log_first(size)).then(|| {
+            let along = (pending.is_none() && log_first).then(|| {
                 let (pads, pads_rx) = oneshot::channel();
                 let (landed_tx, landed) = oneshot::channel();
                 *allocation.pads_landed.lock().expect("pads landed lock") = Some(landed_tx);

@@ -35,7 +35,7 @@ pub use read::{ChunkSink, ItemStream, tile};
 pub(crate) use read::{piece_bytes, piece_digest};
 pub use source::{FileSource, ItemData};
 pub use write::inline_digest;
-pub use write_back::{IDLE, LOG_FIRST_FRACTION, MEMORY_BOUND, write_back_when_idle};
+pub use write_back::{IDLE, LOG_FIRST_FRACTION, MEMORY_BOUND, PutUnderWay, write_back_when_idle};
 
 /// A put spanning pads, to be recorded as pending (`Record::Pending`) once
 /// its space is known. The expansion that reserves its new pads writes it

@@ -34,6 +34,7 @@
 //! [`Index::inline`]: crate::index::Index::inline
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,11 +61,25 @@ pub const LOG_FIRST_FRACTION: u64 = 16;
 /// it. From a pad up an item fills pads of its own, written once directly.
 pub const LOG_FIRST_MAX: u64 = MEMORY_BOUND / 8;
 
-/// Pads being written back now, so triggers do not queue one twice.
+/// Pads being written back now, so triggers do not queue one twice; and
+/// the puts under way, which decide where medium items go.
 #[derive(Default)]
 pub struct WriteBacks {
     in_flight: Mutex<HashSet<u64>>,
     idle: tokio::sync::Notify,
+    puts: AtomicUsize,
+}
+
+/// One put under way in this handle (see [`MemoryAllocator::put_under_way`]),
+/// counted until dropped.
+pub struct PutUnderWay<'a> {
+    puts: &'a AtomicUsize,
+}
+
+impl Drop for PutUnderWay<'_> {
+    fn drop(&mut self) {
+        self.puts.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Pads a write-back took (see [`WriteBacks::claim`]); given back when
@@ -110,14 +125,32 @@ impl MemoryAllocator {
         size <= self.io.pad_size / LOG_FIRST_FRACTION
     }
 
+    /// Counts a put as under way until the returned guard is dropped.
+    pub fn put_under_way(&self) -> PutUnderWay<'_> {
+        self.write_backs.puts.fetch_add(1, Ordering::AcqRel);
+        PutUnderWay {
+            puts: &self.write_backs.puts,
+        }
+    }
+
     /// Whether an item of `size` bytes is committed in the log first: a
-    /// small one, or one below a pad and [`LOG_FIRST_MAX`] where rewriting
-    /// a shared pad costs a request and its bytes (S3, memory, `sim+`). On a
-    /// local folder it costs a write to the page cache, while the log path
-    /// would add a durable write-back and a replay at every open: there
-    /// medium items are written into their pads directly, as before.
+    /// small one always; a medium one (below a pad and [`LOG_FIRST_MAX`])
+    /// only where rewriting a shared pad costs a request and its bytes (S3,
+    /// memory, `sim+`), and only if it is this handle's one put under way.
+    ///
+    /// On a local folder rewriting a pad costs a write to the page cache,
+    /// while the log path would add a durable write-back and a replay at
+    /// every open: there medium items are written into their pads directly.
+    /// And puts running together (zarr writes its chunks concurrently) are
+    /// better off in their pads: each pad's writer slot carries every patch
+    /// queued meanwhile in one write, pads upload in parallel, and each byte
+    /// is written once, where the log writes one object at a time, every
+    /// byte twice, and a put that needs a new pad holds the turn to expand
+    /// until its log write lands, so concurrent puts took one pad per log
+    /// round trip.
     pub fn log_first(&self, size: u64) -> bool {
-        let medium_in_log = self.io.backend.capabilities().folder_writer.is_none();
+        let medium_in_log = self.io.backend.capabilities().folder_writer.is_none()
+            && self.write_backs.puts.load(Ordering::Acquire) <= 1;
         self.small(size) || (medium_in_log && size < self.io.pad_size && size <= LOG_FIRST_MAX)
     }
 

@@ -17,7 +17,7 @@ use crate::index;
 use crate::journal::{IndexCache, Journal, RollbackCheck};
 use crate::meta::{self, Meta};
 use crate::pad_io::PadIo;
-use crate::pad_store::{self, Backend, BackendError};
+use crate::pad_store::{self, Backend, BackendError, WriterLock};
 use crate::retry::RetryPolicy;
 use crate::seen_logs::SeenLogs;
 use crate::writer_gate::WriterGate;
@@ -81,7 +81,7 @@ impl Store {
             attempts: options.retry_attempts,
             ..RetryPolicy::default()
         };
-        let (meta, keys) = open_meta(&backend, &options, &retry).await?;
+        let (meta, keys, creation_lock) = open_meta(&backend, &options, &retry).await?;
         let (store_id, pad_size) = (meta.store_id, meta.pad_size);
         let keys = Arc::new(keys);
         let keys_kept = Arc::clone(&keys);
@@ -122,7 +122,13 @@ impl Store {
         }
         // Tidies up after crashed writers now if no writer is at work (a
         // writer may be mid-reservation), else at this handle's first change.
-        let no_writer = gate.try_enter_unmapped().await?.is_some();
+        // The lock that created the store is held: the gate keeps it for its
+        // linger, so a first put soon after does not take it again.
+        let no_writer = match creation_lock {
+            Some(lock) => gate.enter_unmapped_with(lock).await.map(Some)?,
+            None => gate.try_enter_unmapped().await?,
+        }
+        .is_some();
         let store = Store {
             inner: Arc::new(Inner {
                 // Shown in reprs, messages and logs: never its credentials.
@@ -151,12 +157,13 @@ impl Store {
 }
 
 /// Reads the store's metadata, or creates it for a new store, and checks
-/// the secret against it.
+/// the secret against it. A creation returns the writer lock it took too.
 async fn open_meta(
     backend: &Arc<dyn Backend>,
     options: &StoreOptions,
     retry: &RetryPolicy,
-) -> Result<(Meta, StoreKeys)> {
+) -> Result<(Meta, StoreKeys, Option<Box<dyn WriterLock>>)> {
+    let mut creation_lock = None;
     let bytes = match read_meta(backend, retry).await? {
         Some(bytes) => bytes,
         None if options.backend.must_exist => {
@@ -166,7 +173,11 @@ async fn open_meta(
                 backend.describe()
             )));
         }
-        None => create_meta(backend, options, retry).await?,
+        None => {
+            let (bytes, lock) = create_meta(backend, options, retry).await?;
+            creation_lock = Some(lock);
+            bytes
+        }
     };
     let meta = Meta::decode(&bytes)?;
     let keys = meta.unlock(&options.secret)?;
@@ -178,7 +189,7 @@ async fn open_meta(
             meta.pad_size
         )));
     }
-    Ok((meta, keys))
+    Ok((meta, keys, creation_lock))
 }
 
 /// Moves the store's metadata to the current format, unless another
@@ -228,11 +239,15 @@ async fn read_meta(backend: &Arc<dyn Backend>, retry: &RetryPolicy) -> Result<Op
 /// lock and atomic create, a memory store's, an S3 service honouring
 /// conditional writes); on a service that ignores conditions (Garage), the
 /// lease is what keeps a second creator out (best-effort, see docs/s3.md).
+///
+/// Returns the writer lock too, still held: a new store is usually written
+/// next, and the handle's first change keeps it rather than taking it again
+/// (on S3 a lease costs several round trips and a pause).
 async fn create_meta(
     backend: &Arc<dyn Backend>,
     options: &StoreOptions,
     retry: &RetryPolicy,
-) -> Result<Bytes> {
+) -> Result<(Bytes, Box<dyn WriterLock>)> {
     let holder: [u8; 16] = crypto::os_random();
     let lock = backend.lock_writer(&holder).await?;
     let created = async {
@@ -261,6 +276,11 @@ async fn create_meta(
         })
     }
     .await;
-    lock.release().await;
-    created
+    match created {
+        Ok(bytes) => Ok((bytes, lock)),
+        Err(error) => {
+            lock.release().await;
+            Err(error)
+        }
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{Store, now};
-use crate::allocator::{self, Allocation, ExpansionTurn, ItemData, PendingPut};
+use crate::allocator::{self, Allocation, ExpansionTurn, ItemData, PendingPut, PutUnderWay};
 use crate::error::{Error, Result};
 use crate::events::{EventSink, PutEvent};
 use crate::index::{Entry, Record};
@@ -35,6 +35,8 @@ pub(super) struct Put<'a> {
     /// The pending record of an item spanning pads, until it is written
     /// (by the expansion that reserves its pads, or by [`Put::write_to_pads`]).
     pending: Option<PendingPut>,
+    /// Counted among this handle's puts under way while it lives.
+    _under_way: PutUnderWay<'a>,
 }
 
 impl<'a> Put<'a> {
@@ -69,16 +71,19 @@ impl<'a> Put<'a> {
             events,
             turn: None,
             pending,
+            _under_way: store.inner.allocator.put_under_way(),
         })
     }
 
     /// Allocates, never reserving more than `cap` new pads, then writes and
     /// commits.
     pub(super) async fn run(mut self, cap: Option<u64>) -> Result<()> {
-        let allocation = self.allocate(cap).await?;
+        // Decided once: the expansion and the commit must agree on it.
+        let log_first = self.store.inner.allocator.log_first(self.data.len());
+        let allocation = self.allocate(cap, log_first).await?;
         // Recorded, and its unused space freed: the next expansion may start.
         self.turn = None;
-        if self.store.inner.allocator.log_first(allocation.size) {
+        if log_first {
             self.commit_in_log(allocation).await
         } else {
             self.write_to_pads(allocation).await
@@ -87,7 +92,7 @@ impl<'a> Put<'a> {
 
     /// Finds space for the item: free space at once, else (with the turn to
     /// expand, and after `ConfirmReservation`) new pads.
-    async fn allocate(&mut self, cap: Option<u64>) -> Result<Allocation> {
+    async fn allocate(&mut self, cap: Option<u64>, log_first: bool) -> Result<Allocation> {
         let allocator = &self.store.inner.allocator;
         let size = self.data.len();
         loop {
@@ -127,6 +132,7 @@ impl<'a> Put<'a> {
             if let Some(allocation) = allocator
                 .allocate(
                     size,
+                    log_first,
                     needed,
                     &mut self.turn,
                     &self.writing,
