@@ -164,11 +164,13 @@ async fn concurrent_medium_puts_write_their_pads_directly() {
     store.close().await.unwrap();
     let after = sim.sim_stats();
     let stored = size as u64 * puts;
-    // The log objects (created by `reserve`, as `sim+` reserves pads): at
-    // most the one put that found no other under way put its bytes there.
+    // The log objects (created by `reserve`, as `sim+` reserves pads): only
+    // a put that found no other under way put its bytes there. Each put runs
+    // as a task of its own, so on a busy machine the first few can each
+    // run alone (2 of 32 seen); through the log, all 32 did.
     let logged = after.reserve.bytes - before.reserve.bytes;
     assert!(
-        logged <= size as u64 + (64 << 10),
+        logged <= 4 * size as u64 + (64 << 10),
         "{logged} bytes went to the log"
     );
     let (_, written) = writes(&after);
