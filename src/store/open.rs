@@ -87,17 +87,7 @@ impl Store {
         let keys_kept = Arc::clone(&keys);
         let loading_from = std::time::Instant::now();
         let journal = open_journal(&backend, &keys, &meta, &options, retry).await?;
-        let io = Arc::new(PadIo {
-            backend: Arc::clone(&backend),
-            keys,
-            store_id,
-            pad_size,
-            retry,
-            upload_permits: Semaphore::new(options.upload_concurrency),
-            download_permits: Semaphore::new(options.download_concurrency),
-            buffers: Default::default(),
-            formats: Default::default(),
-        });
+        let io = pad_io(&backend, keys, store_id, pad_size, retry, &options);
         let allocator = MemoryAllocator::new(
             io,
             Arc::clone(&journal),
@@ -154,6 +144,28 @@ impl Store {
         }
         Ok(store)
     }
+}
+
+/// Pad reads and writes of one handle, within the options' concurrency.
+fn pad_io(
+    backend: &Arc<dyn Backend>,
+    keys: Arc<StoreKeys>,
+    store_id: [u8; 16],
+    pad_size: u64,
+    retry: RetryPolicy,
+    options: &StoreOptions,
+) -> Arc<PadIo> {
+    Arc::new(PadIo {
+        backend: Arc::clone(backend),
+        keys,
+        store_id,
+        pad_size,
+        retry,
+        upload_permits: Semaphore::new(options.upload_concurrency),
+        download_permits: Semaphore::new(options.download_concurrency),
+        buffers: Default::default(),
+        formats: Default::default(),
+    })
 }
 
 /// Reads the store's metadata, or creates it for a new store, and checks
