@@ -41,12 +41,8 @@ fn writes(stats: &SimStats) -> (u64, u64) {
     )
 }
 
-/// Puts `puts` items of `size` bytes in a loop (each awaited), closes, and
-/// returns (bytes written / bytes stored, write requests per put); then
-/// checks a fresh handle reads every item back from its pads.
-async fn put_loop(size: usize, puts: u64) -> (f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = dir.path().to_str().unwrap();
+/// A store on `sim+` over the folder `url`, and the sim that counts its calls.
+async fn counted_store(url: &str) -> (Arc<SimPadStore>, Store) {
     let folder = pad_store::open(url, &BackendOptions::default())
         .await
         .unwrap();
@@ -54,6 +50,16 @@ async fn put_loop(size: usize, puts: u64) -> (f64, f64) {
     let store = Store::open_with_backend("sim", sim.clone(), options())
         .await
         .unwrap();
+    (sim, store)
+}
+
+/// Puts `puts` items of `size` bytes in a loop (each awaited), closes, and
+/// returns (bytes written / bytes stored, write requests per put); then
+/// checks a fresh handle reads every item back from its pads.
+async fn put_loop(size: usize, puts: u64) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap();
+    let (sim, store) = counted_store(url).await;
     let (calls_before, bytes_before) = writes(&sim.sim_stats());
     for i in 0..puts {
         store
@@ -141,13 +147,7 @@ async fn a_new_pad_leftover_is_free_when_the_put_returns() {
 async fn concurrent_medium_puts_write_their_pads_directly() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    let folder = pad_store::open(url, &BackendOptions::default())
-        .await
-        .unwrap();
-    let sim = Arc::new(SimPadStore::new(folder, SimConfig::default()));
-    let store = Store::open_with_backend("sim", sim.clone(), options())
-        .await
-        .unwrap();
+    let (sim, store) = counted_store(url).await;
     let (size, puts) = (1usize << 20, 32u64);
     let before = sim.sim_stats();
     let all = (0..puts).map(|i| {
