@@ -172,6 +172,10 @@ impl WriterGate {
             }
             held.lock.is_some()
         };
+        // A lock that lapsed while lingering (the process was paused past
+        // its lease) is taken anew below: nothing of this entry is written
+        // yet, so it goes on as if the lock had been released in time.
+        let lingering = lingering && self.lingering_lock_still_ours().await;
         if lingering {
             // Held all along: nobody else wrote. Unless a write of ours may
             // have landed unseen: then catch up, as a fresh holder would.
@@ -197,6 +201,26 @@ impl WriterGate {
             self.first_change().await?;
         }
         Ok(guard)
+    }
+
+    /// Whether the lingering lock, which `enter_with` just counted itself a
+    /// holder of, still passes its check; if not, gives it back (once this
+    /// process's writes under it are done) and counts the holder out again.
+    async fn lingering_lock_still_ours(&self) -> bool {
+        let lock = self.held.lock().expect("gate lock").lock.clone();
+        let Some(lock) = lock else { return true };
+        if lock.check().await.is_ok() {
+            return true;
+        }
+        let stale = {
+            let mut held = self.held.lock().expect("gate lock");
+            held.holders = 0;
+            held.lock.take()
+        };
+        if let Some(stale) = stale {
+            self.release(stale).await;
+        }
+        false
     }
 
     /// Enters the gate if the writer lock is free right now, without

@@ -358,20 +358,28 @@ def test_a_small_put_sends_one_head_and_one_put(s3_url: str) -> None:
         assert all(again[f"k{i}"] == data(1024, i) for i in range(puts))
 
 
-# A writer of small items paused past its lease: its index writes must not
-# land after the next holder's. Each of its backend calls waits 300 ms first,
-# so once it says it is putting its third item it is stopped inside that put,
-# before the put's log write went out.
+# A writer of small items paused past its lease. Each of its backend calls
+# waits 300 ms first. It stores two items, says "idle" and waits for a line on
+# stdin, then stores a third, saying "uploading" once that put is under way
+# (inside the writer lock, its log write not yet sent).
 PAUSED_SMALL_WRITER = r"""
 import sys
 import anthill
+from anthill import StartingUpload
 
 url, secret = sys.argv[1], sys.argv[2]
 store = anthill.open(url, secret=secret, retry_attempts=2)
+
+def report(event):
+    if isinstance(event, StartingUpload):
+        print("uploading", flush=True)
+
 for i in range(3):
-    print("putting", i, flush=True)
+    if i == 2:
+        print("idle", flush=True)
+        sys.stdin.readline()
     try:
-        store.store_item(f"a{i}", b"a" * 1000)
+        store.store_item(f"a{i}", b"a" * 1000, callback=report)
     except anthill.BackendError as error:
         print("BackendError:", error, flush=True)
         sys.exit(3)
@@ -379,14 +387,13 @@ for i in range(3):
 """
 
 
-@needs_s3
-def test_a_small_writer_paused_past_its_lease_is_refused_after_a_takeover(
-    s3_url: str,
-) -> None:
-    """Another process takes the expired lease and appends to the log; the
-    paused one, resumed, fails with BackendError instead of writing its log
-    object over the new holder's: every item either reported stored reads
-    back, and nothing else is there."""
+def _pause_small_writer_then_take_over(
+    s3_url: str, stop_at: str
+) -> tuple[dict[str, bytes], tuple[str, str, int, str]]:
+    """Runs PAUSED_SMALL_WRITER on a store with a 2 s lease, stops it when it
+    says `stop_at` (its third put under way, or idle before it), lets this
+    process take the expired lease and store five items, then resumes it.
+    Returns those items and what the writer printed; the writer has exited."""
     base, options = split(s3_url)
     lease = {"lease_ttl_secs": "2"}
     url = join(base, {**options, **lease})
@@ -396,33 +403,50 @@ def test_a_small_writer_paused_past_its_lease_is_refused_after_a_takeover(
     slow = "sim+" + join(base, {**options, **lease, "latency_ms": "300"})
     writer = subprocess.Popen(
         [sys.executable, "-c", PAUSED_SMALL_WRITER, slow, SECRET],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert writer.stdin is not None and writer.stdout is not None
+    said = ["uploading\n", "stored 0\n", "uploading\n", "stored 1\n", "idle\n"]
+    if stop_at == "uploading":
+        said.append("uploading\n")
     seen = []
+    items = {f"b{i}": data(1000, 40 + i) for i in range(5)}
     try:
-        assert writer.stdout is not None
-        for i in range(3):
-            for expected in [f"putting {i}\n", f"stored {i}\n"] if i < 2 else ["putting 2\n"]:
-                seen.append(writer.stdout.readline())
-                assert seen[-1] == expected, (seen, writer.stderr and writer.stderr.read())
+        for expected in said:
+            if expected == "uploading\n" and seen[-1:] == ["idle\n"]:
+                writer.stdin.write("go\n")
+                writer.stdin.flush()
+            seen.append(writer.stdout.readline())
+            assert seen[-1] == expected, (seen, writer.stderr and writer.stderr.read())
         writer.send_signal(signal.SIGSTOP)
 
         # This process waits for the stopped writer's lease to expire, takes
         # it and appends to the log where the stopped writer would.
-        items = {f"b{i}": data(1000, 40 + i) for i in range(5)}
         with anthill.open(url, secret=SECRET) as store:
             for key, value in items.items():
                 store.store_item(key, value)
     finally:
         writer.send_signal(signal.SIGCONT)
-    out, err = writer.communicate(timeout=120)
-    out = "".join(seen) + out
+    out, err = writer.communicate("go\n" if stop_at == "idle" else "", timeout=120)
+    return items, ("".join(seen) + out, err, writer.returncode, url)
+
+
+@needs_s3
+def test_a_small_writer_paused_in_a_put_past_its_lease_is_refused_after_a_takeover(
+    s3_url: str,
+) -> None:
+    """Another process takes the expired lease and appends to the log; the
+    paused put, resumed, fails with BackendError instead of writing its log
+    object over the new holder's: every item reported stored reads back,
+    and nothing else is there."""
+    items, (out, err, code, url) = _pause_small_writer_then_take_over(s3_url, "uploading")
     # Refused by the fence (the lease's deadline has passed), whichever
     # check saw it first: the lease's before the log write, or the
     # backend's, after which the writer finds another's log object there.
-    assert writer.returncode == 3, (writer.returncode, out, err)
+    assert code == 3, (code, out, err)
     assert "BackendError" in out, out
 
     with anthill.open(url, secret=SECRET) as store:
@@ -430,6 +454,26 @@ def test_a_small_writer_paused_past_its_lease_is_refused_after_a_takeover(
         for key, value in items.items():
             assert store.fetch_item(key) == value, key
         for key in ("a0", "a1"):
+            assert store.fetch_item(key) == b"a" * 1000, key
+        assert store.verify().ok
+
+
+@needs_s3
+def test_a_small_writer_paused_idle_past_its_lease_takes_it_anew_for_its_next_put(
+    s3_url: str,
+) -> None:
+    """Paused between puts, with its lease lingering after the last one: the
+    next put, once resumed, waits for the lease, catches up with what the
+    other writer stored meanwhile and stores its item, losing none."""
+    items, (out, err, code, url) = _pause_small_writer_then_take_over(s3_url, "idle")
+    assert code == 0, (code, out, err)
+    assert out.endswith("stored 2\n"), out
+
+    with anthill.open(url, secret=SECRET) as store:
+        assert sorted(store.keys()) == sorted(["before", "a0", "a1", "a2", *items])
+        for key, value in items.items():
+            assert store.fetch_item(key) == value, key
+        for key in ("a0", "a1", "a2"):
             assert store.fetch_item(key) == b"a" * 1000, key
         assert store.verify().ok
 

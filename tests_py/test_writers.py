@@ -135,8 +135,8 @@ print("ok", flush=True)
 
 def test_no_two_writers_ever_write_one_pad_at_once(tmp_path: Path) -> None:
     """Pads are shared by items of several writers, but their writes never
-    overlap in time and each has a newer version than the one before: no
-    writer ever writes over space, or a pad version, another was given."""
+    overlap in time and their versions never go back: no writer ever writes
+    over space, or a pad version, another was given."""
     record = tmp_path / "pad-writes.txt"
     url = f"sim+{(tmp_path / 'store').as_uri()}?record_pad_writes={record}"
     anthill.open(url, secret=SECRET, pad_size=PAD_SIZE).close()
@@ -162,7 +162,10 @@ def test_no_two_writers_ever_write_one_pad_at_once(tmp_path: Path) -> None:
         pad_writes.sort()
         for before, after in itertools.pairwise(pad_writes):
             assert before[1] <= after[0], f"two writes of {pad} overlap: {before} {after}"
-            assert before[2] < after[2], f"{pad} went from version {before[2]} to {after[2]}"
+            # The same version twice is a write-back done again: its record
+            # rides with its writer's next log write, and a writer that gave
+            # the lock back before that leaves the next to write it back too.
+            assert before[2] <= after[2], f"{pad} went from version {before[2]} to {after[2]}"
 
     store = anthill.open(url, secret=SECRET, pad_size=PAD_SIZE)
     for key in store:

@@ -26,7 +26,10 @@
 //! - on `flush` and `close`.
 //!
 //! Each write is recorded by a [`Record::WrittenBack`] naming the items it
-//! holds, applied at once and carried by the next log write. It goes to
+//! holds, applied at once and carried by the next log write. (A writer that
+//! gives the lock back before that leaves the pad to be written back again,
+//! at the same version, by the next: harmless, since the index never named
+//! the first write.) It goes to
 //! stable storage whatever the store's fsync setting: a checkpoint may
 //! delete the log objects that were the items' other copy, and an item
 //! stored long ago must not be lost to an OS crash just after.
