@@ -8,7 +8,7 @@
 //! takes it once; then it is released, once no pad upload of this process is
 //! still in flight.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,8 @@ pub struct WriterGate {
     /// Run under the lock before this handle's first change (moving the
     /// store to the current format), until it succeeds once.
     before_first_change: Mutex<Option<FirstChange>>,
+    /// How many times this handle took the writer lock.
+    locks_taken: AtomicU64,
 }
 
 /// What must happen under the writer lock before a handle's first change.
@@ -130,6 +132,7 @@ impl WriterGate {
             tidied: AtomicBool::new(false),
             current_at: Mutex::new(None),
             before_first_change: Mutex::new(None),
+            locks_taken: AtomicU64::new(0),
         })
     }
 
@@ -269,6 +272,7 @@ impl WriterGate {
     /// first time tidies up after crashed ones. Call holding `entry`.
     async fn take(self: &Arc<Self>, lock: Box<dyn WriterLock>, map: bool) -> Result<WriterGuard> {
         let lock: Arc<dyn WriterLock> = Arc::from(lock);
+        self.locks_taken.fetch_add(1, Ordering::Relaxed);
         let catching_up = Instant::now();
         // Nothing of this process is in flight: safe to catch up and rebuild.
         // Unless this handle held the lock last: then nobody else wrote, and
@@ -299,6 +303,11 @@ impl WriterGate {
             self.tidied.store(true, Ordering::Release);
         }
         Ok(guard)
+    }
+
+    /// How many times this handle took the writer lock.
+    pub fn locks_taken(&self) -> u64 {
+        self.locks_taken.load(Ordering::Relaxed)
     }
 
     /// How long a turn lasts whose catch-up took `catch_up`.
@@ -488,8 +497,13 @@ impl Drop for WriterGuard {
         }
         let turn = held.turn;
         let turn_over = held.taken_at.is_some_and(|at| at.elapsed() >= turn);
+        let hand_over = turn_over && held.lock.as_ref().is_some_and(|l| l.others_waiting());
+        if turn_over && !hand_over {
+            // Nobody waits: a new turn, without a release and a handover.
+            held.taken_at = Some(Instant::now());
+        }
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if turn_over && held.lock.is_some() => {
+            Ok(runtime) if hand_over => {
                 // End of a turn: give the lock back now, and let the next
                 // entry of this process wait for a writer of another.
                 let lock = held.lock.take().expect("checked");

@@ -308,4 +308,12 @@ pub trait WriterLock: Send + Sync {
     fn undisturbed(&self) -> bool {
         false
     }
+
+    /// Whether another writer may be waiting for this lock: the holder
+    /// gives it back at the end of its turn only then. `true` where the
+    /// lock cannot tell (S3 leases, whose waiters only poll), so that a
+    /// writer in a loop of changes never keeps the others out.
+    fn others_waiting(&self) -> bool {
+        true
+    }
 }

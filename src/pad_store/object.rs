@@ -100,10 +100,11 @@ impl Locking {
                         .map_err(|e| {
                             BackendError::Permanent(format!("cannot lock the store folder: {e}"))
                         })?;
-                Ok(locked.map(|(file, undisturbed)| {
+                Ok(locked.map(|(file, waiting, undisturbed)| {
                     Box::new(FolderLock {
                         _held: crate::held_files::hold(&file),
                         _file: file,
+                        waiting,
                         undisturbed,
                     }) as Box<dyn WriterLock>
                 }))
@@ -114,27 +115,40 @@ impl Locking {
 }
 
 /// Locks a store folder's lock file for `holder` (`None` if `!wait` and
-/// another holds it); with whether `holder` was also its last holder.
+/// another holds it); with the folder's waiting file (see
+/// [`FolderLock::others_waiting`]) and whether `holder` was also the
+/// lock's last holder.
 fn lock_folder(
     path: &std::path::Path,
     fsync: bool,
     holder: &[u8; 16],
     wait: bool,
-) -> io::Result<Option<(std::fs::File, bool)>> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    if wait {
-        file.lock()?;
-    } else {
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(error)) => return Err(error),
+) -> io::Result<Option<(std::fs::File, std::fs::File, bool)>> {
+    let open = |path: &std::path::Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+    };
+    let mut file = open(path)?;
+    let mut waiting_path = path.as_os_str().to_owned();
+    waiting_path.push("-waiting");
+    let waiting = open(std::path::Path::new(&waiting_path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) if wait => {
+            // A shared lock on the waiting file while this waits, which the
+            // holder sees at the end of its turn.
+            let _held = crate::held_files::hold(&waiting);
+            waiting.lock_shared()?;
+            let locked = file.lock();
+            waiting.unlock()?;
+            locked?;
         }
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(error)) => return Err(error),
     }
     let mut last = [0u8; 16];
     let undisturbed = file.read_exact(&mut last).is_ok() && last == *holder;
@@ -145,7 +159,7 @@ fn lock_folder(
             file.sync_data()?;
         }
     }
-    Ok(Some((file, undisturbed)))
+    Ok(Some((file, waiting, undisturbed)))
 }
 
 struct InProcessLock {
@@ -165,12 +179,28 @@ struct FolderLock {
     /// Lets a forked child go of the lock (dropped before the file).
     _held: crate::held_files::Held,
     _file: std::fs::File,
+    /// `.lock-waiting` beside the lock file, share-locked by every writer
+    /// waiting for the lock.
+    waiting: std::fs::File,
     undisturbed: bool,
 }
 
 impl WriterLock for FolderLock {
     fn undisturbed(&self) -> bool {
         self.undisturbed
+    }
+
+    /// Whether a writer holds the waiting file's shared lock: then this
+    /// one cannot lock it exclusively. A waiter just about to take it is
+    /// seen at the end of the next turn.
+    fn others_waiting(&self) -> bool {
+        match self.waiting.try_lock() {
+            Ok(()) => {
+                let _ = self.waiting.unlock();
+                false
+            }
+            Err(_) => true,
+        }
     }
 }
 

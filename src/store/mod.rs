@@ -296,6 +296,13 @@ impl Store {
         self.inner.allocator.map_builds()
     }
 
+    /// How many times this handle took the store's writer lock: once for a
+    /// writer alone however long its loop of changes; once per turn when
+    /// writers take turns.
+    pub fn writer_locks_taken(&self) -> u64 {
+        self.inner.gate.locks_taken()
+    }
+
     /// Whether opening read the index from this machine's local copy of it
     /// (see [`StoreOptions::index_cache_min_items`]) rather than the backend.
     pub fn index_from_cache(&self) -> bool {
