@@ -331,7 +331,6 @@ impl ObjectPadStore {
         }
     }
 
-    /// The full object path of `name` under the prefix.
     /// Runs a folder write of `name` on a blocking thread: it fsyncs.
     async fn on_folder<T: Send + 'static>(
         &self,
@@ -345,6 +344,7 @@ impl ObjectPadStore {
             .map_err(|e| BackendError::Permanent(format!("write task failed: {e}")))?
     }
 
+    /// The full object path of `name` under the prefix.
     fn path_of(&self, name: &str) -> Result<Path, BackendError> {
         let invalid = |why: String| {
             BackendError::Permanent(format!(
