@@ -369,6 +369,15 @@ def run(
                     writer.send_signal(signal.SIGTERM)
             for writer in writers:
                 writer.communicate(timeout=300)
+        for slot in range(WRITERS):
+            deaths.setdefault(f"w{slot}.{lives[slot]}", time.monotonic_ns())
+        if grace_ms is None:
+            grace_ms = 2000 if report.backend == "s3" else 0
+        # A call cut short may land until `grace_ms` after its process died
+        # (a request the service had whole when the process died): the final
+        # reads begin after that, so that they see the store as it stays.
+        if grace_ms != float("inf"):
+            time.sleep(grace_ms / 1000)
         final = subprocess.run(
             [
                 sys.executable,
@@ -389,8 +398,6 @@ def run(
             report.failures.append(f"final check failed: {final.stderr[-2000:]}")
             return report
         report.final = json.loads(final.stdout)
-        if grace_ms is None:
-            grace_ms = 2000 if report.backend == "s3" else 0
         deadlines = {
             name: None if grace_ms == float("inf") else died + int(grace_ms * 1e6)
             for name, died in deaths.items()

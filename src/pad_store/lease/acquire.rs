@@ -13,6 +13,12 @@ use super::{
 };
 use crate::pad_store::WriterLock;
 
+/// How long a lease whose holder's process has exited (on this machine) is
+/// still waited for: a request that process sent before it died may yet
+/// land, the service having it whole, and must not land over the next
+/// holder's writes. The same bound the R9 harness grants a killed call on S3.
+pub(super) const EXITED_HOLDER_SETTLE: Duration = Duration::from_secs(2);
+
 impl Lease {
     /// Waits for the lease and takes it (see the module documentation).
     pub async fn acquire(self: &Arc<Self>) -> Result<Box<dyn WriterLock>, BackendError> {
@@ -20,10 +26,11 @@ impl Lease {
         let conditional = self.conditional_writes().await?;
         let token = random_hex();
         let started = Instant::now();
+        let mut exited_since = None;
         loop {
             let current = self.read().await?;
             let now = now_ms();
-            if let Some(holder) = self.other_holder(current.as_ref(), now) {
+            if let Some(holder) = self.other_holder(current.as_ref(), now, &mut exited_since) {
                 if started.elapsed() >= self.config.wait_limit {
                     return Err(self.gave_up_waiting(holder, now));
                 }
@@ -80,14 +87,32 @@ impl Lease {
         }
     }
 
-    /// The holder of `current` if it is another writer's and still valid
-    /// (unexpired at `now`, and its process not known to have exited).
-    fn other_holder<'a>(&self, current: Option<&'a Current>, now: u64) -> Option<&'a Record> {
-        current
-            .and_then(|current| current.record.as_ref())
-            .filter(|record| {
-                record.expires_ms > now && record.owner != self.owner && !record.holder_has_exited()
-            })
+    /// The holder of `current` if it is another writer's and still valid:
+    /// unexpired at `now`, and its process not seen exited for
+    /// [`EXITED_HOLDER_SETTLE`] (`exited_since`: which lease this
+    /// acquisition first saw so, and when).
+    fn other_holder<'a>(
+        &self,
+        current: Option<&'a Current>,
+        now: u64,
+        exited_since: &mut Option<(String, tokio::time::Instant)>,
+    ) -> Option<&'a Record> {
+        let record = current?.record.as_ref()?;
+        if record.expires_ms <= now || record.owner == self.owner {
+            return None;
+        }
+        if !record.holder_has_exited() {
+            return Some(record);
+        }
+        let seen = match exited_since {
+            Some((token, seen)) if *token == record.token => *seen,
+            _ => {
+                exited_since
+                    .insert((record.token.clone(), tokio::time::Instant::now()))
+                    .1
+            }
+        };
+        (seen.elapsed() < EXITED_HOLDER_SETTLE).then_some(record)
     }
 
     fn gave_up_waiting(&self, holder: &Record, now: u64) -> BackendError {

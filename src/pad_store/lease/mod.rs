@@ -37,9 +37,10 @@
 //! - **release** (on drop, in the background): delete the object if it
 //!   still carries our token.
 //! - A lease whose holder ran on this machine (same boot, same PID
-//!   namespace: `host`) in a process that no longer exists is taken over at
-//!   once rather than after its expiry: a crashed or exited script does not
-//!   hold up the next one on the same machine.
+//!   namespace: `host`) in a process that no longer exists is taken over
+//!   two seconds after it is first seen so (its last requests may still
+//!   land), rather than after its expiry: a crashed or exited script does
+//!   not hold up the next one on the same machine for long.
 //!
 //! Whether the service honours conditional writes is probed once per handle,
 //! on first use (a create-if-absent twice, then an update with a stale ETag,

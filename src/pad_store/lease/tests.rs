@@ -130,6 +130,34 @@ fn a_holder_that_exited_on_this_machine_is_gone() {
     assert!(!record(1, host).holder_has_exited(), "init is alive");
 }
 
+/// On the tokio clock, paused: its sleeps pass at once, in order.
+#[tokio::test(start_paused = true)]
+async fn a_lease_whose_holder_exited_here_is_taken_once_its_requests_could_have_landed() {
+    let Some(host) = local_host() else {
+        return; // not Linux: such leases wait for their expiry
+    };
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let lease = memory_lease(ConditionalWrites::Ignored, DEFAULT_TTL);
+    let left_behind = Record {
+        owner: "crashed".into(),
+        token: "old".into(),
+        expires_ms: now_ms() + 60_000,
+        pid,
+        host: host.clone(),
+    };
+    lease.write(&left_behind, PutMode::Overwrite).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let held = lease.acquire().await.unwrap();
+    let waited = started.elapsed();
+    // Not at once (a request of the dead holder may still land), but well
+    // before the lease's expiry a minute away.
+    assert!(waited >= acquire::EXITED_HOLDER_SETTLE, "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_now_deletes_the_lease_before_returning() {
     let lease = memory_lease(ConditionalWrites::Ignored, DEFAULT_TTL);
