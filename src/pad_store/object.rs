@@ -123,7 +123,7 @@ fn lock_folder(
     fsync: bool,
     holder: &[u8; 16],
     wait: bool,
-) -> io::Result<Option<(std::fs::File, std::fs::File, bool)>> {
+) -> io::Result<Option<(std::fs::File, PathBuf, bool)>> {
     let open = |path: &std::path::Path| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -133,14 +133,14 @@ fn lock_folder(
             .open(path)
     };
     let mut file = open(path)?;
-    let mut waiting_path = path.as_os_str().to_owned();
-    waiting_path.push("-waiting");
-    let waiting = open(std::path::Path::new(&waiting_path))?;
+    let waiting_path = waiting_file(path);
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) if wait => {
             // A shared lock on the waiting file while this waits, which the
-            // holder sees at the end of its turn.
+            // holder sees at the end of its turn. Made by the first writer
+            // that ever waited: a store with one writer has none.
+            let waiting = open(&waiting_path)?;
             let _held = crate::held_files::hold(&waiting);
             waiting.lock_shared()?;
             let locked = file.lock();
@@ -159,7 +159,14 @@ fn lock_folder(
             file.sync_data()?;
         }
     }
-    Ok(Some((file, waiting, undisturbed)))
+    Ok(Some((file, waiting_path, undisturbed)))
+}
+
+/// `.lock-waiting` beside the lock file `.lock`.
+fn waiting_file(lock: &std::path::Path) -> PathBuf {
+    let mut name = lock.as_os_str().to_owned();
+    name.push("-waiting");
+    name.into()
 }
 
 struct InProcessLock {
@@ -181,7 +188,7 @@ struct FolderLock {
     _file: std::fs::File,
     /// `.lock-waiting` beside the lock file, share-locked by every writer
     /// waiting for the lock.
-    waiting: std::fs::File,
+    waiting: PathBuf,
     undisturbed: bool,
 }
 
@@ -194,11 +201,12 @@ impl WriterLock for FolderLock {
     /// one cannot lock it exclusively. A waiter just about to take it is
     /// seen at the end of the next turn.
     fn others_waiting(&self) -> bool {
-        match self.waiting.try_lock() {
-            Ok(()) => {
-                let _ = self.waiting.unlock();
-                false
-            }
+        let waiting = match std::fs::File::open(&self.waiting) {
+            Ok(waiting) => waiting,
+            Err(error) => return error.kind() != io::ErrorKind::NotFound,
+        };
+        match waiting.try_lock() {
+            Ok(()) => false, // unlocked as the file closes
             Err(_) => true,
         }
     }
