@@ -136,9 +136,11 @@ def main() -> None:
                 peer.append(obstore_gets(items, order))
                 ours.append(anthill_gets(items, order))
         result[f"get_{size}"] = {"anthill_s": median(ours), "obstore_s": median(peer)}
-    items = [os.urandom(MIB) for _ in range(PUTS)]
     ours, peer = [], []
     for run in range(ROUNDS):
+        # New bytes each round: Garage stores a block once per content, so a
+        # peer putting the bytes of an earlier round wrote nothing (see P7).
+        items = [os.urandom(MIB) for _ in range(PUTS)]
         if run % 2 == 0:
             ours.append(anthill_loop(items))
             peer.append(obstore_loop(items))
