@@ -115,10 +115,14 @@ def obstore_loop(items: list[bytes]) -> float:
     return timed(loop)
 
 
-def zarr_round(side: str, chunk_bytes: int, chunks: int) -> dict[str, float]:
+def zarr_round(side: str, chunk_bytes: int, chunks: int, run: int) -> dict[str, float]:
+    """One side's write and fresh read; the array's numbers are new in each
+    round and side, since Garage keeps one copy per content."""
     place = f"s3:{fresh(f'zarr-{side}')}"
-    write_s = write(side, place, array_data(chunks, chunk_bytes), chunk_bytes)
-    return {"write_s": write_s, **read_in_fresh_process(side, place, chunks, chunk_bytes)}
+    start = (run * len(SIDES) + SIDES.index(side)) * chunks * chunk_bytes
+    write_s = write(side, place, array_data(chunks, chunk_bytes, start), chunk_bytes)
+    read = read_in_fresh_process(side, place, chunks, chunk_bytes, start)
+    return {"write_s": write_s, **read}
 
 
 def main() -> None:
@@ -152,7 +156,7 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
         for run in range(ROUNDS):
             for side in SIDES[run % 3 :] + SIDES[: run % 3]:
-                runs[side].append(zarr_round(side, chunk_bytes, chunks))
+                runs[side].append(zarr_round(side, chunk_bytes, chunks, run))
         result[f"zarr_{chunk_bytes}"] = {
             "chunks": chunks,
             **{

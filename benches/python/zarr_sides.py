@@ -30,8 +30,11 @@ from common import PAD_SIZE, SECRET
 SIDES = ("anthill", "zarr", "icechunk")
 
 
-def array_data(chunks: int, chunk_bytes: int) -> np.ndarray:
-    return np.arange(chunks * chunk_bytes // 8, dtype="f8")
+def array_data(chunks: int, chunk_bytes: int, start: int = 0) -> np.ndarray:
+    """The array written: consecutive numbers from `start`. Object stores
+    that keep one copy per content (Garage) must see new bytes in each
+    round, or a side writing an earlier round's chunks writes nothing."""
+    return np.arange(start, start + chunks * chunk_bytes // 8, dtype="f8")
 
 
 def s3_settings() -> dict[str, str]:
@@ -158,8 +161,10 @@ def bytes_read(place: str) -> int:
     return total
 
 
-def read_in_this_process(side: str, place: str, chunks: int, chunk_bytes: int) -> dict[str, Any]:
-    expected = array_data(chunks, chunk_bytes)
+def read_in_this_process(
+    side: str, place: str, chunks: int, chunk_bytes: int, start: int = 0
+) -> dict[str, Any]:
+    expected = array_data(chunks, chunk_bytes, start)
     before, started = bytes_read(place), time.perf_counter()
     opened = Opened(side, place, writing=False)
     got = zarr.open_array(opened.store, mode="r")[:]
@@ -171,11 +176,13 @@ def read_in_this_process(side: str, place: str, chunks: int, chunk_bytes: int) -
     return {"read_s": seconds, "bytes_read": fetched}
 
 
-def read_in_fresh_process(side: str, place: str, chunks: int, chunk_bytes: int) -> dict[str, Any]:
+def read_in_fresh_process(
+    side: str, place: str, chunks: int, chunk_bytes: int, start: int = 0
+) -> dict[str, Any]:
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, __file__, side, place, str(chunks), str(chunk_bytes)],
+        [sys.executable, __file__, side, place, str(chunks), str(chunk_bytes), str(start)],
         capture_output=True,
         text=True,
         check=False,
@@ -188,5 +195,5 @@ def read_in_fresh_process(side: str, place: str, chunks: int, chunk_bytes: int) 
 
 
 if __name__ == "__main__":
-    side, place, chunks, chunk_bytes = sys.argv[1:5]
-    print(json.dumps(read_in_this_process(side, place, int(chunks), int(chunk_bytes))))
+    side, place, chunks, chunk_bytes, start = sys.argv[1:6]
+    print(json.dumps(read_in_this_process(side, place, int(chunks), int(chunk_bytes), int(start))))
