@@ -306,15 +306,22 @@ def run(
     read_share: float = 0.35,
     measure_lag: bool = False,
     keep: Path | None = None,
+    life_s: tuple[float, float] | None = None,
 ) -> Report:
     """`kills` SIGKILLs among 4 writers on the store at `url` (default: a
     new folder), then the final reads and checks. A call cut short by a
     kill may take effect until `grace_ms` after the driver saw its process
     die (``None``: 0 on a folder, 2 s on S3; ``inf``: at any later instant),
-    or never. The writers' logs go to `keep` if given (with the
-    killed calls' deadlines, ``deadlines.json``), else to a temporary folder."""
+    or never. A writer is killed a random `life_s` seconds after it opened
+    the store (``None``: 0.05 to 0.6 on a folder; 0.5 to 3 on S3, where a
+    killed lease holder's lease passes on only 2 s after its death, so
+    shorter lives would leave the others mostly waiting for it). The
+    writers' logs go to `keep` if given (with the killed calls' deadlines,
+    ``deadlines.json``), else to a temporary folder."""
     rng = random.Random(seed)
     report = Report(backend="s3" if url and url.startswith("s3") else "folder")
+    if life_s is None:
+        life_s = (0.5, 3.0) if report.backend == "s3" else (0.05, 0.6)
     with tempfile.TemporaryDirectory() as tmp:
         logs = keep or Path(tmp) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -355,7 +362,7 @@ def run(
                 if victim.stdout.readline() != "ready\n":
                     victim.wait()
                     raise AssertionError(f"writer {slot} died before it was ready")
-                time.sleep(rng.uniform(0.05, 0.6))
+                time.sleep(rng.uniform(*life_s))
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 deaths[f"w{slot}.{lives[slot]}"] = time.monotonic_ns()
