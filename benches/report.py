@@ -695,10 +695,11 @@ def p7_throughput(t: dict[str, Any]) -> list[str]:
         ),
         "",
         (
-            "What each side sends: anthill's large put is one `PUT` per 4 MiB pad, each "
-            "followed by a `HEAD` (the pad's commit: the service holds that version), and a "
-            "few index writes (the pads are created by their first write, see "
-            "docs/architecture.md); its get one `GET` per pad, 20 at a time, each opened and "
+            "What each side sends: anthill's large put is one `PUT` per 4 MiB pad, 20 at a "
+            "time (the answered `PUT` is the pad's commit: nothing reads it back, see "
+            "docs/s3.md), and a few index log writes, each a `HEAD` then a `PUT` on Garage "
+            "(the pads are created by their first write, see docs/architecture.md); its get "
+            "one `GET` per pad, 20 at a time, each opened and "
             "checked on another core. obstore's put is a multipart upload of 5 MiB parts, "
             "its get one streamed `GET`. A small put of anthill is its log object (a `HEAD` "
             "then a `PUT` on Garage, which ignores conditional writes), an obstore put one "
