@@ -31,10 +31,13 @@ SIDES = ("anthill", "zarr", "icechunk")
 
 
 def array_data(chunks: int, chunk_bytes: int, start: int = 0) -> np.ndarray:
-    """The array written: consecutive numbers from `start`. Object stores
-    that keep one copy per content (Garage) must see new bytes in each
-    round, or a side writing an earlier round's chunks writes nothing."""
-    return np.arange(start, start + chunks * chunk_bytes // 8, dtype="f8")
+    """The array written: random numbers drawn from seed `start`. New in
+    each round: Garage keeps one copy per content, so a side writing an
+    earlier round's chunks would write nothing. And incompressible: Garage
+    compresses its blocks (zstd), which shrank the peers' plaintext chunks
+    of consecutive numbers 8 times while anthill's sealed pads cannot
+    shrink, so the rows measured Garage's compressor, not the stores."""
+    return np.random.default_rng(start).random(chunks * chunk_bytes // 8)
 
 
 def s3_settings() -> dict[str, str]:
