@@ -311,17 +311,17 @@ def run(
     """`kills` SIGKILLs among 4 writers on the store at `url` (default: a
     new folder), then the final reads and checks. A call cut short by a
     kill may take effect until `grace_ms` after the driver saw its process
-    die (``None``: 0 on a folder, 2 s on S3; ``inf``: at any later instant),
+    die (``None``: 0 on a folder, 5 s on S3; ``inf``: at any later instant),
     or never. A writer is killed a random `life_s` seconds after it opened
-    the store (``None``: 0.05 to 0.6 on a folder; 0.5 to 3 on S3, where a
-    killed lease holder's lease passes on only 2 s after its death, so
+    the store (``None``: 0.05 to 0.6 on a folder; 1 to 5 on S3, where a
+    killed lease holder's lease passes on only 5 s after its death, so
     shorter lives would leave the others mostly waiting for it). The
     writers' logs go to `keep` if given (with the killed calls' deadlines,
     ``deadlines.json``), else to a temporary folder."""
     rng = random.Random(seed)
     report = Report(backend="s3" if url and url.startswith("s3") else "folder")
     if life_s is None:
-        life_s = (0.5, 3.0) if report.backend == "s3" else (0.05, 0.6)
+        life_s = (1.0, 5.0) if report.backend == "s3" else (0.05, 0.6)
     with tempfile.TemporaryDirectory() as tmp:
         logs = keep or Path(tmp) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -379,7 +379,7 @@ def run(
         for slot in range(WRITERS):
             deaths.setdefault(f"w{slot}.{lives[slot]}", time.monotonic_ns())
         if grace_ms is None:
-            grace_ms = 2000 if report.backend == "s3" else 0
+            grace_ms = 5000 if report.backend == "s3" else 0
         # A call cut short may land until `grace_ms` after its process died
         # (a request the service had whole when the process died): the final
         # reads begin after that, so that they see the store as it stays.
