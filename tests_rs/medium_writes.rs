@@ -42,11 +42,11 @@ fn writes(stats: &SimStats) -> (u64, u64) {
 }
 
 /// A store on `sim+` over the folder `url`, and the sim that counts its calls.
-async fn counted_store(url: &str) -> (Arc<SimPadStore>, Store) {
+async fn counted_store(url: &str, config: SimConfig) -> (Arc<SimPadStore>, Store) {
     let folder = pad_store::open(url, &BackendOptions::default())
         .await
         .unwrap();
-    let sim = Arc::new(SimPadStore::new(folder, SimConfig::default()));
+    let sim = Arc::new(SimPadStore::new(folder, config));
     let store = Store::open_with_backend("sim", sim.clone(), options())
         .await
         .unwrap();
@@ -59,7 +59,7 @@ async fn counted_store(url: &str) -> (Arc<SimPadStore>, Store) {
 async fn put_loop(size: usize, puts: u64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    let (sim, store) = counted_store(url).await;
+    let (sim, store) = counted_store(url, SimConfig::default()).await;
     let (calls_before, bytes_before) = writes(&sim.sim_stats());
     for i in 0..puts {
         store
@@ -147,7 +147,12 @@ async fn a_new_pad_leftover_is_free_when_the_put_returns() {
 async fn concurrent_medium_puts_write_their_pads_directly() {
     let dir = tempfile::tempdir().unwrap();
     let url = dir.path().to_str().unwrap();
-    let (sim, store) = counted_store(url).await;
+    // Each request takes 2 ms, as a request to a service would, so puts
+    // and pad writes overlap as they do there: with none, on a busy
+    // machine 6 of 32 puts ran alone and went through the log.
+    let mut config = SimConfig::default();
+    config.latency_ms = 2.0;
+    let (sim, store) = counted_store(url, config).await;
     let (size, puts) = (1usize << 20, 32u64);
     let before = sim.sim_stats();
     let all = (0..puts).map(|i| {
@@ -175,7 +180,11 @@ async fn concurrent_medium_puts_write_their_pads_directly() {
     );
     let (_, written) = writes(&after);
     let amplification = (written - writes(&before).1) as f64 / stored as f64;
-    assert!(amplification <= 1.6, "{amplification:.2}x the data written");
+    // Through the log every byte goes at least twice (the log, then its
+    // pad). Straight to the pads it depends on how many patches each pad
+    // write carries, which the scheduling decides: 1.31 to 1.53x in 40
+    // runs beside two busy loops, 1.63 and 1.88 seen once each.
+    assert!(amplification < 2.0, "{amplification:.2}x the data written");
     let fresh = Store::open(url, options()).await.unwrap();
     for i in 0..puts {
         let got = fresh.fetch_item(&format!("k{i}"), None).await.unwrap();
