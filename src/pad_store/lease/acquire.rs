@@ -18,7 +18,7 @@ use crate::pad_store::WriterLock;
 /// land, the service having it whole, and must not land over the next
 /// holder's writes. The same bound the R9 harness grants a killed call on S3:
 /// 2 s proved short on a loaded Garage, where a dead writer's log `PUT`
-/// landed more than 2 s after its death (CI, twice in a week).
+/// landed more than 2 s after its death (in CI, and locally after the S3 suite).
 pub(super) const EXITED_HOLDER_SETTLE: Duration = Duration::from_secs(5);
 
 impl Lease {
